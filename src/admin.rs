@@ -1,0 +1,50 @@
+//! The admin listener: `/metrics` (Prometheus text format), `/healthz` (the process answers)
+//! and `/readyz` (the proxy listener accepts connections). Kept apart from the proxied paths.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::metrics;
+
+/// How long `/readyz` waits for the proxy listener to accept a probe connection.
+const READY_PROBE: Duration = Duration::from_millis(500);
+
+pub struct Admin {
+    /// The proxy listener whose acceptance makes us ready.
+    pub proxy_addr: SocketAddr,
+}
+
+fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("Content-Type", content_type)
+        .header("Content-Length", body.len())
+        .header("Cache-Control", "no-store")
+        .body(body)
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_string();
+        match path.as_str() {
+            "/metrics" => reply(200, "text/plain; version=0.0.4", metrics::render().into_bytes()),
+            "/healthz" => reply(200, "text/plain", b"ok\n".to_vec()),
+            "/readyz" => {
+                let probe = tokio::time::timeout(READY_PROBE, tokio::net::TcpStream::connect(self.proxy_addr)).await;
+                if matches!(probe, Ok(Ok(_))) {
+                    reply(200, "text/plain", b"ready\n".to_vec())
+                } else {
+                    reply(503, "text/plain", b"proxy listener is not accepting\n".to_vec())
+                }
+            }
+            _ => reply(404, "text/plain", b"not found: /metrics, /healthz, /readyz\n".to_vec()),
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! Configuration: the on-disk YAML schema (serde, unknown keys rejected) and its validation
+//! into the runtime [`Config`] with every key file loaded and parsed once. Every error names
+//! the setting and, where one is involved, the file.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::crypto::keys::{self, KeyError};
+use crate::crypto::{segmented, PrivateKey, PublicKey, Secret};
+use crate::protocol::platform::{PlatformMerchant, PlatformMerchantKeys};
+use crate::protocol::{Merchant, MerchantKeys};
+
+/// A configuration problem: which file, which setting, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub config: PathBuf,
+    pub setting: String,
+    pub file: Option<PathBuf>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.config.display(), self.setting)?;
+        if let Some(file) = &self.file {
+            write!(f, " ({})", file.display())?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---------------------------------------------------------------- on-disk schema: gateway
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9091".into()
+}
+fn default_threads() -> usize {
+    2
+}
+fn default_grace() -> u64 {
+    5
+}
+/// Business requests are a few hundred bytes; 64 KiB leaves room and bounds memory per request.
+fn default_max_body() -> usize {
+    64 * 1024
+}
+fn default_true() -> bool {
+    true
+}
+fn default_connect_timeout() -> u64 {
+    2_000
+}
+fn default_read_timeout() -> u64 {
+    10_000
+}
+fn default_connect_retries() -> u32 {
+    1
+}
+/// A bindCard answer with its bank form is a few KiB; 1 MiB bounds a misbehaving platform.
+fn default_max_response() -> usize {
+    1024 * 1024
+}
+fn default_pool_idle() -> u64 {
+    30
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
+    /// Worker threads of the proxy service.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Seconds to finish in-flight requests on SIGTERM.
+    #[serde(default = "default_grace")]
+    pub grace_period_seconds: u64,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Accept RSA keys under 2048 bits (tests with legacy keys only).
+    #[serde(default)]
+    pub allow_weak_keys: bool,
+    pub platform: PlatformFile,
+    pub merchants: Vec<MerchantFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformFile {
+    pub base_url: String,
+    #[serde(default = "default_true")]
+    pub tls_verify: bool,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// From the request being sent to the platform's full answer.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout_ms: u64,
+    /// Extra connection attempts when connecting fails (nothing sent yet).
+    #[serde(default = "default_connect_retries")]
+    pub connect_retries: u32,
+    #[serde(default = "default_max_response")]
+    pub max_response_bytes: usize,
+    #[serde(default = "default_pool_idle")]
+    pub pool_idle_timeout_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantFile {
+    pub customer_no: String,
+    pub profile: ProfileName,
+    pub platform_public_key: Option<PathBuf>,
+    pub md5_key_file: Option<PathBuf>,
+    pub md5_key_env: Option<String>,
+    pub merchant_private_key: Option<PathBuf>,
+    pub chunk_size: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfileName {
+    Md5,
+    Rsa,
+}
+
+// ---------------------------------------------------------------- on-disk schema: sandbox
+
+fn default_sandbox_listen() -> String {
+    "127.0.0.1:9443".into()
+}
+fn default_stall_ms() -> u64 {
+    30_000
+}
+fn default_submit_url() -> String {
+    "https://bank.example.test/epcc/bind".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxFile {
+    #[serde(default = "default_sandbox_listen")]
+    pub listen: String,
+    pub platform_private_key: PathBuf,
+    #[serde(default)]
+    pub allow_weak_keys: bool,
+    /// How long a `STALL-` order waits before answering (to exercise read timeouts).
+    #[serde(default = "default_stall_ms")]
+    pub stall_ms: u64,
+    /// The bank form target put into successful bindCard answers.
+    #[serde(default = "default_submit_url")]
+    pub submit_url: String,
+    pub merchants: Vec<SandboxMerchantFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxMerchantFile {
+    pub customer_no: String,
+    pub profile: ProfileName,
+    pub md5_key_file: Option<PathBuf>,
+    pub md5_key_env: Option<String>,
+    pub merchant_public_key: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------- runtime config
+
+/// Where and how to reach the platform.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub tls: bool,
+    pub host: String,
+    pub addr: SocketAddr,
+    /// `Host` header value (host, plus port when not the scheme's default).
+    pub authority: String,
+    /// Path prefix of the base URL, without trailing `/` (often empty).
+    pub prefix: String,
+    pub tls_verify: bool,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub connect_retries: u32,
+    pub max_response_bytes: usize,
+    pub pool_idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub listen: String,
+    pub admin_listen: String,
+    pub threads: usize,
+    pub grace_period_seconds: u64,
+    pub max_body_bytes: usize,
+    pub upstream: Upstream,
+    pub merchants: HashMap<String, Arc<Merchant>>,
+}
+
+impl Config {
+    /// The merchant used when a request names none: the only one, if there is exactly one.
+    pub fn default_merchant(&self) -> Option<&Arc<Merchant>> {
+        if self.merchants.len() == 1 {
+            self.merchants.values().next()
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub source: PathBuf,
+    pub listen: String,
+    pub platform_private: Arc<PrivateKey>,
+    pub stall: Duration,
+    pub submit_url: String,
+    pub merchants: HashMap<String, PlatformMerchant>,
+}
+
+// ---------------------------------------------------------------- loading
+
+struct Ctx<'a> {
+    config: &'a Path,
+    dir: PathBuf,
+    allow_weak: bool,
+}
+
+impl Ctx<'_> {
+    fn err(&self, setting: impl Into<String>, file: Option<&Path>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            config: self.config.to_path_buf(),
+            setting: setting.into(),
+            file: file.map(Path::to_path_buf),
+            message: message.into(),
+        }
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+
+    fn read(&self, setting: &str, p: &Path) -> Result<(PathBuf, String), ConfigError> {
+        let path = self.resolve(p);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok((path, text)),
+            Err(e) => Err(self.err(setting, Some(&path), format!("cannot read file: {e}"))),
+        }
+    }
+
+    fn public_key(&self, setting: &str, p: &Option<PathBuf>) -> Result<Arc<PublicKey>, ConfigError> {
+        let p = p.as_ref().ok_or_else(|| self.err(setting, None, "is required for this profile"))?;
+        let (path, text) = self.read(setting, p)?;
+        keys::load_public(&text, self.allow_weak)
+            .map(Arc::new)
+            .map_err(|e: KeyError| self.err(setting, Some(&path), e.to_string()))
+    }
+
+    fn private_key(&self, setting: &str, p: &Option<PathBuf>) -> Result<Arc<PrivateKey>, ConfigError> {
+        let p = p.as_ref().ok_or_else(|| self.err(setting, None, "is required for this profile"))?;
+        let (path, text) = self.read(setting, p)?;
+        keys::load_private(&text, self.allow_weak)
+            .map(Arc::new)
+            .map_err(|e: KeyError| self.err(setting, Some(&path), e.to_string()))
+    }
+
+    fn md5_key(&self, at: &str, file: &Option<PathBuf>, env: &Option<String>) -> Result<Secret, ConfigError> {
+        let raw = match (file, env) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(format!("{at}.md5_key_file"), None, "set md5_key_file or md5_key_env, not both"))
+            }
+            (None, None) => {
+                return Err(self.err(format!("{at}.md5_key_file"), None, "an md5 merchant needs md5_key_file or md5_key_env"))
+            }
+            (Some(p), None) => self.read(&format!("{at}.md5_key_file"), p)?.1,
+            (None, Some(var)) => std::env::var(var).map_err(|_| {
+                self.err(format!("{at}.md5_key_env"), None, format!("environment variable {var} is not set or not UTF-8"))
+            })?,
+        };
+        // Files usually end with a newline that is not part of the key.
+        let key = raw.trim_end_matches(['\r', '\n']).to_string();
+        if key.is_empty() {
+            return Err(self.err(format!("{at}.md5_key"), file.as_deref().map(|p| self.resolve(p)).as_deref(), "the MD5 key is empty"));
+        }
+        Ok(Secret::new(key))
+    }
+
+    fn not_for_profile(&self, at: &str, name: &str, set: bool, profile: &str) -> Result<(), ConfigError> {
+        if set {
+            return Err(self.err(format!("{at}.{name}"), None, format!("is not used by profile {profile}; remove it")));
+        }
+        Ok(())
+    }
+}
+
+fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let err = |m: String| ConfigError { config: path.to_path_buf(), setting: "(file)".into(), file: None, message: m };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    serde_yaml::from_str(&text).map_err(|e| err(format!("invalid configuration: {e}")))
+}
+
+fn ctx_for(path: &Path, allow_weak: bool) -> Ctx<'_> {
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ctx { config: path, dir, allow_weak }
+}
+
+fn check_listen(ctx: &Ctx, setting: &str, v: &str) -> Result<(), ConfigError> {
+    v.parse::<SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| ctx.err(setting, None, format!("'{v}' is not an address like 127.0.0.1:8080")))
+}
+
+fn check_customer_no(ctx: &Ctx, at: &str, c: &str) -> Result<(), ConfigError> {
+    if c.is_empty() || c.len() > 32 || !c.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ctx.err(format!("{at}.customer_no"), None, "must be 1 to 32 ASCII letters or digits"));
+    }
+    Ok(())
+}
+
+/// Loads and validates a gateway configuration, parsing every key.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file: GatewayFile = read_yaml(path)?;
+    let ctx = ctx_for(path, file.allow_weak_keys);
+    check_listen(&ctx, "listen", &file.listen)?;
+    check_listen(&ctx, "admin_listen", &file.admin_listen)?;
+    if file.listen == file.admin_listen {
+        return Err(ctx.err("admin_listen", None, "must differ from listen"));
+    }
+    if file.threads == 0 {
+        return Err(ctx.err("threads", None, "must be at least 1"));
+    }
+    if file.max_body_bytes == 0 {
+        return Err(ctx.err("max_body_bytes", None, "must be at least 1"));
+    }
+    let upstream = upstream(&ctx, &file.platform)?;
+    if file.merchants.is_empty() {
+        return Err(ctx.err("merchants", None, "at least one merchant is required"));
+    }
+    let mut merchants = HashMap::new();
+    for (i, m) in file.merchants.iter().enumerate() {
+        let at = format!("merchants[{i}]");
+        check_customer_no(&ctx, &at, &m.customer_no)?;
+        let platform_public = ctx.public_key(&format!("{at}.platform_public_key"), &m.platform_public_key)?;
+        let keys = match m.profile {
+            ProfileName::Md5 => {
+                ctx.not_for_profile(&at, "merchant_private_key", m.merchant_private_key.is_some(), "md5")?;
+                let md5_key = ctx.md5_key(&at, &m.md5_key_file, &m.md5_key_env)?;
+                MerchantKeys::Md5 { md5_key, platform_public: platform_public.clone() }
+            }
+            ProfileName::Rsa => {
+                ctx.not_for_profile(&at, "md5_key_file", m.md5_key_file.is_some(), "rsa")?;
+                ctx.not_for_profile(&at, "md5_key_env", m.md5_key_env.is_some(), "rsa")?;
+                let merchant_private = ctx.private_key(&format!("{at}.merchant_private_key"), &m.merchant_private_key)?;
+                MerchantKeys::Rsa { merchant_private, platform_public: platform_public.clone() }
+            }
+        };
+        let chunk_size = segmented::chunk_size_for(&platform_public, m.chunk_size)
+            .map_err(|e| ctx.err(format!("{at}.chunk_size"), None, e))?;
+        let merchant = Merchant { customer_no: m.customer_no.clone(), keys, chunk_size };
+        if merchants.insert(m.customer_no.clone(), Arc::new(merchant)).is_some() {
+            return Err(ctx.err(format!("{at}.customer_no"), None, format!("{} is configured twice", m.customer_no)));
+        }
+    }
+    Ok(Config {
+        source: path.to_path_buf(),
+        listen: file.listen,
+        admin_listen: file.admin_listen,
+        threads: file.threads,
+        grace_period_seconds: file.grace_period_seconds,
+        max_body_bytes: file.max_body_bytes,
+        upstream,
+        merchants,
+    })
+}
+
+fn upstream(ctx: &Ctx, p: &PlatformFile) -> Result<Upstream, ConfigError> {
+    let bad = |m: String| ctx.err("platform.base_url", None, m);
+    let (tls, rest) = if let Some(r) = p.base_url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = p.base_url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err(bad(format!("'{}' must start with https:// or http://", p.base_url)));
+    };
+    let (authority, prefix) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || authority.contains('@') || prefix.contains(['?', '#']) {
+        return Err(bad(format!("'{}' is not a base URL like https://host[:port][/prefix]", p.base_url)));
+    }
+    let default_port = if tls { 443 } else { 80 };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, port)) if !h.ends_with(']') || h.starts_with('[') => match port.parse::<u16>() {
+            Ok(n) if !h.is_empty() => (h.trim_start_matches('[').trim_end_matches(']').to_string(), n),
+            _ => return Err(bad(format!("bad port in '{}'", p.base_url))),
+        },
+        _ => (authority.trim_start_matches('[').trim_end_matches(']').to_string(), default_port),
+    };
+    // Resolved once at start-up: pingora's peer would otherwise do a blocking lookup (and
+    // panic on failure) on the request path.
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| bad(format!("cannot resolve {host}: {e}")))?
+        .next()
+        .ok_or_else(|| bad(format!("{host} resolves to no address")))?;
+    let ca_file = match &p.ca_file {
+        Some(f) => {
+            let path = ctx.resolve(f);
+            if !path.is_file() {
+                return Err(ctx.err("platform.ca_file", Some(&path), "file does not exist"));
+            }
+            Some(path)
+        }
+        None => None,
+    };
+    if p.connect_timeout_ms == 0 || p.read_timeout_ms == 0 {
+        return Err(ctx.err("platform.read_timeout_ms", None, "timeouts must be positive"));
+    }
+    if p.max_response_bytes == 0 {
+        return Err(ctx.err("platform.max_response_bytes", None, "must be at least 1"));
+    }
+    Ok(Upstream {
+        tls,
+        authority: authority.to_string(),
+        host,
+        addr,
+        prefix: prefix.to_string(),
+        tls_verify: p.tls_verify,
+        ca_file,
+        connect_timeout: Duration::from_millis(p.connect_timeout_ms),
+        read_timeout: Duration::from_millis(p.read_timeout_ms),
+        connect_retries: p.connect_retries,
+        max_response_bytes: p.max_response_bytes,
+        pool_idle_timeout: Duration::from_secs(p.pool_idle_timeout_secs),
+    })
+}
+
+/// Loads and validates a sandbox (platform simulator) configuration.
+pub fn load_sandbox(path: &Path) -> Result<SandboxConfig, ConfigError> {
+    let file: SandboxFile = read_yaml(path)?;
+    let ctx = ctx_for(path, file.allow_weak_keys);
+    check_listen(&ctx, "listen", &file.listen)?;
+    let platform_private = ctx.private_key("platform_private_key", &Some(file.platform_private_key.clone()))?;
+    let mut merchants = HashMap::new();
+    for (i, m) in file.merchants.iter().enumerate() {
+        let at = format!("merchants[{i}]");
+        check_customer_no(&ctx, &at, &m.customer_no)?;
+        let keys = match m.profile {
+            ProfileName::Md5 => {
+                ctx.not_for_profile(&at, "merchant_public_key", m.merchant_public_key.is_some(), "md5")?;
+                PlatformMerchantKeys::Md5 { md5_key: ctx.md5_key(&at, &m.md5_key_file, &m.md5_key_env)? }
+            }
+            ProfileName::Rsa => {
+                ctx.not_for_profile(&at, "md5_key_file", m.md5_key_file.is_some(), "rsa")?;
+                ctx.not_for_profile(&at, "md5_key_env", m.md5_key_env.is_some(), "rsa")?;
+                PlatformMerchantKeys::Rsa {
+                    merchant_public: ctx.public_key(&format!("{at}.merchant_public_key"), &m.merchant_public_key)?,
+                }
+            }
+        };
+        let pm = PlatformMerchant { customer_no: m.customer_no.clone(), keys };
+        if merchants.insert(m.customer_no.clone(), pm).is_some() {
+            return Err(ctx.err(format!("{at}.customer_no"), None, format!("{} is configured twice", m.customer_no)));
+        }
+    }
+    Ok(SandboxConfig {
+        source: path.to_path_buf(),
+        listen: file.listen,
+        platform_private,
+        stall: Duration::from_millis(file.stall_ms),
+        submit_url: file.submit_url,
+        merchants,
+    })
+}
+
+/// What kind of file this is, judged by its top-level keys (for `paysign check`).
+pub enum AnyConfig {
+    Gateway(Config),
+    Sandbox(SandboxConfig),
+}
+
+pub fn load_any(path: &Path) -> Result<AnyConfig, ConfigError> {
+    let value: serde_yaml::Value = read_yaml(path)?;
+    if value.get("platform_private_key").is_some() {
+        load_sandbox(path).map(AnyConfig::Sandbox)
+    } else {
+        load(path).map(AnyConfig::Gateway)
+    }
+}

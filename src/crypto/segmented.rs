@@ -1,0 +1,154 @@
+//! Segmented RSA over `reqmsg` (PROTOCOL.md, "Segmented RSA"): the UTF-8 bytes are cut into
+//! chunks, each chunk becomes one `k`-byte PKCS#1 v1.5 block, the blocks are concatenated and
+//! base64-encoded. Opening reverses it block by block.
+
+use base64::Engine;
+use rsa::hazmat::rsa_encrypt;
+use rsa::traits::PublicKeyParts;
+use rsa::{BoxedUint, Pkcs1v15Sign};
+
+use super::{CryptoError, PrivateKey, PublicKey};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Minimum number of `FF` bytes in a type-1 padding string (RFC 8017 §9.2 / PKCS#1 v1.5).
+const MIN_TYPE1_PAD: usize = 8;
+
+/// Checks a configured chunk size against a key; `None` means "derive it" (`k - 11`).
+pub fn chunk_size_for(key: &PublicKey, configured: Option<usize>) -> Result<usize, String> {
+    let max = key.max_chunk();
+    match configured {
+        None => Ok(max),
+        Some(0) => Err("chunk_size must be at least 1".into()),
+        Some(n) if n > max => Err(format!(
+            "chunk_size {n} is larger than a {}-bit key can carry in one PKCS#1 v1.5 block ({max} bytes)",
+            key.bits()
+        )),
+        Some(n) => Ok(n),
+    }
+}
+
+/// Encrypts `plaintext` chunk by chunk with PKCS#1 v1.5 type 2 (random padding) under `key`.
+pub fn encrypt(key: &PublicKey, plaintext: &[u8], chunk: usize) -> Result<String, CryptoError> {
+    if chunk == 0 || chunk > key.max_chunk() {
+        return Err(CryptoError::Encrypt);
+    }
+    let blocks = plaintext.len().div_ceil(chunk).max(1);
+    let mut out = Vec::with_capacity(blocks * key.size());
+    if plaintext.is_empty() {
+        out.extend(key.inner.pkcs1v15_encrypt(&[]).map_err(|_| CryptoError::Encrypt)?);
+    }
+    for part in plaintext.chunks(chunk) {
+        let block = key.inner.pkcs1v15_encrypt(part).map_err(|_| CryptoError::Encrypt)?;
+        out.extend_from_slice(&block);
+    }
+    Ok(B64.encode(out))
+}
+
+/// Base64-decodes a `reqmsg` (tolerating the line breaks Java encoders insert) and checks
+/// that it is a non-zero whole number of `k`-byte blocks.
+pub fn decode_blocks(reqmsg: &str, k: usize) -> Result<Vec<u8>, CryptoError> {
+    let raw = if reqmsg.bytes().any(|b| b.is_ascii_whitespace()) {
+        let compact: Vec<u8> = reqmsg.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        B64.decode(compact)
+    } else {
+        B64.decode(reqmsg)
+    }
+    .map_err(|_| CryptoError::Encoding)?;
+    if raw.is_empty() || raw.len() % k != 0 {
+        return Err(CryptoError::Encoding);
+    }
+    Ok(raw)
+}
+
+/// Decrypts each block with the private key (PKCS#1 v1.5 type 2, implicit rejection: a
+/// tampered block yields pseudo-random bytes, never a distinguishable error; the caller's
+/// signature check is what rejects it).
+pub fn decrypt(key: &PrivateKey, reqmsg: &str) -> Result<Vec<u8>, CryptoError> {
+    let k = key.size();
+    let raw = decode_blocks(reqmsg, k)?;
+    let mut out = Vec::with_capacity(raw.len());
+    for block in raw.chunks(k) {
+        let part = key.inner.pkcs1v15_decrypt(block).map_err(|_| CryptoError::Padding)?;
+        out.extend_from_slice(&part);
+    }
+    Ok(out)
+}
+
+/// Opens blocks the platform "encrypted" with its private key (Java `Cipher("RSA")` in
+/// ENCRYPT_MODE with a private key = PKCS#1 v1.5 type 1): the public operation `c^e mod n`,
+/// then a strict check of `00 01 FF{8,} 00` before the data. Public data, so no constant time
+/// is needed here.
+pub fn open_type1(key: &PublicKey, reqmsg: &str) -> Result<Vec<u8>, CryptoError> {
+    let k = key.size();
+    let raw = decode_blocks(reqmsg, k)?;
+    let precision = key.inner.n_bits_precision();
+    let mut out = Vec::with_capacity(raw.len());
+    for block in raw.chunks(k) {
+        let c = BoxedUint::from_be_slice(block, precision).map_err(|_| CryptoError::Padding)?;
+        if &c >= key.inner.n().as_ref() {
+            return Err(CryptoError::Padding);
+        }
+        let m = rsa_encrypt(&key.inner, &c).map_err(|_| CryptoError::Padding)?;
+        let wide = m.to_be_bytes();
+        if wide.len() < k {
+            return Err(CryptoError::Padding);
+        }
+        let em = &wide[wide.len() - k..];
+        out.extend_from_slice(strip_type1(em)?);
+    }
+    Ok(out)
+}
+
+fn strip_type1(em: &[u8]) -> Result<&[u8], CryptoError> {
+    if em.len() < 11 || em[0] != 0x00 || em[1] != 0x01 {
+        return Err(CryptoError::Padding);
+    }
+    let pad = em[2..].iter().take_while(|&&b| b == 0xFF).count();
+    let sep = 2 + pad;
+    if pad < MIN_TYPE1_PAD || sep >= em.len() || em[sep] != 0x00 {
+        return Err(CryptoError::Padding);
+    }
+    Ok(&em[sep + 1..])
+}
+
+/// The platform's side of [`open_type1`] (used by the sandbox): each chunk is padded with
+/// type 1 and put through the private-key operation.
+pub fn seal_type1(key: &PrivateKey, plaintext: &[u8], chunk: usize) -> Result<String, CryptoError> {
+    if chunk == 0 || chunk > key.public().max_chunk() {
+        return Err(CryptoError::Encrypt);
+    }
+    let mut out = Vec::with_capacity(plaintext.len().div_ceil(chunk) * key.size());
+    for part in plaintext.chunks(chunk) {
+        let block = key
+            .inner
+            .sign(Pkcs1v15Sign::new_unprefixed(), part)
+            .map_err(|_| CryptoError::Private)?;
+        out.extend_from_slice(&block);
+    }
+    Ok(B64.encode(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_type1_is_strict() {
+        let mut em = vec![0u8, 1];
+        em.extend([0xFF; 8]);
+        em.push(0);
+        em.extend(b"hi");
+        assert_eq!(strip_type1(&em).unwrap(), b"hi");
+        let mut short = vec![0u8, 1];
+        short.extend([0xFF; 7]);
+        short.extend([0, b'a', b'b']);
+        assert_eq!(strip_type1(&short), Err(CryptoError::Padding));
+        let mut type2 = em.clone();
+        type2[1] = 2;
+        assert_eq!(strip_type1(&type2), Err(CryptoError::Padding));
+        let mut no_sep = vec![0u8, 1];
+        no_sep.extend([0xFF; 20]);
+        assert_eq!(strip_type1(&no_sep), Err(CryptoError::Padding));
+    }
+}

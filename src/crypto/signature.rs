@@ -1,0 +1,52 @@
+//! The two `sign` schemes: upper-case hex MD5 over `canonical&key=<md5Key>` (`md5` profile) and
+//! base64 SHA256withRSA (RSASSA-PKCS1-v1_5) over the canonical string (`rsa` profile).
+
+use std::fmt::Write;
+
+use base64::Engine;
+use md5::{Digest, Md5};
+use rsa::sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use super::{CryptoError, PrivateKey, PublicKey, Secret};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// `UPPERCASE_HEX(MD5(UTF8(canonical + "&key=" + md5Key)))`.
+pub fn md5_sign(canonical: &str, key: &Secret) -> String {
+    let mut h = Md5::new();
+    h.update(canonical.as_bytes());
+    h.update(b"&key=");
+    h.update(key.expose().as_bytes());
+    let digest = h.finalize();
+    let mut out = String::with_capacity(32);
+    for b in digest.iter() {
+        let _ = write!(out, "{b:02X}");
+    }
+    out
+}
+
+/// Compares case-insensitively and in constant time (for equal lengths).
+pub fn md5_verify(canonical: &str, key: &Secret, sign: &str) -> bool {
+    let expected = md5_sign(canonical, key);
+    let given = sign.to_ascii_uppercase();
+    expected.as_bytes().ct_eq(given.as_bytes()).into()
+}
+
+/// `BASE64(SHA256withRSA(private, UTF8(canonical)))`.
+pub fn rsa_sign(key: &PrivateKey, canonical: &str) -> Result<String, CryptoError> {
+    let sig = key
+        .inner
+        .pkcs1v15_sign::<Sha256>(canonical.as_bytes())
+        .map_err(|_| CryptoError::Private)?;
+    Ok(B64.encode(sig))
+}
+
+/// Verifies a base64 SHA256withRSA signature (line breaks in the base64 tolerated).
+pub fn rsa_verify(key: &PublicKey, canonical: &str, sign: &str) -> bool {
+    let compact: String = sign.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let Ok(sig) = B64.decode(compact) else {
+        return false;
+    };
+    key.inner.pkcs1v15_verify::<Sha256>(canonical.as_bytes(), &sig).is_ok()
+}

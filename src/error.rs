@@ -1,0 +1,159 @@
+//! Every way a request can end other than with a verified platform plaintext, and the one
+//! place where each becomes an HTTP answer: `{"errCode", "errMessage", "source"}` plus
+//! `X-Paysign-Delivery`, which tells the caller whether the platform may have acted.
+
+use serde_json::{Map, Value};
+
+use crate::protocol::schema::Invalid;
+use crate::protocol::{OpenError, SealError};
+
+/// Whether the request may have reached the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Certainly not sent: safe to fix and resend with the same `orderNo`.
+    NotSent,
+    /// The platform received it and answered.
+    Sent,
+    /// It may have been received: query the order before resubmitting.
+    Unknown,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::NotSent => "not-sent",
+            Delivery::Sent => "sent",
+            Delivery::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no such endpoint: paysign proxies POST /api/…")]
+    NotFound,
+    #[error("method not allowed: use POST")]
+    MethodNotAllowed,
+    #[error("request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("request body {0}")]
+    BadBody(&'static str),
+    #[error("{}", .0.message)]
+    Invalid(Invalid),
+    #[error("'{0}' must not be sent: {1}")]
+    ReservedField(&'static str, &'static str),
+    #[error("several merchants are configured: name one with the X-Paysign-Merchant header")]
+    MerchantRequired,
+    #[error("unknown merchant: no merchant with that customerNo is configured")]
+    UnknownMerchant,
+    #[error("the request could not be sealed")]
+    Seal(#[from] SealError),
+    #[error("the platform could not be reached; nothing was sent")]
+    Unreachable,
+    #[error("the platform did not answer in time; the request may have been received")]
+    Timeout,
+    #[error("the connection to the platform failed after sending; the request may have been received")]
+    UpstreamIo,
+    #[error("the platform's answer is larger than {limit} bytes")]
+    ResponseTooLarge { limit: usize },
+    #[error("the platform answered HTTP {0} without a protocol envelope")]
+    UpstreamHttp(u16),
+    #[error("{msg}")]
+    PlatformFailure { code: String, msg: String },
+    /// Deliberately one message for every cause (see `OpenError::reason` for metrics).
+    #[error("the platform's answer could not be verified; it was discarded")]
+    Verify(OpenError),
+    #[error("internal error")]
+    Internal,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::NotFound => 404,
+            GatewayError::MethodNotAllowed => 405,
+            GatewayError::BodyTooLarge { .. } => 413,
+            GatewayError::BadBody(_) | GatewayError::Invalid(_) | GatewayError::ReservedField(..) => 400,
+            GatewayError::MerchantRequired | GatewayError::UnknownMerchant => 400,
+            GatewayError::Seal(_) | GatewayError::Internal => 500,
+            GatewayError::Timeout => 504,
+            GatewayError::Unreachable
+            | GatewayError::UpstreamIo
+            | GatewayError::ResponseTooLarge { .. }
+            | GatewayError::UpstreamHttp(_)
+            | GatewayError::PlatformFailure { .. }
+            | GatewayError::Verify(_) => 502,
+        }
+    }
+
+    /// The endpoint document's errCode where one fits.
+    pub fn err_code(&self) -> &str {
+        match self {
+            GatewayError::Invalid(i) => i.code,
+            GatewayError::NotFound
+            | GatewayError::MethodNotAllowed
+            | GatewayError::BodyTooLarge { .. }
+            | GatewayError::BadBody(_)
+            | GatewayError::ReservedField(..)
+            | GatewayError::MerchantRequired => "1002",
+            GatewayError::UnknownMerchant => "2001",
+            GatewayError::PlatformFailure { code, .. } => code,
+            GatewayError::Seal(_)
+            | GatewayError::Unreachable
+            | GatewayError::Timeout
+            | GatewayError::UpstreamIo
+            | GatewayError::ResponseTooLarge { .. }
+            | GatewayError::UpstreamHttp(_)
+            | GatewayError::Verify(_)
+            | GatewayError::Internal => "1001",
+        }
+    }
+
+    pub fn source_name(&self) -> &'static str {
+        match self {
+            GatewayError::PlatformFailure { .. } => "platform",
+            _ => "gateway",
+        }
+    }
+
+    pub fn delivery(&self) -> Delivery {
+        match self {
+            GatewayError::Timeout | GatewayError::UpstreamIo | GatewayError::Internal => Delivery::Unknown,
+            GatewayError::ResponseTooLarge { .. }
+            | GatewayError::UpstreamHttp(_)
+            | GatewayError::PlatformFailure { .. }
+            | GatewayError::Verify(_) => Delivery::Sent,
+            _ => Delivery::NotSent,
+        }
+    }
+
+    /// Fixed label set for `paysign_requests_total{outcome}` and the access log.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            GatewayError::NotFound => "not_found",
+            GatewayError::MethodNotAllowed => "method_not_allowed",
+            GatewayError::BodyTooLarge { .. } => "body_too_large",
+            GatewayError::BadBody(_) | GatewayError::ReservedField(..) => "bad_request",
+            GatewayError::Invalid(_) => "invalid",
+            GatewayError::MerchantRequired | GatewayError::UnknownMerchant => "unknown_merchant",
+            GatewayError::Seal(_) => "seal_failed",
+            GatewayError::Unreachable => "unreachable",
+            GatewayError::Timeout => "timeout",
+            GatewayError::UpstreamIo => "upstream_io",
+            GatewayError::ResponseTooLarge { .. } => "response_too_large",
+            GatewayError::UpstreamHttp(_) => "upstream_http",
+            GatewayError::PlatformFailure { .. } => "platform_failure",
+            GatewayError::Verify(_) => "verify_failed",
+            GatewayError::Internal => "internal",
+        }
+    }
+
+    /// The JSON body sent to the internal service.
+    pub fn body(&self) -> Vec<u8> {
+        let mut m = Map::with_capacity(3);
+        m.insert("errCode".into(), Value::String(self.err_code().to_string()));
+        m.insert("errMessage".into(), Value::String(self.to_string()));
+        m.insert("source".into(), Value::String(self.source_name().into()));
+        Value::Object(m).to_string().into_bytes()
+    }
+}

@@ -1,0 +1,108 @@
+//! paysign's command line: parse arguments, load and validate configuration, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use paysign::config::{self, AnyConfig};
+
+const USAGE: &str = "\
+usage:
+  paysign demo    [-c conf/paysign.yaml] [--sandbox conf/sandbox.yaml]
+                  gateway and sandbox platform in one process (the end-to-end demo)
+  paysign run     [-c conf/paysign.yaml]      the gateway
+  paysign sandbox [-c conf/sandbox.yaml]      the sandbox platform alone
+  paysign check   -c FILE [-c FILE …]         validate configuration files (exit 1 on a problem)
+  paysign version";
+
+fn main() -> ExitCode {
+    paysign::logging::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("paysign: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Flags {
+    configs: Vec<PathBuf>,
+    sandbox: Option<PathBuf>,
+}
+
+fn flags(args: &[String]) -> Result<Flags, String> {
+    let mut f = Flags { configs: vec![], sandbox: None };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().ok_or_else(|| format!("{a} needs a value\n{USAGE}"));
+        match a.as_str() {
+            "-c" | "--config" => f.configs.push(PathBuf::from(value()?)),
+            "--sandbox" => f.sandbox = Some(PathBuf::from(value()?)),
+            other => return Err(format!("unknown argument '{other}'\n{USAGE}")),
+        }
+    }
+    Ok(f)
+}
+
+fn one(f: &Flags, default: &str) -> Result<PathBuf, String> {
+    match f.configs.as_slice() {
+        [] => Ok(PathBuf::from(default)),
+        [one] => Ok(one.clone()),
+        _ => Err("give one -c".into()),
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<(), String> {
+    let (cmd, rest) = args.split_first().ok_or_else(|| USAGE.to_string())?;
+    let f = flags(rest)?;
+    match cmd.as_str() {
+        "run" => {
+            let cfg = config::load(&one(&f, "conf/paysign.yaml")?).map_err(|e| e.to_string())?;
+            paysign::server::run(Some(cfg), None)
+        }
+        "sandbox" => {
+            let sb = config::load_sandbox(&one(&f, "conf/sandbox.yaml")?).map_err(|e| e.to_string())?;
+            paysign::server::run(None, Some(sb))
+        }
+        "demo" => {
+            let cfg = config::load(&one(&f, "conf/paysign.yaml")?).map_err(|e| e.to_string())?;
+            let sb_path = f.sandbox.clone().unwrap_or_else(|| PathBuf::from("conf/sandbox.yaml"));
+            let sb = config::load_sandbox(&sb_path).map_err(|e| e.to_string())?;
+            paysign::server::run(Some(cfg), Some(sb))
+        }
+        "check" => {
+            if f.configs.is_empty() {
+                return Err(format!("check needs -c FILE\n{USAGE}"));
+            }
+            let mut failed = 0;
+            for path in &f.configs {
+                match config::load_any(path) {
+                    Ok(AnyConfig::Gateway(c)) => {
+                        println!("{}: ok (gateway, {} merchant(s))", path.display(), c.merchants.len())
+                    }
+                    Ok(AnyConfig::Sandbox(s)) => {
+                        println!("{}: ok (sandbox, {} merchant(s))", path.display(), s.merchants.len())
+                    }
+                    Err(e) => {
+                        println!("{e}");
+                        failed += 1;
+                    }
+                }
+            }
+            if failed > 0 {
+                return Err(format!("{failed} configuration file(s) have problems"));
+            }
+            Ok(())
+        }
+        "version" | "--version" => {
+            println!("paysign {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command '{other}'\n{USAGE}")),
+    }
+}

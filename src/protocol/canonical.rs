@@ -1,0 +1,54 @@
+//! The canonical string that `sign` covers (PROTOCOL.md, "Canonical string").
+
+use serde_json::{Map, Value};
+
+/// Builds `name=value&…` over every top-level member except `sign`, leaving out `null` and
+/// `""`, sorted by name bytes, with string values verbatim (never re-escaped, trimmed or
+/// URL-encoded) and other values as compact JSON text.
+///
+/// Works on whatever fields arrive: fields the platform adds later are covered automatically.
+pub fn canonicalize(obj: &Map<String, Value>) -> String {
+    let mut members: Vec<(&str, &Value)> = obj
+        .iter()
+        .filter(|(k, v)| {
+            k.as_str() != "sign" && !v.is_null() && !matches!(v, Value::String(s) if s.is_empty())
+        })
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    // `str` ordering is byte ordering, which is what the protocol specifies.
+    members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+
+    let mut out = String::with_capacity(obj.len() * 24);
+    for (i, (k, v)) in members.into_iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        match v {
+            Value::String(s) => out.push_str(s),
+            // Compact JSON of a number (its text as received, with arbitrary_precision),
+            // bool, object or array cannot fail to serialize.
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_example() {
+        let v: Value =
+            serde_json::from_str(r#"{"b":"2","a":"x&y","c":"","sign":"…","n":10}"#).unwrap();
+        assert_eq!(canonicalize(v.as_object().unwrap()), "a=x&y&b=2&n=10");
+    }
+
+    #[test]
+    fn number_text_is_kept() {
+        let v: Value = serde_json::from_str(r#"{"a":1.50,"b":1e3}"#).unwrap();
+        assert_eq!(canonicalize(v.as_object().unwrap()), "a=1.50&b=1e3");
+    }
+}

@@ -1,0 +1,234 @@
+//! Sealing requests and opening responses, per profile (PROTOCOL.md, "Profiles" and
+//! "A call, end to end"). Pure functions over bytes: no I/O, no pingora.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+
+use super::canonical::canonicalize;
+use crate::crypto::{segmented, signature, CryptoError, PrivateKey, PublicKey, Secret};
+use crate::metrics;
+
+/// Which signing/encryption scheme a merchant uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Md5,
+    Rsa,
+}
+
+impl Profile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Md5 => "md5",
+            Profile::Rsa => "rsa",
+        }
+    }
+}
+
+/// The merchant-side key material of one profile.
+#[derive(Debug, Clone)]
+pub enum MerchantKeys {
+    /// Shared MD5 key + the platform's public key. No private key on our side.
+    Md5 { md5_key: Secret, platform_public: Arc<PublicKey> },
+    /// Our private key (sign requests, decrypt responses) + the platform's public key.
+    Rsa { merchant_private: Arc<PrivateKey>, platform_public: Arc<PublicKey> },
+}
+
+/// One configured merchant, ready to seal and open.
+#[derive(Debug, Clone)]
+pub struct Merchant {
+    pub customer_no: String,
+    pub keys: MerchantKeys,
+    /// Bytes of plaintext per encrypted block for requests (`k - 11` unless overridden).
+    pub chunk_size: usize,
+}
+
+/// A sealed request, ready to send.
+pub struct Sealed {
+    /// `{"customerNo":…,"reqmsg":…}`
+    pub body: Vec<u8>,
+}
+
+/// What opening a platform response produced.
+#[derive(Debug)]
+pub enum Opened {
+    /// Opened and verified: `plaintext` is exactly the bytes inside `reqmsg`.
+    Verified { plaintext: String, fields: Map<String, Value> },
+    /// The platform answered `code` ≠ 200 or `success` false (no `reqmsg` to open).
+    PlatformFailure { code: String, msg: String },
+}
+
+/// Why a response could not be opened and verified. Outside paysign all of these look the
+/// same; the variant feeds the `reason` label of the verification-failure metric.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error("response envelope is malformed: {0}")]
+    Envelope(&'static str),
+    #[error("response names another customerNo")]
+    CustomerMismatch,
+    #[error("reqmsg does not decode: {0}")]
+    Ciphertext(CryptoError),
+    #[error("opened reqmsg is not a UTF-8 JSON object")]
+    Plaintext,
+    #[error("sign is missing or does not verify")]
+    Signature,
+}
+
+impl OpenError {
+    /// Fixed label set for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            OpenError::Envelope(_) => "envelope",
+            OpenError::CustomerMismatch => "customer_mismatch",
+            OpenError::Ciphertext(CryptoError::Encoding) => "encoding",
+            OpenError::Ciphertext(_) => "padding",
+            OpenError::Plaintext => "plaintext",
+            OpenError::Signature => "signature",
+        }
+    }
+}
+
+/// Why a request could not be sealed (key or RNG trouble: a gateway fault, nothing sent).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sealing failed: {0}")]
+pub struct SealError(pub CryptoError);
+
+fn timed<T>(op: &'static str, f: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let out = f();
+    metrics::observe_crypto(op, start.elapsed());
+    out
+}
+
+impl Merchant {
+    pub fn profile(&self) -> Profile {
+        match self.keys {
+            MerchantKeys::Md5 { .. } => Profile::Md5,
+            MerchantKeys::Rsa { .. } => Profile::Rsa,
+        }
+    }
+
+    fn platform_public(&self) -> &PublicKey {
+        match &self.keys {
+            MerchantKeys::Md5 { platform_public, .. } | MerchantKeys::Rsa { platform_public, .. } => {
+                platform_public
+            }
+        }
+    }
+
+    /// Computes `sign` over `business`, appends it, encrypts the plaintext into `reqmsg` with
+    /// the platform's public key, and wraps it with our `customerNo`.
+    pub fn seal(&self, mut business: Map<String, Value>) -> Result<Sealed, SealError> {
+        business.remove("sign");
+        let canonical = timed("canonicalize", || canonicalize(&business));
+        let sign = match &self.keys {
+            MerchantKeys::Md5 { md5_key, .. } => {
+                timed("md5_sign", || signature::md5_sign(&canonical, md5_key))
+            }
+            MerchantKeys::Rsa { merchant_private, .. } => {
+                timed("rsa_sign", || signature::rsa_sign(merchant_private, &canonical))
+                    .map_err(SealError)?
+            }
+        };
+        business.insert("sign".into(), Value::String(sign));
+        let plaintext = Value::Object(business).to_string();
+        let reqmsg = timed("encrypt", || {
+            segmented::encrypt(self.platform_public(), plaintext.as_bytes(), self.chunk_size)
+        })
+        .map_err(SealError)?;
+        let mut env = Map::with_capacity(2);
+        env.insert("customerNo".into(), Value::String(self.customer_no.clone()));
+        env.insert("reqmsg".into(), Value::String(reqmsg));
+        Ok(Sealed { body: Value::Object(env).to_string().into_bytes() })
+    }
+
+    /// Opens a platform response body: envelope checks, `data`, `reqmsg`, `customerNo`, `sign`.
+    pub fn open_response(&self, body: &[u8]) -> Result<Opened, OpenError> {
+        let outer: Value =
+            serde_json::from_slice(body).map_err(|_| OpenError::Envelope("body is not JSON"))?;
+        let outer = outer.as_object().ok_or(OpenError::Envelope("body is not a JSON object"))?;
+        let code_ok = match outer.get("code") {
+            Some(Value::String(s)) => s == "200",
+            Some(Value::Number(n)) => n.to_string() == "200",
+            _ => false,
+        };
+        let success = outer.get("success").and_then(Value::as_bool) == Some(true);
+        if !code_ok || !success {
+            let code = match outer.get("code") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+            let msg = outer.get("msg").and_then(Value::as_str).unwrap_or_default().to_string();
+            if code.is_empty() && !outer.contains_key("success") {
+                return Err(OpenError::Envelope("no code/success members"));
+            }
+            return Ok(Opened::PlatformFailure { code, msg });
+        }
+        let data = match outer.get("data") {
+            Some(Value::String(s)) => {
+                let v: Value = serde_json::from_str(s)
+                    .map_err(|_| OpenError::Envelope("data is not JSON text"))?;
+                match v {
+                    Value::Object(m) => m,
+                    _ => return Err(OpenError::Envelope("data is not a JSON object")),
+                }
+            }
+            Some(Value::Object(m)) => m.clone(),
+            _ => return Err(OpenError::Envelope("data is missing")),
+        };
+        self.open_data(&data)
+    }
+
+    /// Opens `{"customerNo", "reqmsg"}` (a response's `data`, or a notification body).
+    pub fn open_data(&self, data: &Map<String, Value>) -> Result<Opened, OpenError> {
+        match data.get("customerNo") {
+            Some(Value::String(c)) if *c == self.customer_no => {}
+            Some(Value::String(_)) => return Err(OpenError::CustomerMismatch),
+            _ => return Err(OpenError::Envelope("data.customerNo is missing")),
+        }
+        let reqmsg = data
+            .get("reqmsg")
+            .and_then(Value::as_str)
+            .ok_or(OpenError::Envelope("data.reqmsg is missing"))?;
+
+        let raw = match &self.keys {
+            MerchantKeys::Md5 { platform_public, .. } => {
+                timed("open_type1", || segmented::open_type1(platform_public, reqmsg))
+            }
+            MerchantKeys::Rsa { merchant_private, .. } => {
+                timed("decrypt", || segmented::decrypt(merchant_private, reqmsg))
+            }
+        }
+        .map_err(OpenError::Ciphertext)?;
+        let plaintext = String::from_utf8(raw).map_err(|_| OpenError::Plaintext)?;
+        let fields = match serde_json::from_str::<Value>(&plaintext) {
+            Ok(Value::Object(m)) => m,
+            _ => return Err(OpenError::Plaintext),
+        };
+        match fields.get("customerNo") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(c)) if *c == self.customer_no => {}
+            Some(_) => return Err(OpenError::CustomerMismatch),
+        }
+        let sign = fields
+            .get("sign")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or(OpenError::Signature)?;
+        let canonical = timed("canonicalize", || canonicalize(&fields));
+        let ok = match &self.keys {
+            MerchantKeys::Md5 { md5_key, .. } => {
+                timed("md5_verify", || signature::md5_verify(&canonical, md5_key, sign))
+            }
+            MerchantKeys::Rsa { platform_public, .. } => {
+                timed("rsa_verify", || signature::rsa_verify(platform_public, &canonical, sign))
+            }
+        };
+        if !ok {
+            return Err(OpenError::Signature);
+        }
+        Ok(Opened::Verified { plaintext, fields })
+    }
+}

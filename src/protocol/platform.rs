@@ -1,0 +1,121 @@
+//! The platform's side of the protocol: open a sealed request, seal a response. The sandbox
+//! is built on it; tests use it to check our sealing the way the platform would.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::canonical::canonicalize;
+use super::envelope::{OpenError, Profile};
+use crate::crypto::{segmented, signature, CryptoError, PrivateKey, PublicKey, Secret};
+
+/// What the platform knows about one merchant.
+#[derive(Debug, Clone)]
+pub enum PlatformMerchantKeys {
+    Md5 { md5_key: Secret },
+    Rsa { merchant_public: Arc<PublicKey> },
+}
+
+#[derive(Debug, Clone)]
+pub struct PlatformMerchant {
+    pub customer_no: String,
+    pub keys: PlatformMerchantKeys,
+}
+
+impl PlatformMerchant {
+    pub fn profile(&self) -> Profile {
+        match self.keys {
+            PlatformMerchantKeys::Md5 { .. } => Profile::Md5,
+            PlatformMerchantKeys::Rsa { .. } => Profile::Rsa,
+        }
+    }
+}
+
+/// The platform's key pair.
+#[derive(Debug, Clone)]
+pub struct Platform {
+    pub private: Arc<PrivateKey>,
+}
+
+impl Platform {
+    /// Decrypts a request's `reqmsg` with the platform private key and verifies its `sign`.
+    /// Returns the plaintext text and its fields.
+    pub fn open_request(
+        &self,
+        m: &PlatformMerchant,
+        reqmsg: &str,
+    ) -> Result<(String, Map<String, Value>), OpenError> {
+        let raw = segmented::decrypt(&self.private, reqmsg).map_err(OpenError::Ciphertext)?;
+        let text = String::from_utf8(raw).map_err(|_| OpenError::Plaintext)?;
+        let fields = match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(f)) => f,
+            _ => return Err(OpenError::Plaintext),
+        };
+        let sign = fields.get("sign").and_then(Value::as_str).ok_or(OpenError::Signature)?;
+        let canonical = canonicalize(&fields);
+        let ok = match &m.keys {
+            PlatformMerchantKeys::Md5 { md5_key } => signature::md5_verify(&canonical, md5_key, sign),
+            PlatformMerchantKeys::Rsa { merchant_public } => {
+                signature::rsa_verify(merchant_public, &canonical, sign)
+            }
+        };
+        if !ok {
+            return Err(OpenError::Signature);
+        }
+        Ok((text, fields))
+    }
+
+    /// Computes the response `sign` for `fields` (md5: shared key; rsa: platform private key).
+    pub fn sign(&self, m: &PlatformMerchant, fields: &Map<String, Value>) -> Result<String, CryptoError> {
+        let canonical = canonicalize(fields);
+        match &m.keys {
+            PlatformMerchantKeys::Md5 { md5_key } => Ok(signature::md5_sign(&canonical, md5_key)),
+            PlatformMerchantKeys::Rsa { .. } => signature::rsa_sign(&self.private, &canonical),
+        }
+    }
+
+    /// Encrypts a response plaintext into `reqmsg`: md5 = type-1 with the platform private key,
+    /// rsa = type-2 with the merchant's public key.
+    pub fn encrypt(&self, m: &PlatformMerchant, plaintext: &[u8]) -> Result<String, CryptoError> {
+        match &m.keys {
+            PlatformMerchantKeys::Md5 { .. } => {
+                segmented::seal_type1(&self.private, plaintext, self.private.public().max_chunk())
+            }
+            PlatformMerchantKeys::Rsa { merchant_public } => {
+                segmented::encrypt(merchant_public, plaintext, merchant_public.max_chunk())
+            }
+        }
+    }
+
+    /// Signs `fields`, encrypts them and wraps them in the success envelope.
+    pub fn seal_response(&self, m: &PlatformMerchant, mut fields: Map<String, Value>) -> Result<Vec<u8>, CryptoError> {
+        let sign = self.sign(m, &fields)?;
+        fields.insert("sign".into(), Value::String(sign));
+        let plaintext = Value::Object(fields).to_string();
+        let reqmsg = self.encrypt(m, plaintext.as_bytes())?;
+        Ok(envelope(&m.customer_no, &reqmsg))
+    }
+}
+
+/// `{"code":"200","success":true,"data":"{\"customerNo\":…,\"reqmsg\":…}","msg":"操作成功"}`
+pub fn envelope(customer_no: &str, reqmsg: &str) -> Vec<u8> {
+    let mut data = Map::new();
+    data.insert("customerNo".into(), Value::String(customer_no.into()));
+    data.insert("reqmsg".into(), Value::String(reqmsg.into()));
+    let mut outer = Map::new();
+    outer.insert("code".into(), Value::String("200".into()));
+    outer.insert("success".into(), Value::Bool(true));
+    outer.insert("data".into(), Value::String(Value::Object(data).to_string()));
+    outer.insert("msg".into(), Value::String("操作成功".into()));
+    Value::Object(outer).to_string().into_bytes()
+}
+
+/// A platform-level failure: `{"code":…,"success":false,"data":null,"msg":…}`.
+pub fn failure(code: &str, msg: &str) -> Vec<u8> {
+    let mut outer = Map::new();
+    outer.insert("code".into(), Value::String(code.into()));
+    outer.insert("success".into(), Value::Bool(false));
+    outer.insert("data".into(), Value::Null);
+    outer.insert("msg".into(), Value::String(msg.into()));
+    Value::Object(outer).to_string().into_bytes()
+}

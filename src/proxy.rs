@@ -1,0 +1,370 @@
+//! The `ProxyHttp` implementation. paysign's status codes depend on verifying the platform's
+//! whole answer, which pingora's streaming filters cannot express (the status line would
+//! leave before the body is verified), so everything happens in `request_filter`: read the
+//! body, validate, seal, call the platform through pingora's pooled connector, open, verify,
+//! and write the final status with an exact `Content-Length`. `upstream_peer` is never reached.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use serde_json::{Map, Value};
+
+use crate::config::Config;
+use crate::error::{Delivery, GatewayError};
+use crate::logging;
+use crate::metrics;
+use crate::protocol::schema::Endpoints;
+use crate::protocol::{Merchant, Opened, Profile};
+use crate::upstream::PlatformClient;
+
+pub const MERCHANT_HEADER: &str = "x-paysign-merchant";
+pub const DELIVERY_HEADER: &str = "X-Paysign-Delivery";
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Long-lived state shared by all requests.
+pub struct Gateway {
+    config: Config,
+    client: PlatformClient,
+    endpoints: Endpoints,
+}
+
+/// Per-request state, filled in as the request moves through the phases.
+pub struct Ctx {
+    start: Instant,
+    request_id: String,
+    endpoint: String,
+    merchant: String,
+    order_no: Option<String>,
+    outcome: &'static str,
+    status: u16,
+    delivery: Delivery,
+    err_code: Option<String>,
+    upstream: Option<Duration>,
+    _in_flight: InFlight,
+}
+
+/// Counts a request in `paysign_requests_in_flight` for exactly as long as it lives.
+struct InFlight;
+impl InFlight {
+    fn new() -> Self {
+        metrics::IN_FLIGHT.inc();
+        InFlight
+    }
+}
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::IN_FLIGHT.dec();
+    }
+}
+
+/// A verified answer for the internal service.
+struct Reply {
+    body: Bytes,
+}
+
+impl Gateway {
+    pub fn new(config: Config, endpoints: Endpoints) -> Self {
+        let client = PlatformClient::new(config.upstream.clone());
+        Gateway { config, client, endpoints }
+    }
+
+    fn merchant_label(&self, m: Option<&str>) -> String {
+        match m {
+            Some(c) if self.config.merchants.contains_key(c) => c.to_string(),
+            Some(_) => "unknown".into(),
+            None => "none".into(),
+        }
+    }
+
+    async fn handle(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Reply, GatewayError> {
+        let req = session.req_header();
+        let path = req.uri.path().to_string();
+        let path_and_query = req.uri.path_and_query().map_or(path.clone(), |p| p.as_str().to_string());
+        let endpoint = self.endpoints.get(&path);
+        ctx.endpoint = endpoint.map_or_else(|| "other".to_string(), |e| e.name.clone());
+        if !is_forwardable_path(&path) {
+            ctx.endpoint = "none".into();
+            return Err(GatewayError::NotFound);
+        }
+        if req.method != http::Method::POST {
+            return Err(GatewayError::MethodNotAllowed);
+        }
+
+        let named = req.headers.get(MERCHANT_HEADER).map(|v| v.to_str().unwrap_or("").trim().to_string());
+        ctx.merchant = self.merchant_label(named.as_deref());
+        let merchant: Arc<Merchant> = match named {
+            Some(c) => self.config.merchants.get(&c).cloned().ok_or(GatewayError::UnknownMerchant)?,
+            None => self.config.default_merchant().cloned().ok_or(GatewayError::MerchantRequired)?,
+        };
+        ctx.merchant = merchant.customer_no.clone();
+
+        let body = read_body(session, self.config.max_body_bytes).await?;
+        let text = std::str::from_utf8(&body).map_err(|_| GatewayError::BadBody("is not UTF-8"))?;
+        let mut business = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return Err(GatewayError::BadBody("is not a JSON object")),
+            Err(_) => return Err(GatewayError::BadBody("is not JSON")),
+        };
+        ctx.order_no = business.get("orderNo").and_then(Value::as_str).map(|s| s.chars().take(64).collect());
+        check_reserved(&mut business, &merchant.customer_no)?;
+        if let Some(ep) = endpoint {
+            ep.validate(&business).map_err(GatewayError::Invalid)?;
+        }
+
+        let m = merchant.clone();
+        let sealed = off_loop(merchant.profile(), move || m.seal(business)).await??;
+
+        let endpoint_label = ctx.endpoint.clone();
+        let retry = || metrics::CONNECT_RETRIES.with_label_values(&[&endpoint_label]).inc();
+        let result = self.client.post(&path_and_query, sealed.body, &ctx.request_id, retry).await;
+        let answer = match result {
+            Ok((answer, took)) => {
+                ctx.upstream = Some(took);
+                answer
+            }
+            Err((e, took)) => {
+                ctx.upstream = Some(took);
+                return Err(e);
+            }
+        };
+
+        let m = merchant.clone();
+        let resp_body = answer.body.clone();
+        let opened = off_loop(merchant.profile(), move || m.open_response(&resp_body)).await?;
+        match opened {
+            Ok(Opened::Verified { plaintext, fields }) => {
+                let code = fields.get("errCode").and_then(Value::as_str).unwrap_or("");
+                metrics::PLATFORM_ERRCODES
+                    .with_label_values(&[&ctx.endpoint, metrics::errcode_label(code)])
+                    .inc();
+                ctx.err_code = Some(metrics::errcode_label(code).to_string());
+                Ok(Reply { body: Bytes::from(plaintext) })
+            }
+            Ok(Opened::PlatformFailure { code, msg }) => {
+                metrics::PLATFORM_FAILURES.with_label_values(&[&ctx.endpoint]).inc();
+                Err(GatewayError::PlatformFailure { code, msg })
+            }
+            Err(e) if answer.status != 200 && matches!(e, crate::protocol::OpenError::Envelope(_)) => {
+                Err(GatewayError::UpstreamHttp(answer.status))
+            }
+            Err(e) => {
+                metrics::VERIFY_FAILURES.with_label_values(&[e.reason()]).inc();
+                log::warn!(
+                    "platform answer rejected: request_id={} merchant={} reason={}",
+                    ctx.request_id,
+                    ctx.merchant,
+                    e.reason()
+                );
+                Err(GatewayError::Verify(e))
+            }
+        }
+    }
+}
+
+/// Only normalised `/api/…` paths go to the platform (a third party): no `.`/`..` segments,
+/// no empty segments, a conservative character set.
+fn is_forwardable_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/api/") else {
+        return false;
+    };
+    !rest.is_empty()
+        && rest.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
+}
+
+/// `sign` is computed by paysign and `customerNo` comes from the configuration.
+fn check_reserved(business: &mut Map<String, Value>, customer_no: &str) -> Result<(), GatewayError> {
+    if business.contains_key("sign") {
+        return Err(GatewayError::ReservedField("sign", "paysign computes it"));
+    }
+    match business.get("customerNo") {
+        None => Ok(()),
+        Some(Value::String(c)) if c == customer_no => {
+            business.remove("customerNo");
+            Ok(())
+        }
+        Some(_) => Err(GatewayError::ReservedField("customerNo", "it must be the selected merchant's, or left out")),
+    }
+}
+
+/// Runs private-key work on the blocking pool so that milliseconds of RSA do not stall the
+/// other connections served by this event-loop thread; public-key and MD5 work (tens of
+/// microseconds) stays inline, where a thread hop would cost more than it saves.
+async fn off_loop<T: Send + 'static>(
+    profile: Profile,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, GatewayError> {
+    match profile {
+        Profile::Rsa => tokio::task::spawn_blocking(f).await.map_err(|_| GatewayError::Internal),
+        Profile::Md5 => Ok(f()),
+    }
+}
+
+async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        // The body stays unread, so this connection cannot be reused.
+        session.set_keepalive(None);
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > limit {
+                    session.set_keepalive(None);
+                    return Err(GatewayError::BodyTooLarge { limit });
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(_) => {
+                session.set_keepalive(None);
+                return Err(GatewayError::BadBody("could not be read"));
+            }
+        }
+    }
+}
+
+fn request_id(session: &Session) -> String {
+    let given = session.req_header().headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok());
+    match given {
+        Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) => {
+            id.to_string()
+        }
+        _ => format!("{:032x}", rand::random::<u128>()),
+    }
+}
+
+async fn write_reply(
+    session: &mut Session,
+    ctx: &Ctx,
+    status: u16,
+    body: Bytes,
+    extra: &[(&'static str, &'static str)],
+) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(6))?;
+    resp.insert_header("Content-Type", "application/json;charset=UTF-8")?;
+    resp.insert_header("Content-Length", body.len().to_string())?;
+    resp.insert_header("Cache-Control", "no-store")?;
+    resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+    resp.insert_header(DELIVERY_HEADER, ctx.delivery.as_str())?;
+    for (k, v) in extra {
+        resp.insert_header(*k, *v)?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            request_id: String::new(),
+            endpoint: "none".into(),
+            merchant: "none".into(),
+            order_no: None,
+            outcome: "internal",
+            status: 500,
+            delivery: Delivery::NotSent,
+            err_code: None,
+            upstream: None,
+            _in_flight: InFlight::new(),
+        }
+    }
+
+    /// Default: continue to `upstream_peer`. Here: the whole exchange, then `Ok(true)` (the
+    /// response has been written and pingora does not proxy).
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        ctx.start = Instant::now();
+        ctx.request_id = request_id(session);
+        let result = self.handle(session, ctx).await;
+        match result {
+            Ok(reply) => {
+                ctx.outcome = "verified";
+                ctx.status = 200;
+                ctx.delivery = Delivery::Sent;
+                write_reply(session, ctx, 200, reply.body, &[]).await?;
+            }
+            Err(e) => {
+                ctx.outcome = e.outcome();
+                ctx.status = e.status();
+                ctx.delivery = e.delivery();
+                if ctx.err_code.is_none() {
+                    ctx.err_code = Some(metrics::errcode_label(e.err_code()).to_string());
+                }
+                let extra: &[(&str, &str)] =
+                    if matches!(e, GatewayError::MethodNotAllowed) { &[("Allow", "POST")] } else { &[] };
+                write_reply(session, ctx, e.status(), Bytes::from(e.body()), extra).await?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Never reached: `request_filter` always answers.
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
+        Err(Error::explain(ErrorType::InternalError, "paysign answers every request in request_filter"))
+    }
+
+    /// Default: nothing. Here: the access line and the request metrics.
+    async fn logging(&self, _session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        let took = ctx.start.elapsed();
+        if ctx.request_id.is_empty() {
+            // The request never reached request_filter (e.g. malformed head).
+            ctx.outcome = "bad_request";
+            ctx.status = 400;
+        }
+        if e.is_some() && ctx.outcome == "verified" {
+            ctx.outcome = "client_gone";
+        }
+        metrics::REQUESTS.with_label_values(&[&ctx.endpoint, &ctx.merchant, ctx.outcome]).inc();
+        metrics::REQUEST_DURATION.with_label_values(&[&ctx.endpoint]).observe(took.as_secs_f64());
+        if let Some(up) = ctx.upstream {
+            metrics::UPSTREAM_DURATION.with_label_values(&[&ctx.endpoint]).observe(up.as_secs_f64());
+        }
+        let mut f = Map::new();
+        f.insert("request_id".into(), Value::String(ctx.request_id.clone()));
+        f.insert("endpoint".into(), Value::String(ctx.endpoint.clone()));
+        f.insert("merchant".into(), Value::String(ctx.merchant.clone()));
+        f.insert("order_no".into(), ctx.order_no.clone().map_or(Value::Null, Value::String));
+        f.insert("outcome".into(), Value::String(ctx.outcome.into()));
+        f.insert("status".into(), Value::from(ctx.status));
+        f.insert("delivery".into(), Value::String(ctx.delivery.as_str().into()));
+        f.insert("err_code".into(), ctx.err_code.clone().map_or(Value::Null, Value::String));
+        f.insert("latency_ms".into(), Value::from((took.as_secs_f64() * 1e6).round() / 1e3));
+        f.insert(
+            "upstream_ms".into(),
+            ctx.upstream.map_or(Value::Null, |d| Value::from((d.as_secs_f64() * 1e6).round() / 1e3)),
+        );
+        logging::access(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwardable_paths() {
+        assert!(is_forwardable_path("/api/vborder/shortcut/bindCard/create"));
+        assert!(!is_forwardable_path("/api/"));
+        assert!(!is_forwardable_path("/api/../admin"));
+        assert!(!is_forwardable_path("/api//x"));
+        assert!(!is_forwardable_path("/metrics"));
+        assert!(!is_forwardable_path("/api/a%2e%2e"));
+    }
+}

@@ -1,0 +1,106 @@
+//! Assembling pingora services from validated configurations and running them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::listening::Service;
+
+use crate::admin::Admin;
+use crate::config::{Config, SandboxConfig};
+use crate::metrics;
+use crate::protocol::schema::Endpoints;
+use crate::protocol::MerchantKeys;
+use crate::proxy::Gateway;
+use crate::sandbox::{Sandbox, SandboxService};
+
+/// Logs what was loaded (never key material).
+fn announce_gateway(cfg: &Config) {
+    let up = &cfg.upstream;
+    log::info!(
+        "paysign {} loaded {}: listen={} admin={} platform={}://{}{} tls_verify={} ca_file={} connect_timeout_ms={} read_timeout_ms={} connect_retries={} max_body_bytes={}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.source.display(),
+        cfg.listen,
+        cfg.admin_listen,
+        if up.tls { "https" } else { "http" },
+        up.authority,
+        up.prefix,
+        up.tls_verify,
+        up.ca_file.as_ref().map_or("-".into(), |p| p.display().to_string()),
+        up.connect_timeout.as_millis(),
+        up.read_timeout.as_millis(),
+        up.connect_retries,
+        cfg.max_body_bytes,
+    );
+    let mut names: Vec<_> = cfg.merchants.keys().collect();
+    names.sort();
+    for name in names {
+        let m = &cfg.merchants[name];
+        let keys = match &m.keys {
+            MerchantKeys::Md5 { platform_public, .. } => {
+                format!("platform_public=rsa-{} md5_key=set", platform_public.bits())
+            }
+            MerchantKeys::Rsa { merchant_private, platform_public } => format!(
+                "platform_public=rsa-{} merchant_private=rsa-{}",
+                platform_public.bits(),
+                merchant_private.public().bits()
+            ),
+        };
+        metrics::MERCHANTS.with_label_values(&[m.profile().as_str()]).inc();
+        log::info!(
+            "merchant {} profile={} {} chunk_size={}",
+            m.customer_no,
+            m.profile().as_str(),
+            keys,
+            m.chunk_size
+        );
+    }
+    if cfg.default_merchant().is_none() {
+        log::info!("several merchants: requests must name one with X-Paysign-Merchant");
+    }
+}
+
+/// Builds the server with the gateway (proxy + admin) and/or the sandbox, and runs it until
+/// SIGTERM (graceful) or SIGINT (fast).
+pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>) -> Result<(), String> {
+    metrics::init();
+    let mut conf = ServerConf::default();
+    let grace = gateway.as_ref().map_or(1, |g| g.grace_period_seconds);
+    conf.grace_period_seconds = Some(grace);
+    conf.graceful_shutdown_timeout_seconds = Some(grace);
+    conf.threads = gateway.as_ref().map_or(2, |g| g.threads);
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    if let Some(cfg) = gateway {
+        announce_gateway(&cfg);
+        let proxy_addr: SocketAddr = cfg.listen.parse().map_err(|_| format!("bad listen address {}", cfg.listen))?;
+        let (listen, admin_listen) = (cfg.listen.clone(), cfg.admin_listen.clone());
+        let endpoints = Endpoints::builtin()?;
+        let mut proxy =
+            pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(cfg, endpoints), "paysign proxy");
+        proxy.add_tcp(&listen);
+        let mut admin = Service::new("paysign admin".to_string(), Admin { proxy_addr });
+        admin.add_tcp(&admin_listen);
+        admin.threads = Some(1);
+        server.add_service(proxy);
+        server.add_service(admin);
+    }
+    if let Some(sb) = sandbox {
+        log::info!(
+            "sandbox platform loaded {}: listen={} merchants={} platform_key=rsa-{}",
+            sb.source.display(),
+            sb.listen,
+            sb.merchants.len(),
+            sb.platform_private.public().bits()
+        );
+        let listen = sb.listen.clone();
+        let mut svc = Service::new("paysign sandbox".to_string(), SandboxService(Arc::new(Sandbox::new(sb)?)));
+        svc.add_tcp(&listen);
+        svc.threads = Some(2);
+        server.add_service(svc);
+    }
+    server.run_forever();
+}
