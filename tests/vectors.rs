@@ -1,0 +1,287 @@
+//! Vector-driven tests: canonical strings, signatures and whole exchanges made by OpenSSL and
+//! a JDK platform implementation (tests/fixtures, copied from the shared vectors), and every
+//! key format they come in.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use paysign::crypto::keys::{self, AnyKey, KeyError, KeyFormat};
+use paysign::crypto::{segmented, signature, PrivateKey, PublicKey, Secret};
+use paysign::protocol::platform::{Platform, PlatformMerchant, PlatformMerchantKeys};
+use paysign::protocol::{canonicalize, Merchant, MerchantKeys, OpenError, Opened};
+use serde_json::{Map, Value};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+fn read(name: &str) -> String {
+    std::fs::read_to_string(fixture(name)).unwrap()
+}
+fn json(name: &str) -> Value {
+    serde_json::from_str(&read(name)).unwrap()
+}
+fn public(name: &str) -> Arc<PublicKey> {
+    Arc::new(keys::load_public(&read(&format!("keys/{name}")), false).unwrap())
+}
+fn private(name: &str) -> Arc<PrivateKey> {
+    Arc::new(keys::load_private(&read(&format!("keys/{name}")), false).unwrap())
+}
+fn obj(v: &Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+const CUSTOMER: &str = "202112090603";
+
+fn merchant(profile: &str, md5_key: &str) -> Merchant {
+    let platform_public = public("platform_public.pem");
+    let keys = match profile {
+        "md5" => MerchantKeys::Md5 { md5_key: Secret::new(md5_key.into()), platform_public: platform_public.clone() },
+        _ => MerchantKeys::Rsa { merchant_private: private("merchant_private.pem"), platform_public: platform_public.clone() },
+    };
+    Merchant { customer_no: CUSTOMER.into(), keys, chunk_size: platform_public.max_chunk() }
+}
+
+fn platform_side(profile: &str, md5_key: &str) -> (Platform, PlatformMerchant) {
+    let keys = match profile {
+        "md5" => PlatformMerchantKeys::Md5 { md5_key: Secret::new(md5_key.into()) },
+        _ => PlatformMerchantKeys::Rsa { merchant_public: public("merchant_public.pem") },
+    };
+    (Platform { private: private("platform_private.pem") }, PlatformMerchant { customer_no: CUSTOMER.into(), keys })
+}
+
+#[test]
+fn every_signing_vector_matches() {
+    let v = json("signing.json");
+    let cases = v["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 4);
+    let key = private("merchant_private.pem");
+    let platform_view = public("merchant_public.pem");
+    for case in cases {
+        let o = obj(&case["object"]);
+        let canonical = canonicalize(&o);
+        assert_eq!(canonical, case["canonical"].as_str().unwrap());
+        let md5_key = Secret::new(case["md5Key"].as_str().unwrap().into());
+        assert_eq!(signature::md5_sign(&canonical, &md5_key), case["md5Sign"].as_str().unwrap());
+        assert!(signature::md5_verify(&canonical, &md5_key, &case["md5Sign"].as_str().unwrap().to_lowercase()));
+        let rsa_sign = signature::rsa_sign(&key, &canonical).unwrap();
+        assert_eq!(rsa_sign, case["rsaSign"].as_str().unwrap());
+        assert!(signature::rsa_verify(&platform_view, &canonical, &rsa_sign));
+        assert!(!signature::rsa_verify(&platform_view, &format!("{canonical}x"), &rsa_sign));
+    }
+}
+
+#[test]
+fn every_exchange_opens_with_the_expected_outcome() {
+    let v = json("exchanges.json");
+    let md5_key = v["md5Key"].as_str().unwrap();
+    let exchanges = v["exchanges"].as_array().unwrap();
+    assert_eq!(exchanges.len(), 12);
+    let (mut verified, mut rejected, mut failures) = (0, 0, 0);
+    for ex in exchanges {
+        let profile = ex["profile"].as_str().unwrap();
+        let m = merchant(profile, md5_key);
+        let body = ex["responseBody"].as_str().unwrap().as_bytes();
+        let result = m.open_response(body);
+        match ex["expect"].as_str().unwrap() {
+            "verified" => {
+                verified += 1;
+                match result {
+                    Ok(Opened::Verified { plaintext, .. }) => {
+                        assert_eq!(plaintext, ex["responsePlaintext"].as_str().unwrap())
+                    }
+                    other => panic!("{profile} {}: expected verified, got {other:?}", ex["path"]),
+                }
+            }
+            "reject" => {
+                rejected += 1;
+                let err = result.expect_err("tampered exchange must be refused");
+                assert!(matches!(err, OpenError::Signature | OpenError::CustomerMismatch), "{err:?}");
+            }
+            "platform-failure" => {
+                failures += 1;
+                match result {
+                    Ok(Opened::PlatformFailure { code, msg }) => {
+                        assert_eq!(code, "500");
+                        assert_eq!(msg, "系统繁忙");
+                    }
+                    other => panic!("expected platform failure, got {other:?}"),
+                }
+            }
+            other => panic!("unknown expectation {other}"),
+        }
+    }
+    assert_eq!((verified, rejected, failures), (6, 4, 2));
+}
+
+/// The JDK platform's sealed requests open with our platform-side code, and our own sealing
+/// of the same business object opens (on the platform side) to byte-identical plaintext.
+#[test]
+fn our_sealing_matches_the_jdk_requests() {
+    let v = json("exchanges.json");
+    let md5_key = v["md5Key"].as_str().unwrap();
+    for ex in v["exchanges"].as_array().unwrap() {
+        let profile = ex["profile"].as_str().unwrap();
+        let (platform, pm) = platform_side(profile, md5_key);
+        let expected = ex["requestPlaintext"].as_str().unwrap();
+        let request: Value = serde_json::from_str(ex["requestBody"].as_str().unwrap()).unwrap();
+        let (text, _) = platform.open_request(&pm, request["reqmsg"].as_str().unwrap()).unwrap();
+        assert_eq!(text, expected);
+
+        let mut business: Map<String, Value> = serde_json::from_str(expected).unwrap();
+        business.remove("sign");
+        let sealed = merchant(profile, md5_key).seal(business).unwrap();
+        let env: Value = serde_json::from_slice(&sealed.body).unwrap();
+        assert_eq!(env["customerNo"], CUSTOMER);
+        assert_eq!(env.as_object().unwrap().len(), 2);
+        let (ours, _) = platform.open_request(&pm, env["reqmsg"].as_str().unwrap()).unwrap();
+        assert_eq!(ours, expected, "{profile}: our plaintext differs from the JDK's");
+    }
+}
+
+fn multiblock_business() -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("orderNo".into(), Value::String("MB-1".into()));
+    // ~1.5 KiB of Chinese text and the characters that break naive URL-decoding signers.
+    m.insert("note".into(), Value::String("绑卡测试 & = + / % 中文字符".repeat(40)));
+    m.insert("plus".into(), Value::String("a+b c/d=e&f%20".into()));
+    m
+}
+
+#[test]
+fn multi_block_round_trip_both_profiles_and_chunk_sizes() {
+    for profile in ["md5", "rsa"] {
+        for chunk in [None, Some(117)] {
+            let mut m = merchant(profile, "k-123");
+            m.chunk_size = segmented::chunk_size_for(&public("platform_public.pem"), chunk).unwrap();
+            let (platform, pm) = platform_side(profile, "k-123");
+            let business = multiblock_business();
+            let sealed = m.seal(business.clone()).unwrap();
+            let env: Value = serde_json::from_slice(&sealed.body).unwrap();
+            let reqmsg = env["reqmsg"].as_str().unwrap();
+            let blocks = segmented::decode_blocks(reqmsg, 256).unwrap().len() / 256;
+            let plain_len = {
+                let (t, _) = platform.open_request(&pm, reqmsg).unwrap();
+                t.len()
+            };
+            assert_eq!(blocks, plain_len.div_ceil(m.chunk_size), "{profile} {chunk:?}");
+            assert!(blocks >= 7);
+            let (_, fields) = platform.open_request(&pm, reqmsg).unwrap();
+            assert_eq!(fields["note"], business["note"]);
+
+            // And back: a multi-block answer from the platform opens and verifies.
+            let mut answer = business.clone();
+            answer.insert("customerNo".into(), Value::String(CUSTOMER.into()));
+            answer.insert("errCode".into(), Value::String("0000".into()));
+            let body = platform.seal_response(&pm, answer).unwrap();
+            match m.open_response(&body).unwrap() {
+                Opened::Verified { fields, .. } => assert_eq!(fields["note"], business["note"]),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn reqmsg_with_java_line_breaks_opens() {
+    let (platform, pm) = platform_side("md5", "k");
+    let m = merchant("md5", "k");
+    let mut answer = multiblock_business();
+    answer.insert("customerNo".into(), Value::String(CUSTOMER.into()));
+    let body = platform.seal_response(&pm, answer).unwrap();
+    let outer: Value = serde_json::from_slice(&body).unwrap();
+    let data: Value = serde_json::from_str(outer["data"].as_str().unwrap()).unwrap();
+    let reqmsg = data["reqmsg"].as_str().unwrap();
+    let wrapped: String = reqmsg.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join("\r\n");
+    let mut d = obj(&data);
+    d.insert("reqmsg".into(), Value::String(wrapped));
+    assert!(matches!(m.open_data(&d), Ok(Opened::Verified { .. })));
+    // A length that is not a whole number of blocks is refused.
+    d.insert("reqmsg".into(), Value::String(reqmsg[..reqmsg.len() - 8].to_string()));
+    assert_eq!(m.open_data(&d).unwrap_err(), OpenError::Ciphertext(paysign::crypto::CryptoError::Encoding));
+}
+
+#[test]
+fn corrupted_ciphertext_is_refused_like_any_other_tamper() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for profile in ["md5", "rsa"] {
+        let (platform, pm) = platform_side(profile, "k");
+        let m = merchant(profile, "k");
+        let mut answer = Map::new();
+        answer.insert("orderNo".into(), Value::String("X".into()));
+        answer.insert("errCode".into(), Value::String("0000".into()));
+        let body = platform.seal_response(&pm, answer).unwrap();
+        let outer: Value = serde_json::from_slice(&body).unwrap();
+        let data: Value = serde_json::from_str(outer["data"].as_str().unwrap()).unwrap();
+        let mut raw = b64.decode(data["reqmsg"].as_str().unwrap()).unwrap();
+        raw[100] ^= 0x01;
+        let mut d = obj(&data);
+        d.insert("reqmsg".into(), Value::String(b64.encode(raw)));
+        let err = m.open_data(&d).unwrap_err();
+        // md5: the type-1 padding check fails; rsa: implicit rejection yields garbage, which
+        // fails as plaintext or signature. Either way: refused.
+        assert!(matches!(err, OpenError::Ciphertext(_) | OpenError::Plaintext | OpenError::Signature), "{err:?}");
+    }
+}
+
+#[test]
+fn every_key_format_loads() {
+    let cases: &[(&str, bool, KeyFormat)] = &[
+        ("platform_public.pem", false, KeyFormat::PemSpki),
+        ("platform_public_pkcs1.pem", false, KeyFormat::PemPkcs1Public),
+        ("platform_public.b64", false, KeyFormat::Base64Spki),
+        ("merchant_public.pem", false, KeyFormat::PemSpki),
+        ("merchant_private.pem", true, KeyFormat::PemPkcs8),
+        ("merchant_private_pkcs1.pem", true, KeyFormat::PemPkcs1Private),
+        ("merchant_private.b64", true, KeyFormat::Base64Pkcs1Private),
+        ("platform_private.pem", true, KeyFormat::PemPkcs8),
+    ];
+    for (name, is_private, format) in cases {
+        match keys::parse_any(&read(&format!("keys/{name}"))).unwrap() {
+            AnyKey::Public(k, f) => {
+                assert!(!is_private, "{name}");
+                assert_eq!(f, *format, "{name}");
+                assert_eq!(k.bits(), 2048);
+            }
+            AnyKey::Private(k, f) => {
+                assert!(is_private, "{name}");
+                assert_eq!(f, *format, "{name}");
+                assert_eq!(k.public().bits(), 2048);
+            }
+        }
+    }
+    // All encodings of one key are the same key.
+    let p1 = public("platform_public.pem");
+    assert!(keys::is_pair(&private("platform_private.pem"), &p1));
+    assert!(keys::is_pair(&private("merchant_private_pkcs1.pem"), &public("merchant_public.pem")));
+    assert!(keys::is_pair(&private("merchant_private.b64"), &public("merchant_public.pem")));
+    assert!(!keys::is_pair(&private("merchant_private.pem"), &p1));
+    assert_eq!(keys::load_public(&read("keys/platform_public_pkcs1.pem"), false).unwrap().size(), 256);
+    assert_eq!(keys::load_public(&read("keys/platform_public.b64"), false).unwrap().size(), 256);
+}
+
+#[test]
+fn weak_and_misplaced_keys_are_refused() {
+    let weak_pub = read("keys/weak1024_public.pem");
+    let weak_priv = read("keys/weak1024_private.pem");
+    assert_eq!(keys::load_public(&weak_pub, false).unwrap_err(), KeyError::TooSmall { bits: 1024, min: 2048 });
+    assert_eq!(keys::load_private(&weak_priv, false).unwrap_err(), KeyError::TooSmall { bits: 1024, min: 2048 });
+    assert_eq!(keys::load_public(&weak_pub, true).unwrap().bits(), 1024);
+    assert_eq!(keys::load_private(&weak_priv, true).unwrap().public().bits(), 1024);
+    assert_eq!(keys::load_public(&read("keys/merchant_private.pem"), false).unwrap_err(), KeyError::PrivateWherePublic);
+    assert_eq!(keys::load_private(&read("keys/platform_public.pem"), false).unwrap_err(), KeyError::PublicWherePrivate);
+    assert_eq!(keys::load_public("not a key", false).unwrap_err(), KeyError::Unrecognised);
+    assert!(matches!(
+        keys::load_public("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", false),
+        Err(KeyError::UnsupportedPem(_))
+    ));
+}
+
+#[test]
+fn chunk_size_override_is_checked_against_the_key() {
+    let k = public("platform_public.pem");
+    assert_eq!(segmented::chunk_size_for(&k, None).unwrap(), 245);
+    assert_eq!(segmented::chunk_size_for(&k, Some(117)).unwrap(), 117);
+    assert!(segmented::chunk_size_for(&k, Some(246)).is_err());
+    assert!(segmented::chunk_size_for(&k, Some(0)).is_err());
+}
