@@ -1,0 +1,283 @@
+//! Test harness: starts the real `paysign` binary (gateway and/or sandbox) on free loopback
+//! ports with configs written to a temporary directory, waits for readiness, and speaks
+//! HTTP/1.1 over plain sockets. Processes are killed when the harness is dropped.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const MD5_MERCHANT: &str = "202112090603";
+pub const RSA_MERCHANT: &str = "202112090604";
+pub const MD5_KEY: &str = "test-md5-key-0123456789abcdef";
+pub const BINDCARD: &str = "/api/vborder/shortcut/bindCard/create";
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A fresh directory with the test keys copied in.
+pub fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "paysign-test-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    for entry in std::fs::read_dir(fixtures().join("keys")).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, dir.join("keys").join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(dir.join("keys/md5.key"), format!("{MD5_KEY}\n")).unwrap();
+    dir
+}
+
+/// A port that was free a moment ago (the OS picks it; we release it for the child).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Proc {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+pub fn spawn(args: &[&str], log: PathBuf) -> Proc {
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_paysign"))
+        .args(args)
+        .env("PAYSIGN_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(out))
+        .spawn()
+        .unwrap();
+    Proc { child, log }
+}
+
+/// Polls `GET path` until it answers 200 (readiness, not a fixed sleep), for at most 20 s.
+pub fn wait_ready(port: u16, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        if let Ok(r) = try_request(port, "GET", path, &[], b"") {
+            if r.status == 200 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "port {port}{path} never became ready");
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_millis(100));
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn try_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method == "POST" || !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse(&raw)
+}
+
+fn parse(raw: &[u8]) -> std::io::Result<Response> {
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad response");
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(bad)?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad())?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body).ok_or_else(bad)?;
+    }
+    Ok(Response { status, headers, body })
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let nl = b.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..nl]).ok()?.trim(), 16).ok()?;
+        b = &b[nl + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    try_request(port, method, path, headers, body).unwrap()
+}
+
+/// A valid bindCard/create business object.
+pub fn bindcard(order_no: &str) -> Value {
+    serde_json::json!({
+        "orderNo": order_no,
+        "userType": "EMAIL",
+        "identifyId": "ident-7f3a@example.test",
+        "bankCardType": "DEBIT",
+        "bankCode": "ICBC",
+        "bankCardName": "王小明",
+        "certType": "ID",
+        "certNo": "110101199003077777",
+        "mobile": "13912345678",
+        "expiredTime": "2030-01-01 12:05:01",
+        "bindNotifyUrl": "http://merchant.example.test/notify",
+        "pageReturnUrl": "http://merchant.example.test/return"
+    })
+}
+
+pub struct Options {
+    pub sandbox: bool,
+    pub read_timeout_ms: u64,
+    pub stall_ms: u64,
+    pub max_body_bytes: usize,
+    pub merchants: &'static [&'static str],
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { sandbox: true, read_timeout_ms: 10_000, stall_ms: 5_000, max_body_bytes: 65_536, merchants: &[MD5_MERCHANT, RSA_MERCHANT] }
+    }
+}
+
+/// A running gateway (and, unless disabled, a running sandbox it points at).
+pub struct Stack {
+    pub dir: PathBuf,
+    pub proxy: u16,
+    pub admin: u16,
+    pub sandbox_port: u16,
+    pub gateway: Proc,
+    pub sandbox: Option<Proc>,
+}
+
+fn merchant_yaml(c: &str) -> String {
+    if c == MD5_MERCHANT {
+        format!("  - customer_no: \"{c}\"\n    profile: md5\n    platform_public_key: keys/platform_public.pem\n    md5_key_file: keys/md5.key\n")
+    } else {
+        format!("  - customer_no: \"{c}\"\n    profile: rsa\n    platform_public_key: keys/platform_public.pem\n    merchant_private_key: keys/merchant_private.pem\n")
+    }
+}
+
+impl Stack {
+    pub fn start(o: Options) -> Stack {
+        let dir = temp_dir();
+        let (proxy, admin, sandbox_port) = (free_port(), free_port(), free_port());
+        let sandbox = if o.sandbox {
+            std::fs::write(
+                dir.join("sandbox.yaml"),
+                format!(
+                    "listen: 127.0.0.1:{sandbox_port}\nplatform_private_key: keys/platform_private.pem\nstall_ms: {}\nmerchants:\n  - customer_no: \"{MD5_MERCHANT}\"\n    profile: md5\n    md5_key_file: keys/md5.key\n  - customer_no: \"{RSA_MERCHANT}\"\n    profile: rsa\n    merchant_public_key: keys/merchant_public.pem\n",
+                    o.stall_ms
+                ),
+            )
+            .unwrap();
+            let p = spawn(&["sandbox", "-c", dir.join("sandbox.yaml").to_str().unwrap()], dir.join("sandbox.log"));
+            wait_ready(sandbox_port, "/healthz");
+            Some(p)
+        } else {
+            None
+        };
+        let merchants: String = o.merchants.iter().map(|c| merchant_yaml(c)).collect();
+        std::fs::write(
+            dir.join("paysign.yaml"),
+            format!(
+                "listen: 127.0.0.1:{proxy}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: 0\nmax_body_bytes: {}\nplatform:\n  base_url: http://127.0.0.1:{sandbox_port}\n  read_timeout_ms: {}\n  connect_timeout_ms: 1000\nmerchants:\n{merchants}",
+                o.max_body_bytes, o.read_timeout_ms
+            ),
+        )
+        .unwrap();
+        let gateway = spawn(&["run", "-c", dir.join("paysign.yaml").to_str().unwrap()], dir.join("gateway.log"));
+        wait_ready(admin, "/readyz");
+        Stack { dir, proxy, admin, sandbox_port, gateway, sandbox }
+    }
+
+    pub fn post(&self, path: &str, merchant: Option<&str>, body: &[u8]) -> Response {
+        let mut h = vec![("Content-Type", "application/json")];
+        if let Some(m) = merchant {
+            h.push(("X-Paysign-Merchant", m));
+        }
+        request(self.proxy, "POST", path, &h, body)
+    }
+
+    pub fn post_json(&self, merchant: &str, v: &Value) -> Response {
+        self.post(BINDCARD, Some(merchant), v.to_string().as_bytes())
+    }
+
+    pub fn sandbox_stats(&self) -> Value {
+        request(self.sandbox_port, "GET", "/__sandbox/stats", &[], b"").json()
+    }
+
+    pub fn metrics(&self) -> String {
+        let r = request(self.admin, "GET", "/metrics", &[], b"");
+        assert_eq!(r.status, 200);
+        r.text()
+    }
+}
+
+/// The value of one sample line `name{labels} value` (labels in Prometheus' sorted order).
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
