@@ -63,6 +63,8 @@ pub enum GatewayError {
     /// Deliberately one message for every cause (see `OpenError::reason` for metrics).
     #[error("the platform's answer could not be verified; it was discarded")]
     Verify(OpenError),
+    #[error("the platform's answer cannot be rendered as the bank page: {0}")]
+    Form(crate::h5::FormError),
     #[error("internal error")]
     Internal,
 }
@@ -82,6 +84,7 @@ impl GatewayError {
             | GatewayError::ResponseTooLarge { .. }
             | GatewayError::UpstreamHttp(_)
             | GatewayError::PlatformFailure { .. }
+            | GatewayError::Form(_)
             | GatewayError::Verify(_) => 502,
         }
     }
@@ -105,6 +108,7 @@ impl GatewayError {
             | GatewayError::ResponseTooLarge { .. }
             | GatewayError::UpstreamHttp(_)
             | GatewayError::Verify(_)
+            | GatewayError::Form(_)
             | GatewayError::Internal => "1001",
         }
     }
@@ -122,6 +126,7 @@ impl GatewayError {
             GatewayError::ResponseTooLarge { .. }
             | GatewayError::UpstreamHttp(_)
             | GatewayError::PlatformFailure { .. }
+            | GatewayError::Form(_)
             | GatewayError::Verify(_) => Delivery::Sent,
             _ => Delivery::NotSent,
         }
@@ -144,6 +149,7 @@ impl GatewayError {
             GatewayError::UpstreamHttp(_) => "upstream_http",
             GatewayError::PlatformFailure { .. } => "platform_failure",
             GatewayError::Verify(_) => "verify_failed",
+            GatewayError::Form(_) => "form_failed",
             GatewayError::Internal => "internal",
         }
     }

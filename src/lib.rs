@@ -23,6 +23,7 @@ pub mod admin;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod h5;
 pub mod logging;
 pub mod metrics;
 pub mod protocol;

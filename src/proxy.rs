@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::config::Config;
 use crate::error::{Delivery, GatewayError};
+use crate::h5;
 use crate::logging;
 use crate::metrics;
 use crate::protocol::schema::Endpoints;
@@ -25,6 +26,7 @@ use crate::upstream::PlatformClient;
 pub const MERCHANT_HEADER: &str = "x-paysign-merchant";
 pub const DELIVERY_HEADER: &str = "X-Paysign-Delivery";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+const JSON: &str = "application/json;charset=UTF-8";
 
 /// Long-lived state shared by all requests.
 pub struct Gateway {
@@ -62,9 +64,12 @@ impl Drop for InFlight {
     }
 }
 
-/// A verified answer for the internal service.
+/// A verified answer for the internal service: the plaintext JSON, or the bank page.
 struct Reply {
     body: Bytes,
+    content_type: String,
+    /// Set for the bank page (with the frame/sniff/referrer headers that go with it).
+    csp: Option<String>,
 }
 
 impl Gateway {
@@ -94,6 +99,11 @@ impl Gateway {
         if req.method != http::Method::POST {
             return Err(GatewayError::MethodNotAllowed);
         }
+        let wants_html = req
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"));
 
         let named = req.headers.get(MERCHANT_HEADER).map(|v| v.to_str().unwrap_or("").trim().to_string());
         ctx.merchant = self.merchant_label(named.as_deref());
@@ -143,7 +153,11 @@ impl Gateway {
                     .with_label_values(&[&ctx.endpoint, metrics::errcode_label(code)])
                     .inc();
                 ctx.err_code = Some(metrics::errcode_label(code).to_string());
-                Ok(Reply { body: Bytes::from(plaintext) })
+                if wants_html && h5::wants_form(&fields) {
+                    let page = h5::render(&fields).map_err(GatewayError::Form)?;
+                    return Ok(Reply { body: Bytes::from(page.body), content_type: page.content_type, csp: Some(page.csp) });
+                }
+                Ok(Reply { body: Bytes::from(plaintext), content_type: JSON.into(), csp: None })
             }
             Ok(Opened::PlatformFailure { code, msg }) => {
                 metrics::PLATFORM_FAILURES.with_label_values(&[&ctx.endpoint]).inc();
@@ -250,17 +264,18 @@ async fn write_reply(
     session: &mut Session,
     ctx: &Ctx,
     status: u16,
+    content_type: &str,
     body: Bytes,
-    extra: &[(&'static str, &'static str)],
+    extra: &[(&str, &str)],
 ) -> pingora::Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(6))?;
-    resp.insert_header("Content-Type", "application/json;charset=UTF-8")?;
+    let mut resp = ResponseHeader::build(status, Some(6 + extra.len()))?;
+    resp.insert_header("Content-Type", content_type.to_string())?;
     resp.insert_header("Content-Length", body.len().to_string())?;
     resp.insert_header("Cache-Control", "no-store")?;
     resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
     resp.insert_header(DELIVERY_HEADER, ctx.delivery.as_str())?;
     for (k, v) in extra {
-        resp.insert_header(*k, *v)?;
+        resp.insert_header(k.to_string(), v.to_string())?;
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;
@@ -298,7 +313,19 @@ impl ProxyHttp for Gateway {
                 ctx.outcome = "verified";
                 ctx.status = 200;
                 ctx.delivery = Delivery::Sent;
-                write_reply(session, ctx, 200, reply.body, &[]).await?;
+                match &reply.csp {
+                    None => write_reply(session, ctx, 200, &reply.content_type, reply.body, &[]).await?,
+                    Some(csp) => {
+                        let page_headers = [
+                            ("Content-Security-Policy", csp.as_str()),
+                            ("X-Frame-Options", "DENY"),
+                            ("X-Content-Type-Options", "nosniff"),
+                            ("Referrer-Policy", "no-referrer"),
+                            ("Pragma", "no-cache"),
+                        ];
+                        write_reply(session, ctx, 200, &reply.content_type, reply.body, &page_headers).await?
+                    }
+                }
             }
             Err(e) => {
                 ctx.outcome = e.outcome();
@@ -309,7 +336,7 @@ impl ProxyHttp for Gateway {
                 }
                 let extra: &[(&str, &str)] =
                     if matches!(e, GatewayError::MethodNotAllowed) { &[("Allow", "POST")] } else { &[] };
-                write_reply(session, ctx, e.status(), Bytes::from(e.body()), extra).await?;
+                write_reply(session, ctx, e.status(), JSON, Bytes::from(e.body()), extra).await?;
             }
         }
         Ok(true)

@@ -4,6 +4,7 @@
 //! repeated `orderNo`, `1003`/`1002` for bad fields) and echoes other `/api/` paths.
 //!
 //! Fault injection by `orderNo` prefix (what the tests use):
+//! `H5-` orders may repeat; `H5-XSS-` puts `"'<>&` and markup into `epccGwMsg`;
 //! `TAMPER-SIGN-` (sign no longer matches), `TAMPER-CUSTOMER-` (another customerNo),
 //! `TAMPER-CIPHER-` (a corrupted ciphertext byte), `TAMPER-PLATFORM-` (platform failure
 //! envelope), `TAMPER-HTML-` (an HTML 502 page), `STALL-` (answers after `stall_ms`).
@@ -129,7 +130,8 @@ impl Sandbox {
                 return out;
             }
         }
-        let fresh = !order_no.starts_with("TAMPER-") && !order_no.starts_with("STALL-");
+        // Fault-injection and page-test orders may be repeated; real ones are unique.
+        let fresh = !["TAMPER-", "STALL-", "H5-"].iter().any(|p| order_no.starts_with(p));
         let first = self
             .state
             .orders
@@ -146,7 +148,14 @@ impl Sandbox {
              <MsgBody><BindCard>{}</BindCard></MsgBody></root>",
             "x".repeat(600)
         );
-        let gw = base64::engine::general_purpose::STANDARD.encode(xml);
+        let mut gw = base64::engine::general_purpose::STANDARD.encode(xml);
+        if order_no.starts_with("H5-XSS-") {
+            // A hostile value for the bank-page tests: it must arrive byte-identical and never run.
+            let base = &self.config.submit_url;
+            gw.push_str(&format!(
+                "\"'><script>fetch('{base}/pwned?script')</script><img src=\"{base}/pwned?img\" onerror=\"location='{base}/pwned?onerror'\">&amp;<"
+            ));
+        }
         let params = serde_json::json!({ "epccGwMsg": gw }).to_string();
         out.insert("errCode".into(), Value::String("0000".into()));
         out.insert("errMessage".into(), Value::String("成功".into()));

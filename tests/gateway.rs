@@ -293,3 +293,40 @@ fn metrics_count_exactly_what_happened_and_logs_hold_no_secrets() {
         assert!(!sandbox_logs.contains(secret), "sandbox log contains {secret}");
     }
 }
+
+/// The sandbox on its own behaves like the platform: it rejects what does not decrypt or
+/// verify, and answers 1003 for a missing field (which the gateway would have caught).
+#[test]
+fn sandbox_rejects_like_the_platform() {
+    use paysign::crypto::{keys, Secret};
+    use paysign::protocol::{Merchant, MerchantKeys, Opened};
+    use std::sync::Arc;
+
+    let s = Stack::start(Options::default());
+    let key_text = std::fs::read_to_string(fixtures().join("keys/platform_public.pem")).unwrap();
+    let platform_public = Arc::new(keys::load_public(&key_text, false).unwrap());
+    let m = |md5: &str| Merchant {
+        customer_no: MD5_MERCHANT.into(),
+        keys: MerchantKeys::Md5 { md5_key: Secret::new(md5.into()), platform_public: platform_public.clone() },
+        chunk_size: 245,
+    };
+    let mut missing = bindcard("SB-1").as_object().unwrap().clone();
+    missing.remove("mobile");
+    let sealed = m(MD5_KEY).seal(missing).unwrap();
+    let r = request(s.sandbox_port, "POST", BINDCARD, &[], &sealed.body);
+    match m(MD5_KEY).open_response(&r.body).unwrap() {
+        Opened::Verified { fields, .. } => {
+            assert_eq!(fields["errCode"], "1003");
+            assert_eq!(fields["errMessage"], "required field 'mobile' is missing or empty");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Signed with the wrong MD5 key: the platform refuses it.
+    let sealed = m("wrong-key").seal(bindcard("SB-2").as_object().unwrap().clone()).unwrap();
+    let r = request(s.sandbox_port, "POST", BINDCARD, &[], &sealed.body);
+    assert_eq!(r.json(), serde_json::json!({"code": "402", "success": false, "data": null, "msg": "验签失败"}));
+    let r = request(s.sandbox_port, "POST", BINDCARD, &[], br#"{"customerNo":"1","reqmsg":"AAAA"}"#);
+    assert_eq!(r.json()["code"], "401");
+    let stats = s.sandbox_stats();
+    assert_eq!((stats["received"].as_u64(), stats["opened"].as_u64(), stats["rejected"].as_u64()), (Some(3), Some(1), Some(2)));
+}

@@ -16,6 +16,8 @@ use serde_json::Value;
 pub const MD5_MERCHANT: &str = "202112090603";
 pub const RSA_MERCHANT: &str = "202112090604";
 pub const MD5_KEY: &str = "test-md5-key-0123456789abcdef";
+pub mod http_server;
+
 pub const BINDCARD: &str = "/api/vborder/shortcut/bindCard/create";
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -191,11 +193,17 @@ pub struct Options {
     pub stall_ms: u64,
     pub max_body_bytes: usize,
     pub merchants: &'static [&'static str],
+    /// The bank form target the sandbox puts into successful answers.
+    pub submit_url: String,
+    /// Extra YAML appended to the gateway config (e.g. a `notify:` section).
+    pub gateway_extra: String,
+    /// Extra YAML appended to the sandbox config.
+    pub sandbox_extra: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { sandbox: true, read_timeout_ms: 10_000, stall_ms: 5_000, max_body_bytes: 65_536, merchants: &[MD5_MERCHANT, RSA_MERCHANT] }
+        Options { sandbox: true, read_timeout_ms: 10_000, stall_ms: 5_000, max_body_bytes: 65_536, merchants: &[MD5_MERCHANT, RSA_MERCHANT], submit_url: "https://bank.example.test/epcc/bind".into(), gateway_extra: String::new(), sandbox_extra: String::new() }
     }
 }
 
@@ -225,8 +233,8 @@ impl Stack {
             std::fs::write(
                 dir.join("sandbox.yaml"),
                 format!(
-                    "listen: 127.0.0.1:{sandbox_port}\nplatform_private_key: keys/platform_private.pem\nstall_ms: {}\nmerchants:\n  - customer_no: \"{MD5_MERCHANT}\"\n    profile: md5\n    md5_key_file: keys/md5.key\n  - customer_no: \"{RSA_MERCHANT}\"\n    profile: rsa\n    merchant_public_key: keys/merchant_public.pem\n",
-                    o.stall_ms
+                    "listen: 127.0.0.1:{sandbox_port}\nplatform_private_key: keys/platform_private.pem\nstall_ms: {}\nsubmit_url: {}\n{}merchants:\n  - customer_no: \"{MD5_MERCHANT}\"\n    profile: md5\n    md5_key_file: keys/md5.key\n  - customer_no: \"{RSA_MERCHANT}\"\n    profile: rsa\n    merchant_public_key: keys/merchant_public.pem\n",
+                    o.stall_ms, o.submit_url, o.sandbox_extra
                 ),
             )
             .unwrap();
@@ -240,8 +248,8 @@ impl Stack {
         std::fs::write(
             dir.join("paysign.yaml"),
             format!(
-                "listen: 127.0.0.1:{proxy}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: 0\nmax_body_bytes: {}\nplatform:\n  base_url: http://127.0.0.1:{sandbox_port}\n  read_timeout_ms: {}\n  connect_timeout_ms: 1000\nmerchants:\n{merchants}",
-                o.max_body_bytes, o.read_timeout_ms
+                "listen: 127.0.0.1:{proxy}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: 0\nmax_body_bytes: {}\nplatform:\n  base_url: http://127.0.0.1:{sandbox_port}\n  read_timeout_ms: {}\n  connect_timeout_ms: 1000\n{}merchants:\n{merchants}",
+                o.max_body_bytes, o.read_timeout_ms, o.gateway_extra
             ),
         )
         .unwrap();
