@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::crypto::keys::{self, KeyError};
 use crate::crypto::{segmented, PrivateKey, PublicKey, Secret};
+use crate::http_client::{self, Target};
 use crate::protocol::platform::{PlatformMerchant, PlatformMerchantKeys};
 use crate::protocol::{Merchant, MerchantKeys};
 
@@ -181,13 +182,8 @@ pub struct SandboxMerchantFile {
 /// Where and how to reach the platform.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    pub tls: bool,
-    pub host: String,
-    pub addr: SocketAddr,
-    /// `Host` header value (host, plus port when not the scheme's default).
-    pub authority: String,
-    /// Path prefix of the base URL, without trailing `/` (often empty).
-    pub prefix: String,
+    /// The base URL; its path is a prefix put before every request path.
+    pub target: Target,
     pub tls_verify: bool,
     pub ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
@@ -390,36 +386,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 fn upstream(ctx: &Ctx, p: &PlatformFile) -> Result<Upstream, ConfigError> {
-    let bad = |m: String| ctx.err("platform.base_url", None, m);
-    let (tls, rest) = if let Some(r) = p.base_url.strip_prefix("https://") {
-        (true, r)
-    } else if let Some(r) = p.base_url.strip_prefix("http://") {
-        (false, r)
-    } else {
-        return Err(bad(format!("'{}' must start with https:// or http://", p.base_url)));
-    };
-    let (authority, prefix) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-        None => (rest, ""),
-    };
-    if authority.is_empty() || authority.contains('@') || prefix.contains(['?', '#']) {
-        return Err(bad(format!("'{}' is not a base URL like https://host[:port][/prefix]", p.base_url)));
-    }
-    let default_port = if tls { 443 } else { 80 };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, port)) if !h.ends_with(']') || h.starts_with('[') => match port.parse::<u16>() {
-            Ok(n) if !h.is_empty() => (h.trim_start_matches('[').trim_end_matches(']').to_string(), n),
-            _ => return Err(bad(format!("bad port in '{}'", p.base_url))),
-        },
-        _ => (authority.trim_start_matches('[').trim_end_matches(']').to_string(), default_port),
-    };
     // Resolved once at start-up: pingora's peer would otherwise do a blocking lookup (and
     // panic on failure) on the request path.
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| bad(format!("cannot resolve {host}: {e}")))?
-        .next()
-        .ok_or_else(|| bad(format!("{host} resolves to no address")))?;
+    let target = http_client::parse_url(&p.base_url).map_err(|m| ctx.err("platform.base_url", None, m))?;
+    if target.path.contains('?') {
+        return Err(ctx.err("platform.base_url", None, "must not carry a query string"));
+    }
     let ca_file = match &p.ca_file {
         Some(f) => {
             let path = ctx.resolve(f);
@@ -437,11 +409,7 @@ fn upstream(ctx: &Ctx, p: &PlatformFile) -> Result<Upstream, ConfigError> {
         return Err(ctx.err("platform.max_response_bytes", None, "must be at least 1"));
     }
     Ok(Upstream {
-        tls,
-        authority: authority.to_string(),
-        host,
-        addr,
-        prefix: prefix.to_string(),
+        target,
         tls_verify: p.tls_verify,
         ca_file,
         connect_timeout: Duration::from_millis(p.connect_timeout_ms),

@@ -24,6 +24,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod h5;
+pub mod http_client;
 pub mod logging;
 pub mod metrics;
 pub mod protocol;

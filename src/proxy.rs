@@ -74,7 +74,7 @@ struct Reply {
 
 impl Gateway {
     pub fn new(config: Config, endpoints: Endpoints) -> Self {
-        let client = PlatformClient::new(config.upstream.clone());
+        let client = PlatformClient::new(&config.upstream);
         Gateway { config, client, endpoints }
     }
 

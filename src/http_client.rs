@@ -1,0 +1,177 @@
+//! Outgoing HTTP/1.1 POSTs over pingora's pooled connector, shared by the platform client
+//! and the notification forwarder (and the sandbox's notification sender). The rule that
+//! matters for payments lives here: only connection set-up (and writing the request head,
+//! which no server can act on without the body) is ever retried; once the body may have
+//! left, a failure is reported as "unknown", never retried.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
+
+/// Idle connections kept per connector.
+const POOL_SIZE: usize = 128;
+
+/// A parsed and resolved `http(s)://host[:port][/path]` URL.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub tls: bool,
+    pub host: String,
+    pub addr: SocketAddr,
+    /// `Host` header value: host, plus the port when it is not the scheme's default.
+    pub authority: String,
+    /// Path (and query), `""` when the URL has none.
+    pub path: String,
+}
+
+/// Parses and resolves a URL (a blocking lookup: call at start-up or off the event loop).
+pub fn parse_url(url: &str) -> Result<Target, String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err(format!("'{url}' must start with https:// or http://"));
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || authority.contains('@') || path.contains('#') || url.chars().any(char::is_whitespace) {
+        return Err(format!("'{url}' is not a URL like https://host[:port][/path]"));
+    }
+    let default_port = if tls { 443 } else { 80 };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, port)) if !h.contains('[') || h.ends_with(']') => match port.parse::<u16>() {
+            Ok(n) if !h.is_empty() => (h.trim_start_matches('[').trim_end_matches(']').to_string(), n),
+            _ => return Err(format!("bad port in '{url}'")),
+        },
+        _ => (authority.trim_start_matches('[').trim_end_matches(']').to_string(), default_port),
+    };
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} resolves to no address"))?;
+    let path = if path.starts_with('?') { format!("/{path}") } else { path.to_string() };
+    Ok(Target { tls, host, addr, authority: authority.to_string(), path })
+}
+
+/// How a POST failed, by what the server may have seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// No connection could be set up (after the allowed retries): nothing was sent.
+    NotSent,
+    /// The connection failed after the body may have left.
+    Unknown,
+    /// No complete answer within the read timeout (after sending).
+    Timeout,
+    /// The answer exceeded the size limit.
+    TooLarge(usize),
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+/// How to reach one target.
+pub struct Route {
+    pub peer: HttpPeer,
+    pub target: Target,
+    pub connect_retries: u32,
+    pub read_timeout: Duration,
+    pub max_response_bytes: usize,
+    pub idle_timeout: Duration,
+}
+
+impl Route {
+    pub fn new(target: Target, connect_timeout: Duration, read_timeout: Duration, tls_verify: bool) -> Self {
+        // A SocketAddr needs no lookup, so building the peer cannot block or panic.
+        let mut peer = HttpPeer::new(target.addr, target.tls, target.host.clone());
+        peer.options.connection_timeout = Some(connect_timeout);
+        peer.options.total_connection_timeout = Some(connect_timeout * 2);
+        peer.options.verify_cert = tls_verify;
+        peer.options.verify_hostname = tls_verify;
+        Route { peer, target, connect_retries: 0, read_timeout, max_response_bytes: 1024 * 1024, idle_timeout: Duration::from_secs(30) }
+    }
+}
+
+pub struct Client {
+    connector: Connector,
+}
+
+impl Client {
+    pub fn new(ca_file: Option<&Path>) -> Self {
+        let mut opts = ConnectorOptions::new(POOL_SIZE);
+        opts.ca_file = ca_file.map(|p| p.display().to_string());
+        Client { connector: Connector::new(Some(opts)) }
+    }
+
+    /// POSTs `body` to `path` on the route. `on_retry` is told about each retried connection.
+    pub async fn post(
+        &self,
+        route: &Route,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+        on_retry: impl Fn(),
+    ) -> Result<Answer, SendError> {
+        let head = || -> Result<RequestHeader, SendError> {
+            let mut req = RequestHeader::build("POST", path.as_bytes(), Some(headers.len() + 3)).map_err(|_| SendError::NotSent)?;
+            req.insert_header("Host", route.target.authority.as_str()).map_err(|_| SendError::NotSent)?;
+            req.insert_header("Content-Length", body.len().to_string()).map_err(|_| SendError::NotSent)?;
+            req.insert_header("User-Agent", concat!("paysign/", env!("CARGO_PKG_VERSION"))).map_err(|_| SendError::NotSent)?;
+            for (k, v) in headers {
+                req.insert_header(k.to_string(), v.to_string()).map_err(|_| SendError::NotSent)?;
+            }
+            Ok(req)
+        };
+        let mut attempt = 0;
+        let mut session = loop {
+            match self.connector.get_http_session(&route.peer).await {
+                Ok((mut s, _reused)) => match s.write_request_header(Box::new(head()?)).await {
+                    Ok(()) => break s,
+                    Err(e) => log::debug!("writing request head to {} failed: {}", route.target.authority, e.etype().as_str()),
+                },
+                Err(e) => log::warn!("connection attempt {} to {} failed: {}", attempt + 1, route.target.authority, e.etype().as_str()),
+            }
+            if attempt >= route.connect_retries {
+                return Err(SendError::NotSent);
+            }
+            attempt += 1;
+            on_retry();
+        };
+
+        // From here on the server may receive the request: no retry, whatever happens.
+        if session.write_request_body(body, true).await.is_err() || session.finish_request_body().await.is_err() {
+            return Err(SendError::Unknown);
+        }
+        let limit = route.max_response_bytes;
+        let read = async {
+            session.read_response_header().await.map_err(|_| SendError::Unknown)?;
+            let status = session.response_header().map_or(0, |h| h.status.as_u16());
+            let mut buf = BytesMut::new();
+            while let Some(chunk) = session.read_response_body().await.map_err(|_| SendError::Unknown)? {
+                if buf.len() + chunk.len() > limit {
+                    return Err(SendError::TooLarge(limit));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(Answer { status, body: buf.freeze() })
+        };
+        let answer = match tokio::time::timeout(route.read_timeout, read).await {
+            Ok(r) => r?,
+            Err(_) => return Err(SendError::Timeout),
+        };
+        if session.response_done() {
+            self.connector.release_http_session(session, &route.peer, Some(route.idle_timeout)).await;
+        }
+        Ok(answer)
+    }
+}
