@@ -96,6 +96,46 @@ pub struct GatewayFile {
     pub allow_weak_keys: bool,
     pub platform: PlatformFile,
     pub merchants: Vec<MerchantFile>,
+    /// The notification listener (the platform calling `bindNotifyUrl`); off when absent.
+    pub notify: Option<NotifyFile>,
+}
+
+fn default_notify_listen() -> String {
+    "127.0.0.1:8081".into()
+}
+fn default_ack() -> String {
+    "SUCCESS".into()
+}
+fn default_forward_timeout() -> u64 {
+    5_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyFile {
+    /// Faces the platform, so it is its own listener.
+    #[serde(default = "default_notify_listen")]
+    pub listen: String,
+    /// The body the platform expects once a notification has been handed on.
+    #[serde(default = "default_ack")]
+    pub ack: String,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// How long the internal target may take to answer.
+    #[serde(default = "default_forward_timeout")]
+    pub forward_timeout_ms: u64,
+    pub routes: Vec<NotifyRouteFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyRouteFile {
+    /// The path the platform calls, e.g. `/notify/bindcard`.
+    pub path: String,
+    /// The internal service that receives the verified plaintext.
+    pub target: String,
+    /// The merchant whose keys open it; when absent, the envelope's `customerNo` decides.
+    pub merchant: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +204,10 @@ pub struct SandboxFile {
     /// The bank form target put into successful bindCard answers.
     #[serde(default = "default_submit_url")]
     pub submit_url: String,
+    /// After a successful bindCard/create, notify the request's `bindNotifyUrl` (loopback
+    /// addresses only: the sandbox never calls anything off this machine).
+    #[serde(default = "default_true")]
+    pub send_notifications: bool,
     pub merchants: Vec<SandboxMerchantFile>,
 }
 
@@ -203,6 +247,24 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub upstream: Upstream,
     pub merchants: HashMap<String, Arc<Merchant>>,
+    pub notify: Option<Notify>,
+}
+
+/// The validated notification listener.
+#[derive(Debug, Clone)]
+pub struct Notify {
+    pub listen: String,
+    pub ack: String,
+    pub max_body_bytes: usize,
+    pub forward_timeout: Duration,
+    pub routes: Vec<NotifyRoute>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotifyRoute {
+    pub path: String,
+    pub target: Target,
+    pub merchant: Option<Arc<Merchant>>,
 }
 
 impl Config {
@@ -223,6 +285,7 @@ pub struct SandboxConfig {
     pub platform_private: Arc<PrivateKey>,
     pub stall: Duration,
     pub submit_url: String,
+    pub send_notifications: bool,
     pub merchants: HashMap<String, PlatformMerchant>,
 }
 
@@ -373,7 +436,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             return Err(ctx.err(format!("{at}.customer_no"), None, format!("{} is configured twice", m.customer_no)));
         }
     }
+    let notify = match &file.notify {
+        Some(n) => Some(notify(&ctx, n, &merchants, &[&file.listen, &file.admin_listen])?),
+        None => None,
+    };
     Ok(Config {
+        notify,
         source: path.to_path_buf(),
         listen: file.listen,
         admin_listen: file.admin_listen,
@@ -382,6 +450,55 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         max_body_bytes: file.max_body_bytes,
         upstream,
         merchants,
+    })
+}
+
+fn notify(
+    ctx: &Ctx,
+    n: &NotifyFile,
+    merchants: &HashMap<String, Arc<Merchant>>,
+    taken: &[&String],
+) -> Result<Notify, ConfigError> {
+    check_listen(ctx, "notify.listen", &n.listen)?;
+    if taken.contains(&&n.listen) {
+        return Err(ctx.err("notify.listen", None, "must differ from listen and admin_listen"));
+    }
+    if n.ack.is_empty() {
+        return Err(ctx.err("notify.ack", None, "must not be empty"));
+    }
+    if n.forward_timeout_ms == 0 || n.max_body_bytes == 0 {
+        return Err(ctx.err("notify.forward_timeout_ms", None, "limits must be positive"));
+    }
+    if n.routes.is_empty() {
+        return Err(ctx.err("notify.routes", None, "at least one route is required"));
+    }
+    let mut routes: Vec<NotifyRoute> = Vec::new();
+    for (i, r) in n.routes.iter().enumerate() {
+        let at = format!("notify.routes[{i}]");
+        if !r.path.starts_with('/') || r.path.contains(['?', '#', ' ']) {
+            return Err(ctx.err(format!("{at}.path"), None, "must be a path like /notify/bindcard"));
+        }
+        if routes.iter().any(|x| x.path == r.path) {
+            return Err(ctx.err(format!("{at}.path"), None, format!("{} is routed twice", r.path)));
+        }
+        let target = http_client::parse_url(&r.target).map_err(|m| ctx.err(format!("{at}.target"), None, m))?;
+        let merchant = match &r.merchant {
+            Some(c) => Some(
+                merchants
+                    .get(c)
+                    .cloned()
+                    .ok_or_else(|| ctx.err(format!("{at}.merchant"), None, format!("{c} is not a configured merchant")))?,
+            ),
+            None => None,
+        };
+        routes.push(NotifyRoute { path: r.path.clone(), target, merchant });
+    }
+    Ok(Notify {
+        listen: n.listen.clone(),
+        ack: n.ack.clone(),
+        max_body_bytes: n.max_body_bytes,
+        forward_timeout: Duration::from_millis(n.forward_timeout_ms),
+        routes,
     })
 }
 
@@ -454,6 +571,7 @@ pub fn load_sandbox(path: &Path) -> Result<SandboxConfig, ConfigError> {
         platform_private,
         stall: Duration::from_millis(file.stall_ms),
         submit_url: file.submit_url,
+        send_notifications: file.send_notifications,
         merchants,
     })
 }

@@ -27,6 +27,7 @@ pub mod h5;
 pub mod http_client;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod protocol;
 pub mod proxy;
 pub mod sandbox;

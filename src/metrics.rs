@@ -75,6 +75,17 @@ lazy_metric!(CONNECT_RETRIES: IntCounterVec = register_int_counter_vec!(
     "Connection attempts to the platform retried (nothing had been sent).",
     &["endpoint"]
 ));
+lazy_metric!(NOTIFICATIONS: IntCounterVec = register_int_counter_vec!(
+    "paysign_notifications_total",
+    "Platform notifications, by configured route and outcome.",
+    &["route", "outcome"]
+));
+lazy_metric!(NOTIFY_FORWARD_DURATION: HistogramVec = register_histogram_vec!(
+    "paysign_notification_forward_duration_seconds",
+    "Time for the internal target to take a verified notification, by route.",
+    &["route"],
+    LATENCY_BUCKETS.to_vec()
+));
 lazy_metric!(IN_FLIGHT: IntGauge = register_int_gauge!(
     "paysign_requests_in_flight",
     "Requests being handled right now."
@@ -102,6 +113,8 @@ pub fn init() {
     Lazy::force(&PLATFORM_FAILURES);
     Lazy::force(&CONNECT_RETRIES);
     Lazy::force(&IN_FLIGHT);
+    Lazy::force(&NOTIFICATIONS);
+    Lazy::force(&NOTIFY_FORWARD_DURATION);
     Lazy::force(&MERCHANTS);
 }
 

@@ -9,7 +9,12 @@
 //! `TAMPER-CIPHER-` (a corrupted ciphertext byte), `TAMPER-PLATFORM-` (platform failure
 //! envelope), `TAMPER-HTML-` (an HTML 502 page), `STALL-` (answers after `stall_ms`).
 //!
-//! `GET /__sandbox/stats` reports what it received.
+//! Notifications: after a successful bindCard/create the sandbox POSTs a sealed notification
+//! to the request's `bindNotifyUrl` (loopback addresses only), and `POST /__sandbox/notify`
+//! with `{"customerNo","orderNo","url","tamper"?}` sends one on demand (`tamper`: `sign`,
+//! `customer`, `cipher` or `malformed`) and reports the answer.
+//!
+//! `GET /__sandbox/stats` reports what it received and sent.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +27,12 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{Map, Value};
 
+use std::time::Duration;
+
+use rsa::sha2::Digest;
+
 use crate::config::SandboxConfig;
+use crate::http_client::{parse_url, Client, Route};
 use crate::protocol::platform::{envelope, failure, Platform, PlatformMerchant};
 use crate::protocol::schema::Endpoints;
 
@@ -31,6 +41,7 @@ const BINDCARD_PATH: &str = "/api/vborder/shortcut/bindCard/create";
 const MAX_REQUEST: usize = 1024 * 1024;
 
 pub struct Sandbox {
+    client: Client,
     config: SandboxConfig,
     platform: Platform,
     endpoints: Endpoints,
@@ -42,6 +53,8 @@ struct State {
     received: AtomicU64,
     opened: AtomicU64,
     rejected: AtomicU64,
+    notifications_sent: AtomicU64,
+    notifications_acked: AtomicU64,
     orders: Mutex<HashSet<(String, String)>>,
     by_path: Mutex<HashMap<String, u64>>,
 }
@@ -52,6 +65,8 @@ struct Processed {
     opened: bool,
     /// A `STALL-` order: answer only after `stall_ms`.
     stall: bool,
+    /// Send a notification for (customerNo, orderNo) to this URL after answering.
+    notify: Option<(String, String, String)>,
 }
 
 /// What the sandbox decided to send back.
@@ -63,7 +78,7 @@ enum Answer {
 impl Sandbox {
     pub fn new(config: SandboxConfig) -> Result<Self, String> {
         let platform = Platform { private: config.platform_private.clone() };
-        Ok(Sandbox { platform, config, endpoints: Endpoints::builtin()?, state: Arc::default() })
+        Ok(Sandbox { client: Client::new(None), platform, config, endpoints: Endpoints::builtin()?, state: Arc::default() })
     }
 
     fn stats(&self) -> Vec<u8> {
@@ -77,6 +92,8 @@ impl Sandbox {
             "received": self.state.received.load(Ordering::Relaxed),
             "opened": self.state.opened.load(Ordering::Relaxed),
             "rejected": self.state.rejected.load(Ordering::Relaxed),
+            "notifications_sent": self.state.notifications_sent.load(Ordering::Relaxed),
+            "notifications_acked": self.state.notifications_acked.load(Ordering::Relaxed),
             "by_path": by_path,
         })
         .to_string()
@@ -85,7 +102,7 @@ impl Sandbox {
 
     /// The platform's handling of one sealed request (synchronous: crypto only).
     fn process(&self, path: &str, body: &[u8]) -> Processed {
-        let reject = |code: &str, msg: &str| Processed { answer: Answer::Json(200, failure(code, msg)), opened: false, stall: false };
+        let reject = |code: &str, msg: &str| Processed { answer: Answer::Json(200, failure(code, msg)), opened: false, stall: false, notify: None };
         let Ok(Value::Object(env)) = serde_json::from_slice::<Value>(body) else {
             return reject("400", "请求报文格式错误");
         };
@@ -104,7 +121,7 @@ impl Sandbox {
         fields.remove("sign");
         let order_no = fields.get("orderNo").and_then(Value::as_str).unwrap_or("").to_string();
 
-        let done = |answer| Processed { answer, opened: true, stall: order_no.starts_with("STALL-") };
+        let done = |answer| Processed { answer, opened: true, stall: order_no.starts_with("STALL-"), notify: None };
         if order_no.starts_with("TAMPER-PLATFORM-") {
             return done(Answer::Json(200, failure("500", "系统繁忙")));
         }
@@ -112,10 +129,17 @@ impl Sandbox {
             return done(Answer::Html(502, b"<html><body><h1>502 Bad Gateway</h1></body></html>".to_vec()));
         }
         let mut out = if path == BINDCARD_PATH { self.bindcard(m, &fields) } else { echo(m, &fields) };
-        match self.seal(m, &mut out, &order_no) {
+        let succeeded = path == BINDCARD_PATH && out.get("errCode").and_then(Value::as_str) == Some("0000");
+        let mut processed = match self.seal(m, &mut out, &order_no) {
             Ok(body) => done(Answer::Json(200, body)),
             Err(_) => done(Answer::Json(200, failure("500", "系统异常"))),
+        };
+        if succeeded && self.config.send_notifications {
+            if let Some(url) = fields.get("bindNotifyUrl").and_then(Value::as_str) {
+                processed.notify = Some((m.customer_no.clone(), order_no.clone(), url.to_string()));
+            }
         }
+        processed
     }
 
     fn bindcard(&self, m: &PlatformMerchant, fields: &Map<String, Value>) -> Map<String, Value> {
@@ -192,6 +216,88 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// A sealed `{"customerNo","reqmsg"}` notification for a bound card.
+    fn notification(&self, m: &PlatformMerchant, order_no: &str, tamper: Option<&str>) -> Result<Vec<u8>, String> {
+        if tamper == Some("malformed") {
+            return Ok(b"{\"customerNo\":".to_vec());
+        }
+        let digest = rsa::sha2::Sha256::digest(format!("{}|{order_no}", m.customer_no).as_bytes());
+        let bind_id: String = digest[..8].iter().map(|b| format!("{b:02X}")).collect();
+        let mut fields = Map::new();
+        fields.insert("orderNo".into(), Value::String(order_no.into()));
+        fields.insert("customerNo".into(), Value::String(m.customer_no.clone()));
+        fields.insert("bindStatus".into(), Value::String("SUCCESS".into()));
+        fields.insert("bindId".into(), Value::String(format!("BIND{bind_id}")));
+        fields.insert("errCode".into(), Value::String("0000".into()));
+        fields.insert("errMessage".into(), Value::String("绑卡成功".into()));
+        let mut customer = m.customer_no.clone();
+        if tamper == Some("customer") {
+            customer = "999999999999".into();
+            fields.insert("customerNo".into(), Value::String(customer.clone()));
+        }
+        let sign = self.platform.sign(m, &fields).map_err(|e| e.to_string())?;
+        fields.insert("sign".into(), Value::String(sign));
+        if tamper == Some("sign") {
+            fields.insert("bindStatus".into(), Value::String("FAILED".into()));
+        }
+        let plaintext = Value::Object(fields).to_string();
+        let mut reqmsg = self.platform.encrypt(m, plaintext.as_bytes()).map_err(|e| e.to_string())?;
+        if tamper == Some("cipher") {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            if let Ok(mut raw) = b64.decode(&reqmsg) {
+                raw[10] ^= 0x20;
+                reqmsg = b64.encode(raw);
+            }
+        }
+        let mut data = Map::new();
+        data.insert("customerNo".into(), Value::String(customer));
+        data.insert("reqmsg".into(), Value::String(reqmsg));
+        Ok(Value::Object(data).to_string().into_bytes())
+    }
+
+    /// POSTs a notification to `url` (loopback only) and returns the answer.
+    async fn send_notification(&self, url: String, body: Vec<u8>) -> Result<(u16, String), String> {
+        let target = tokio::task::spawn_blocking(move || parse_url(&url)).await.map_err(|e| e.to_string())??;
+        if !target.addr.ip().is_loopback() {
+            return Err(format!("{} is not a loopback address; the sandbox only notifies this machine", target.addr));
+        }
+        let route = Route::new(target, Duration::from_secs(2), Duration::from_secs(10), true);
+        let path = if route.target.path.is_empty() { "/".to_string() } else { route.target.path.clone() };
+        self.state.notifications_sent.fetch_add(1, Ordering::Relaxed);
+        let headers = [("Content-Type", "application/json;charset=UTF-8")];
+        let answer = self.client.post(&route, &path, &headers, body.into(), || {}).await.map_err(|e| format!("{e:?}"))?;
+        let text = String::from_utf8_lossy(&answer.body).into_owned();
+        if answer.status == 200 && text.trim() == "SUCCESS" {
+            self.state.notifications_acked.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok((answer.status, text))
+    }
+
+    async fn notify_on_demand(&self, body: &[u8]) -> Response<Vec<u8>> {
+        let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(body) else {
+            return reply(400, "application/json", br#"{"error":"body must be a JSON object"}"#.to_vec());
+        };
+        let get = |k: &str| req.get(k).and_then(Value::as_str).map(str::to_string);
+        let (Some(customer), Some(order), Some(url)) = (get("customerNo"), get("orderNo"), get("url")) else {
+            return reply(400, "application/json", br#"{"error":"customerNo, orderNo and url are required"}"#.to_vec());
+        };
+        let Some(m) = self.config.merchants.get(&customer).cloned() else {
+            return reply(404, "application/json", br#"{"error":"unknown customerNo"}"#.to_vec());
+        };
+        let tamper = get("tamper");
+        let result = match self.notification(&m, &order, tamper.as_deref()) {
+            Ok(n) => self.send_notification(url, n).await,
+            Err(e) => Err(e),
+        };
+        let out = match result {
+            Ok((status, body)) => serde_json::json!({ "status": status, "body": body }),
+            Err(e) => serde_json::json!({ "error": e }),
+        };
+        reply(200, "application/json", out.to_string().into_bytes())
+    }
+}
+
 fn echo(m: &PlatformMerchant, fields: &Map<String, Value>) -> Map<String, Value> {
     let mut out = Map::new();
     out.insert("orderNo".into(), fields.get("orderNo").cloned().unwrap_or(Value::Null));
@@ -225,6 +331,16 @@ impl ServeHttp for SandboxService {
         if method == http::Method::GET && path == "/healthz" {
             return reply(200, "text/plain", b"ok\n".to_vec());
         }
+        if method == http::Method::POST && path == "/__sandbox/notify" {
+            let mut body = Vec::new();
+            while let Ok(Some(chunk)) = session.read_request_body().await {
+                if body.len() + chunk.len() > MAX_REQUEST {
+                    return reply(413, "text/plain", b"too large\n".to_vec());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            return sb.notify_on_demand(&body).await;
+        }
         if !path.starts_with("/api/") {
             return reply(404, "text/plain", b"not found\n".to_vec());
         }
@@ -248,10 +364,24 @@ impl ServeHttp for SandboxService {
         let p = path.clone();
         let done = match tokio::task::spawn_blocking(move || worker.process(&p, &body)).await {
             Ok(r) => r,
-            Err(_) => Processed { answer: Answer::Json(500, failure("500", "系统异常")), opened: false, stall: false },
+            Err(_) => Processed { answer: Answer::Json(500, failure("500", "系统异常")), opened: false, stall: false, notify: None },
         };
         if !done.opened {
             sb.state.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some((customer, order, url)) = done.notify {
+            let sb = self.0.clone();
+            tokio::spawn(async move {
+                let Some(m) = sb.config.merchants.get(&customer).cloned() else { return };
+                let sent = match sb.notification(&m, &order, None) {
+                    Ok(n) => sb.send_notification(url, n).await,
+                    Err(e) => Err(e),
+                };
+                match sent {
+                    Ok((status, _)) => log::info!("sandbox notified order {order}: HTTP {status}"),
+                    Err(e) => log::warn!("sandbox could not notify order {order}: {e}"),
+                }
+            });
         }
         // The simulated platform being slow (not test synchronisation).
         if done.stall {

@@ -10,6 +10,7 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::config::{Config, SandboxConfig};
 use crate::metrics;
+use crate::notify::Notifications;
 use crate::protocol::schema::Endpoints;
 use crate::protocol::MerchantKeys;
 use crate::proxy::Gateway;
@@ -62,6 +63,12 @@ fn announce_gateway(cfg: &Config) {
     }
 }
 
+fn n_routes(cfg: &Config) -> Vec<(String, &'static str, String, String)> {
+    cfg.notify.iter().flat_map(|n| n.routes.iter()).map(|r| {
+        (r.path.clone(), if r.target.tls { "https" } else { "http" }, r.target.authority.clone(), r.target.path.clone())
+    }).collect()
+}
+
 /// Builds the server with the gateway (proxy + admin) and/or the sandbox, and runs it until
 /// SIGTERM (graceful) or SIGINT (fast).
 pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>) -> Result<(), String> {
@@ -79,6 +86,16 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>) -> Result<()
         let proxy_addr: SocketAddr = cfg.listen.parse().map_err(|_| format!("bad listen address {}", cfg.listen))?;
         let (listen, admin_listen) = (cfg.listen.clone(), cfg.admin_listen.clone());
         let endpoints = Endpoints::builtin()?;
+        if let Some(n) = Notifications::new(&cfg) {
+            for r in &n_routes(&cfg) {
+                log::info!("notification route {} -> {}://{}{}", r.0, r.1, r.2, r.3);
+            }
+            let listen = cfg.notify.as_ref().map(|x| x.listen.clone()).unwrap_or_default();
+            let mut svc = Service::new("paysign notifications".to_string(), n);
+            svc.add_tcp(&listen);
+            svc.threads = Some(1);
+            server.add_service(svc);
+        }
         let mut proxy =
             pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(cfg, endpoints), "paysign proxy");
         proxy.add_tcp(&listen);

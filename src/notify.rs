@@ -1,0 +1,180 @@
+//! The notification listener: the platform calls `bindNotifyUrl` with `{"customerNo",
+//! "reqmsg"}`; paysign opens and verifies it exactly like a response, hands the verified
+//! plaintext to the internal target, and only then acknowledges (`SUCCESS` by default). A
+//! forged, tampered, malformed or wrong-merchant notification gets a 4xx and goes nowhere; an
+//! internal target that does not answer 2xx gets the platform a 5xx, so the platform retries
+//! (at-least-once; `X-Paysign-Notification-Id` lets the target drop repeats).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use rsa::sha2::{Digest, Sha256};
+use serde_json::{Map, Value};
+
+use crate::config::{Config, Notify, NotifyRoute};
+use crate::http_client::{Client, Route};
+use crate::logging;
+use crate::metrics;
+use crate::protocol::{canonicalize, Merchant, OpenError, Opened, Profile};
+
+pub const NOTIFICATION_ID_HEADER: &str = "X-Paysign-Notification-Id";
+
+pub struct Notifications {
+    notify: Notify,
+    merchants: HashMap<String, Arc<Merchant>>,
+    routes: HashMap<String, (NotifyRoute, Route)>,
+    client: Client,
+}
+
+/// How one notification ended (a fixed label set).
+struct Outcome {
+    label: &'static str,
+    status: u16,
+}
+
+const fn outcome(label: &'static str, status: u16) -> Outcome {
+    Outcome { label, status }
+}
+
+/// A stable id for a verified notification: the same content gives the same id however often
+/// the platform re-sends (and re-encrypts) it.
+pub fn notification_id(customer_no: &str, fields: &Map<String, Value>) -> String {
+    let mut h = Sha256::new();
+    h.update(customer_no.as_bytes());
+    h.update(b"\n");
+    h.update(canonicalize(fields).as_bytes());
+    h.update(b"\n");
+    h.update(fields.get("sign").and_then(Value::as_str).unwrap_or("").as_bytes());
+    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Notifications {
+    pub fn new(config: &Config) -> Option<Self> {
+        let notify = config.notify.clone()?;
+        let routes = notify
+            .routes
+            .iter()
+            .map(|r| {
+                let route = Route::new(r.target.clone(), notify.forward_timeout, notify.forward_timeout, true);
+                (r.path.clone(), (r.clone(), route))
+            })
+            .collect();
+        Some(Notifications { notify, merchants: config.merchants.clone(), routes, client: Client::new(None) })
+    }
+
+    fn text(status: u16, body: &str) -> Response<Vec<u8>> {
+        Response::builder()
+            .status(status)
+            .header("Content-Type", "text/plain;charset=UTF-8")
+            .header("Content-Length", body.len())
+            .body(body.as_bytes().to_vec())
+            .unwrap_or_default()
+    }
+
+    async fn handle(&self, session: &mut ServerSession, log: &mut Map<String, Value>) -> Outcome {
+        let path = session.req_header().uri.path().to_string();
+        let Some((route, peer)) = self.routes.get(&path) else {
+            return outcome("not_found", 404);
+        };
+        log.insert("route".into(), Value::String(route.path.clone()));
+        if session.req_header().method != http::Method::POST {
+            return outcome("method_not_allowed", 405);
+        }
+        let mut body = BytesMut::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) if body.len() + chunk.len() <= self.notify.max_body_bytes => body.extend_from_slice(&chunk),
+                Ok(Some(_)) => {
+                    session.set_keepalive(None);
+                    return outcome("too_large", 413);
+                }
+                Ok(None) => break,
+                Err(_) => return outcome("malformed", 400),
+            }
+        }
+        let data = match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(m)) => m,
+            _ => return outcome("malformed", 400),
+        };
+        let named = data.get("customerNo").and_then(Value::as_str).unwrap_or("");
+        let merchant = match &route.merchant {
+            Some(m) if m.customer_no == named => m.clone(),
+            Some(_) => return outcome("wrong_merchant", 400),
+            None => match self.merchants.get(named) {
+                Some(m) => m.clone(),
+                None => return outcome("unknown_merchant", 400),
+            },
+        };
+        log.insert("merchant".into(), Value::String(merchant.customer_no.clone()));
+        let m = merchant.clone();
+        let opened = match merchant.profile() {
+            Profile::Rsa => tokio::task::spawn_blocking(move || m.open_data(&data)).await.unwrap_or(Err(OpenError::Plaintext)),
+            Profile::Md5 => m.open_data(&data),
+        };
+        let (plaintext, fields) = match opened {
+            Ok(Opened::Verified { plaintext, fields }) => (plaintext, fields),
+            Ok(Opened::PlatformFailure { .. }) => return outcome("malformed", 400),
+            Err(e) => {
+                metrics::VERIFY_FAILURES.with_label_values(&[e.reason()]).inc();
+                log.insert("reason".into(), Value::String(e.reason().into()));
+                return match e {
+                    OpenError::Envelope(_) => outcome("malformed", 400),
+                    OpenError::CustomerMismatch => outcome("wrong_merchant", 400),
+                    _ => outcome("forged", 400),
+                };
+            }
+        };
+        let id = notification_id(&merchant.customer_no, &fields);
+        log.insert("notification_id".into(), Value::String(id.clone()));
+        if let Some(o) = fields.get("orderNo").and_then(Value::as_str) {
+            log.insert("order_no".into(), Value::String(o.chars().take(64).collect()));
+        }
+        let request_id = format!("{:032x}", rand::random::<u128>());
+        let headers = [
+            ("Content-Type", "application/json;charset=UTF-8"),
+            (NOTIFICATION_ID_HEADER, id.as_str()),
+            ("X-Paysign-Merchant", merchant.customer_no.as_str()),
+            ("X-Request-Id", request_id.as_str()),
+        ];
+        let start = Instant::now();
+        let target_path = if route.target.path.is_empty() { "/" } else { route.target.path.as_str() };
+        let sent = self.client.post(peer, target_path, &headers, Bytes::from(plaintext), || {}).await;
+        metrics::NOTIFY_FORWARD_DURATION.with_label_values(&[&route.path]).observe(start.elapsed().as_secs_f64());
+        match sent {
+            Ok(a) if (200..300).contains(&a.status) => outcome("forwarded", 200),
+            Ok(a) => {
+                log.insert("target_status".into(), Value::from(a.status));
+                outcome("target_failed", 502)
+            }
+            Err(crate::http_client::SendError::NotSent) => outcome("target_unreachable", 502),
+            Err(_) => outcome("target_failed", 502),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Notifications {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let start = Instant::now();
+        let mut log = Map::new();
+        let o = self.handle(session, &mut log).await;
+        let route = log.get("route").and_then(Value::as_str).unwrap_or("none").to_string();
+        metrics::NOTIFICATIONS.with_label_values(&[&route, o.label]).inc();
+        log.insert("outcome".into(), Value::String(o.label.into()));
+        log.insert("status".into(), Value::from(o.status));
+        log.insert("latency_ms".into(), Value::from((start.elapsed().as_secs_f64() * 1e6).round() / 1e3));
+        log.insert("kind".into(), Value::String("notification".into()));
+        logging::access(log);
+        if o.status == 200 {
+            Self::text(200, &self.notify.ack)
+        } else {
+            Self::text(o.status, "FAIL")
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Notifications: the real sandbox notifies the real gateway's notification listener, which
+//! verifies and hands the plaintext to an internal target (a recording server here).
+
+mod common;
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::http_server::{self, Received};
+use common::*;
+use serde_json::Value;
+
+struct Setup {
+    stack: Stack,
+    notify_port: u16,
+    target: http_server::Server,
+    target_status: Arc<AtomicU16>,
+}
+
+fn setup() -> Setup {
+    let target_status = Arc::new(AtomicU16::new(200));
+    let st = target_status.clone();
+    let target = http_server::start(Arc::new(move |_r| (st.load(Ordering::SeqCst), "text/plain".into(), b"ok".to_vec())));
+    let notify_port = free_port();
+    let extra = format!(
+        "notify:\n  listen: 127.0.0.1:{notify_port}\n  forward_timeout_ms: 3000\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:{}/internal/bind-notified\n    - path: /notify/md5-only\n      target: http://127.0.0.1:{}/internal/md5\n      merchant: \"{MD5_MERCHANT}\"\n",
+        target.port, target.port
+    );
+    let stack = Stack::start(Options { gateway_extra: extra, ..Options::default() });
+    wait_listening(notify_port);
+    Setup { stack, notify_port, target, target_status }
+}
+
+fn notify_on_demand(s: &Setup, customer: &str, order: &str, path: &str, tamper: Option<&str>) -> Value {
+    let mut req = serde_json::json!({
+        "customerNo": customer, "orderNo": order, "url": format!("http://127.0.0.1:{}{path}", s.notify_port)
+    });
+    if let Some(t) = tamper {
+        req["tamper"] = Value::String(t.into());
+    }
+    request(s.stack.sandbox_port, "POST", "/__sandbox/notify", &[], req.to_string().as_bytes()).json()
+}
+
+fn next(target: &http_server::Server) -> Received {
+    target.requests.recv_timeout(Duration::from_secs(15)).expect("the internal target received nothing")
+}
+
+#[test]
+fn a_bound_card_is_notified_verified_forwarded_and_acknowledged() {
+    let s = setup();
+    for merchant in [MD5_MERCHANT, RSA_MERCHANT] {
+        let order = format!("NTF-{merchant}");
+        let mut b = bindcard(&order);
+        b["bindNotifyUrl"] = Value::String(format!("http://127.0.0.1:{}/notify/bindcard", s.notify_port));
+        let r = s.stack.post_json(merchant, &b);
+        assert_eq!(r.json()["errCode"], "0000");
+
+        let got = next(&s.target);
+        assert_eq!(got.method, "POST");
+        assert_eq!(got.path, "/internal/bind-notified");
+        assert_eq!(got.header("Content-Type"), Some("application/json;charset=UTF-8"));
+        assert_eq!(got.header("X-Paysign-Merchant"), Some(merchant));
+        assert_eq!(got.header("X-Paysign-Notification-Id").unwrap().len(), 32);
+        let v: Value = serde_json::from_slice(&got.body).unwrap();
+        assert_eq!(v["orderNo"], order.as_str());
+        assert_eq!(v["customerNo"], merchant);
+        assert_eq!(v["bindStatus"], "SUCCESS");
+        assert!(v["sign"].is_string());
+    }
+    assert!(eventually(15, || s.stack.sandbox_stats()["notifications_acked"] == 2), "{}", s.stack.sandbox_stats());
+    let m = s.stack.metrics();
+    assert_eq!(sample(&m, r#"paysign_notifications_total{outcome="forwarded",route="/notify/bindcard"}"#), Some(2.0));
+    assert_eq!(sample(&m, r#"paysign_notification_forward_duration_seconds_count{route="/notify/bindcard"}"#), Some(2.0));
+}
+
+#[test]
+fn forged_tampered_malformed_or_misrouted_notifications_are_refused_and_not_forwarded() {
+    let s = setup();
+    for merchant in [MD5_MERCHANT, RSA_MERCHANT] {
+        for tamper in ["sign", "customer", "cipher", "malformed"] {
+            let v = notify_on_demand(&s, merchant, "NTF-BAD", "/notify/bindcard", Some(tamper));
+            assert_eq!(v["status"], 400, "{merchant} {tamper}: {v}");
+            assert_eq!(v["body"], "FAIL");
+        }
+    }
+    // A valid rsa notification on the md5 merchant's route: wrong merchant.
+    let v = notify_on_demand(&s, RSA_MERCHANT, "NTF-X", "/notify/md5-only", None);
+    assert_eq!(v["status"], 400, "{v}");
+    let v = notify_on_demand(&s, MD5_MERCHANT, "NTF-X", "/notify/unknown", None);
+    assert_eq!(v["status"], 404, "{v}");
+    // A GET is not a notification.
+    assert_eq!(request(s.notify_port, "GET", "/notify/bindcard", &[], b"").status, 405);
+
+    assert!(s.target.requests.try_recv().is_err(), "something unverified was forwarded");
+    let m = s.stack.metrics();
+    let n = |outcome: &str| sample(&m, &format!(r#"paysign_notifications_total{{outcome="{outcome}",route="/notify/bindcard"}}"#)).unwrap_or(0.0);
+    assert_eq!(n("forged"), 4.0, "{m}");
+    assert_eq!(n("unknown_merchant"), 2.0, "an envelope naming a customerNo we do not serve");
+    assert_eq!(n("malformed"), 2.0);
+    assert_eq!(sample(&m, r#"paysign_notifications_total{outcome="wrong_merchant",route="/notify/md5-only"}"#), Some(1.0));
+    assert_eq!(sample(&m, r#"paysign_notifications_total{outcome="not_found",route="none"}"#), Some(1.0));
+    assert_eq!(sample(&m, r#"paysign_notifications_total{outcome="method_not_allowed",route="/notify/bindcard"}"#), Some(1.0));
+}
+
+#[test]
+fn nothing_is_acknowledged_before_the_target_took_it_and_repeats_carry_the_same_id() {
+    let s = setup();
+    s.target_status.store(503, Ordering::SeqCst);
+    let v = notify_on_demand(&s, RSA_MERCHANT, "NTF-RETRY", "/notify/bindcard", None);
+    assert_eq!(v["status"], 502, "{v}");
+    assert_eq!(v["body"], "FAIL");
+    let first = next(&s.target);
+
+    s.target_status.store(200, Ordering::SeqCst);
+    let v = notify_on_demand(&s, RSA_MERCHANT, "NTF-RETRY", "/notify/bindcard", None);
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["body"], "SUCCESS");
+    let second = next(&s.target);
+    assert_eq!(first.header("X-Paysign-Notification-Id"), second.header("X-Paysign-Notification-Id"));
+    assert_eq!(first.body, second.body);
+
+    // A different notification has a different id.
+    let v = notify_on_demand(&s, RSA_MERCHANT, "NTF-OTHER", "/notify/bindcard", None);
+    assert_eq!(v["status"], 200);
+    let third = next(&s.target);
+    assert_ne!(third.header("X-Paysign-Notification-Id"), second.header("X-Paysign-Notification-Id"));
+
+    let m = s.stack.metrics();
+    assert_eq!(sample(&m, r#"paysign_notifications_total{outcome="target_failed",route="/notify/bindcard"}"#), Some(1.0));
+    assert_eq!(sample(&m, r#"paysign_notifications_total{outcome="forwarded",route="/notify/bindcard"}"#), Some(2.0));
+}
