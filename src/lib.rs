@@ -32,4 +32,5 @@ pub mod protocol;
 pub mod proxy;
 pub mod sandbox;
 pub mod server;
+pub mod tools;
 pub mod upstream;

@@ -12,6 +12,11 @@ usage:
   paysign run     [-c conf/paysign.yaml]      the gateway
   paysign sandbox [-c conf/sandbox.yaml]      the sandbox platform alone
   paysign check   -c FILE [-c FILE …]         validate configuration files (exit 1 on a problem)
+  paysign seal    -c FILE [--merchant NO] [--path P] < plaintext.json
+                  print the canonical string, sign and envelope that would be sent
+  paysign open    -c FILE [--merchant NO] < response-or-notification.json
+                  open and verify, step by step (exit 1 when it does not verify)
+  paysign keys check FILE [FILE …]            format, size and kind of keys; which form pairs
   paysign version";
 
 fn main() -> ExitCode {
@@ -29,16 +34,20 @@ fn main() -> ExitCode {
 struct Flags {
     configs: Vec<PathBuf>,
     sandbox: Option<PathBuf>,
+    merchant: Option<String>,
+    path: Option<String>,
 }
 
 fn flags(args: &[String]) -> Result<Flags, String> {
-    let mut f = Flags { configs: vec![], sandbox: None };
+    let mut f = Flags { configs: vec![], sandbox: None, merchant: None, path: None };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().cloned().ok_or_else(|| format!("{a} needs a value\n{USAGE}"));
         match a.as_str() {
             "-c" | "--config" => f.configs.push(PathBuf::from(value()?)),
             "--sandbox" => f.sandbox = Some(PathBuf::from(value()?)),
+            "--merchant" => f.merchant = Some(value()?),
+            "--path" => f.path = Some(value()?),
             other => return Err(format!("unknown argument '{other}'\n{USAGE}")),
         }
     }
@@ -53,8 +62,32 @@ fn one(f: &Flags, default: &str) -> Result<PathBuf, String> {
     }
 }
 
+fn keys(args: &[String]) -> Result<(), String> {
+    let Some((sub, files)) = args.split_first().filter(|(s, f)| s.as_str() == "check" && !f.is_empty()) else {
+        return Err(format!("usage: paysign keys check FILE [FILE …]\n{USAGE}"));
+    };
+    let _ = sub;
+    let mut texts = Vec::new();
+    let mut unreadable = false;
+    for f in files {
+        match std::fs::read_to_string(f) {
+            Ok(t) => texts.push((f.clone(), t)),
+            Err(e) => {
+                println!("{f}: ERROR: cannot read: {e}");
+                unreadable = true;
+            }
+        }
+    }
+    let (report, ok) = paysign::tools::keys_check(&texts);
+    print!("{report}");
+    if ok && !unreadable { Ok(()) } else { Err("some files are not usable keys".into()) }
+}
+
 fn dispatch(args: &[String]) -> Result<(), String> {
     let (cmd, rest) = args.split_first().ok_or_else(|| USAGE.to_string())?;
+    if cmd == "keys" {
+        return keys(rest);
+    }
     let f = flags(rest)?;
     match cmd.as_str() {
         "run" => {
@@ -94,6 +127,20 @@ fn dispatch(args: &[String]) -> Result<(), String> {
                 return Err(format!("{failed} configuration file(s) have problems"));
             }
             Ok(())
+        }
+        "seal" | "open" => {
+            let cfg = config::load(&one(&f, "conf/paysign.yaml")?).map_err(|e| e.to_string())?;
+            let m = paysign::tools::merchant(&cfg, f.merchant.as_deref())?;
+            let mut input = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut input).map_err(|e| format!("reading stdin: {e}"))?;
+            if cmd == "seal" {
+                print!("{}", paysign::tools::seal(&m, f.path.as_deref(), &input)?);
+                Ok(())
+            } else {
+                let (report, verified) = paysign::tools::open(&m, &input);
+                print!("{report}");
+                if verified { Ok(()) } else { Err("the message does not verify".into()) }
+            }
         }
         "version" | "--version" => {
             println!("paysign {}", env!("CARGO_PKG_VERSION"));

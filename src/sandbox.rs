@@ -14,7 +14,8 @@
 //! with `{"customerNo","orderNo","url","tamper"?}` sends one on demand (`tamper`: `sign`,
 //! `customer`, `cipher` or `malformed`) and reports the answer.
 //!
-//! `GET /__sandbox/stats` reports what it received and sent.
+//! `GET /__sandbox/stats` reports what it received and sent; `/__sandbox/inbox` is a stand-in
+//! internal service for the demo (POST stores a notification, GET lists the last ones).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,8 @@ use crate::protocol::schema::Endpoints;
 const BINDCARD_PATH: &str = "/api/vborder/shortcut/bindCard/create";
 /// Requests are small; this only bounds a misbehaving client.
 const MAX_REQUEST: usize = 1024 * 1024;
+/// Notifications kept by the demo inbox.
+const INBOX_KEEP: usize = 20;
 
 pub struct Sandbox {
     client: Client,
@@ -56,6 +59,8 @@ struct State {
     notifications_sent: AtomicU64,
     notifications_acked: AtomicU64,
     orders: Mutex<HashSet<(String, String)>>,
+    /// The last notifications the demo inbox received.
+    inbox: Mutex<Vec<String>>,
     by_path: Mutex<HashMap<String, u64>>,
 }
 
@@ -330,6 +335,23 @@ impl ServeHttp for SandboxService {
         }
         if method == http::Method::GET && path == "/healthz" {
             return reply(200, "text/plain", b"ok\n".to_vec());
+        }
+        if path == "/__sandbox/inbox" {
+            // A stand-in internal service for the demo: it takes what paysign forwards.
+            if method == http::Method::POST {
+                let mut body = Vec::new();
+                while let Ok(Some(chunk)) = session.read_request_body().await {
+                    body.extend_from_slice(&chunk);
+                }
+                if let Ok(mut inbox) = sb.state.inbox.lock() {
+                    inbox.push(String::from_utf8_lossy(&body).into_owned());
+                    let excess = inbox.len().saturating_sub(INBOX_KEEP);
+                    inbox.drain(..excess);
+                }
+                return reply(200, "text/plain", b"ok\n".to_vec());
+            }
+            let inbox = sb.state.inbox.lock().map(|i| i.clone()).unwrap_or_default();
+            return reply(200, "application/json", serde_json::json!({ "received": inbox }).to_string().into_bytes());
         }
         if method == http::Method::POST && path == "/__sandbox/notify" {
             let mut body = Vec::new();

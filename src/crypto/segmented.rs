@@ -82,22 +82,29 @@ pub fn decrypt(key: &PrivateKey, reqmsg: &str) -> Result<Vec<u8>, CryptoError> {
 pub fn open_type1(key: &PublicKey, reqmsg: &str) -> Result<Vec<u8>, CryptoError> {
     let k = key.size();
     let raw = decode_blocks(reqmsg, k)?;
-    let precision = key.inner.n_bits_precision();
     let mut out = Vec::with_capacity(raw.len());
     for block in raw.chunks(k) {
-        let c = BoxedUint::from_be_slice(block, precision).map_err(|_| CryptoError::Padding)?;
-        if &c >= key.inner.n().as_ref() {
-            return Err(CryptoError::Padding);
-        }
-        let m = rsa_encrypt(&key.inner, &c).map_err(|_| CryptoError::Padding)?;
-        let wide = m.to_be_bytes();
-        if wide.len() < k {
-            return Err(CryptoError::Padding);
-        }
-        let em = &wide[wide.len() - k..];
-        out.extend_from_slice(strip_type1(em)?);
+        out.extend_from_slice(&open_type1_block(key, block)?);
     }
     Ok(out)
+}
+
+/// Opens one `k`-byte type-1 block (exposed for `paysign open`, which names the bad block).
+pub fn open_type1_block(key: &PublicKey, block: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let k = key.size();
+    if block.len() != k {
+        return Err(CryptoError::Encoding);
+    }
+    let c = BoxedUint::from_be_slice(block, key.inner.n_bits_precision()).map_err(|_| CryptoError::Padding)?;
+    if &c >= key.inner.n().as_ref() {
+        return Err(CryptoError::Padding);
+    }
+    let m = rsa_encrypt(&key.inner, &c).map_err(|_| CryptoError::Padding)?;
+    let wide = m.to_be_bytes();
+    if wide.len() < k {
+        return Err(CryptoError::Padding);
+    }
+    Ok(strip_type1(&wide[wide.len() - k..])?.to_vec())
 }
 
 fn strip_type1(em: &[u8]) -> Result<&[u8], CryptoError> {

@@ -1,0 +1,162 @@
+//! The offline tools, run as the real binary on the vectors.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+fn config(profile: &str) -> std::path::PathBuf {
+    let dir = temp_dir();
+    let m = if profile == "md5" {
+        format!("  - customer_no: \"{MD5_MERCHANT_VEC}\"\n    profile: md5\n    platform_public_key: keys/platform_public.pem\n    md5_key_file: keys/md5.key\n")
+    } else {
+        format!("  - customer_no: \"{MD5_MERCHANT_VEC}\"\n    profile: rsa\n    platform_public_key: keys/platform_public.pem\n    merchant_private_key: keys/merchant_private.pem\n")
+    };
+    let path = dir.join("tools.yaml");
+    write(&path, &format!("platform:\n  base_url: http://127.0.0.1:9\nmerchants:\n{m}"));
+    path
+}
+
+/// The vectors' merchant number (the same as the md5 test merchant).
+const MD5_MERCHANT_VEC: &str = "202112090603";
+
+fn run(args: &[&str], stdin: &str) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paysign"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn line<'a>(out: &'a str, prefix: &str) -> &'a str {
+    out.lines().find_map(|l| l.strip_prefix(prefix)).unwrap_or_else(|| panic!("no '{prefix}' in:\n{out}")).trim()
+}
+
+fn exchanges() -> Vec<Value> {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("exchanges.json")).unwrap()).unwrap();
+    v["exchanges"].as_array().unwrap().clone()
+}
+
+#[test]
+fn open_reports_every_exchange_precisely() {
+    for profile in ["md5", "rsa"] {
+        let cfg = config(profile);
+        let cfg = cfg.to_str().unwrap();
+        for ex in exchanges().iter().filter(|e| e["profile"] == profile) {
+            let (code, out) = run(&["open", "-c", cfg], ex["responseBody"].as_str().unwrap());
+            let plaintext = ex["responsePlaintext"].as_str().unwrap_or("");
+            let request = ex["requestPlaintext"].as_str().unwrap();
+            let order = serde_json::from_str::<Value>(request).unwrap()["orderNo"].as_str().unwrap().to_string();
+            match ex["expect"].as_str().unwrap() {
+                "verified" => {
+                    assert_eq!(code, 0, "{out}");
+                    assert_eq!(line(&out, "plaintext:"), plaintext);
+                    assert_eq!(line(&out, "result:"), "VERIFIED");
+                    assert_eq!(line(&out, "signature:"), format!("ok ({profile})"));
+                }
+                "reject" if order.starts_with("TAMPER-SIGN") => {
+                    assert_eq!(code, 1, "{out}");
+                    assert!(line(&out, "signature:").starts_with("FAILED:"), "{out}");
+                    assert_eq!(line(&out, "result:"), "NOT VERIFIED");
+                }
+                "reject" => {
+                    assert_eq!(code, 1);
+                    assert!(line(&out, "customerNo:").contains("customerNo mismatch"), "{out}");
+                }
+                _ => {
+                    assert_eq!(code, 1);
+                    assert!(line(&out, "envelope:").contains("platform-level failure, code 500"), "{out}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn open_names_bad_block_length_and_padding() {
+    let ex = &exchanges()[0];
+    let outer: Value = serde_json::from_str(ex["responseBody"].as_str().unwrap()).unwrap();
+    let data: Value = serde_json::from_str(outer["data"].as_str().unwrap()).unwrap();
+    let reqmsg = data["reqmsg"].as_str().unwrap();
+    let cfg = config("md5");
+    let cfg = cfg.to_str().unwrap();
+
+    // A notification-shaped body, truncated: not a whole number of blocks.
+    let truncated = serde_json::json!({"customerNo": MD5_MERCHANT_VEC, "reqmsg": &reqmsg[..reqmsg.len() - 12]});
+    let (code, out) = run(&["open", "-c", cfg], &truncated.to_string());
+    assert_eq!(code, 1);
+    assert!(line(&out, "reqmsg:").contains("bad block length: 1017 bytes is not a non-zero multiple of the 256-byte block"), "{out}");
+
+    // One byte of block 2 changed: the type-1 padding check names the block.
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut raw = b64.decode(reqmsg).unwrap();
+    raw[300] ^= 1;
+    let corrupt = serde_json::json!({"customerNo": MD5_MERCHANT_VEC, "reqmsg": b64.encode(raw)});
+    let (code, out) = run(&["open", "-c", cfg], &corrupt.to_string());
+    assert_eq!(code, 1);
+    assert!(line(&out, "open:").contains("padding: block 2 has no valid PKCS#1 type-1 padding"), "{out}");
+}
+
+#[test]
+fn seal_prints_the_vector_canonical_string_sign_and_an_envelope_the_platform_opens() {
+    use paysign::crypto::{keys, Secret};
+    use paysign::protocol::platform::{Platform, PlatformMerchant, PlatformMerchantKeys};
+    use std::sync::Arc;
+
+    let signing: Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("signing.json")).unwrap()).unwrap();
+    let case = &signing["cases"][1];
+    let platform = Platform {
+        private: Arc::new(keys::load_private(&std::fs::read_to_string(fixtures().join("keys/platform_private.pem")).unwrap(), false).unwrap()),
+    };
+    for (profile, sign_field) in [("md5", "md5Sign"), ("rsa", "rsaSign")] {
+        let cfg = config(profile);
+        let (code, out) = run(&["seal", "-c", cfg.to_str().unwrap(), "--path", BINDCARD], &case["object"].to_string());
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(line(&out, "validate:"), "ok (bindcard_create)");
+        assert_eq!(line(&out, "canonical:"), case["canonical"].as_str().unwrap());
+        assert_eq!(line(&out, "sign:"), case[sign_field].as_str().unwrap());
+        let env: Value = serde_json::from_str(line(&out, "envelope:")).unwrap();
+        let pm = PlatformMerchant {
+            customer_no: MD5_MERCHANT_VEC.into(),
+            keys: if profile == "md5" {
+                PlatformMerchantKeys::Md5 { md5_key: Secret::new(MD5_KEY.into()) }
+            } else {
+                PlatformMerchantKeys::Rsa {
+                    merchant_public: Arc::new(keys::load_public(&std::fs::read_to_string(fixtures().join("keys/merchant_public.pem")).unwrap(), false).unwrap()),
+                }
+            },
+        };
+        let (_, fields) = platform.open_request(&pm, env["reqmsg"].as_str().unwrap()).unwrap();
+        assert_eq!(fields["sign"], case[sign_field]);
+        assert!(!out.contains(MD5_KEY) && !out.contains("PRIVATE"), "the tool printed a secret");
+    }
+}
+
+#[test]
+fn keys_check_tells_formats_sizes_kinds_and_pairs() {
+    let k = |n: &str| fixtures().join("keys").join(n).to_str().unwrap().to_string();
+    let files = ["platform_public.pem", "platform_public_pkcs1.pem", "platform_public.b64", "platform_private.pem", "merchant_private.b64", "merchant_public.pem", "weak1024_public.pem"];
+    let args: Vec<String> = std::iter::once("keys".to_string()).chain(std::iter::once("check".to_string())).chain(files.iter().map(|f| k(f))).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out) = run(&args, "");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("{}: RSA public key, 2048 bits, PEM RSA PUBLIC KEY (PKCS#1)", k("platform_public_pkcs1.pem"))), "{out}");
+    assert!(out.contains(&format!("{}: RSA private key, 2048 bits, base64 DER PKCS#1 private key", k("merchant_private.b64"))), "{out}");
+    assert!(out.contains(&format!("{}: RSA public key, 1024 bits, PEM PUBLIC KEY (SPKI) — WEAK", k("weak1024_public.pem"))), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("pair: ")).count(), 4, "{out}");
+    assert!(out.contains(&format!("pair: {} + {}", k("merchant_private.b64"), k("merchant_public.pem"))));
+    assert!(!out.contains("BEGIN"), "key material printed");
+
+    let (code, out) = run(&["keys", "check", &k("README.md")], "");
+    assert_eq!(code, 1);
+    assert!(out.contains("ERROR: not an RSA key"), "{out}");
+}
