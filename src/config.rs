@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::crypto::keys::{self, KeyError};
-use crate::crypto::{segmented, PrivateKey, PublicKey, Secret};
+use crate::crypto::{segmented, Backend, PrivateKey, PublicKey, Secret};
 use crate::http_client::{self, Target};
 use crate::protocol::platform::{PlatformMerchant, PlatformMerchantKeys};
 use crate::protocol::{Merchant, MerchantKeys};
@@ -94,6 +94,9 @@ pub struct GatewayFile {
     /// Accept RSA keys under 2048 bits (tests with legacy keys only).
     #[serde(default)]
     pub allow_weak_keys: bool,
+    /// `aws-lc` (default) or `rsa` (pure Rust): which implementation does the RSA work.
+    #[serde(default)]
+    pub crypto_backend: Backend,
     pub platform: PlatformFile,
     pub merchants: Vec<MerchantFile>,
     /// The notification listener (the platform calling `bindNotifyUrl`); off when absent.
@@ -198,6 +201,8 @@ pub struct SandboxFile {
     pub platform_private_key: PathBuf,
     #[serde(default)]
     pub allow_weak_keys: bool,
+    #[serde(default)]
+    pub crypto_backend: Backend,
     /// How long a `STALL-` order waits before answering (to exercise read timeouts).
     #[serde(default = "default_stall_ms")]
     pub stall_ms: u64,
@@ -240,6 +245,7 @@ pub struct Upstream {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub source: PathBuf,
+    pub crypto_backend: Backend,
     pub listen: String,
     pub admin_listen: String,
     pub threads: usize,
@@ -295,6 +301,7 @@ struct Ctx<'a> {
     config: &'a Path,
     dir: PathBuf,
     allow_weak: bool,
+    backend: Backend,
 }
 
 impl Ctx<'_> {
@@ -327,7 +334,7 @@ impl Ctx<'_> {
         let p = p.as_ref().ok_or_else(|| self.err(setting, None, "is required for this profile"))?;
         let (path, text) = self.read(setting, p)?;
         keys::load_public(&text, self.allow_weak)
-            .map(Arc::new)
+            .map(|k| Arc::new(k.with_backend(self.backend)))
             .map_err(|e: KeyError| self.err(setting, Some(&path), e.to_string()))
     }
 
@@ -335,7 +342,7 @@ impl Ctx<'_> {
         let p = p.as_ref().ok_or_else(|| self.err(setting, None, "is required for this profile"))?;
         let (path, text) = self.read(setting, p)?;
         keys::load_private(&text, self.allow_weak)
-            .map(Arc::new)
+            .map(|k| Arc::new(k.with_backend(self.backend)))
             .map_err(|e: KeyError| self.err(setting, Some(&path), e.to_string()))
     }
 
@@ -374,9 +381,9 @@ fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigErr
     serde_yaml::from_str(&text).map_err(|e| err(format!("invalid configuration: {e}")))
 }
 
-fn ctx_for(path: &Path, allow_weak: bool) -> Ctx<'_> {
+fn ctx_for(path: &Path, allow_weak: bool, backend: Backend) -> Ctx<'_> {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ctx { config: path, dir, allow_weak }
+    Ctx { config: path, dir, allow_weak, backend }
 }
 
 fn check_listen(ctx: &Ctx, setting: &str, v: &str) -> Result<(), ConfigError> {
@@ -395,7 +402,7 @@ fn check_customer_no(ctx: &Ctx, at: &str, c: &str) -> Result<(), ConfigError> {
 /// Loads and validates a gateway configuration, parsing every key.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file: GatewayFile = read_yaml(path)?;
-    let ctx = ctx_for(path, file.allow_weak_keys);
+    let ctx = ctx_for(path, file.allow_weak_keys, file.crypto_backend);
     check_listen(&ctx, "listen", &file.listen)?;
     check_listen(&ctx, "admin_listen", &file.admin_listen)?;
     if file.listen == file.admin_listen {
@@ -442,6 +449,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     };
     Ok(Config {
         notify,
+        crypto_backend: file.crypto_backend,
         source: path.to_path_buf(),
         listen: file.listen,
         admin_listen: file.admin_listen,
@@ -540,7 +548,7 @@ fn upstream(ctx: &Ctx, p: &PlatformFile) -> Result<Upstream, ConfigError> {
 /// Loads and validates a sandbox (platform simulator) configuration.
 pub fn load_sandbox(path: &Path) -> Result<SandboxConfig, ConfigError> {
     let file: SandboxFile = read_yaml(path)?;
-    let ctx = ctx_for(path, file.allow_weak_keys);
+    let ctx = ctx_for(path, file.allow_weak_keys, file.crypto_backend);
     check_listen(&ctx, "listen", &file.listen)?;
     let platform_private = ctx.private_key("platform_private_key", &Some(file.platform_private_key.clone()))?;
     let mut merchants = HashMap::new();

@@ -102,8 +102,8 @@ lazy_metric!(MERCHANTS: IntGaugeVec = register_int_gauge_vec!(
 ));
 
 /// Forces registration of every metric so that a scrape shows them all from the start.
-pub fn init() {
-    BUILD_INFO.with_label_values(&[env!("CARGO_PKG_VERSION"), "rsa"]).set(1);
+pub fn init(crypto_backend: &str) {
+    BUILD_INFO.with_label_values(&[env!("CARGO_PKG_VERSION"), crypto_backend]).set(1);
     Lazy::force(&REQUESTS);
     Lazy::force(&REQUEST_DURATION);
     Lazy::force(&UPSTREAM_DURATION);
@@ -138,7 +138,7 @@ pub fn render() -> String {
 mod tests {
     #[test]
     fn metrics_register() {
-        super::init();
+        super::init("rsa");
         let text = super::render();
         assert!(text.contains("paysign_build_info{"));
         assert_eq!(super::errcode_label("2104"), "2104");

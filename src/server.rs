@@ -20,9 +20,10 @@ use crate::sandbox::{Sandbox, SandboxService};
 fn announce_gateway(cfg: &Config) {
     let up = &cfg.upstream;
     log::info!(
-        "paysign {} loaded {}: listen={} admin={} platform={}://{}{} tls_verify={} ca_file={} connect_timeout_ms={} read_timeout_ms={} connect_retries={} max_body_bytes={}",
+        "paysign {} loaded {}: crypto_backend={} listen={} admin={} platform={}://{}{} tls_verify={} ca_file={} connect_timeout_ms={} read_timeout_ms={} connect_retries={} max_body_bytes={}",
         env!("CARGO_PKG_VERSION"),
         cfg.source.display(),
+        cfg.crypto_backend.as_str(),
         cfg.listen,
         cfg.admin_listen,
         if up.target.tls { "https" } else { "http" },
@@ -40,13 +41,17 @@ fn announce_gateway(cfg: &Config) {
     for name in names {
         let m = &cfg.merchants[name];
         let keys = match &m.keys {
-            MerchantKeys::Md5 { platform_public, .. } => {
-                format!("platform_public=rsa-{} md5_key=set", platform_public.bits())
-            }
-            MerchantKeys::Rsa { merchant_private, platform_public } => format!(
-                "platform_public=rsa-{} merchant_private=rsa-{}",
+            MerchantKeys::Md5 { platform_public, .. } => format!(
+                "platform_public=rsa-{}/{} md5_key=set",
                 platform_public.bits(),
-                merchant_private.public().bits()
+                platform_public.backend().as_str()
+            ),
+            MerchantKeys::Rsa { merchant_private, platform_public } => format!(
+                "platform_public=rsa-{}/{} merchant_private=rsa-{}/{}",
+                platform_public.bits(),
+                platform_public.backend().as_str(),
+                merchant_private.public().bits(),
+                merchant_private.backend().as_str()
             ),
         };
         metrics::MERCHANTS.with_label_values(&[m.profile().as_str()]).inc();
@@ -72,7 +77,7 @@ fn n_routes(cfg: &Config) -> Vec<(String, &'static str, String, String)> {
 /// Builds the server with the gateway (proxy + admin) and/or the sandbox, and runs it until
 /// SIGTERM (graceful) or SIGINT (fast).
 pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>) -> Result<(), String> {
-    metrics::init();
+    metrics::init(gateway.as_ref().map_or("none", |g| g.crypto_backend.as_str()));
     let mut conf = ServerConf::default();
     let grace = gateway.as_ref().map_or(1, |g| g.grace_period_seconds);
     conf.grace_period_seconds = Some(grace);

@@ -17,8 +17,17 @@ fn assert_gateway_error(r: &Response, status: u16, code: &str, delivery: &str) -
 }
 
 #[test]
-fn bindcard_round_trip_and_duplicate_for_both_profiles() {
-    let s = Stack::start(Options::default());
+fn bindcard_round_trip_and_duplicate_for_both_profiles_aws_lc() {
+    round_trip("aws-lc");
+}
+
+#[test]
+fn bindcard_round_trip_and_duplicate_for_both_profiles_rust_rsa() {
+    round_trip("rsa");
+}
+
+fn round_trip(backend: &'static str) {
+    let s = Stack::start(Options { backend, ..Options::default() });
     for merchant in [MD5_MERCHANT, RSA_MERCHANT] {
         let order = format!("RT-{merchant}");
         let r = request(
@@ -143,7 +152,13 @@ fn single_merchant_is_the_default() {
 
 #[test]
 fn multi_block_chinese_and_special_characters_on_an_unschema_d_path() {
-    let s = Stack::start(Options::default());
+    for backend in ["aws-lc", "rsa"] {
+        multi_block(backend);
+    }
+}
+
+fn multi_block(backend: &'static str) {
+    let s = Stack::start(Options { backend, ..Options::default() });
     let note = "绑卡测试 & = + / % 中文字符 ".repeat(30);
     for merchant in [MD5_MERCHANT, RSA_MERCHANT] {
         // Raw text, so that the number keeps its exact form `12.50` on the way through.
@@ -161,8 +176,17 @@ fn multi_block_chinese_and_special_characters_on_an_unschema_d_path() {
 }
 
 #[test]
-fn tampered_answers_are_never_passed_on() {
-    let s = Stack::start(Options::default());
+fn tampered_answers_are_never_passed_on_aws_lc() {
+    tampered("aws-lc");
+}
+
+#[test]
+fn tampered_answers_are_never_passed_on_rust_rsa() {
+    tampered("rsa");
+}
+
+fn tampered(backend: &'static str) {
+    let s = Stack::start(Options { backend, ..Options::default() });
     for merchant in [MD5_MERCHANT, RSA_MERCHANT] {
         let mut bodies = Vec::new();
         for order in ["TAMPER-SIGN-1", "TAMPER-CUSTOMER-1", "TAMPER-CIPHER-1"] {
@@ -258,7 +282,7 @@ fn metrics_count_exactly_what_happened_and_logs_hold_no_secrets() {
     assert_eq!(sample(&m, r#"paysign_crypto_duration_seconds_count{op="decrypt"}"#), Some(3.0));
     assert_eq!(sample(&m, r#"paysign_verification_failures_total{reason="signature"}"#), Some(1.0));
     assert_eq!(sample(&m, "paysign_requests_in_flight"), Some(0.0));
-    assert!(m.contains(r#"paysign_build_info{crypto_backend="rsa",version="0.1.0"} 1"#), "{m}");
+    assert!(m.contains(r#"paysign_build_info{crypto_backend="aws-lc",version="0.1.0"} 1"#), "{m}");
     assert_eq!(sample(&m, r#"paysign_merchants_configured{profile="md5"}"#), Some(1.0));
     assert!(!m.contains("M-0"), "order numbers must not become labels");
     assert_eq!(request(s.admin, "GET", "/healthz", &[], b"").status, 200);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use paysign::crypto::keys::{self, AnyKey, KeyError, KeyFormat};
-use paysign::crypto::{segmented, signature, PrivateKey, PublicKey, Secret};
+use paysign::crypto::{segmented, signature, Backend, PrivateKey, PublicKey, Secret};
 use paysign::protocol::platform::{Platform, PlatformMerchant, PlatformMerchantKeys};
 use paysign::protocol::{canonicalize, Merchant, MerchantKeys, OpenError, Opened};
 use serde_json::{Map, Value};
@@ -20,11 +20,24 @@ fn read(name: &str) -> String {
 fn json(name: &str) -> Value {
     serde_json::from_str(&read(name)).unwrap()
 }
+/// Every test that does RSA work runs on both backends.
+const BACKENDS: [Backend; 2] = [Backend::RustCrypto, Backend::AwsLc];
+
+fn public_with(name: &str, b: Backend) -> Arc<PublicKey> {
+    let k = keys::load_public(&read(&format!("keys/{name}")), false).unwrap().with_backend(b);
+    assert_eq!(k.backend(), b);
+    Arc::new(k)
+}
+fn private_with(name: &str, b: Backend) -> Arc<PrivateKey> {
+    let k = keys::load_private(&read(&format!("keys/{name}")), false).unwrap().with_backend(b);
+    assert_eq!(k.backend(), b);
+    Arc::new(k)
+}
 fn public(name: &str) -> Arc<PublicKey> {
-    Arc::new(keys::load_public(&read(&format!("keys/{name}")), false).unwrap())
+    public_with(name, Backend::RustCrypto)
 }
 fn private(name: &str) -> Arc<PrivateKey> {
-    Arc::new(keys::load_private(&read(&format!("keys/{name}")), false).unwrap())
+    private_with(name, Backend::RustCrypto)
 }
 fn obj(v: &Value) -> Map<String, Value> {
     v.as_object().unwrap().clone()
@@ -32,21 +45,21 @@ fn obj(v: &Value) -> Map<String, Value> {
 
 const CUSTOMER: &str = "202112090603";
 
-fn merchant(profile: &str, md5_key: &str) -> Merchant {
-    let platform_public = public("platform_public.pem");
+fn merchant(profile: &str, md5_key: &str, b: Backend) -> Merchant {
+    let platform_public = public_with("platform_public.pem", b);
     let keys = match profile {
         "md5" => MerchantKeys::Md5 { md5_key: Secret::new(md5_key.into()), platform_public: platform_public.clone() },
-        _ => MerchantKeys::Rsa { merchant_private: private("merchant_private.pem"), platform_public: platform_public.clone() },
+        _ => MerchantKeys::Rsa { merchant_private: private_with("merchant_private.pem", b), platform_public: platform_public.clone() },
     };
     Merchant { customer_no: CUSTOMER.into(), keys, chunk_size: platform_public.max_chunk() }
 }
 
-fn platform_side(profile: &str, md5_key: &str) -> (Platform, PlatformMerchant) {
+fn platform_side(profile: &str, md5_key: &str, b: Backend) -> (Platform, PlatformMerchant) {
     let keys = match profile {
         "md5" => PlatformMerchantKeys::Md5 { md5_key: Secret::new(md5_key.into()) },
-        _ => PlatformMerchantKeys::Rsa { merchant_public: public("merchant_public.pem") },
+        _ => PlatformMerchantKeys::Rsa { merchant_public: public_with("merchant_public.pem", b) },
     };
-    (Platform { private: private("platform_private.pem") }, PlatformMerchant { customer_no: CUSTOMER.into(), keys })
+    (Platform { private: private_with("platform_private.pem", b) }, PlatformMerchant { customer_no: CUSTOMER.into(), keys })
 }
 
 #[test]
@@ -54,8 +67,9 @@ fn every_signing_vector_matches() {
     let v = json("signing.json");
     let cases = v["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 4);
-    let key = private("merchant_private.pem");
-    let platform_view = public("merchant_public.pem");
+    for b in BACKENDS {
+    let key = private_with("merchant_private.pem", b);
+    let platform_view = public_with("merchant_public.pem", b);
     for case in cases {
         let o = obj(&case["object"]);
         let canonical = canonicalize(&o);
@@ -68,6 +82,7 @@ fn every_signing_vector_matches() {
         assert!(signature::rsa_verify(&platform_view, &canonical, &rsa_sign));
         assert!(!signature::rsa_verify(&platform_view, &format!("{canonical}x"), &rsa_sign));
     }
+    }
 }
 
 #[test]
@@ -77,9 +92,9 @@ fn every_exchange_opens_with_the_expected_outcome() {
     let exchanges = v["exchanges"].as_array().unwrap();
     assert_eq!(exchanges.len(), 12);
     let (mut verified, mut rejected, mut failures) = (0, 0, 0);
-    for ex in exchanges {
+    for (ex, b) in exchanges.iter().flat_map(|e| BACKENDS.map(|b| (e, b))) {
         let profile = ex["profile"].as_str().unwrap();
-        let m = merchant(profile, md5_key);
+        let m = merchant(profile, md5_key, b);
         let body = ex["responseBody"].as_str().unwrap().as_bytes();
         let result = m.open_response(body);
         match ex["expect"].as_str().unwrap() {
@@ -110,7 +125,7 @@ fn every_exchange_opens_with_the_expected_outcome() {
             other => panic!("unknown expectation {other}"),
         }
     }
-    assert_eq!((verified, rejected, failures), (6, 4, 2));
+    assert_eq!((verified, rejected, failures), (12, 8, 4));
 }
 
 /// The JDK platform's sealed requests open with our platform-side code, and our own sealing
@@ -119,9 +134,9 @@ fn every_exchange_opens_with_the_expected_outcome() {
 fn our_sealing_matches_the_jdk_requests() {
     let v = json("exchanges.json");
     let md5_key = v["md5Key"].as_str().unwrap();
-    for ex in v["exchanges"].as_array().unwrap() {
+    for (ex, b) in v["exchanges"].as_array().unwrap().iter().flat_map(|e| BACKENDS.map(|b| (e, b))) {
         let profile = ex["profile"].as_str().unwrap();
-        let (platform, pm) = platform_side(profile, md5_key);
+        let (platform, pm) = platform_side(profile, md5_key, b);
         let expected = ex["requestPlaintext"].as_str().unwrap();
         let request: Value = serde_json::from_str(ex["requestBody"].as_str().unwrap()).unwrap();
         let (text, _) = platform.open_request(&pm, request["reqmsg"].as_str().unwrap()).unwrap();
@@ -129,7 +144,7 @@ fn our_sealing_matches_the_jdk_requests() {
 
         let mut business: Map<String, Value> = serde_json::from_str(expected).unwrap();
         business.remove("sign");
-        let sealed = merchant(profile, md5_key).seal(business).unwrap();
+        let sealed = merchant(profile, md5_key, b).seal(business).unwrap();
         let env: Value = serde_json::from_slice(&sealed.body).unwrap();
         assert_eq!(env["customerNo"], CUSTOMER);
         assert_eq!(env.as_object().unwrap().len(), 2);
@@ -149,11 +164,11 @@ fn multiblock_business() -> Map<String, Value> {
 
 #[test]
 fn multi_block_round_trip_both_profiles_and_chunk_sizes() {
-    for profile in ["md5", "rsa"] {
+    for (profile, b) in [("md5", BACKENDS[0]), ("md5", BACKENDS[1]), ("rsa", BACKENDS[0]), ("rsa", BACKENDS[1])] {
         for chunk in [None, Some(117)] {
-            let mut m = merchant(profile, "k-123");
+            let mut m = merchant(profile, "k-123", b);
             m.chunk_size = segmented::chunk_size_for(&public("platform_public.pem"), chunk).unwrap();
-            let (platform, pm) = platform_side(profile, "k-123");
+            let (platform, pm) = platform_side(profile, "k-123", b);
             let business = multiblock_business();
             let sealed = m.seal(business.clone()).unwrap();
             let env: Value = serde_json::from_slice(&sealed.body).unwrap();
@@ -183,8 +198,8 @@ fn multi_block_round_trip_both_profiles_and_chunk_sizes() {
 
 #[test]
 fn reqmsg_with_java_line_breaks_opens() {
-    let (platform, pm) = platform_side("md5", "k");
-    let m = merchant("md5", "k");
+    let (platform, pm) = platform_side("md5", "k", Backend::AwsLc);
+    let m = merchant("md5", "k", Backend::AwsLc);
     let mut answer = multiblock_business();
     answer.insert("customerNo".into(), Value::String(CUSTOMER.into()));
     let body = platform.seal_response(&pm, answer).unwrap();
@@ -204,9 +219,9 @@ fn reqmsg_with_java_line_breaks_opens() {
 fn corrupted_ciphertext_is_refused_like_any_other_tamper() {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
-    for profile in ["md5", "rsa"] {
-        let (platform, pm) = platform_side(profile, "k");
-        let m = merchant(profile, "k");
+    for (profile, b) in [("md5", BACKENDS[0]), ("md5", BACKENDS[1]), ("rsa", BACKENDS[0]), ("rsa", BACKENDS[1])] {
+        let (platform, pm) = platform_side(profile, "k", b);
+        let m = merchant(profile, "k", b);
         let mut answer = Map::new();
         answer.insert("orderNo".into(), Value::String("X".into()));
         answer.insert("errCode".into(), Value::String("0000".into()));
@@ -284,4 +299,25 @@ fn chunk_size_override_is_checked_against_the_key() {
     assert_eq!(segmented::chunk_size_for(&k, Some(117)).unwrap(), 117);
     assert!(segmented::chunk_size_for(&k, Some(246)).is_err());
     assert!(segmented::chunk_size_for(&k, Some(0)).is_err());
+}
+
+#[test]
+fn weak_keys_fall_back_to_the_rust_backend() {
+    let k = keys::load_public(&read("keys/weak1024_public.pem"), true).unwrap().with_backend(Backend::AwsLc);
+    assert_eq!(k.backend(), Backend::RustCrypto, "AWS-LC refuses 1024-bit keys; the rsa crate does the work");
+    let p = keys::load_private(&read("keys/weak1024_private.pem"), true).unwrap().with_backend(Backend::AwsLc);
+    let sealed = segmented::encrypt(&k, "弱".repeat(100).as_bytes(), k.max_chunk()).unwrap();
+    assert_eq!(segmented::decrypt(&p, &sealed).unwrap(), "弱".repeat(100).as_bytes());
+}
+
+/// Both backends interoperate: what one encrypts or signs, the other opens or verifies.
+#[test]
+fn backends_interoperate() {
+    let text = "互通 & = + / %".repeat(50);
+    for (a, b) in [(Backend::RustCrypto, Backend::AwsLc), (Backend::AwsLc, Backend::RustCrypto)] {
+        let enc = segmented::encrypt(&public_with("merchant_public.pem", a), text.as_bytes(), 245).unwrap();
+        assert_eq!(segmented::decrypt(&private_with("merchant_private.pem", b), &enc).unwrap(), text.as_bytes());
+        let sig = signature::rsa_sign(&private_with("merchant_private.pem", a), &text).unwrap();
+        assert!(signature::rsa_verify(&public_with("merchant_public.pem", b), &text, &sig));
+    }
 }

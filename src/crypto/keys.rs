@@ -3,11 +3,14 @@
 //! either for private keys. Keys are parsed once (start-up or reload) and then shared.
 
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine;
 use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use rsa::traits::PublicKeyParts;
+
+use super::backend::{self, AwsPrivate, AwsPublic, Backend};
 
 /// Smallest modulus accepted unless weak keys are explicitly allowed (PROTOCOL.md, Keys).
 pub const MIN_BITS: usize = 2048;
@@ -17,6 +20,8 @@ pub const MIN_BITS: usize = 2048;
 pub struct PublicKey {
     pub(crate) inner: rsa::PublicKey,
     k: usize,
+    /// Set when the deployment uses the AWS-LC backend and AWS-LC accepts the key.
+    pub(crate) aws: Option<Arc<AwsPublic>>,
 }
 
 /// An RSA private key. `Debug` never prints key material.
@@ -24,6 +29,7 @@ pub struct PublicKey {
 pub struct PrivateKey {
     pub(crate) inner: rsa::PrivateKey,
     public: PublicKey,
+    pub(crate) aws: Option<Arc<AwsPrivate>>,
 }
 
 /// A secret string (the MD5 signing key). Redacted in `Debug` and `Display`.
@@ -60,7 +66,19 @@ impl fmt::Debug for PrivateKey {
 impl PublicKey {
     fn new(inner: rsa::PublicKey) -> Self {
         let k = inner.size();
-        PublicKey { inner, k }
+        PublicKey { inner, k, aws: None }
+    }
+    /// Loads the key into `backend` as well (once, at start-up).
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.aws = match backend {
+            Backend::AwsLc => backend::load_public(&self.inner),
+            Backend::RustCrypto => None,
+        };
+        self
+    }
+    /// The backend that will do this key's work.
+    pub fn backend(&self) -> Backend {
+        if self.aws.is_some() { Backend::AwsLc } else { Backend::RustCrypto }
     }
     /// Modulus length in bytes: the size of every ciphertext block and signature.
     pub fn size(&self) -> usize {
@@ -78,7 +96,19 @@ impl PublicKey {
 impl PrivateKey {
     fn new(inner: rsa::PrivateKey) -> Self {
         let public = PublicKey::new(inner.to_public_key());
-        PrivateKey { inner, public }
+        PrivateKey { inner, public, aws: None }
+    }
+    /// Loads the key (and its public half) into `backend` as well (once, at start-up).
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.public = self.public.with_backend(backend);
+        self.aws = match backend {
+            Backend::AwsLc => backend::load_private(&self.inner),
+            Backend::RustCrypto => None,
+        };
+        self
+    }
+    pub fn backend(&self) -> Backend {
+        if self.aws.is_some() { Backend::AwsLc } else { Backend::RustCrypto }
     }
     pub fn public(&self) -> &PublicKey {
         &self.public

@@ -5,10 +5,12 @@
 //! Errors here are deliberately coarse: the outside world learns "it did not verify",
 //! never which step failed (see `docs` on [`CryptoError`]).
 
+pub mod backend;
 pub mod keys;
 pub mod segmented;
 pub mod signature;
 
+pub use backend::Backend;
 pub use keys::{PrivateKey, PublicKey, Secret};
 
 /// Why a crypto operation on input failed. The variant is for metrics and logs inside paysign;

@@ -7,7 +7,7 @@ use rsa::hazmat::rsa_encrypt;
 use rsa::traits::PublicKeyParts;
 use rsa::{BoxedUint, Pkcs1v15Sign};
 
-use super::{CryptoError, PrivateKey, PublicKey};
+use super::{backend, CryptoError, PrivateKey, PublicKey};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -33,14 +33,20 @@ pub fn encrypt(key: &PublicKey, plaintext: &[u8], chunk: usize) -> Result<String
     if chunk == 0 || chunk > key.max_chunk() {
         return Err(CryptoError::Encrypt);
     }
+    let k = key.size();
     let blocks = plaintext.len().div_ceil(chunk).max(1);
-    let mut out = Vec::with_capacity(blocks * key.size());
-    if plaintext.is_empty() {
-        out.extend(key.inner.pkcs1v15_encrypt(&[]).map_err(|_| CryptoError::Encrypt)?);
-    }
-    for part in plaintext.chunks(chunk) {
-        let block = key.inner.pkcs1v15_encrypt(part).map_err(|_| CryptoError::Encrypt)?;
-        out.extend_from_slice(&block);
+    let mut out = vec![0u8; blocks * k];
+    let parts: Box<dyn Iterator<Item = &[u8]>> =
+        if plaintext.is_empty() { Box::new(std::iter::once(&[][..])) } else { Box::new(plaintext.chunks(chunk)) };
+    for (part, slot) in parts.zip(out.chunks_mut(k)) {
+        match &key.aws {
+            Some(aws) => {
+                if !backend::encrypt_block(aws, part, slot) {
+                    return Err(CryptoError::Encrypt);
+                }
+            }
+            None => slot.copy_from_slice(&key.inner.pkcs1v15_encrypt(part).map_err(|_| CryptoError::Encrypt)?),
+        }
     }
     Ok(B64.encode(out))
 }
@@ -69,8 +75,10 @@ pub fn decrypt(key: &PrivateKey, reqmsg: &str) -> Result<Vec<u8>, CryptoError> {
     let raw = decode_blocks(reqmsg, k)?;
     let mut out = Vec::with_capacity(raw.len());
     for block in raw.chunks(k) {
-        let part = key.inner.pkcs1v15_decrypt(block).map_err(|_| CryptoError::Padding)?;
-        out.extend_from_slice(&part);
+        match &key.aws {
+            Some(aws) => backend::decrypt_block(aws, block, &mut out),
+            None => out.extend_from_slice(&key.inner.pkcs1v15_decrypt(block).map_err(|_| CryptoError::Padding)?),
+        }
     }
     Ok(out)
 }

@@ -8,7 +8,7 @@ use md5::{Digest, Md5};
 use rsa::sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::{CryptoError, PrivateKey, PublicKey, Secret};
+use super::{backend, CryptoError, PrivateKey, PublicKey, Secret};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -35,10 +35,10 @@ pub fn md5_verify(canonical: &str, key: &Secret, sign: &str) -> bool {
 
 /// `BASE64(SHA256withRSA(private, UTF8(canonical)))`.
 pub fn rsa_sign(key: &PrivateKey, canonical: &str) -> Result<String, CryptoError> {
-    let sig = key
-        .inner
-        .pkcs1v15_sign::<Sha256>(canonical.as_bytes())
-        .map_err(|_| CryptoError::Private)?;
+    let sig = match &key.aws {
+        Some(aws) => backend::sign(aws, canonical.as_bytes()).ok_or(CryptoError::Private)?,
+        None => key.inner.pkcs1v15_sign::<Sha256>(canonical.as_bytes()).map_err(|_| CryptoError::Private)?,
+    };
     Ok(B64.encode(sig))
 }
 
@@ -48,5 +48,8 @@ pub fn rsa_verify(key: &PublicKey, canonical: &str, sign: &str) -> bool {
     let Ok(sig) = B64.decode(compact) else {
         return false;
     };
-    key.inner.pkcs1v15_verify::<Sha256>(canonical.as_bytes(), &sig).is_ok()
+    match &key.aws {
+        Some(aws) => backend::verify(aws, canonical.as_bytes(), &sig),
+        None => key.inner.pkcs1v15_verify::<Sha256>(canonical.as_bytes(), &sig).is_ok(),
+    }
 }
