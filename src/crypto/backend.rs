@@ -3,8 +3,10 @@
 //! Keys are always parsed by the `rsa` crate (every format, size checks) and then, when the
 //! deployment chooses `aws-lc`, also loaded into AWS-LC once. Operations use AWS-LC where it
 //! has them and fall back to the `rsa` crate where it does not:
-//! - the raw public operation of the type-1 open (AWS-LC exposes none; public-key work needs
-//!   no constant time, so the `rsa` crate's variable-time public operation is fine);
+//! - the raw public operation of the type-1 open: `aws-lc-rs` exposes none, so [`RawPublic`]
+//!   calls AWS-LC's `RSA_public_decrypt` with `RSA_NO_PADDING` directly (the one `unsafe`
+//!   in paysign) and the padding is then checked strictly in Rust; public-key work needs no
+//!   constant time;
 //! - keys under 2048 bits (AWS-LC refuses them; only reachable with `allow_weak_keys`);
 //! - the sandbox's type-1 seal (a raw private operation; test and demo code only).
 //!
@@ -48,6 +50,53 @@ impl Backend {
 pub(crate) struct AwsPublic {
     pub(crate) enc: Pkcs1PublicEncryptingKey,
     pub(crate) verify: ParsedPublicKey,
+    pub(crate) raw: RawPublic,
+}
+
+/// An AWS-LC `RSA*` holding only a public key, for the raw public operation `m = c^e mod n`.
+pub(crate) struct RawPublic {
+    rsa: std::ptr::NonNull<aws_lc_sys::RSA>,
+    size: usize,
+}
+
+// SAFETY: AWS-LC documents `RSA` objects as safe for concurrent use by operations that do
+// not change the key; the public operation only reads the key and initialises its cached
+// Montgomery context under the object's internal lock. The pointer is owned (freed on drop)
+// and never handed out.
+unsafe impl Send for RawPublic {}
+unsafe impl Sync for RawPublic {}
+
+impl RawPublic {
+    fn from_pkcs1_der(der: &[u8]) -> Option<Self> {
+        // SAFETY: `der` is a valid slice for the duration of the call; AWS-LC copies what it
+        // parses and returns either null or a new `RSA*` that we own.
+        let ptr = unsafe { aws_lc_sys::RSA_public_key_from_bytes(der.as_ptr(), der.len()) };
+        let rsa = std::ptr::NonNull::new(ptr)?;
+        // SAFETY: `rsa` is a valid `RSA*` created above.
+        let size = unsafe { aws_lc_sys::RSA_size(rsa.as_ptr()) } as usize;
+        Some(RawPublic { rsa, size })
+    }
+
+    /// `c^e mod n` into `out` (exactly the modulus size). False when `block` is not a valid
+    /// input (wrong length, or not below the modulus).
+    pub(crate) fn public_op(&self, block: &[u8], out: &mut [u8]) -> bool {
+        if block.len() != self.size || out.len() != self.size {
+            return false;
+        }
+        // SAFETY: `block` and `out` are valid for `self.size` bytes (checked above), which is
+        // what RSA_NO_PADDING reads and writes; `self.rsa` is a live `RSA*` we own.
+        let n = unsafe {
+            aws_lc_sys::RSA_public_decrypt(block.len(), block.as_ptr(), out.as_mut_ptr(), self.rsa.as_ptr(), aws_lc_sys::RSA_NO_PADDING)
+        };
+        usize::try_from(n) == Ok(self.size)
+    }
+}
+
+impl Drop for RawPublic {
+    fn drop(&mut self) {
+        // SAFETY: we own the pointer and it is freed exactly once.
+        unsafe { aws_lc_sys::RSA_free(self.rsa.as_ptr()) }
+    }
 }
 
 pub(crate) struct AwsPrivate {
@@ -61,7 +110,8 @@ pub(crate) fn load_public(key: &rsa::PublicKey) -> Option<Arc<AwsPublic>> {
     let pkcs1 = key.to_pkcs1_der().ok()?;
     let enc = Pkcs1PublicEncryptingKey::new(PublicEncryptingKey::from_der(spki.as_bytes()).ok()?).ok()?;
     let verify = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, pkcs1.as_bytes()).ok()?;
-    Some(Arc::new(AwsPublic { enc, verify }))
+    let raw = RawPublic::from_pkcs1_der(pkcs1.as_bytes())?;
+    Some(Arc::new(AwsPublic { enc, verify, raw }))
 }
 
 pub(crate) fn load_private(key: &rsa::PrivateKey) -> Option<Arc<AwsPrivate>> {

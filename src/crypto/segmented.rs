@@ -103,6 +103,13 @@ pub fn open_type1_block(key: &PublicKey, block: &[u8]) -> Result<Vec<u8>, Crypto
     if block.len() != k {
         return Err(CryptoError::Encoding);
     }
+    if let Some(aws) = &key.aws {
+        let mut em = vec![0u8; k];
+        if !aws.raw.public_op(block, &mut em) {
+            return Err(CryptoError::Padding);
+        }
+        return Ok(strip_type1(&em)?.to_vec());
+    }
     let c = BoxedUint::from_be_slice(block, key.inner.n_bits_precision()).map_err(|_| CryptoError::Padding)?;
     if &c >= key.inner.n().as_ref() {
         return Err(CryptoError::Padding);

@@ -1,0 +1,117 @@
+//! Single-block RSA-2048 operations per CPU-second on one core, for both backends, next to
+//! `openssl speed rsa2048` measured in the same run. `cargo bench --bench rsa_speed`.
+//! Prints a Markdown table with the ratios the README reports.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use paysign::crypto::{segmented, signature, Backend};
+
+#[path = "fixtures.rs"]
+mod fixtures;
+use fixtures::*;
+
+/// Long enough for a stable rate, short enough for a 2-core CI-sized machine.
+const RUN: Duration = Duration::from_secs(2);
+
+/// Operations per second of `f` run back to back on this thread for `RUN`.
+fn rate(mut f: impl FnMut()) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < RUN {
+        f();
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `openssl speed -seconds N rsa2048`: (sign/s, verify/s), or None when unavailable.
+fn openssl_speed() -> Option<(f64, f64)> {
+    let out = Command::new("openssl").args(["speed", "-seconds", "2", "rsa2048"]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "rsa 2048 bits 0.000771s 0.000023s   1297.0  43478.3"
+    let line = text.lines().find(|l| l.trim_start().starts_with("rsa 2048 bits") || l.trim_start().starts_with("rsa  2048 bits"))?;
+    let nums: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse::<f64>().ok()).collect();
+    let n = nums.len();
+    (n >= 2).then(|| (nums[n - 2], nums[n - 1]))
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let msg = "bankCardName=张三&bankCardType=CREDIT&bankCode=ICBC&bindNotifyUrl=http://xxxx/xxxx&certNo=110123199001011234";
+    let block = vec![b'a'; 245];
+    let mut rows = Vec::new();
+    for be in [Backend::AwsLc, Backend::RustCrypto] {
+        let private = private("merchant_private.pem", be);
+        let public = public("merchant_public.pem", be);
+        let sig = signature::rsa_sign(&private, msg).unwrap();
+        let one_block = segmented::encrypt(&public, &block, 245).unwrap();
+        let sign = rate(|| {
+            signature::rsa_sign(&private, msg).unwrap();
+        });
+        let decrypt = rate(|| {
+            segmented::decrypt(&private, &one_block).unwrap();
+        });
+        let verify = rate(|| assert!(signature::rsa_verify(&public, msg, &sig)));
+        let encrypt = rate(|| {
+            segmented::encrypt(&public, &block, 245).unwrap();
+        });
+        let platform_public = public_key_platform(be);
+        let type1 = segmented::seal_type1(&fixtures::private("platform_private.pem", be), &block, 245).unwrap();
+        let open1 = rate(|| {
+            segmented::open_type1(&platform_public, &type1).unwrap();
+        });
+        rows.push((be, [sign, decrypt, verify, encrypt, open1]));
+    }
+    // The blinding choice of the pure-Rust backend: the raw private operation with and
+    // without blinding (hazmat API; paysign itself always blinds).
+    let raw_key = {
+        use rsa::pkcs8::DecodePrivateKey;
+        let text = std::fs::read_to_string(format!("{}/tests/fixtures/keys/merchant_private.pem", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        rsa::PrivateKey::from_pkcs8_pem(&text).unwrap()
+    };
+    let c = {
+        use rsa::traits::PublicKeyParts;
+        rsa::BoxedUint::from_be_slice(&[0x42u8; 200], raw_key.n_bits_precision()).unwrap()
+    };
+    let mut sys = crypto_common::getrandom::SysRng;
+    let blinded = rate(|| {
+        rsa::hazmat::rsa_decrypt_and_check(&raw_key, Some(&mut sys), &c).unwrap();
+    });
+    let unblinded = rate(|| {
+        rsa::hazmat::rsa_decrypt_and_check::<crypto_common::getrandom::SysRng>(&raw_key, None, &c).unwrap();
+    });
+    let ossl = openssl_speed();
+    println!("\nRSA-2048, operations per second on one core (one thread, this run):\n");
+    println!("| operation | aws-lc | rsa (pure Rust, blinded) | aws-lc / rsa | openssl speed | openssl / aws-lc |");
+    println!("|---|---|---|---|---|---|");
+    let names = ["sign (SHA256withRSA)", "decrypt one block", "verify", "encrypt one block (incl. base64)", "type-1 open one block"];
+    for (i, name) in names.iter().enumerate() {
+        let a = rows[0].1[i];
+        let r = rows[1].1[i];
+        let o = match (ossl, i) {
+            (Some((s, _)), 0 | 1) => Some(s),
+            (Some((_, v)), 2 | 3 | 4) => Some(v),
+            _ => None,
+        };
+        let (ocol, ratio) = match o {
+            Some(o) => (format!("{o:.0}"), format!("{:.2}x", o / a)),
+            None => ("n/a".into(), "n/a".into()),
+        };
+        println!("| {name} | {a:.0} | {r:.0} | {:.2}x | {ocol} | {ratio} |", a / r);
+    }
+    println!("\n(openssl speed's private figure is its sign rate; its public figure is its verify rate.)");
+    println!(
+        "\nrsa crate raw private operation: blinded {blinded:.0}/s, unblinded {unblinded:.0}/s: blinding costs {:.2}x (paysign keeps it on).",
+        unblinded / blinded
+    );
+}
+
+fn public_key_platform(be: Backend) -> std::sync::Arc<paysign::crypto::PublicKey> {
+    public("platform_public.pem", be)
+}
