@@ -1,1 +1,342 @@
-fn main() {}
+//! End-to-end load harness: N concurrent keep-alive POSTs through a real paysign process to
+//! the sandbox in `presealed` mode (it answers with a response sealed at start-up, doing no
+//! platform-side crypto, so the upstream is not the bottleneck), and straight to the sandbox
+//! for the baseline. Reports throughput, p50/p99/p99.9, paysign's CPU per request (from
+//! /proc), its peak RSS, and the crypto a call must do (measured in-process, same run).
+//!
+//! `cargo bench --bench load` (all scenarios, a few minutes), or
+//! `cargo bench --bench load -- quick` (fewer requests). Loopback only; every run is bounded
+//! by a request count and a time limit, and stops by itself.
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use paysign::crypto::Backend;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+#[path = "fixtures.rs"]
+mod fixtures;
+
+const MD5: &str = "202112090603";
+const RSA: &str = "202112090604";
+/// Hard stop for any one scenario.
+const TIME_LIMIT: Duration = Duration::from_secs(20);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("paysign-load-{}", std::process::id()));
+    std::fs::create_dir_all(d.join("keys")).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys");
+    for f in std::fs::read_dir(src).unwrap() {
+        let p = f.unwrap().path();
+        std::fs::copy(&p, d.join("keys").join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(d.join("keys/md5.key"), fixtures::MD5_KEY).unwrap();
+    d
+}
+
+fn spawn(args: &[&str]) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_paysign"))
+            .args(args)
+            .env("PAYSIGN_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} never opened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// (user+system CPU seconds, peak RSS in KiB) of a process.
+fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 of /proc/PID/stat (utime, stime) are at 11 and 12 after the ')'.
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (cpu, hwm)
+}
+
+struct Stack {
+    sandbox_port: u16,
+    proxy_port: u16,
+    admin_port: u16,
+    gateway: Option<Proc>,
+    _sandbox: Proc,
+}
+
+fn start(d: &Path, backend: Backend, offload: bool, gateway: bool) -> Stack {
+    let (sp, pp, ap) = (free_port(), free_port(), free_port());
+    let sb = d.join(format!("sandbox-{sp}.yaml"));
+    std::fs::write(
+        &sb,
+        format!(
+            "listen: 127.0.0.1:{sp}\nplatform_private_key: keys/platform_private.pem\npresealed: true\nsend_notifications: false\nmerchants:\n  - customer_no: \"{MD5}\"\n    profile: md5\n    md5_key_file: keys/md5.key\n  - customer_no: \"{RSA}\"\n    profile: rsa\n    merchant_public_key: keys/merchant_public.pem\n"
+        ),
+    )
+    .unwrap();
+    let sandbox = spawn(&["sandbox", "-c", sb.to_str().unwrap()]);
+    wait_port(sp);
+    let gateway = gateway.then(|| {
+        let gw = d.join(format!("gateway-{pp}.yaml"));
+        std::fs::write(
+            &gw,
+            format!(
+                "listen: 127.0.0.1:{pp}\nadmin_listen: 127.0.0.1:{ap}\ngrace_period_seconds: 0\nthreads: 2\ncrypto_backend: {}\noffload_private_key_ops: {offload}\nplatform:\n  base_url: http://127.0.0.1:{sp}\nmerchants:\n  - customer_no: \"{MD5}\"\n    profile: md5\n    platform_public_key: keys/platform_public.pem\n    md5_key_file: keys/md5.key\n  - customer_no: \"{RSA}\"\n    profile: rsa\n    platform_public_key: keys/platform_public.pem\n    merchant_private_key: keys/merchant_private.pem\n",
+                backend.as_str()
+            ),
+        )
+        .unwrap();
+        let p = spawn(&["run", "-c", gw.to_str().unwrap()]);
+        wait_port(pp);
+        p
+    });
+    Stack { sandbox_port: sp, proxy_port: pp, admin_port: ap, gateway, _sandbox: sandbox }
+}
+
+const BODY: &str = r#"{"orderNo":"LOAD-1","userType":"EMAIL","identifyId":"load@example.test","bankCardType":"DEBIT","bankCode":"ICBC","bankCardName":"load","certType":"ID","certNo":"0","mobile":"0","bindNotifyUrl":"http://127.0.0.1/","pageReturnUrl":"http://127.0.0.1/"}"#;
+
+/// One keep-alive connection sending `n` POSTs back to back; returns latencies in µs.
+async fn connection(port: u16, merchant: &'static str, direct: bool, n: usize, deadline: Instant) -> Vec<u32> {
+    let Ok(stream) = TcpStream::connect(("127.0.0.1", port)).await else { return vec![] };
+    stream.set_nodelay(true).ok();
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    // Straight to the sandbox: it needs the envelope shape to pick the presealed answer.
+    let body = if direct { format!(r#"{{"customerNo":"{merchant}","reqmsg":"AAAA"}}"#) } else { BODY.to_string() };
+    let req = format!(
+        "POST /api/vborder/shortcut/bindCard/create HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Paysign-Merchant: {merchant}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut lat = Vec::with_capacity(n);
+    let mut line = String::new();
+    for _ in 0..n {
+        if Instant::now() > deadline {
+            break;
+        }
+        let t = Instant::now();
+        if w.write_all(req.as_bytes()).await.is_err() {
+            break;
+        }
+        let mut len = 0usize;
+        let mut ok = false;
+        loop {
+            line.clear();
+            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return lat;
+            }
+            if line.starts_with("HTTP/1.1 ") {
+                ok = line.as_bytes().get(9..12) == Some(b"200");
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        if r.read_exact(&mut body).await.is_err() {
+            return lat;
+        }
+        assert!(ok, "non-200 answer: {}", String::from_utf8_lossy(&body));
+        lat.push(t.elapsed().as_micros() as u32);
+    }
+    lat
+}
+
+struct Run {
+    requests: usize,
+    secs: f64,
+    lat: Vec<u32>,
+}
+
+fn drive(port: u16, merchant: &'static str, direct: bool, conns: usize, total: usize) -> Run {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let per = total.div_ceil(conns);
+    let start = Instant::now();
+    let deadline = start + TIME_LIMIT;
+    let lat: Vec<u32> = rt.block_on(async {
+        let tasks: Vec<_> = (0..conns).map(|_| tokio::spawn(connection(port, merchant, direct, per, deadline))).collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap_or_default());
+        }
+        all
+    });
+    Run { requests: lat.len(), secs: start.elapsed().as_secs_f64(), lat }
+}
+
+/// Seconds of crypto paysign itself recorded (sum of `paysign_crypto_duration_seconds`).
+fn crypto_seconds_inside(admin: u16) -> f64 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", admin)) else { return 0.0 };
+    let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .filter(|l| l.starts_with("paysign_crypto_duration_seconds_sum"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    f64::from(sorted[i]) / 1000.0
+}
+
+/// The exact presealed answer the sandbox gives `merchant`.
+fn presealed_answer(port: u16, merchant: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let body = format!(r#"{{"customerNo":"{merchant}","reqmsg":"AAAA"}}"#);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "POST /api/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    raw[at + 4..].to_vec()
+}
+
+/// Crypto one call must do (seal of the request + open of the very answer the sandbox
+/// gives), in ms, measured in this process in the same run.
+fn crypto_ms(profile: &str, backend: Backend, answer: &[u8]) -> f64 {
+    let mut m = fixtures::merchant(profile, backend);
+    m.customer_no = if profile == "md5" { MD5.into() } else { RSA.into() };
+    let business: serde_json::Map<String, serde_json::Value> = serde_json::from_str(BODY).unwrap();
+    m.open_response(answer).unwrap();
+    let n = if profile == "rsa" && backend == Backend::RustCrypto { 40 } else { 300 };
+    let t = Instant::now();
+    for _ in 0..n {
+        m.seal(business.clone()).unwrap();
+        m.open_response(answer).unwrap();
+    }
+    t.elapsed().as_secs_f64() * 1000.0 / n as f64
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    let quick = args.iter().any(|a| a == "quick");
+    // Optional filters: `only=rsa/aws-lc`, `offload=false` (private-key work on the event loop).
+    let only = args.iter().find_map(|a| a.strip_prefix("only=")).map(str::to_string);
+    let offload = !args.iter().any(|a| a == "offload=false");
+    let scale = if quick { 1 } else { 4 };
+    let d = dir();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "\n| scenario | conns | requests | req/s | p50 ms | p99 ms | p99.9 ms | paysign CPU ms/req | crypto ms/call (inside paysign) | non-crypto µs/req | crypto share of CPU | peak RSS MiB |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+
+    // Baseline: straight to the presealed sandbox.
+    for conns in if only.is_some() { vec![] } else { vec![1, 64] } {
+        let s = start(&d, Backend::AwsLc, true, false);
+        let mut run = drive(s.sandbox_port, MD5, true, conns, 2000 * scale);
+        run.lat.sort_unstable();
+        let _ = writeln!(
+            out,
+            "| direct to sandbox (no paysign) | {conns} | {} | {:.0} | {:.2} | {:.2} | {:.2} | – | – | – | – | – |",
+            run.requests,
+            run.requests as f64 / run.secs,
+            pct(&run.lat, 0.5),
+            pct(&run.lat, 0.99),
+            pct(&run.lat, 0.999)
+        );
+    }
+
+    for backend in [Backend::AwsLc, Backend::RustCrypto] {
+        for (profile, merchant) in [("md5", MD5), ("rsa", RSA)] {
+            if only.as_ref().is_some_and(|o| *o != format!("{profile}/{}", backend.as_str())) {
+                continue;
+            }
+            let probe = start(&d, backend, offload, false);
+            let crypto = crypto_ms(profile, backend, &presealed_answer(probe.sandbox_port, merchant));
+            drop(probe);
+            let slow = profile == "rsa" && backend == Backend::RustCrypto;
+            for conns in [1, 4, 64, 256] {
+                let total = if slow { 150 * scale } else { 1000 * scale }.max(conns * 2);
+                let s = start(&d, backend, offload, true);
+                let pid = s.gateway.as_ref().unwrap().0.id();
+                let (cpu0, _) = usage(pid);
+                let mut run = drive(s.proxy_port, merchant, false, conns, total);
+                let (cpu1, hwm) = usage(pid);
+                let inside = crypto_seconds_inside(s.admin_port) * 1000.0 / run.requests.max(1) as f64;
+                run.lat.sort_unstable();
+                let per_req = (cpu1 - cpu0) * 1000.0 / run.requests.max(1) as f64;
+                let _ = writeln!(
+                    out,
+                    "| paysign {profile} / {} | {conns} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} ({inside:.3}) | {:.0} | {:.0}% | {:.1} |",
+                    backend.as_str(),
+                    run.requests,
+                    run.requests as f64 / run.secs,
+                    pct(&run.lat, 0.5),
+                    pct(&run.lat, 0.99),
+                    pct(&run.lat, 0.999),
+                    per_req,
+                    crypto,
+                    (per_req - crypto) * 1000.0,
+                    100.0 * crypto / per_req,
+                    hwm as f64 / 1024.0
+                );
+                let _ = out.flush();
+            }
+        }
+    }
+
+    if only.is_some() {
+        return;
+    }
+    // Mixed load: cheap md5 calls alone, then next to rsa calls with multi-block private-key
+    // answers, with private-key work offloaded (default) and inline (before).
+    let _ = writeln!(out, "\nMixed load (rsa backend, the slow one, makes the effect visible): cheap md5 calls on 2 connections.\n");
+    let _ = writeln!(out, "| private-key ops | cheap calls alone p99 ms | with 8 rsa connections p99 ms | ratio |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    for offload in [false, true] {
+        let s = start(&d, Backend::RustCrypto, offload, true);
+        let mut alone = drive(s.proxy_port, MD5, false, 2, 400 * scale);
+        alone.lat.sort_unstable();
+        let port = s.proxy_port;
+        let heavy = std::thread::spawn(move || drive(port, RSA, false, 8, 200 * scale));
+        // Let the heavy load ramp up before measuring the cheap calls (load, not sync).
+        std::thread::sleep(Duration::from_millis(300));
+        let mut mixed = drive(s.proxy_port, MD5, false, 2, 400 * scale);
+        let _ = heavy.join();
+        mixed.lat.sort_unstable();
+        let (a, m) = (pct(&alone.lat, 0.99), pct(&mixed.lat, 0.99));
+        let _ = writeln!(out, "| {} | {a:.2} | {m:.2} | {:.1}x |", if offload { "blocking pool (default)" } else { "inline (event loop)" }, m / a);
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

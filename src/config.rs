@@ -97,6 +97,9 @@ pub struct GatewayFile {
     /// `aws-lc` (default) or `rsa` (pure Rust): which implementation does the RSA work.
     #[serde(default)]
     pub crypto_backend: Backend,
+    /// Run private-key operations on the blocking pool (default) instead of the event loop.
+    #[serde(default = "default_true")]
+    pub offload_private_key_ops: bool,
     pub platform: PlatformFile,
     pub merchants: Vec<MerchantFile>,
     /// The notification listener (the platform calling `bindNotifyUrl`); off when absent.
@@ -213,6 +216,10 @@ pub struct SandboxFile {
     /// addresses only: the sandbox never calls anything off this machine).
     #[serde(default = "default_true")]
     pub send_notifications: bool,
+    /// Load-test mode: answer every `/api/` POST at once with a response sealed at start-up,
+    /// without opening the request (so the upstream is never the bottleneck).
+    #[serde(default)]
+    pub presealed: bool,
     pub merchants: Vec<SandboxMerchantFile>,
 }
 
@@ -246,6 +253,7 @@ pub struct Upstream {
 pub struct Config {
     pub source: PathBuf,
     pub crypto_backend: Backend,
+    pub offload_private_key_ops: bool,
     pub listen: String,
     pub admin_listen: String,
     pub threads: usize,
@@ -292,6 +300,7 @@ pub struct SandboxConfig {
     pub stall: Duration,
     pub submit_url: String,
     pub send_notifications: bool,
+    pub presealed: bool,
     pub merchants: HashMap<String, PlatformMerchant>,
 }
 
@@ -450,6 +459,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     Ok(Config {
         notify,
         crypto_backend: file.crypto_backend,
+        offload_private_key_ops: file.offload_private_key_ops,
         source: path.to_path_buf(),
         listen: file.listen,
         admin_listen: file.admin_listen,
@@ -580,6 +590,7 @@ pub fn load_sandbox(path: &Path) -> Result<SandboxConfig, ConfigError> {
         stall: Duration::from_millis(file.stall_ms),
         submit_url: file.submit_url,
         send_notifications: file.send_notifications,
+        presealed: file.presealed,
         merchants,
     })
 }

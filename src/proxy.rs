@@ -127,7 +127,7 @@ impl Gateway {
         }
 
         let m = merchant.clone();
-        let sealed = off_loop(merchant.profile(), move || m.seal(business)).await??;
+        let sealed = off_loop(self.config.offload_private_key_ops, merchant.profile(), move || m.seal(business)).await??;
 
         let endpoint_label = ctx.endpoint.clone();
         let retry = || metrics::CONNECT_RETRIES.with_label_values(&[&endpoint_label]).inc();
@@ -145,7 +145,7 @@ impl Gateway {
 
         let m = merchant.clone();
         let resp_body = answer.body.clone();
-        let opened = off_loop(merchant.profile(), move || m.open_response(&resp_body)).await?;
+        let opened = off_loop(self.config.offload_private_key_ops, merchant.profile(), move || m.open_response(&resp_body)).await?;
         match opened {
             Ok(Opened::Verified { plaintext, fields }) => {
                 let code = fields.get("errCode").and_then(Value::as_str).unwrap_or("");
@@ -210,12 +210,13 @@ fn check_reserved(business: &mut Map<String, Value>, customer_no: &str) -> Resul
 /// other connections served by this event-loop thread; public-key and MD5 work (tens of
 /// microseconds) stays inline, where a thread hop would cost more than it saves.
 async fn off_loop<T: Send + 'static>(
+    offload: bool,
     profile: Profile,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, GatewayError> {
     match profile {
-        Profile::Rsa => tokio::task::spawn_blocking(f).await.map_err(|_| GatewayError::Internal),
-        Profile::Md5 => Ok(f()),
+        Profile::Rsa if offload => tokio::task::spawn_blocking(f).await.map_err(|_| GatewayError::Internal),
+        _ => Ok(f()),
     }
 }
 

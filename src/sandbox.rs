@@ -45,6 +45,8 @@ const INBOX_KEEP: usize = 20;
 
 pub struct Sandbox {
     client: Client,
+    /// `presealed` mode: the answer per customerNo, sealed once at start-up.
+    presealed: HashMap<String, Vec<u8>>,
     config: SandboxConfig,
     platform: Platform,
     endpoints: Endpoints,
@@ -83,7 +85,22 @@ enum Answer {
 impl Sandbox {
     pub fn new(config: SandboxConfig) -> Result<Self, String> {
         let platform = Platform { private: config.platform_private.clone() };
-        Ok(Sandbox { client: Client::new(None), platform, config, endpoints: Endpoints::builtin()?, state: Arc::default() })
+        let mut sb = Sandbox {
+            client: Client::new(None),
+            presealed: HashMap::new(),
+            platform,
+            config,
+            endpoints: Endpoints::builtin()?,
+            state: Arc::default(),
+        };
+        if sb.config.presealed {
+            for m in sb.config.merchants.values() {
+                let mut out = sb.bindcard(m, &fields_for_load());
+                let body = sb.seal(m, &mut out, "LOAD-1").map_err(|e| e.to_string())?;
+                sb.presealed.insert(m.customer_no.clone(), body);
+            }
+        }
+        Ok(sb)
     }
 
     fn stats(&self) -> Vec<u8> {
@@ -303,6 +320,18 @@ impl Sandbox {
     }
 }
 
+/// A valid bindCard request for the presealed answer (a fixed, repeatable order).
+fn fields_for_load() -> Map<String, Value> {
+    serde_json::json!({
+        "orderNo": "H5-LOAD-1", "userType": "EMAIL", "identifyId": "load@example.test", "bankCardType": "DEBIT",
+        "bankCode": "ICBC", "bankCardName": "load", "certType": "ID", "certNo": "0", "mobile": "0",
+        "bindNotifyUrl": "http://127.0.0.1/", "pageReturnUrl": "http://127.0.0.1/"
+    })
+    .as_object()
+    .cloned()
+    .unwrap_or_default()
+}
+
 fn echo(m: &PlatformMerchant, fields: &Map<String, Value>) -> Map<String, Value> {
     let mut out = Map::new();
     out.insert("orderNo".into(), fields.get("orderNo").cloned().unwrap_or(Value::Null));
@@ -379,6 +408,17 @@ impl ServeHttp for SandboxService {
             }
         }
         sb.state.received.fetch_add(1, Ordering::Relaxed);
+        if sb.config.presealed {
+            // Load-test mode: no platform-side crypto, the customerNo picks the answer.
+            let customer = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("customerNo").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_default();
+            return match sb.presealed.get(&customer) {
+                Some(answer) => reply(200, "application/json;charset=UTF-8", answer.clone()),
+                None => reply(200, "application/json;charset=UTF-8", failure("401", "商户不存在")),
+            };
+        }
         if let Ok(mut by_path) = sb.state.by_path.lock() {
             *by_path.entry(path.clone()).or_default() += 1;
         }
