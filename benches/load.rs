@@ -316,7 +316,7 @@ fn main() {
         }
     }
 
-    if only.is_some() {
+    if only.as_ref().is_some_and(|o| o != "mixed") {
         return;
     }
     // Mixed load: cheap md5 calls alone, then next to rsa calls with multi-block private-key

@@ -56,6 +56,9 @@ fn default_grace() -> u64 {
 fn default_max_body() -> usize {
     64 * 1024
 }
+fn default_client_body_timeout() -> u64 {
+    10_000
+}
 fn default_true() -> bool {
     true
 }
@@ -91,6 +94,9 @@ pub struct GatewayFile {
     pub grace_period_seconds: u64,
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// The whole request body must arrive within this time (slow clients get 408).
+    #[serde(default = "default_client_body_timeout")]
+    pub client_body_timeout_ms: u64,
     /// Accept RSA keys under 2048 bits (tests with legacy keys only).
     #[serde(default)]
     pub allow_weak_keys: bool,
@@ -100,6 +106,9 @@ pub struct GatewayFile {
     /// Run private-key operations on the blocking pool (default) instead of the event loop.
     #[serde(default = "default_true")]
     pub offload_private_key_ops: bool,
+    /// At most this many private-key operations run at once (default: CPU cores − 1, at
+    /// least 1), so that the event loops always keep a core for cheap requests.
+    pub private_key_workers: Option<usize>,
     pub platform: PlatformFile,
     pub merchants: Vec<MerchantFile>,
     /// The notification listener (the platform calling `bindNotifyUrl`); off when absent.
@@ -254,11 +263,13 @@ pub struct Config {
     pub source: PathBuf,
     pub crypto_backend: Backend,
     pub offload_private_key_ops: bool,
+    pub private_key_workers: usize,
     pub listen: String,
     pub admin_listen: String,
     pub threads: usize,
     pub grace_period_seconds: u64,
     pub max_body_bytes: usize,
+    pub client_body_timeout: Duration,
     pub upstream: Upstream,
     pub merchants: HashMap<String, Arc<Merchant>>,
     pub notify: Option<Notify>,
@@ -460,12 +471,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         notify,
         crypto_backend: file.crypto_backend,
         offload_private_key_ops: file.offload_private_key_ops,
+        private_key_workers: match file.private_key_workers {
+            Some(0) => return Err(ctx.err("private_key_workers", None, "must be at least 1")),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
+        },
         source: path.to_path_buf(),
         listen: file.listen,
         admin_listen: file.admin_listen,
         threads: file.threads,
         grace_period_seconds: file.grace_period_seconds,
         max_body_bytes: file.max_body_bytes,
+        client_body_timeout: Duration::from_millis(file.client_body_timeout_ms.max(1)),
         upstream,
         merchants,
     })

@@ -38,6 +38,8 @@ pub enum GatewayError {
     BodyTooLarge { limit: usize },
     #[error("request body {0}")]
     BadBody(&'static str),
+    #[error("the request body did not arrive in time")]
+    ClientTimeout,
     #[error("{}", .0.message)]
     Invalid(Invalid),
     #[error("'{0}' must not be sent: {1}")]
@@ -75,6 +77,7 @@ impl GatewayError {
             GatewayError::NotFound => 404,
             GatewayError::MethodNotAllowed => 405,
             GatewayError::BodyTooLarge { .. } => 413,
+            GatewayError::ClientTimeout => 408,
             GatewayError::BadBody(_) | GatewayError::Invalid(_) | GatewayError::ReservedField(..) => 400,
             GatewayError::MerchantRequired | GatewayError::UnknownMerchant => 400,
             GatewayError::Seal(_) | GatewayError::Internal => 500,
@@ -96,6 +99,7 @@ impl GatewayError {
             GatewayError::NotFound
             | GatewayError::MethodNotAllowed
             | GatewayError::BodyTooLarge { .. }
+            | GatewayError::ClientTimeout
             | GatewayError::BadBody(_)
             | GatewayError::ReservedField(..)
             | GatewayError::MerchantRequired => "1002",
@@ -138,6 +142,7 @@ impl GatewayError {
             GatewayError::NotFound => "not_found",
             GatewayError::MethodNotAllowed => "method_not_allowed",
             GatewayError::BodyTooLarge { .. } => "body_too_large",
+            GatewayError::ClientTimeout => "client_timeout",
             GatewayError::BadBody(_) | GatewayError::ReservedField(..) => "bad_request",
             GatewayError::Invalid(_) => "invalid",
             GatewayError::MerchantRequired | GatewayError::UnknownMerchant => "unknown_merchant",

@@ -33,6 +33,8 @@ pub struct Gateway {
     config: Config,
     client: PlatformClient,
     endpoints: Endpoints,
+    /// Bounds concurrent private-key work (see `private_key_workers`).
+    private_ops: Arc<tokio::sync::Semaphore>,
 }
 
 /// Per-request state, filled in as the request moves through the phases.
@@ -75,7 +77,8 @@ struct Reply {
 impl Gateway {
     pub fn new(config: Config, endpoints: Endpoints) -> Self {
         let client = PlatformClient::new(&config.upstream);
-        Gateway { config, client, endpoints }
+        let private_ops = Arc::new(tokio::sync::Semaphore::new(config.private_key_workers));
+        Gateway { config, client, endpoints, private_ops }
     }
 
     fn merchant_label(&self, m: Option<&str>) -> String {
@@ -113,7 +116,13 @@ impl Gateway {
         };
         ctx.merchant = merchant.customer_no.clone();
 
-        let body = read_body(session, self.config.max_body_bytes).await?;
+        let body = match tokio::time::timeout(self.config.client_body_timeout, read_body(session, self.config.max_body_bytes)).await {
+            Ok(body) => body?,
+            Err(_) => {
+                session.set_keepalive(None);
+                return Err(GatewayError::ClientTimeout);
+            }
+        };
         let text = std::str::from_utf8(&body).map_err(|_| GatewayError::BadBody("is not UTF-8"))?;
         let mut business = match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(m)) => m,
@@ -127,7 +136,7 @@ impl Gateway {
         }
 
         let m = merchant.clone();
-        let sealed = off_loop(self.config.offload_private_key_ops, merchant.profile(), move || m.seal(business)).await??;
+        let sealed = self.off_loop(merchant.profile(), move || m.seal(business)).await??;
 
         let endpoint_label = ctx.endpoint.clone();
         let retry = || metrics::CONNECT_RETRIES.with_label_values(&[&endpoint_label]).inc();
@@ -145,7 +154,7 @@ impl Gateway {
 
         let m = merchant.clone();
         let resp_body = answer.body.clone();
-        let opened = off_loop(self.config.offload_private_key_ops, merchant.profile(), move || m.open_response(&resp_body)).await?;
+        let opened = self.off_loop(merchant.profile(), move || m.open_response(&resp_body)).await?;
         match opened {
             Ok(Opened::Verified { plaintext, fields }) => {
                 let code = fields.get("errCode").and_then(Value::as_str).unwrap_or("");
@@ -206,18 +215,40 @@ fn check_reserved(business: &mut Map<String, Value>, customer_no: &str) -> Resul
     }
 }
 
-/// Runs private-key work on the blocking pool so that milliseconds of RSA do not stall the
-/// other connections served by this event-loop thread; public-key and MD5 work (tens of
-/// microseconds) stays inline, where a thread hop would cost more than it saves.
-async fn off_loop<T: Send + 'static>(
-    offload: bool,
-    profile: Profile,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, GatewayError> {
-    match profile {
-        Profile::Rsa if offload => tokio::task::spawn_blocking(f).await.map_err(|_| GatewayError::Internal),
-        _ => Ok(f()),
+impl Gateway {
+    /// Runs private-key work on the blocking pool so that milliseconds of RSA do not stall
+    /// the other connections served by this event-loop thread, and at most
+    /// `private_key_workers` of them at once, so that they cannot take every core from the
+    /// event loops either (cheap requests then wait for a core, not behind RSA). Public-key
+    /// and MD5 work (tens of microseconds) stays inline, where a thread hop costs more.
+    async fn off_loop<T: Send + 'static>(&self, profile: Profile, f: impl FnOnce() -> T + Send + 'static) -> Result<T, GatewayError> {
+        if profile != Profile::Rsa || !self.config.offload_private_key_ops {
+            return Ok(f());
+        }
+        let _permit = self.private_ops.acquire().await.map_err(|_| GatewayError::Internal)?;
+        tokio::task::spawn_blocking(move || {
+            lower_priority_once();
+            f()
+        })
+        .await
+        .map_err(|_| GatewayError::Internal)
     }
+}
+
+thread_local! {
+    static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Gives the calling (blocking-pool) thread a lower scheduling priority (nice +10), once, so
+/// that on a busy machine the event loops win the CPU over bulk RSA work.
+fn lower_priority_once() {
+    LOWERED.with(|done| {
+        if !done.replace(true) {
+            // SAFETY: setpriority on the calling thread (who = 0) with a constant; no memory
+            // is passed. Failure (e.g. a seccomp policy) only leaves the priority unchanged.
+            let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+        }
+    });
 }
 
 async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {

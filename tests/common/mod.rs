@@ -16,6 +16,7 @@ use serde_json::Value;
 pub const MD5_MERCHANT: &str = "202112090603";
 pub const RSA_MERCHANT: &str = "202112090604";
 pub const MD5_KEY: &str = "test-md5-key-0123456789abcdef";
+pub mod fault_server;
 pub mod http_server;
 
 pub const BINDCARD: &str = "/api/vborder/shortcut/bindCard/create";
@@ -201,11 +202,13 @@ pub struct Options {
     pub sandbox_extra: String,
     /// `crypto_backend` of the gateway (`aws-lc` or `rsa`).
     pub backend: &'static str,
+    /// Point the gateway at this port instead of the sandbox (a fault server).
+    pub platform_port: Option<u16>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { sandbox: true, read_timeout_ms: 10_000, stall_ms: 5_000, max_body_bytes: 65_536, merchants: &[MD5_MERCHANT, RSA_MERCHANT], submit_url: "https://bank.example.test/epcc/bind".into(), gateway_extra: String::new(), sandbox_extra: String::new(), backend: "aws-lc" }
+        Options { sandbox: true, read_timeout_ms: 10_000, stall_ms: 5_000, max_body_bytes: 65_536, merchants: &[MD5_MERCHANT, RSA_MERCHANT], submit_url: "https://bank.example.test/epcc/bind".into(), gateway_extra: String::new(), sandbox_extra: String::new(), backend: "aws-lc", platform_port: None }
     }
 }
 
@@ -247,6 +250,7 @@ impl Stack {
             None
         };
         let merchants: String = o.merchants.iter().map(|c| merchant_yaml(c)).collect();
+        let sandbox_port = o.platform_port.unwrap_or(sandbox_port);
         std::fs::write(
             dir.join("paysign.yaml"),
             format!(
@@ -317,5 +321,19 @@ pub fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Spawns any command with stdout and stderr to `log`; killed on drop.
+pub fn spawn_cmd(cmd: &mut Command, log: PathBuf) -> Proc {
+    let out = std::fs::File::create(&log).unwrap();
+    let err = out.try_clone().unwrap();
+    let child = cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err)).spawn().unwrap();
+    Proc { child, log }
+}
+
+impl Stack {
+    pub fn gateway_pid(&self) -> u32 {
+        self.gateway.child.id()
     }
 }

@@ -1,0 +1,125 @@
+//! A misbehaving "platform" on loopback: it reads each request and then answers the way the
+//! test last asked for — never, slowly, cut off, garbage, huge, HTML, or a properly sealed
+//! answer in an unusual shape. Port 0, a thread per connection; it counts what it received.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Read the request, answer nothing, keep the connection open.
+    NeverAnswer,
+    /// A valid head, then the body one byte every `Duration`.
+    SlowDrip(Duration),
+    /// A head announcing more body than is sent, then close.
+    CloseMidBody,
+    /// Bytes that are not HTTP.
+    Garbage,
+    /// A 200 with a body of this many bytes.
+    Huge(usize),
+    /// An arbitrary status, content type and body.
+    Answer(u16, &'static str, Vec<u8>),
+}
+
+pub struct FaultServer {
+    pub port: u16,
+    pub fault: Arc<Mutex<Fault>>,
+    pub requests: Arc<AtomicUsize>,
+}
+
+impl FaultServer {
+    pub fn set(&self, f: Fault) {
+        *self.fault.lock().unwrap() = f;
+    }
+    pub fn received(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().ok()?;
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+fn serve(stream: TcpStream, fault: Arc<Mutex<Fault>>, count: Arc<AtomicUsize>) {
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    while read_request(&mut r).is_some() {
+        count.fetch_add(1, Ordering::SeqCst);
+        let f = fault.lock().unwrap().clone();
+        let res = match f {
+            Fault::NeverAnswer => {
+                // Hold the connection until the peer gives up.
+                let mut sink = [0u8; 64];
+                while r.get_mut().read(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+                return;
+            }
+            Fault::SlowDrip(every) => (|| {
+                w.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n")?;
+                for _ in 0..400 {
+                    w.write_all(b" ")?;
+                    w.flush()?;
+                    std::thread::sleep(every);
+                }
+                Ok::<(), std::io::Error>(())
+            })(),
+            Fault::CloseMidBody => {
+                let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"code\":\"200\",");
+                return;
+            }
+            Fault::Garbage => {
+                let _ = w.write_all(b"\x00\x01garbage that is not HTTP at all\r\n\r\n");
+                return;
+            }
+            Fault::Huge(n) => (|| {
+                w.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {n}\r\n\r\n").as_bytes())?;
+                let chunk = vec![b'a'; 64 * 1024];
+                let mut left = n;
+                while left > 0 {
+                    let k = left.min(chunk.len());
+                    w.write_all(&chunk[..k])?;
+                    left -= k;
+                }
+                Ok(())
+            })(),
+            Fault::Answer(status, ct, body) => w
+                .write_all(format!("HTTP/1.1 {status} X\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes())
+                .and_then(|_| w.write_all(&body)),
+        };
+        if res.is_err() {
+            return;
+        }
+    }
+}
+
+pub fn start() -> FaultServer {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fault = Arc::new(Mutex::new(Fault::NeverAnswer));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (f, c) = (fault.clone(), requests.clone());
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            let (f, c) = (f.clone(), c.clone());
+            std::thread::spawn(move || serve(s, f, c));
+        }
+    });
+    FaultServer { port, fault, requests }
+}

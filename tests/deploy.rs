@@ -1,0 +1,99 @@
+//! The deployment files in conf/deploy: they parse, `promtool` accepts the rules and the
+//! scrape config, the Kubernetes example's paysign.yaml is a valid configuration schema, and a
+//! real Prometheus server scrapes a real paysign on loopback and answers queries for its series.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn deploy(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf/deploy").join(name)
+}
+
+fn tool(name: &str) -> PathBuf {
+    let p = PathBuf::from("/usr/bin").join(name);
+    assert!(p.exists(), "{name} is needed for this test: apt-get install -y prometheus");
+    p
+}
+
+#[test]
+fn deployment_files_parse_and_the_example_config_matches_the_schema() {
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&std::fs::read_to_string(deploy("kubernetes.yaml")).unwrap())
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert_eq!(kinds, ["ConfigMap", "Secret", "Deployment", "Service", "Service", "PodDisruptionBudget"]);
+    let embedded = docs[0]["data"]["paysign.yaml"].as_str().unwrap();
+    let parsed: Result<paysign::config::GatewayFile, _> = serde_yaml::from_str(embedded);
+    assert!(parsed.is_ok(), "the ConfigMap's paysign.yaml does not match the schema: {:?}", parsed.err());
+    for f in ["prometheus.yml", "alerts.yml"] {
+        let _: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(deploy(f)).unwrap()).unwrap();
+    }
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(deploy("grafana-dashboard.json")).unwrap()).unwrap();
+    let exprs: Vec<&str> = dash["panels"].as_array().unwrap().iter().flat_map(|p| p["targets"].as_array().unwrap()).filter_map(|t| t["expr"].as_str()).collect();
+    assert!(exprs.len() >= 8);
+    // Every metric a dashboard or alert names is one paysign defines.
+    let defined = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs")).unwrap();
+    let alerts = std::fs::read_to_string(deploy("alerts.yml")).unwrap();
+    let all = format!("{} {alerts}", exprs.join(" "));
+    let names: std::collections::BTreeSet<String> = all
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("paysign_"))
+        .map(|w| w.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count").to_string())
+        .collect();
+    for n in &names {
+        assert!(defined.contains(&format!("\"{n}\"")), "{n} is not a paysign metric");
+    }
+}
+
+#[test]
+fn promtool_accepts_rules_and_config() {
+    let out = Command::new(tool("promtool")).args(["check", "rules"]).arg(deploy("alerts.yml")).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 7 rules found"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = Command::new(tool("promtool")).args(["check", "config"]).arg(deploy("prometheus.yml")).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_real_prometheus_scrapes_paysign() {
+    let prometheus = tool("prometheus");
+    let s = Stack::start(Options::default());
+    for i in 0..3 {
+        assert_eq!(s.post_json(MD5_MERCHANT, &bindcard(&format!("PROM-{i}"))).status, 200);
+    }
+    let port = free_port();
+    let cfg = s.dir.join("prometheus.yml");
+    write(
+        &cfg,
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: paysign\n    static_configs:\n      - targets: [\"127.0.0.1:{}\"]\n",
+            s.admin
+        ),
+    );
+    let _prom = spawn_cmd(
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", s.dir.join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}")),
+        s.dir.join("prometheus.log"),
+    );
+    wait_ready(port, "/-/ready");
+    let query = "/api/v1/query?query=paysign_requests_total%7Boutcome%3D%22verified%22%7D";
+    let mut last = Value::Null;
+    let found = eventually(30, || {
+        let Ok(r) = try_request(port, "GET", query, &[], b"") else { return false };
+        last = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        last["data"]["result"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    assert!(found, "Prometheus never returned paysign's series: {last}");
+    let result = &last["data"]["result"][0];
+    assert_eq!(result["metric"]["job"], "paysign");
+    assert_eq!(result["metric"]["merchant"], MD5_MERCHANT);
+    assert_eq!(result["metric"]["endpoint"], "bindcard_create");
+    assert_eq!(result["value"][1], "3");
+}
