@@ -95,6 +95,11 @@ struct Stack {
     _sandbox: Proc,
 }
 
+/// `private_key_workers` for the gateway (`workers=N` on the command line), else its default.
+fn workers_line() -> String {
+    std::env::args().find_map(|a| a.strip_prefix("workers=").map(|n| format!("private_key_workers: {n}\n"))).unwrap_or_default()
+}
+
 fn start(d: &Path, backend: Backend, offload: bool, gateway: bool) -> Stack {
     let (sp, pp, ap) = (free_port(), free_port(), free_port());
     let sb = d.join(format!("sandbox-{sp}.yaml"));
@@ -112,8 +117,9 @@ fn start(d: &Path, backend: Backend, offload: bool, gateway: bool) -> Stack {
         std::fs::write(
             &gw,
             format!(
-                "listen: 127.0.0.1:{pp}\nadmin_listen: 127.0.0.1:{ap}\ngrace_period_seconds: 0\nthreads: 2\ncrypto_backend: {}\noffload_private_key_ops: {offload}\nplatform:\n  base_url: http://127.0.0.1:{sp}\nmerchants:\n  - customer_no: \"{MD5}\"\n    profile: md5\n    platform_public_key: keys/platform_public.pem\n    md5_key_file: keys/md5.key\n  - customer_no: \"{RSA}\"\n    profile: rsa\n    platform_public_key: keys/platform_public.pem\n    merchant_private_key: keys/merchant_private.pem\n",
-                backend.as_str()
+                "listen: 127.0.0.1:{pp}\nadmin_listen: 127.0.0.1:{ap}\ngrace_period_seconds: 0\nthreads: 2\ncrypto_backend: {}\noffload_private_key_ops: {offload}\n{}platform:\n  base_url: http://127.0.0.1:{sp}\nmerchants:\n  - customer_no: \"{MD5}\"\n    profile: md5\n    platform_public_key: keys/platform_public.pem\n    md5_key_file: keys/md5.key\n  - customer_no: \"{RSA}\"\n    profile: rsa\n    platform_public_key: keys/platform_public.pem\n    merchant_private_key: keys/merchant_private.pem\n",
+                backend.as_str(),
+                workers_line()
             ),
         )
         .unwrap();

@@ -106,8 +106,8 @@ pub struct GatewayFile {
     /// Run private-key operations on the blocking pool (default) instead of the event loop.
     #[serde(default = "default_true")]
     pub offload_private_key_ops: bool,
-    /// At most this many private-key operations run at once (default: CPU cores − 1, at
-    /// least 1), so that the event loops always keep a core for cheap requests.
+    /// At most this many private-key operations run at once (default: the CPU cores). They
+    /// run at a lower priority (nice +10), so cheap requests still get a core at once.
     pub private_key_workers: Option<usize>,
     pub platform: PlatformFile,
     pub merchants: Vec<MerchantFile>,
@@ -474,7 +474,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         private_key_workers: match file.private_key_workers {
             Some(0) => return Err(ctx.err("private_key_workers", None, "must be at least 1")),
             Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         },
         source: path.to_path_buf(),
         listen: file.listen,

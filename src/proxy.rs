@@ -217,10 +217,10 @@ fn check_reserved(business: &mut Map<String, Value>, customer_no: &str) -> Resul
 
 impl Gateway {
     /// Runs private-key work on the blocking pool so that milliseconds of RSA do not stall
-    /// the other connections served by this event-loop thread, and at most
-    /// `private_key_workers` of them at once, so that they cannot take every core from the
-    /// event loops either (cheap requests then wait for a core, not behind RSA). Public-key
-    /// and MD5 work (tens of microseconds) stays inline, where a thread hop costs more.
+    /// the other connections served by this event-loop thread; at most
+    /// `private_key_workers` at once (bounded threads and memory under overload), at a lower
+    /// priority, so that cheap requests get a core before bulk RSA does. Public-key and MD5
+    /// work (tens of microseconds) stays inline, where a thread hop costs more.
     async fn off_loop<T: Send + 'static>(&self, profile: Profile, f: impl FnOnce() -> T + Send + 'static) -> Result<T, GatewayError> {
         if profile != Profile::Rsa || !self.config.offload_private_key_ops {
             return Ok(f());
