@@ -51,7 +51,7 @@ pub fn platform(profile: &str, b: Backend) -> (Platform, PlatformMerchant) {
     } else {
         PlatformMerchantKeys::Rsa { merchant_public: public("merchant_public.pem", b) }
     };
-    (Platform { private: private("platform_private.pem", b) }, PlatformMerchant { customer_no: CUSTOMER.into(), keys })
+    (Platform { private: private("platform_private.pem", b) }, PlatformMerchant { customer_no: CUSTOMER.into(), keys, previous: None })
 }
 
 /// A sealed platform answer of about `size` bytes of plaintext.

@@ -9,6 +9,9 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use std::sync::Arc;
+
+use crate::live::Live;
 use crate::metrics;
 
 /// How long `/readyz` waits for the proxy listener to accept a probe connection.
@@ -17,6 +20,8 @@ const READY_PROBE: Duration = Duration::from_millis(500);
 pub struct Admin {
     /// The proxy listener whose acceptance makes us ready.
     pub proxy_addr: SocketAddr,
+    /// What `POST /-/reload` reloads.
+    pub live: Arc<Live>,
 }
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -33,6 +38,20 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
+        if path == "/-/reload" {
+            if session.req_header().method != http::Method::POST {
+                return reply(405, "text/plain", b"POST to reload\n".to_vec());
+            }
+            // Key parsing is CPU work: keep it off the event loop.
+            let live = self.live.clone();
+            return match tokio::task::spawn_blocking(move || live.reload()).await {
+                Ok(Ok(generation)) => {
+                    reply(200, "application/json", serde_json::json!({"result": "ok", "generation": generation}).to_string().into_bytes())
+                }
+                Ok(Err(e)) => reply(500, "application/json", serde_json::json!({"result": "failed", "error": e}).to_string().into_bytes()),
+                Err(_) => reply(500, "application/json", br#"{"result":"failed","error":"internal"}"#.to_vec()),
+            };
+        }
         match path.as_str() {
             "/metrics" => reply(200, "text/plain; version=0.0.4", metrics::render().into_bytes()),
             "/healthz" => reply(200, "text/plain", b"ok\n".to_vec()),
@@ -44,7 +63,7 @@ impl ServeHttp for Admin {
                     reply(503, "text/plain", b"proxy listener is not accepting\n".to_vec())
                 }
             }
-            _ => reply(404, "text/plain", b"not found: /metrics, /healthz, /readyz\n".to_vec()),
+            _ => reply(404, "text/plain", b"not found: /metrics, /healthz, /readyz, POST /-/reload\n".to_vec()),
         }
     }
 }

@@ -240,6 +240,10 @@ pub struct SandboxMerchantFile {
     pub md5_key_file: Option<PathBuf>,
     pub md5_key_env: Option<String>,
     pub merchant_public_key: Option<PathBuf>,
+    /// During a key rotation: the MD5 key being retired, still accepted (md5).
+    pub previous_md5_key_file: Option<PathBuf>,
+    /// During a key rotation: the merchant public key being retired, still accepted (rsa).
+    pub previous_merchant_public_key: Option<PathBuf>,
 }
 
 // ---------------------------------------------------------------- runtime config
@@ -585,17 +589,31 @@ pub fn load_sandbox(path: &Path) -> Result<SandboxConfig, ConfigError> {
         let keys = match m.profile {
             ProfileName::Md5 => {
                 ctx.not_for_profile(&at, "merchant_public_key", m.merchant_public_key.is_some(), "md5")?;
+                ctx.not_for_profile(&at, "previous_merchant_public_key", m.previous_merchant_public_key.is_some(), "md5")?;
                 PlatformMerchantKeys::Md5 { md5_key: ctx.md5_key(&at, &m.md5_key_file, &m.md5_key_env)? }
             }
             ProfileName::Rsa => {
                 ctx.not_for_profile(&at, "md5_key_file", m.md5_key_file.is_some(), "rsa")?;
                 ctx.not_for_profile(&at, "md5_key_env", m.md5_key_env.is_some(), "rsa")?;
+                ctx.not_for_profile(&at, "previous_md5_key_file", m.previous_md5_key_file.is_some(), "rsa")?;
                 PlatformMerchantKeys::Rsa {
                     merchant_public: ctx.public_key(&format!("{at}.merchant_public_key"), &m.merchant_public_key)?,
                 }
             }
         };
-        let pm = PlatformMerchant { customer_no: m.customer_no.clone(), keys };
+        let previous = match m.profile {
+            ProfileName::Md5 => match &m.previous_md5_key_file {
+                Some(f) => Some(PlatformMerchantKeys::Md5 { md5_key: ctx.md5_key(&at, &Some(f.clone()), &None)? }),
+                None => None,
+            },
+            ProfileName::Rsa => match &m.previous_merchant_public_key {
+                Some(_) => Some(PlatformMerchantKeys::Rsa {
+                    merchant_public: ctx.public_key(&format!("{at}.previous_merchant_public_key"), &m.previous_merchant_public_key)?,
+                }),
+                None => None,
+            },
+        };
+        let pm = PlatformMerchant { customer_no: m.customer_no.clone(), keys, previous };
         if merchants.insert(m.customer_no.clone(), pm).is_some() {
             return Err(ctx.err(format!("{at}.customer_no"), None, format!("{} is configured twice", m.customer_no)));
         }

@@ -25,6 +25,7 @@ pub mod crypto;
 pub mod error;
 pub mod h5;
 pub mod http_client;
+pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

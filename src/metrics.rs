@@ -86,6 +86,15 @@ lazy_metric!(NOTIFY_FORWARD_DURATION: HistogramVec = register_histogram_vec!(
     &["route"],
     LATENCY_BUCKETS.to_vec()
 ));
+lazy_metric!(CONFIG_RELOADS: IntCounterVec = register_int_counter_vec!(
+    "paysign_config_reloads_total",
+    "Configuration reloads (SIGHUP or POST /-/reload), by result.",
+    &["result"]
+));
+lazy_metric!(CONFIG_GENERATION: IntGauge = register_int_gauge!(
+    "paysign_config_generation",
+    "How many configurations this process has loaded (1 at start-up)."
+));
 lazy_metric!(IN_FLIGHT: IntGauge = register_int_gauge!(
     "paysign_requests_in_flight",
     "Requests being handled right now."
@@ -114,8 +123,18 @@ pub fn init(crypto_backend: &str) {
     Lazy::force(&CONNECT_RETRIES);
     Lazy::force(&IN_FLIGHT);
     Lazy::force(&NOTIFICATIONS);
+    Lazy::force(&CONFIG_RELOADS);
+    Lazy::force(&CONFIG_GENERATION);
     Lazy::force(&NOTIFY_FORWARD_DURATION);
     Lazy::force(&MERCHANTS);
+}
+
+/// `paysign_merchants_configured` for a (re)loaded configuration.
+pub fn set_merchants(config: &crate::config::Config) {
+    MERCHANTS.reset();
+    for m in config.merchants.values() {
+        MERCHANTS.with_label_values(&[m.profile().as_str()]).inc();
+    }
 }
 
 pub fn observe_crypto(op: &'static str, d: Duration) {

@@ -19,17 +19,24 @@ use serde_json::{Map, Value};
 
 use crate::config::{Config, Notify, NotifyRoute};
 use crate::http_client::{Client, Route};
+use crate::live::Live;
 use crate::logging;
 use crate::metrics;
 use crate::protocol::{canonicalize, Merchant, OpenError, Opened, Profile};
 
 pub const NOTIFICATION_ID_HEADER: &str = "X-Paysign-Notification-Id";
 
-pub struct Notifications {
+/// The notification routes of one configuration (rebuilt on reload).
+pub struct NotifyState {
     notify: Notify,
     merchants: HashMap<String, Arc<Merchant>>,
     routes: HashMap<String, (NotifyRoute, Route)>,
     client: Client,
+}
+
+/// The listener: takes the current [`NotifyState`] for each notification.
+pub struct Notifications {
+    pub live: Arc<Live>,
 }
 
 /// How one notification ended (a fixed label set).
@@ -54,7 +61,7 @@ pub fn notification_id(customer_no: &str, fields: &Map<String, Value>) -> String
     h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-impl Notifications {
+impl NotifyState {
     pub fn new(config: &Config) -> Option<Self> {
         let notify = config.notify.clone()?;
         let routes = notify
@@ -65,7 +72,7 @@ impl Notifications {
                 (r.path.clone(), (r.clone(), route))
             })
             .collect();
-        Some(Notifications { notify, merchants: config.merchants.clone(), routes, client: Client::new(None) })
+        Some(NotifyState { notify, merchants: config.merchants.clone(), routes, client: Client::new(None) })
     }
 
     fn text(status: u16, body: &str) -> Response<Vec<u8>> {
@@ -163,7 +170,11 @@ impl ServeHttp for Notifications {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let start = Instant::now();
         let mut log = Map::new();
-        let o = self.handle(session, &mut log).await;
+        let rt = self.live.current();
+        let Some(state) = rt.notify.as_ref() else {
+            return NotifyState::text(503, "FAIL");
+        };
+        let o = state.handle(session, &mut log).await;
         let route = log.get("route").and_then(Value::as_str).unwrap_or("none").to_string();
         metrics::NOTIFICATIONS.with_label_values(&[&route, o.label]).inc();
         log.insert("outcome".into(), Value::String(o.label.into()));
@@ -172,9 +183,9 @@ impl ServeHttp for Notifications {
         log.insert("kind".into(), Value::String("notification".into()));
         logging::access(log);
         if o.status == 200 {
-            Self::text(200, &self.notify.ack)
+            NotifyState::text(200, &state.notify.ack)
         } else {
-            Self::text(o.status, "FAIL")
+            NotifyState::text(o.status, "FAIL")
         }
     }
 }

@@ -14,14 +14,13 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use serde_json::{Map, Value};
 
-use crate::config::Config;
+use crate::live::{Live, Runtime};
 use crate::error::{Delivery, GatewayError};
 use crate::h5;
 use crate::logging;
 use crate::metrics;
 use crate::protocol::schema::Endpoints;
 use crate::protocol::{Merchant, Opened, Profile};
-use crate::upstream::PlatformClient;
 
 pub const MERCHANT_HEADER: &str = "x-paysign-merchant";
 pub const DELIVERY_HEADER: &str = "X-Paysign-Delivery";
@@ -30,11 +29,8 @@ const JSON: &str = "application/json;charset=UTF-8";
 
 /// Long-lived state shared by all requests.
 pub struct Gateway {
-    config: Config,
-    client: PlatformClient,
+    live: Arc<Live>,
     endpoints: Endpoints,
-    /// Bounds concurrent private-key work (see `private_key_workers`).
-    private_ops: Arc<tokio::sync::Semaphore>,
 }
 
 /// Per-request state, filled in as the request moves through the phases.
@@ -75,21 +71,21 @@ struct Reply {
 }
 
 impl Gateway {
-    pub fn new(config: Config, endpoints: Endpoints) -> Self {
-        let client = PlatformClient::new(&config.upstream);
-        let private_ops = Arc::new(tokio::sync::Semaphore::new(config.private_key_workers));
-        Gateway { config, client, endpoints, private_ops }
+    pub fn new(live: Arc<Live>, endpoints: Endpoints) -> Self {
+        Gateway { live, endpoints }
     }
 
-    fn merchant_label(&self, m: Option<&str>) -> String {
+    fn merchant_label(rt: &Runtime, m: Option<&str>) -> String {
         match m {
-            Some(c) if self.config.merchants.contains_key(c) => c.to_string(),
+            Some(c) if rt.config.merchants.contains_key(c) => c.to_string(),
             Some(_) => "unknown".into(),
             None => "none".into(),
         }
     }
 
     async fn handle(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Reply, GatewayError> {
+        // One configuration for the whole request, whatever reloads happen meanwhile.
+        let rt = self.live.current();
         let req = session.req_header();
         let path = req.uri.path().to_string();
         let path_and_query = req.uri.path_and_query().map_or(path.clone(), |p| p.as_str().to_string());
@@ -109,14 +105,14 @@ impl Gateway {
             .is_some_and(|v| v.contains("text/html"));
 
         let named = req.headers.get(MERCHANT_HEADER).map(|v| v.to_str().unwrap_or("").trim().to_string());
-        ctx.merchant = self.merchant_label(named.as_deref());
+        ctx.merchant = Self::merchant_label(&rt, named.as_deref());
         let merchant: Arc<Merchant> = match named {
-            Some(c) => self.config.merchants.get(&c).cloned().ok_or(GatewayError::UnknownMerchant)?,
-            None => self.config.default_merchant().cloned().ok_or(GatewayError::MerchantRequired)?,
+            Some(c) => rt.config.merchants.get(&c).cloned().ok_or(GatewayError::UnknownMerchant)?,
+            None => rt.config.default_merchant().cloned().ok_or(GatewayError::MerchantRequired)?,
         };
         ctx.merchant = merchant.customer_no.clone();
 
-        let body = match tokio::time::timeout(self.config.client_body_timeout, read_body(session, self.config.max_body_bytes)).await {
+        let body = match tokio::time::timeout(rt.config.client_body_timeout, read_body(session, rt.config.max_body_bytes)).await {
             Ok(body) => body?,
             Err(_) => {
                 session.set_keepalive(None);
@@ -136,11 +132,11 @@ impl Gateway {
         }
 
         let m = merchant.clone();
-        let sealed = self.off_loop(merchant.profile(), move || m.seal(business)).await??;
+        let sealed = off_loop(&rt, merchant.profile(), move || m.seal(business)).await??;
 
         let endpoint_label = ctx.endpoint.clone();
         let retry = || metrics::CONNECT_RETRIES.with_label_values(&[&endpoint_label]).inc();
-        let result = self.client.post(&path_and_query, sealed.body, &ctx.request_id, retry).await;
+        let result = rt.client.post(&path_and_query, sealed.body, &ctx.request_id, retry).await;
         let answer = match result {
             Ok((answer, took)) => {
                 ctx.upstream = Some(took);
@@ -154,7 +150,7 @@ impl Gateway {
 
         let m = merchant.clone();
         let resp_body = answer.body.clone();
-        let opened = self.off_loop(merchant.profile(), move || m.open_response(&resp_body)).await?;
+        let opened = off_loop(&rt, merchant.profile(), move || m.open_response(&resp_body)).await?;
         match opened {
             Ok(Opened::Verified { plaintext, fields }) => {
                 let code = fields.get("errCode").and_then(Value::as_str).unwrap_or("");
@@ -215,24 +211,22 @@ fn check_reserved(business: &mut Map<String, Value>, customer_no: &str) -> Resul
     }
 }
 
-impl Gateway {
-    /// Runs private-key work on the blocking pool so that milliseconds of RSA do not stall
-    /// the other connections served by this event-loop thread; at most
-    /// `private_key_workers` at once (bounded threads and memory under overload), at a lower
-    /// priority, so that cheap requests get a core before bulk RSA does. Public-key and MD5
-    /// work (tens of microseconds) stays inline, where a thread hop costs more.
-    async fn off_loop<T: Send + 'static>(&self, profile: Profile, f: impl FnOnce() -> T + Send + 'static) -> Result<T, GatewayError> {
-        if profile != Profile::Rsa || !self.config.offload_private_key_ops {
-            return Ok(f());
-        }
-        let _permit = self.private_ops.acquire().await.map_err(|_| GatewayError::Internal)?;
-        tokio::task::spawn_blocking(move || {
-            lower_priority_once();
-            f()
-        })
-        .await
-        .map_err(|_| GatewayError::Internal)
+/// Runs private-key work on the blocking pool so that milliseconds of RSA do not stall
+/// the other connections served by this event-loop thread; at most
+/// `private_key_workers` at once (bounded threads and memory under overload), at a lower
+/// priority, so that cheap requests get a core before bulk RSA does. Public-key and MD5
+/// work (tens of microseconds) stays inline, where a thread hop costs more.
+async fn off_loop<T: Send + 'static>(rt: &Runtime, profile: Profile, f: impl FnOnce() -> T + Send + 'static) -> Result<T, GatewayError> {
+    if profile != Profile::Rsa || !rt.config.offload_private_key_ops {
+        return Ok(f());
     }
+    let _permit = rt.private_ops.acquire().await.map_err(|_| GatewayError::Internal)?;
+    tokio::task::spawn_blocking(move || {
+        lower_priority_once();
+        f()
+    })
+    .await
+    .map_err(|_| GatewayError::Internal)
 }
 
 thread_local! {

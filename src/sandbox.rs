@@ -53,8 +53,11 @@ pub struct Sandbox {
     state: Arc<State>,
 }
 
+/// What the sandbox counts and remembers; kept across reloads.
 #[derive(Default)]
-struct State {
+pub struct State {
+    generation: AtomicU64,
+    opened_previous: AtomicU64,
     received: AtomicU64,
     opened: AtomicU64,
     rejected: AtomicU64,
@@ -83,7 +86,7 @@ enum Answer {
 }
 
 impl Sandbox {
-    pub fn new(config: SandboxConfig) -> Result<Self, String> {
+    pub fn new(config: SandboxConfig, state: Arc<State>) -> Result<Self, String> {
         let platform = Platform { private: config.platform_private.clone() };
         let mut sb = Sandbox {
             client: Client::new(None),
@@ -91,7 +94,7 @@ impl Sandbox {
             platform,
             config,
             endpoints: Endpoints::builtin()?,
-            state: Arc::default(),
+            state,
         };
         if sb.config.presealed {
             for m in sb.config.merchants.values() {
@@ -113,6 +116,8 @@ impl Sandbox {
         serde_json::json!({
             "received": self.state.received.load(Ordering::Relaxed),
             "opened": self.state.opened.load(Ordering::Relaxed),
+            "opened_with_previous_keys": self.state.opened_previous.load(Ordering::Relaxed),
+            "generation": self.state.generation.load(Ordering::Relaxed),
             "rejected": self.state.rejected.load(Ordering::Relaxed),
             "notifications_sent": self.state.notifications_sent.load(Ordering::Relaxed),
             "notifications_acked": self.state.notifications_acked.load(Ordering::Relaxed),
@@ -133,13 +138,19 @@ impl Sandbox {
         else {
             return reject("400", "缺少customerNo或reqmsg");
         };
-        let Some(m) = self.config.merchants.get(customer) else {
+        let Some(current) = self.config.merchants.get(customer) else {
             return reject("401", "商户不存在");
         };
-        let Ok((_text, mut fields)) = self.platform.open_request(m, reqmsg) else {
+        let Ok((_text, mut fields, previous)) = self.platform.open_request_rotating(current, reqmsg) else {
             return reject("402", "验签失败");
         };
         self.state.opened.fetch_add(1, Ordering::Relaxed);
+        // During a rotation, answer a request made with the retiring keys in those keys.
+        let retiring = if previous { current.with_previous_keys() } else { None };
+        if retiring.is_some() {
+            self.state.opened_previous.fetch_add(1, Ordering::Relaxed);
+        }
+        let m = retiring.as_ref().unwrap_or(current);
         fields.remove("sign");
         let order_no = fields.get("orderNo").and_then(Value::as_str).unwrap_or("").to_string();
 
@@ -356,7 +367,7 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
 #[async_trait]
 impl ServeHttp for SandboxService {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let sb = &self.0;
+        let sb = &self.current();
         let path = session.req_header().uri.path().to_string();
         let method = session.req_header().method.clone();
         if method == http::Method::GET && path == "/__sandbox/stats" {
@@ -422,7 +433,7 @@ impl ServeHttp for SandboxService {
         if let Ok(mut by_path) = sb.state.by_path.lock() {
             *by_path.entry(path.clone()).or_default() += 1;
         }
-        let worker = self.0.clone();
+        let worker = sb.clone();
         let p = path.clone();
         let done = match tokio::task::spawn_blocking(move || worker.process(&p, &body)).await {
             Ok(r) => r,
@@ -432,7 +443,7 @@ impl ServeHttp for SandboxService {
             sb.state.rejected.fetch_add(1, Ordering::Relaxed);
         }
         if let Some((customer, order, url)) = done.notify {
-            let sb = self.0.clone();
+            let sb = sb.clone();
             tokio::spawn(async move {
                 let Some(m) = sb.config.merchants.get(&customer).cloned() else { return };
                 let sent = match sb.notification(&m, &order, None) {
@@ -456,5 +467,50 @@ impl ServeHttp for SandboxService {
     }
 }
 
-/// The pingora app wrapping a shared [`Sandbox`].
-pub struct SandboxService(pub Arc<Sandbox>);
+/// The pingora app over a shared [`SandboxService`] (shared with the SIGHUP handler).
+pub struct SandboxApp(pub Arc<SandboxService>);
+
+#[async_trait]
+impl ServeHttp for SandboxApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        ServeHttp::response(&*self.0, session).await
+    }
+}
+
+/// The sandbox behind its listener: the current [`Sandbox`], replaced whole on reload (counters and seen
+/// orders survive in the shared [`State`]).
+pub struct SandboxService {
+    path: std::path::PathBuf,
+    state: Arc<State>,
+    current: std::sync::RwLock<Arc<Sandbox>>,
+}
+
+impl SandboxService {
+    pub fn new(config: SandboxConfig) -> Result<Self, String> {
+        let state = Arc::new(State::default());
+        state.generation.store(1, Ordering::Relaxed);
+        let path = config.source.clone();
+        let sb = Sandbox::new(config, state.clone())?;
+        Ok(SandboxService { path, state, current: std::sync::RwLock::new(Arc::new(sb)) })
+    }
+
+    fn current(&self) -> Arc<Sandbox> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Loads the sandbox configuration again (keys included) and swaps it in.
+    pub fn reload(&self) -> Result<(), String> {
+        let config = crate::config::load_sandbox(&self.path).map_err(|e| e.to_string())?;
+        let sb = Arc::new(Sandbox::new(config, self.state.clone())?);
+        match self.current.write() {
+            Ok(mut c) => *c = sb,
+            Err(p) => *p.into_inner() = sb,
+        }
+        let g = self.state.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        log::info!("sandbox configuration reloaded: generation {g}");
+        Ok(())
+    }
+}

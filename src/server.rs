@@ -14,7 +14,8 @@ use crate::notify::Notifications;
 use crate::protocol::schema::Endpoints;
 use crate::protocol::MerchantKeys;
 use crate::proxy::Gateway;
-use crate::sandbox::{Sandbox, SandboxService};
+use crate::live::Live;
+use crate::sandbox::{SandboxApp, SandboxService};
 
 /// Logs what was loaded (never key material).
 fn announce_gateway(cfg: &Config) {
@@ -54,7 +55,6 @@ fn announce_gateway(cfg: &Config) {
                 merchant_private.backend().as_str()
             ),
         };
-        metrics::MERCHANTS.with_label_values(&[m.profile().as_str()]).inc();
         log::info!(
             "merchant {} profile={} {} chunk_size={}",
             m.customer_no,
@@ -74,6 +74,42 @@ fn n_routes(cfg: &Config) -> Vec<(String, &'static str, String, String)> {
     }).collect()
 }
 
+/// What SIGHUP reloads in this process.
+enum Reloadable {
+    Gateway(Arc<Live>),
+    Sandbox(Arc<SandboxService>),
+}
+
+/// SIGHUP reloads every configuration of this process (keys included). pingora handles
+/// SIGTERM/SIGINT/SIGQUIT itself; SIGHUP would otherwise end the process.
+fn reload_on_sighup(targets: Vec<Reloadable>) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    // Registering here (before the server runs) closes the window where SIGHUP would kill us.
+    let mut hup = rt
+        .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
+        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    std::thread::Builder::new()
+        .name("paysign reload".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                while hup.recv().await.is_some() {
+                    log::info!("SIGHUP: reloading");
+                    for t in &targets {
+                        let result = match t {
+                            Reloadable::Gateway(live) => live.reload().map(|_| ()),
+                            Reloadable::Sandbox(sb) => sb.reload(),
+                        };
+                        if let Err(e) = result {
+                            log::error!("reload failed: {e}");
+                        }
+                    }
+                }
+            })
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// Builds the server with the gateway (proxy + admin) and/or the sandbox, and runs it until
 /// SIGTERM (graceful) or SIGINT (fast).
 pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>) -> Result<(), String> {
@@ -86,25 +122,28 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>) -> Result<()
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let mut reloadable: Vec<Reloadable> = Vec::new();
     if let Some(cfg) = gateway {
         announce_gateway(&cfg);
         let proxy_addr: SocketAddr = cfg.listen.parse().map_err(|_| format!("bad listen address {}", cfg.listen))?;
         let (listen, admin_listen) = (cfg.listen.clone(), cfg.admin_listen.clone());
-        let endpoints = Endpoints::builtin()?;
-        if let Some(n) = Notifications::new(&cfg) {
-            for r in &n_routes(&cfg) {
-                log::info!("notification route {} -> {}://{}{}", r.0, r.1, r.2, r.3);
-            }
-            let listen = cfg.notify.as_ref().map(|x| x.listen.clone()).unwrap_or_default();
-            let mut svc = Service::new("paysign notifications".to_string(), n);
+        let notify_listen = cfg.notify.as_ref().map(|n| n.listen.clone());
+        for r in &n_routes(&cfg) {
+            log::info!("notification route {} -> {}://{}{}", r.0, r.1, r.2, r.3);
+        }
+        let live = Arc::new(Live::new(cfg.source.clone(), cfg));
+        reloadable.push(Reloadable::Gateway(live.clone()));
+        if let Some(listen) = notify_listen {
+            let mut svc = Service::new("paysign notifications".to_string(), Notifications { live: live.clone() });
             svc.add_tcp(&listen);
             svc.threads = Some(1);
             server.add_service(svc);
         }
+        let endpoints = Endpoints::builtin()?;
         let mut proxy =
-            pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(cfg, endpoints), "paysign proxy");
+            pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(live.clone(), endpoints), "paysign proxy");
         proxy.add_tcp(&listen);
-        let mut admin = Service::new("paysign admin".to_string(), Admin { proxy_addr });
+        let mut admin = Service::new("paysign admin".to_string(), Admin { proxy_addr, live });
         admin.add_tcp(&admin_listen);
         admin.threads = Some(1);
         server.add_service(proxy);
@@ -119,10 +158,13 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>) -> Result<()
             sb.platform_private.public().bits()
         );
         let listen = sb.listen.clone();
-        let mut svc = Service::new("paysign sandbox".to_string(), SandboxService(Arc::new(Sandbox::new(sb)?)));
+        let service = Arc::new(SandboxService::new(sb)?);
+        reloadable.push(Reloadable::Sandbox(service.clone()));
+        let mut svc = Service::new("paysign sandbox".to_string(), SandboxApp(service));
         svc.add_tcp(&listen);
         svc.threads = Some(2);
         server.add_service(svc);
     }
+    reload_on_sighup(reloadable)?;
     server.run_forever();
 }

@@ -19,7 +19,7 @@ fn platform() -> (Platform, PlatformMerchant) {
     let read = |n: &str| std::fs::read_to_string(fixtures().join("keys").join(n)).unwrap();
     (
         Platform { private: Arc::new(keys::load_private(&read("platform_private.pem"), false).unwrap()) },
-        PlatformMerchant { customer_no: MD5_MERCHANT.into(), keys: PlatformMerchantKeys::Md5 { md5_key: Secret::new(MD5_KEY.into()) } },
+        PlatformMerchant { customer_no: MD5_MERCHANT.into(), keys: PlatformMerchantKeys::Md5 { md5_key: Secret::new(MD5_KEY.into()) }, previous: None },
     )
 }
 

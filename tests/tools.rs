@@ -126,6 +126,7 @@ fn seal_prints_the_vector_canonical_string_sign_and_an_envelope_the_platform_ope
         assert_eq!(line(&out, "sign:"), case[sign_field].as_str().unwrap());
         let env: Value = serde_json::from_str(line(&out, "envelope:")).unwrap();
         let pm = PlatformMerchant {
+            previous: None,
             customer_no: MD5_MERCHANT_VEC.into(),
             keys: if profile == "md5" {
                 PlatformMerchantKeys::Md5 { md5_key: Secret::new(MD5_KEY.into()) }

@@ -59,7 +59,7 @@ fn platform_side(profile: &str, md5_key: &str, b: Backend) -> (Platform, Platfor
         "md5" => PlatformMerchantKeys::Md5 { md5_key: Secret::new(md5_key.into()) },
         _ => PlatformMerchantKeys::Rsa { merchant_public: public_with("merchant_public.pem", b) },
     };
-    (Platform { private: private_with("platform_private.pem", b) }, PlatformMerchant { customer_no: CUSTOMER.into(), keys })
+    (Platform { private: private_with("platform_private.pem", b) }, PlatformMerchant { customer_no: CUSTOMER.into(), keys, previous: None })
 }
 
 #[test]

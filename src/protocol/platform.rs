@@ -20,6 +20,17 @@ pub enum PlatformMerchantKeys {
 pub struct PlatformMerchant {
     pub customer_no: String,
     pub keys: PlatformMerchantKeys,
+    /// During a key rotation: the keys being retired, still accepted.
+    pub previous: Option<PlatformMerchantKeys>,
+}
+
+impl PlatformMerchant {
+    /// The same merchant seen with its previous keys as current (to answer a request made
+    /// with them in their own keys).
+    pub fn with_previous_keys(&self) -> Option<PlatformMerchant> {
+        let keys = self.previous.clone()?;
+        Some(PlatformMerchant { customer_no: self.customer_no.clone(), keys, previous: None })
+    }
 }
 
 impl PlatformMerchant {
@@ -45,6 +56,16 @@ impl Platform {
         m: &PlatformMerchant,
         reqmsg: &str,
     ) -> Result<(String, Map<String, Value>), OpenError> {
+        self.open_request_rotating(m, reqmsg).map(|(t, f, _)| (t, f))
+    }
+
+    /// Like [`Self::open_request`], also accepting the merchant's previous keys during a
+    /// rotation; the flag says whether the previous keys verified it.
+    pub fn open_request_rotating(
+        &self,
+        m: &PlatformMerchant,
+        reqmsg: &str,
+    ) -> Result<(String, Map<String, Value>, bool), OpenError> {
         let raw = segmented::decrypt(&self.private, reqmsg).map_err(OpenError::Ciphertext)?;
         let text = String::from_utf8(raw).map_err(|_| OpenError::Plaintext)?;
         let fields = match serde_json::from_str::<Value>(&text) {
@@ -53,16 +74,17 @@ impl Platform {
         };
         let sign = fields.get("sign").and_then(Value::as_str).ok_or(OpenError::Signature)?;
         let canonical = canonicalize(&fields);
-        let ok = match &m.keys {
+        let verifies = |keys: &PlatformMerchantKeys| match keys {
             PlatformMerchantKeys::Md5 { md5_key } => signature::md5_verify(&canonical, md5_key, sign),
-            PlatformMerchantKeys::Rsa { merchant_public } => {
-                signature::rsa_verify(merchant_public, &canonical, sign)
-            }
+            PlatformMerchantKeys::Rsa { merchant_public } => signature::rsa_verify(merchant_public, &canonical, sign),
         };
-        if !ok {
-            return Err(OpenError::Signature);
+        if verifies(&m.keys) {
+            return Ok((text, fields, false));
         }
-        Ok((text, fields))
+        if m.previous.as_ref().is_some_and(verifies) {
+            return Ok((text, fields, true));
+        }
+        Err(OpenError::Signature)
     }
 
     /// Computes the response `sign` for `fields` (md5: shared key; rsa: platform private key).

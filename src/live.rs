@@ -1,0 +1,91 @@
+//! The reloadable part of a running gateway: configuration, keys, platform client, notification
+//! routes. Each request takes the current [`Runtime`] once (an `Arc` clone) and keeps it to the
+//! end, so a reload never changes keys under a request in flight; new requests get the new set.
+//! A reload that fails (bad YAML, a missing or wrong key, a changed listener) changes nothing.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use crate::config::{self, Config};
+use crate::metrics;
+use crate::notify::NotifyState;
+use crate::upstream::PlatformClient;
+
+/// Everything a request needs, built once per (re)load.
+pub struct Runtime {
+    pub config: Config,
+    pub client: PlatformClient,
+    /// Bounds concurrent private-key work (see `private_key_workers`).
+    pub private_ops: tokio::sync::Semaphore,
+    pub notify: Option<NotifyState>,
+    pub generation: u64,
+}
+
+impl Runtime {
+    fn new(config: Config, generation: u64) -> Self {
+        let client = PlatformClient::new(&config.upstream);
+        let private_ops = tokio::sync::Semaphore::new(config.private_key_workers);
+        let notify = NotifyState::new(&config);
+        Runtime { config, client, private_ops, notify, generation }
+    }
+}
+
+pub struct Live {
+    path: PathBuf,
+    current: RwLock<Arc<Runtime>>,
+}
+
+impl Live {
+    pub fn new(path: PathBuf, config: Config) -> Self {
+        metrics::set_merchants(&config);
+        metrics::CONFIG_GENERATION.set(1);
+        Live { path, current: RwLock::new(Arc::new(Runtime::new(config, 1))) }
+    }
+
+    /// The runtime for one request.
+    pub fn current(&self) -> Arc<Runtime> {
+        match self.current.read() {
+            Ok(rt) => rt.clone(),
+            // A panic while swapping cannot leave a half-written Arc: use what is there.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Loads the configuration file again and swaps it in, or leaves everything as it was.
+    pub fn reload(&self) -> Result<u64, String> {
+        let result = self.try_reload();
+        match &result {
+            Ok(generation) => {
+                metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
+                log::info!("configuration reloaded from {}: generation {generation}", self.path.display());
+            }
+            Err(e) => {
+                metrics::CONFIG_RELOADS.with_label_values(&["failed"]).inc();
+                log::error!("configuration reload refused, the running configuration stays in force: {e}");
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<u64, String> {
+        let new = config::load(&self.path).map_err(|e| e.to_string())?;
+        let old = self.current();
+        let o = &old.config;
+        let listeners = |c: &Config| (c.listen.clone(), c.admin_listen.clone(), c.notify.as_ref().map(|n| n.listen.clone()));
+        if listeners(o) != listeners(&new) {
+            return Err("listen, admin_listen and notify.listen cannot change on reload; restart (or upgrade) instead".into());
+        }
+        if o.threads != new.threads || o.grace_period_seconds != new.grace_period_seconds {
+            log::warn!("threads and grace_period_seconds take effect at the next restart");
+        }
+        let generation = old.generation + 1;
+        metrics::set_merchants(&new);
+        let rt = Arc::new(Runtime::new(new, generation));
+        match self.current.write() {
+            Ok(mut cur) => *cur = rt,
+            Err(poisoned) => *poisoned.into_inner() = rt,
+        }
+        metrics::CONFIG_GENERATION.set(generation as i64);
+        Ok(generation)
+    }
+}
