@@ -337,3 +337,9 @@ impl Stack {
         self.gateway.child.id()
     }
 }
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
