@@ -56,6 +56,9 @@ fn default_grace() -> u64 {
 fn default_max_body() -> usize {
     64 * 1024
 }
+fn default_upgrade_sock() -> PathBuf {
+    PathBuf::from("/tmp/paysign_upgrade.sock")
+}
 fn default_client_body_timeout() -> u64 {
     10_000
 }
@@ -92,6 +95,10 @@ pub struct GatewayFile {
     /// Seconds to finish in-flight requests on SIGTERM.
     #[serde(default = "default_grace")]
     pub grace_period_seconds: u64,
+    /// Where a new process (`paysign run --upgrade`) receives the listening sockets on a
+    /// graceful upgrade (SIGQUIT to the old one).
+    #[serde(default = "default_upgrade_sock")]
+    pub upgrade_sock: PathBuf,
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
     /// The whole request body must arrive within this time (slow clients get 408).
@@ -272,6 +279,7 @@ pub struct Config {
     pub admin_listen: String,
     pub threads: usize,
     pub grace_period_seconds: u64,
+    pub upgrade_sock: PathBuf,
     pub max_body_bytes: usize,
     pub client_body_timeout: Duration,
     pub upstream: Upstream,
@@ -485,6 +493,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         admin_listen: file.admin_listen,
         threads: file.threads,
         grace_period_seconds: file.grace_period_seconds,
+        upgrade_sock: file.upgrade_sock.clone(),
         max_body_bytes: file.max_body_bytes,
         client_body_timeout: Duration::from_millis(file.client_body_timeout_ms.max(1)),
         upstream,

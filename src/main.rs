@@ -9,7 +9,8 @@ const USAGE: &str = "\
 usage:
   paysign demo    [-c conf/paysign.yaml] [--sandbox conf/sandbox.yaml]
                   gateway and sandbox platform in one process (the end-to-end demo)
-  paysign run     [-c conf/paysign.yaml]      the gateway
+  paysign run     [-c conf/paysign.yaml] [--upgrade]
+                  the gateway; --upgrade takes over the sockets of a running one (send it SIGQUIT)
   paysign sandbox [-c conf/sandbox.yaml]      the sandbox platform alone
   paysign check   -c FILE [-c FILE …]         validate configuration files (exit 1 on a problem)
   paysign seal    -c FILE [--merchant NO] [--path P] < plaintext.json
@@ -36,10 +37,11 @@ struct Flags {
     sandbox: Option<PathBuf>,
     merchant: Option<String>,
     path: Option<String>,
+    upgrade: bool,
 }
 
 fn flags(args: &[String]) -> Result<Flags, String> {
-    let mut f = Flags { configs: vec![], sandbox: None, merchant: None, path: None };
+    let mut f = Flags { configs: vec![], sandbox: None, merchant: None, path: None, upgrade: false };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().cloned().ok_or_else(|| format!("{a} needs a value\n{USAGE}"));
@@ -48,6 +50,7 @@ fn flags(args: &[String]) -> Result<Flags, String> {
             "--sandbox" => f.sandbox = Some(PathBuf::from(value()?)),
             "--merchant" => f.merchant = Some(value()?),
             "--path" => f.path = Some(value()?),
+            "--upgrade" => f.upgrade = true,
             other => return Err(format!("unknown argument '{other}'\n{USAGE}")),
         }
     }
@@ -92,17 +95,17 @@ fn dispatch(args: &[String]) -> Result<(), String> {
     match cmd.as_str() {
         "run" => {
             let cfg = config::load(&one(&f, "conf/paysign.yaml")?).map_err(|e| e.to_string())?;
-            paysign::server::run(Some(cfg), None)
+            paysign::server::run(Some(cfg), None, f.upgrade)
         }
         "sandbox" => {
             let sb = config::load_sandbox(&one(&f, "conf/sandbox.yaml")?).map_err(|e| e.to_string())?;
-            paysign::server::run(None, Some(sb))
+            paysign::server::run(None, Some(sb), false)
         }
         "demo" => {
             let cfg = config::load(&one(&f, "conf/paysign.yaml")?).map_err(|e| e.to_string())?;
             let sb_path = f.sandbox.clone().unwrap_or_else(|| PathBuf::from("conf/sandbox.yaml"));
             let sb = config::load_sandbox(&sb_path).map_err(|e| e.to_string())?;
-            paysign::server::run(Some(cfg), Some(sb))
+            paysign::server::run(Some(cfg), Some(sb), false)
         }
         "check" => {
             if f.configs.is_empty() {

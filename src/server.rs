@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::listening::Service;
 
@@ -112,14 +112,20 @@ fn reload_on_sighup(targets: Vec<Reloadable>) -> Result<(), String> {
 
 /// Builds the server with the gateway (proxy + admin) and/or the sandbox, and runs it until
 /// SIGTERM (graceful) or SIGINT (fast).
-pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>) -> Result<(), String> {
+pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: bool) -> Result<(), String> {
     metrics::init(gateway.as_ref().map_or("none", |g| g.crypto_backend.as_str()));
     let mut conf = ServerConf::default();
     let grace = gateway.as_ref().map_or(1, |g| g.grace_period_seconds);
     conf.grace_period_seconds = Some(grace);
     conf.graceful_shutdown_timeout_seconds = Some(grace);
     conf.threads = gateway.as_ref().map_or(2, |g| g.threads);
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    if let Some(g) = &gateway {
+        conf.upgrade_sock = g.upgrade_sock.display().to_string();
+    }
+    // `--upgrade`: take the listening sockets from the running process (which hands them
+    // over on SIGQUIT) instead of binding them, so no connection is refused meanwhile.
+    let opt = Opt { upgrade, ..Opt::default() };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
     let mut reloadable: Vec<Reloadable> = Vec::new();

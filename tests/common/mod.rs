@@ -204,11 +204,13 @@ pub struct Options {
     pub backend: &'static str,
     /// Point the gateway at this port instead of the sandbox (a fault server).
     pub platform_port: Option<u16>,
+    /// `grace_period_seconds` of the gateway.
+    pub grace: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { sandbox: true, read_timeout_ms: 10_000, stall_ms: 5_000, max_body_bytes: 65_536, merchants: &[MD5_MERCHANT, RSA_MERCHANT], submit_url: "https://bank.example.test/epcc/bind".into(), gateway_extra: String::new(), sandbox_extra: String::new(), backend: "aws-lc", platform_port: None }
+        Options { sandbox: true, read_timeout_ms: 10_000, stall_ms: 5_000, max_body_bytes: 65_536, merchants: &[MD5_MERCHANT, RSA_MERCHANT], submit_url: "https://bank.example.test/epcc/bind".into(), gateway_extra: String::new(), sandbox_extra: String::new(), backend: "aws-lc", platform_port: None, grace: 0 }
     }
 }
 
@@ -254,8 +256,8 @@ impl Stack {
         std::fs::write(
             dir.join("paysign.yaml"),
             format!(
-                "listen: 127.0.0.1:{proxy}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: 0\ncrypto_backend: {}\nmax_body_bytes: {}\nplatform:\n  base_url: http://127.0.0.1:{sandbox_port}\n  read_timeout_ms: {}\n  connect_timeout_ms: 1000\n{}merchants:\n{merchants}",
-                o.backend, o.max_body_bytes, o.read_timeout_ms, o.gateway_extra
+                "listen: 127.0.0.1:{proxy}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: {}\ncrypto_backend: {}\nmax_body_bytes: {}\nplatform:\n  base_url: http://127.0.0.1:{sandbox_port}\n  read_timeout_ms: {}\n  connect_timeout_ms: 1000\n{}merchants:\n{merchants}",
+                o.grace, o.backend, o.max_body_bytes, o.read_timeout_ms, o.gateway_extra
             ),
         )
         .unwrap();
