@@ -236,6 +236,9 @@ pub struct SandboxFile {
     /// without opening the request (so the upstream is never the bottleneck).
     #[serde(default)]
     pub presealed: bool,
+    /// Serve HTTPS with this certificate chain and key (PEM) instead of plain HTTP.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
     pub merchants: Vec<SandboxMerchantFile>,
 }
 
@@ -324,6 +327,8 @@ pub struct SandboxConfig {
     pub submit_url: String,
     pub send_notifications: bool,
     pub presealed: bool,
+    /// (certificate chain, key) files when the sandbox serves HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub merchants: HashMap<String, PlatformMerchant>,
 }
 
@@ -635,6 +640,19 @@ pub fn load_sandbox(path: &Path) -> Result<SandboxConfig, ConfigError> {
         submit_url: file.submit_url,
         send_notifications: file.send_notifications,
         presealed: file.presealed,
+        tls: match (&file.tls_cert_file, &file.tls_key_file) {
+            (Some(c), Some(k)) => {
+                let (c, k) = (ctx.resolve(c), ctx.resolve(k));
+                for (setting, f) in [("tls_cert_file", &c), ("tls_key_file", &k)] {
+                    if !f.is_file() {
+                        return Err(ctx.err(setting, Some(f), "file does not exist"));
+                    }
+                }
+                Some((c, k))
+            }
+            (None, None) => None,
+            _ => return Err(ctx.err("tls_cert_file", None, "set both tls_cert_file and tls_key_file, or neither")),
+        },
         merchants,
     })
 }

@@ -52,6 +52,8 @@ pub enum GatewayError {
     Seal(#[from] SealError),
     #[error("the platform could not be reached; nothing was sent")]
     Unreachable,
+    #[error("the TLS handshake with the platform failed (certificate not trusted, or not for this host name); nothing was sent")]
+    PlatformTls,
     #[error("the platform did not answer in time; the request may have been received")]
     Timeout,
     #[error("the connection to the platform failed after sending; the request may have been received")]
@@ -83,6 +85,7 @@ impl GatewayError {
             GatewayError::Seal(_) | GatewayError::Internal => 500,
             GatewayError::Timeout => 504,
             GatewayError::Unreachable
+            | GatewayError::PlatformTls
             | GatewayError::UpstreamIo
             | GatewayError::ResponseTooLarge { .. }
             | GatewayError::UpstreamHttp(_)
@@ -107,6 +110,7 @@ impl GatewayError {
             GatewayError::PlatformFailure { code, .. } => code,
             GatewayError::Seal(_)
             | GatewayError::Unreachable
+            | GatewayError::PlatformTls
             | GatewayError::Timeout
             | GatewayError::UpstreamIo
             | GatewayError::ResponseTooLarge { .. }
@@ -148,6 +152,7 @@ impl GatewayError {
             GatewayError::MerchantRequired | GatewayError::UnknownMerchant => "unknown_merchant",
             GatewayError::Seal(_) => "seal_failed",
             GatewayError::Unreachable => "unreachable",
+            GatewayError::PlatformTls => "tls_failed",
             GatewayError::Timeout => "timeout",
             GatewayError::UpstreamIo => "upstream_io",
             GatewayError::ResponseTooLarge { .. } => "response_too_large",

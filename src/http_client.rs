@@ -67,6 +67,9 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
 pub enum SendError {
     /// No connection could be set up (after the allowed retries): nothing was sent.
     NotSent,
+    /// The TLS handshake failed (untrusted certificate, wrong host name…): nothing was sent,
+    /// and retrying cannot help.
+    Tls(String),
     /// The connection failed after the body may have left.
     Unknown,
     /// No complete answer within the read timeout (after sending).
@@ -139,7 +142,15 @@ impl Client {
                     Ok(()) => break s,
                     Err(e) => log::debug!("writing request head to {} failed: {}", route.target.authority, e.etype().as_str()),
                 },
-                Err(e) => log::warn!("connection attempt {} to {} failed: {}", attempt + 1, route.target.authority, e.etype().as_str()),
+                Err(e) => {
+                    use pingora::ErrorType::{HandshakeError, InvalidCert, TLSHandshakeFailure};
+                    if matches!(e.etype(), TLSHandshakeFailure | InvalidCert | HandshakeError) {
+                        let why = e.to_string();
+                        log::error!("TLS with {} failed: {why}", route.target.authority);
+                        return Err(SendError::Tls(why));
+                    }
+                    log::warn!("connection attempt {} to {} failed: {}", attempt + 1, route.target.authority, e.etype().as_str())
+                }
             }
             if attempt >= route.connect_retries {
                 return Err(SendError::NotSent);

@@ -164,10 +164,18 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
             sb.platform_private.public().bits()
         );
         let listen = sb.listen.clone();
+        let tls = sb.tls.clone();
         let service = Arc::new(SandboxService::new(sb)?);
         reloadable.push(Reloadable::Sandbox(service.clone()));
         let mut svc = Service::new("paysign sandbox".to_string(), SandboxApp(service));
-        svc.add_tcp(&listen);
+        match tls {
+            Some((cert, key)) => {
+                let (cert, key) = (cert.display().to_string(), key.display().to_string());
+                svc.add_tls(&listen, &cert, &key).map_err(|e| format!("sandbox TLS listener: {e}"))?;
+                log::info!("sandbox serves HTTPS on {listen}");
+            }
+            None => svc.add_tcp(&listen),
+        }
         svc.threads = Some(2);
         server.add_service(svc);
     }

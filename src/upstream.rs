@@ -46,6 +46,7 @@ impl PlatformClient {
         result.map(|a| (a, took)).map_err(|e| {
             let e = match e {
                 SendError::NotSent => GatewayError::Unreachable,
+                SendError::Tls(_) => GatewayError::PlatformTls,
                 SendError::Unknown => GatewayError::UpstreamIo,
                 SendError::Timeout => GatewayError::Timeout,
                 SendError::TooLarge(limit) => GatewayError::ResponseTooLarge { limit },

@@ -206,11 +206,13 @@ pub struct Options {
     pub platform_port: Option<u16>,
     /// `grace_period_seconds` of the gateway.
     pub grace: u64,
+    /// The sandbox serves HTTPS (its cert and key in `sandbox_extra`); the gateway uses https://.
+    pub tls: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { sandbox: true, read_timeout_ms: 10_000, stall_ms: 5_000, max_body_bytes: 65_536, merchants: &[MD5_MERCHANT, RSA_MERCHANT], submit_url: "https://bank.example.test/epcc/bind".into(), gateway_extra: String::new(), sandbox_extra: String::new(), backend: "aws-lc", platform_port: None, grace: 0 }
+        Options { sandbox: true, read_timeout_ms: 10_000, stall_ms: 5_000, max_body_bytes: 65_536, merchants: &[MD5_MERCHANT, RSA_MERCHANT], submit_url: "https://bank.example.test/epcc/bind".into(), gateway_extra: String::new(), sandbox_extra: String::new(), backend: "aws-lc", platform_port: None, grace: 0, tls: false }
     }
 }
 
@@ -246,7 +248,11 @@ impl Stack {
             )
             .unwrap();
             let p = spawn(&["sandbox", "-c", dir.join("sandbox.yaml").to_str().unwrap()], dir.join("sandbox.log"));
-            wait_ready(sandbox_port, "/healthz");
+            if o.tls {
+                wait_listening(sandbox_port);
+            } else {
+                wait_ready(sandbox_port, "/healthz");
+            }
             Some(p)
         } else {
             None
@@ -256,8 +262,8 @@ impl Stack {
         std::fs::write(
             dir.join("paysign.yaml"),
             format!(
-                "listen: 127.0.0.1:{proxy}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: {}\ncrypto_backend: {}\nmax_body_bytes: {}\nplatform:\n  base_url: http://127.0.0.1:{sandbox_port}\n  read_timeout_ms: {}\n  connect_timeout_ms: 1000\n{}merchants:\n{merchants}",
-                o.grace, o.backend, o.max_body_bytes, o.read_timeout_ms, o.gateway_extra
+                "listen: 127.0.0.1:{proxy}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: {}\ncrypto_backend: {}\nmax_body_bytes: {}\nplatform:\n  base_url: {}://127.0.0.1:{sandbox_port}\n  read_timeout_ms: {}\n  connect_timeout_ms: 1000\n{}merchants:\n{merchants}",
+                o.grace, o.backend, o.max_body_bytes, if o.tls { "https" } else { "http" }, o.read_timeout_ms, o.gateway_extra
             ),
         )
         .unwrap();
