@@ -5,8 +5,10 @@
 //! /proc), its peak RSS, and the crypto a call must do (measured in-process, same run).
 //!
 //! `cargo bench --bench load` (all scenarios, a few minutes), or
-//! `cargo bench --bench load -- quick` (fewer requests). Loopback only; every run is bounded
-//! by a request count and a time limit, and stops by itself.
+//! `cargo bench --bench load -- quick` (fewer requests), or
+//! `cargo bench --bench load -- soak minutes=3` (moderate load with a reload every 10 s; RSS
+//! and open descriptors sampled). Loopback only; every run is bounded by a request count and a
+//! time limit, and stops by itself.
 
 use std::io::Write as _;
 use std::net::TcpListener;
@@ -252,9 +254,84 @@ fn crypto_ms(profile: &str, backend: Backend, answer: &[u8]) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0 / n as f64
 }
 
+/// VmRSS (KiB) and open file descriptors of a process.
+fn rss_and_fds(pid: u32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    (rss, fds)
+}
+
+fn post_reload(admin: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", admin)) else { return false };
+    let _ = write!(s, "POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.starts_with("HTTP/1.1 200")
+}
+
+/// `soak minutes=N`: moderate load (both profiles, 4 connections each, with pauses) for N
+/// minutes with a reload every 10 s; prints RSS and open descriptors every 10 s.
+fn soak(minutes: u64) {
+    let d = dir();
+    let s = start(&d, Backend::AwsLc, true, true);
+    let pid = s.gateway.as_ref().unwrap().0.id();
+    let end = Instant::now() + Duration::from_secs(minutes * 60);
+    let port = s.proxy_port;
+    let load: Vec<_> = [(MD5, 4), (RSA, 4)]
+        .into_iter()
+        .map(|(m, conns)| {
+            std::thread::spawn(move || {
+                let mut total = 0;
+                while Instant::now() < end {
+                    // Batches of 200 on fresh connections (so connections churn too).
+                    total += drive(port, m, false, conns, 200).requests;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                total
+            })
+        })
+        .collect();
+    println!("\n| t (s) | VmRSS MiB | open fds | reloads ok |");
+    println!("|---|---|---|---|");
+    let start_t = Instant::now();
+    let mut reloads = 0;
+    let mut samples = Vec::new();
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_secs(10));
+        if post_reload(s.admin_port) {
+            reloads += 1;
+        }
+        let (rss, fds) = rss_and_fds(pid);
+        samples.push((rss, fds));
+        println!("| {} | {:.1} | {fds} | {reloads} |", start_t.elapsed().as_secs(), rss as f64 / 1024.0);
+    }
+    let requests: usize = load.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    let third = (samples.len() / 3).max(1);
+    let avg = |xs: &[(u64, usize)]| xs.iter().map(|x| x.0 as f64).sum::<f64>() / xs.len().max(1) as f64 / 1024.0;
+    let (first, last) = (&samples[..third], &samples[samples.len() - third..]);
+    println!(
+        "\n{requests} requests, {reloads} reloads in {minutes} min; mean RSS first third {:.1} MiB, last third {:.1} MiB; fds first {} last {}",
+        avg(first),
+        avg(last),
+        first[0].1,
+        last[last.len() - 1].1
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    if args.iter().any(|a| a == "soak") {
+        let minutes = args.iter().find_map(|a| a.strip_prefix("minutes=")?.parse().ok()).unwrap_or(3);
+        soak(minutes);
         return;
     }
     let quick = args.iter().any(|a| a == "quick");

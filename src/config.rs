@@ -413,9 +413,18 @@ impl Ctx<'_> {
 }
 
 fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let err = |m: String| ConfigError { config: path.to_path_buf(), setting: "(file)".into(), file: None, message: m };
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    serde_yaml::from_str(&text).map_err(|e| err(format!("invalid configuration: {e}")))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError { config: path.to_path_buf(), setting: "(file)".into(), file: None, message: format!("cannot read: {e}") })?;
+    parse_yaml(&text, path)
+}
+
+fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
+    serde_yaml::from_str(text).map_err(|e| ConfigError {
+        config: path.to_path_buf(),
+        setting: "(file)".into(),
+        file: None,
+        message: format!("invalid configuration: {e}"),
+    })
 }
 
 fn ctx_for(path: &Path, allow_weak: bool, backend: Backend) -> Ctx<'_> {
@@ -439,6 +448,15 @@ fn check_customer_no(ctx: &Ctx, at: &str, c: &str) -> Result<(), ConfigError> {
 /// Loads and validates a gateway configuration, parsing every key.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file: GatewayFile = read_yaml(path)?;
+    validate(file, path)
+}
+
+/// [`load`] from text; relative paths are relative to `path`'s folder (used by the fuzzer).
+pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    validate(parse_yaml(text, path)?, path)
+}
+
+fn validate(file: GatewayFile, path: &Path) -> Result<Config, ConfigError> {
     let ctx = ctx_for(path, file.allow_weak_keys, file.crypto_backend);
     check_listen(&ctx, "listen", &file.listen)?;
     check_listen(&ctx, "admin_listen", &file.admin_listen)?;
@@ -593,6 +611,15 @@ fn upstream(ctx: &Ctx, p: &PlatformFile) -> Result<Upstream, ConfigError> {
 /// Loads and validates a sandbox (platform simulator) configuration.
 pub fn load_sandbox(path: &Path) -> Result<SandboxConfig, ConfigError> {
     let file: SandboxFile = read_yaml(path)?;
+    validate_sandbox(file, path)
+}
+
+/// [`load_sandbox`] from text.
+pub fn load_sandbox_str(text: &str, path: &Path) -> Result<SandboxConfig, ConfigError> {
+    validate_sandbox(parse_yaml(text, path)?, path)
+}
+
+fn validate_sandbox(file: SandboxFile, path: &Path) -> Result<SandboxConfig, ConfigError> {
     let ctx = ctx_for(path, file.allow_weak_keys, file.crypto_backend);
     check_listen(&ctx, "listen", &file.listen)?;
     let platform_private = ctx.private_key("platform_private_key", &Some(file.platform_private_key.clone()))?;

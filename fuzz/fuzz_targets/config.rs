@@ -1,0 +1,14 @@
+//! Configuration parsing and validation on arbitrary YAML: an error naming the setting, never
+//! a panic.
+#![no_main]
+
+use std::path::Path;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/fuzz.yaml");
+    let _ = paysign::config::load_str(text, &dir);
+    let _ = paysign::config::load_sandbox_str(text, &dir);
+});
