@@ -277,7 +277,7 @@ fn post_reload(admin: u16) -> bool {
 
 /// `soak minutes=N`: moderate load (both profiles, 4 connections each, with pauses) for N
 /// minutes with a reload every 10 s; prints RSS and open descriptors every 10 s.
-fn soak(minutes: u64) {
+fn soak(minutes: u64, reload_every_10s: bool) {
     let d = dir();
     let s = start(&d, Backend::AwsLc, true, true);
     let pid = s.gateway.as_ref().unwrap().0.id();
@@ -304,7 +304,7 @@ fn soak(minutes: u64) {
     let mut samples = Vec::new();
     while Instant::now() < end {
         std::thread::sleep(Duration::from_secs(10));
-        if post_reload(s.admin_port) {
+        if reload_every_10s && post_reload(s.admin_port) {
             reloads += 1;
         }
         let (rss, fds) = rss_and_fds(pid);
@@ -331,7 +331,7 @@ fn main() {
     }
     if args.iter().any(|a| a == "soak") {
         let minutes = args.iter().find_map(|a| a.strip_prefix("minutes=")?.parse().ok()).unwrap_or(3);
-        soak(minutes);
+        soak(minutes, !args.iter().any(|a| a == "reload=false"));
         return;
     }
     let quick = args.iter().any(|a| a == "quick");

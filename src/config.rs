@@ -339,6 +339,8 @@ struct Ctx<'a> {
     dir: PathBuf,
     allow_weak: bool,
     backend: Backend,
+    /// Look host names up (false only for fuzzing: no DNS query may leave).
+    resolve: bool,
 }
 
 impl Ctx<'_> {
@@ -429,7 +431,7 @@ fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result
 
 fn ctx_for(path: &Path, allow_weak: bool, backend: Backend) -> Ctx<'_> {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ctx { config: path, dir, allow_weak, backend }
+    Ctx { config: path, dir, allow_weak, backend, resolve: true }
 }
 
 fn check_listen(ctx: &Ctx, setting: &str, v: &str) -> Result<(), ConfigError> {
@@ -448,16 +450,18 @@ fn check_customer_no(ctx: &Ctx, at: &str, c: &str) -> Result<(), ConfigError> {
 /// Loads and validates a gateway configuration, parsing every key.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file: GatewayFile = read_yaml(path)?;
-    validate(file, path)
+    validate(file, path, true)
 }
 
-/// [`load`] from text; relative paths are relative to `path`'s folder (used by the fuzzer).
-pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    validate(parse_yaml(text, path)?, path)
+/// [`load`] from text, without looking host names up (they become 0.0.0.0); relative paths
+/// are relative to `path`'s folder. For the fuzzer: it must send no DNS query.
+pub fn load_str_offline(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    validate(parse_yaml(text, path)?, path, false)
 }
 
-fn validate(file: GatewayFile, path: &Path) -> Result<Config, ConfigError> {
-    let ctx = ctx_for(path, file.allow_weak_keys, file.crypto_backend);
+fn validate(file: GatewayFile, path: &Path, resolve: bool) -> Result<Config, ConfigError> {
+    let mut ctx = ctx_for(path, file.allow_weak_keys, file.crypto_backend);
+    ctx.resolve = resolve;
     check_listen(&ctx, "listen", &file.listen)?;
     check_listen(&ctx, "admin_listen", &file.admin_listen)?;
     if file.listen == file.admin_listen {
@@ -552,7 +556,7 @@ fn notify(
         if routes.iter().any(|x| x.path == r.path) {
             return Err(ctx.err(format!("{at}.path"), None, format!("{} is routed twice", r.path)));
         }
-        let target = http_client::parse_url(&r.target).map_err(|m| ctx.err(format!("{at}.target"), None, m))?;
+        let target = http_client::parse_url_with(&r.target, ctx.resolve).map_err(|m| ctx.err(format!("{at}.target"), None, m))?;
         let merchant = match &r.merchant {
             Some(c) => Some(
                 merchants
@@ -576,7 +580,7 @@ fn notify(
 fn upstream(ctx: &Ctx, p: &PlatformFile) -> Result<Upstream, ConfigError> {
     // Resolved once at start-up: pingora's peer would otherwise do a blocking lookup (and
     // panic on failure) on the request path.
-    let target = http_client::parse_url(&p.base_url).map_err(|m| ctx.err("platform.base_url", None, m))?;
+    let target = http_client::parse_url_with(&p.base_url, ctx.resolve).map_err(|m| ctx.err("platform.base_url", None, m))?;
     if target.path.contains('?') {
         return Err(ctx.err("platform.base_url", None, "must not carry a query string"));
     }
@@ -614,7 +618,7 @@ pub fn load_sandbox(path: &Path) -> Result<SandboxConfig, ConfigError> {
     validate_sandbox(file, path)
 }
 
-/// [`load_sandbox`] from text.
+/// [`load_sandbox`] from text (the sandbox configuration names no host to look up).
 pub fn load_sandbox_str(text: &str, path: &Path) -> Result<SandboxConfig, ConfigError> {
     validate_sandbox(parse_yaml(text, path)?, path)
 }

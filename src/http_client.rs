@@ -31,6 +31,12 @@ pub struct Target {
 
 /// Parses and resolves a URL (a blocking lookup: call at start-up or off the event loop).
 pub fn parse_url(url: &str) -> Result<Target, String> {
+    parse_url_with(url, true)
+}
+
+/// [`parse_url`]; with `resolve` false, a host name is not looked up (IP literals still parse)
+/// and the address is 0.0.0.0 — for fuzzing, which must send no DNS query anywhere.
+pub fn parse_url_with(url: &str, resolve: bool) -> Result<Target, String> {
     let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
         (true, r)
     } else if let Some(r) = url.strip_prefix("http://") {
@@ -53,8 +59,13 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
         },
         _ => (authority.trim_start_matches('[').trim_end_matches(']').to_string(), default_port),
     };
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
+    let literal = host.parse::<std::net::IpAddr>().ok().map(|ip| SocketAddr::new(ip, port));
+    let addr = match literal {
+        Some(a) => Ok(vec![a].into_iter()),
+        None if !resolve => Ok(vec![SocketAddr::from(([0, 0, 0, 0], port))].into_iter()),
+        None => (host.as_str(), port).to_socket_addrs(),
+    };
+    let addr = addr
         .map_err(|e| format!("cannot resolve {host}: {e}"))?
         .next()
         .ok_or_else(|| format!("{host} resolves to no address"))?;
