@@ -259,7 +259,7 @@ pub struct SandboxMerchantFile {
 // ---------------------------------------------------------------- runtime config
 
 /// Where and how to reach the platform.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     /// The base URL; its path is a prefix put before every request path.
     pub target: Target,

@@ -18,7 +18,7 @@ use pingora::upstreams::peer::HttpPeer;
 const POOL_SIZE: usize = 128;
 
 /// A parsed and resolved `http(s)://host[:port][/path]` URL.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub tls: bool,
     pub host: String,

@@ -14,7 +14,8 @@ use crate::upstream::PlatformClient;
 /// Everything a request needs, built once per (re)load.
 pub struct Runtime {
     pub config: Config,
-    pub client: PlatformClient,
+    /// Shared across reloads while the platform settings stay the same (warm connection pool).
+    pub client: Arc<PlatformClient>,
     /// Bounds concurrent private-key work (see `private_key_workers`).
     pub private_ops: tokio::sync::Semaphore,
     pub notify: Option<NotifyState>,
@@ -22,8 +23,11 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    fn new(config: Config, generation: u64) -> Self {
-        let client = PlatformClient::new(&config.upstream);
+    fn new(config: Config, generation: u64, previous: Option<&Runtime>) -> Self {
+        let client = match previous {
+            Some(p) if p.config.upstream == config.upstream => p.client.clone(),
+            _ => Arc::new(PlatformClient::new(&config.upstream)),
+        };
         let private_ops = tokio::sync::Semaphore::new(config.private_key_workers);
         let notify = NotifyState::new(&config);
         Runtime { config, client, private_ops, notify, generation }
@@ -39,7 +43,7 @@ impl Live {
     pub fn new(path: PathBuf, config: Config) -> Self {
         metrics::set_merchants(&config);
         metrics::CONFIG_GENERATION.set(1);
-        Live { path, current: RwLock::new(Arc::new(Runtime::new(config, 1))) }
+        Live { path, current: RwLock::new(Arc::new(Runtime::new(config, 1, None))) }
     }
 
     /// The runtime for one request.
@@ -80,7 +84,7 @@ impl Live {
         }
         let generation = old.generation + 1;
         metrics::set_merchants(&new);
-        let rt = Arc::new(Runtime::new(new, generation));
+        let rt = Arc::new(Runtime::new(new, generation, Some(&old)));
         match self.current.write() {
             Ok(mut cur) => *cur = rt,
             Err(poisoned) => *poisoned.into_inner() = rt,

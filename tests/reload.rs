@@ -6,11 +6,8 @@
 mod common;
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use common::*;
-use serde_json::Value;
 
 fn hup(pid: u32) {
     assert!(Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
@@ -50,30 +47,8 @@ fn keys_rotate_under_load_without_a_single_failed_request() {
     std::fs::copy(s.dir.join("keys/platform_private.pem"), s.dir.join("keys/merchant2_private.pem")).unwrap();
     std::fs::copy(s.dir.join("keys/platform_public.pem"), s.dir.join("keys/merchant2_public.pem")).unwrap();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let load = {
-        let (stop, done, failures, port) = (stop.clone(), done.clone(), failures.clone(), s.proxy);
-        std::thread::spawn(move || {
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let merchant = if n % 2 == 0 { MD5_MERCHANT } else { RSA_MERCHANT };
-                let body = bindcard(&format!("ROT-{n}")).to_string();
-                let r = request(port, "POST", BINDCARD, &[("X-Paysign-Merchant", merchant)], body.as_bytes());
-                let ok = r.status == 200 && r.json()["errCode"] == "0000";
-                if !ok {
-                    failures.lock().unwrap().push(format!("{merchant} ROT-{n}: {} {}", r.status, r.text()));
-                }
-                n += 1;
-                done.fetch_add(1, Ordering::SeqCst);
-            }
-        })
-    };
-    let progressed = |by: usize| {
-        let from = done.load(Ordering::SeqCst);
-        assert!(eventually(30, || done.load(Ordering::SeqCst) >= from + by), "the load stopped");
-    };
+    let load = Load::start(s.proxy, "ROT", &[MD5_MERCHANT, RSA_MERCHANT]);
+    let progressed = |by: usize| load.progress(by);
     progressed(10);
 
     // 1. The platform accepts old and new keys (and answers each request in its own keys).
@@ -100,11 +75,9 @@ fn keys_rotate_under_load_without_a_single_failed_request() {
     assert!(eventually(20, || s.sandbox_stats()["generation"] == 3));
     progressed(20);
 
-    stop.store(true, Ordering::SeqCst);
-    load.join().unwrap();
-    let failures = failures.lock().unwrap();
+    let (done, failures) = load.finish();
     assert!(failures.is_empty(), "{} failed requests: {:?}", failures.len(), &failures[..failures.len().min(5)]);
-    assert!(done.load(Ordering::SeqCst) >= 62, "the load ran through every step");
+    assert!(done >= 62, "the load ran through every step");
     let m = s.metrics();
     assert_eq!(sample(&m, r#"paysign_config_reloads_total{result="ok"}"#), Some(1.0));
     assert_eq!(sample(&m, "paysign_config_generation"), Some(2.0));

@@ -351,3 +351,60 @@ impl Proc {
         self.child.id()
     }
 }
+
+/// Continuous bindCard/create calls from a background thread (unique order numbers, the
+/// merchants taken in turn) until [`Load::finish`]; every answer other than a verified `0000`,
+/// and every connection error, is recorded as a failure.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failures: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(port: u16, prefix: &'static str, merchants: &'static [&'static str]) -> Load {
+        use std::sync::atomic::Ordering;
+        let load = Load {
+            stop: Default::default(),
+            done: Default::default(),
+            failures: Default::default(),
+            thread: None,
+        };
+        let (stop, done, failures) = (load.stop.clone(), load.done.clone(), load.failures.clone());
+        let thread = std::thread::spawn(move || {
+            let mut n = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                let merchant = merchants[n % merchants.len()];
+                let body = bindcard(&format!("{prefix}-{n}")).to_string();
+                match try_request(port, "POST", BINDCARD, &[("X-Paysign-Merchant", merchant)], body.as_bytes()) {
+                    Ok(r) if r.status == 200 && r.json()["errCode"] == "0000" => {}
+                    Ok(r) => failures.lock().unwrap().push(format!("{merchant} {prefix}-{n}: {} {}", r.status, r.text())),
+                    Err(e) => failures.lock().unwrap().push(format!("{merchant} {prefix}-{n}: {e}")),
+                }
+                n += 1;
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        Load { thread: Some(thread), ..load }
+    }
+
+    pub fn done(&self) -> usize {
+        self.done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits (bounded) until `by` more calls have completed.
+    pub fn progress(&self, by: usize) {
+        let from = self.done();
+        assert!(eventually(30, || self.done() >= from + by), "the load stopped");
+    }
+
+    /// Stops the load; returns (calls made, failures).
+    pub fn finish(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        (self.done(), self.failures.lock().unwrap().clone())
+    }
+}
