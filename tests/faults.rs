@@ -63,9 +63,31 @@ fn platform_faults_end_in_the_documented_errors() {
 
     // `data` as an object instead of a string: accepted (PROTOCOL.md) and verified.
     fs.set(Fault::Answer(200, "application/json", good(serde_json::json!({"customerNo": customer, "reqmsg": reqmsg}))));
-    let r = call("OK-1");
+    // Internal and hop-by-hop headers stay inside: the platform is a third party.
+    let r = request(
+        s.proxy,
+        "POST",
+        "/api/vborder/shortcut/bindCard/create?channel=app",
+        &[
+            ("Authorization", "Bearer internal-token"),
+            ("Cookie", "session=internal"),
+            ("X-Internal-User", "alice"),
+            ("X-Forwarded-For", "10.1.2.3"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("X-Request-Id", "hdr-test-1"),
+            ("Content-Type", "text/plain"),
+        ],
+        bindcard("OK-1").to_string().as_bytes(),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["orderNo"], "OK-1");
+    let head = fs.last_head();
+    assert_eq!(head[0], "POST /api/vborder/shortcut/bindCard/create?channel=app HTTP/1.1");
+    let mut names: Vec<String> = head[1..].iter().map(|l| l.split(':').next().unwrap().to_ascii_lowercase()).collect();
+    names.sort();
+    assert_eq!(names, ["accept", "content-length", "content-type", "host", "user-agent", "x-request-id"], "{head:?}");
+    assert!(head.contains(&"Content-Type: application/json;charset=UTF-8".to_string()) || head.contains(&"content-type: application/json;charset=UTF-8".to_string()), "{head:?}");
 
     let t = Instant::now();
     fs.set(Fault::NeverAnswer);

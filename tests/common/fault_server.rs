@@ -28,6 +28,8 @@ pub struct FaultServer {
     pub port: u16,
     pub fault: Arc<Mutex<Fault>>,
     pub requests: Arc<AtomicUsize>,
+    /// The head (request line and header lines) of the last request received.
+    pub last_head: Arc<Mutex<Vec<String>>>,
 }
 
 impl FaultServer {
@@ -37,14 +39,21 @@ impl FaultServer {
     pub fn received(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
+    pub fn last_head(&self) -> Vec<String> {
+        self.last_head.lock().unwrap().clone()
+    }
 }
 
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+fn read_request(r: &mut BufReader<TcpStream>, head: &Mutex<Vec<String>>) -> Option<Vec<u8>> {
     let mut len = 0;
+    let mut lines = Vec::new();
     loop {
         let mut line = String::new();
         if r.read_line(&mut line).ok()? == 0 {
             return None;
+        }
+        if line != "\r\n" {
+            lines.push(line.trim_end().to_string());
         }
         if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
             len = v.trim().parse().ok()?;
@@ -55,13 +64,14 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
     }
     let mut body = vec![0; len];
     r.read_exact(&mut body).ok()?;
+    *head.lock().unwrap() = lines;
     Some(body)
 }
 
-fn serve(stream: TcpStream, fault: Arc<Mutex<Fault>>, count: Arc<AtomicUsize>) {
+fn serve(stream: TcpStream, fault: Arc<Mutex<Fault>>, count: Arc<AtomicUsize>, head: Arc<Mutex<Vec<String>>>) {
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
-    while read_request(&mut r).is_some() {
+    while read_request(&mut r, &head).is_some() {
         count.fetch_add(1, Ordering::SeqCst);
         let f = fault.lock().unwrap().clone();
         let res = match f {
@@ -114,12 +124,13 @@ pub fn start() -> FaultServer {
     let port = listener.local_addr().unwrap().port();
     let fault = Arc::new(Mutex::new(Fault::NeverAnswer));
     let requests = Arc::new(AtomicUsize::new(0));
-    let (f, c) = (fault.clone(), requests.clone());
+    let last_head = Arc::new(Mutex::new(Vec::new()));
+    let (f, c, h) = (fault.clone(), requests.clone(), last_head.clone());
     std::thread::spawn(move || {
         for s in listener.incoming().flatten() {
-            let (f, c) = (f.clone(), c.clone());
-            std::thread::spawn(move || serve(s, f, c));
+            let (f, c, h) = (f.clone(), c.clone(), h.clone());
+            std::thread::spawn(move || serve(s, f, c, h));
         }
     });
-    FaultServer { port, fault, requests }
+    FaultServer { port, fault, requests, last_head }
 }
