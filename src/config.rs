@@ -167,6 +167,9 @@ pub struct PlatformFile {
     #[serde(default = "default_true")]
     pub tls_verify: bool,
     pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM chain) and key for mutual TLS with the platform.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
     /// From the request being sent to the platform's full answer.
@@ -239,6 +242,8 @@ pub struct SandboxFile {
     /// Serve HTTPS with this certificate chain and key (PEM) instead of plain HTTP.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// With TLS: require client certificates issued by this CA (mutual TLS).
+    pub tls_client_ca_file: Option<PathBuf>,
     pub merchants: Vec<SandboxMerchantFile>,
 }
 
@@ -265,6 +270,8 @@ pub struct Upstream {
     pub target: Target,
     pub tls_verify: bool,
     pub ca_file: Option<PathBuf>,
+    /// (certificate chain, key) presented to the platform (mutual TLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub connect_retries: u32,
@@ -329,6 +336,8 @@ pub struct SandboxConfig {
     pub presealed: bool,
     /// (certificate chain, key) files when the sandbox serves HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// CA whose client certificates the sandbox requires (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
     pub merchants: HashMap<String, PlatformMerchant>,
 }
 
@@ -600,8 +609,22 @@ fn upstream(ctx: &Ctx, p: &PlatformFile) -> Result<Upstream, ConfigError> {
     if p.max_response_bytes == 0 {
         return Err(ctx.err("platform.max_response_bytes", None, "must be at least 1"));
     }
+    let client_cert = match (&p.client_cert_file, &p.client_key_file) {
+        (Some(c), Some(k)) => {
+            let (c, k) = (ctx.resolve(c), ctx.resolve(k));
+            for (setting, f) in [("platform.client_cert_file", &c), ("platform.client_key_file", &k)] {
+                if !f.is_file() {
+                    return Err(ctx.err(setting, Some(f), "file does not exist"));
+                }
+            }
+            Some((c, k))
+        }
+        (None, None) => None,
+        _ => return Err(ctx.err("platform.client_cert_file", None, "set both client_cert_file and client_key_file, or neither")),
+    };
     Ok(Upstream {
         target,
+        client_cert,
         tls_verify: p.tls_verify,
         ca_file,
         connect_timeout: Duration::from_millis(p.connect_timeout_ms),
@@ -683,6 +706,17 @@ fn validate_sandbox(file: SandboxFile, path: &Path) -> Result<SandboxConfig, Con
             }
             (None, None) => None,
             _ => return Err(ctx.err("tls_cert_file", None, "set both tls_cert_file and tls_key_file, or neither")),
+        },
+        tls_client_ca: match &file.tls_client_ca_file {
+            Some(f) if file.tls_cert_file.is_some() => {
+                let f = ctx.resolve(f);
+                if !f.is_file() {
+                    return Err(ctx.err("tls_client_ca_file", Some(&f), "file does not exist"));
+                }
+                Some(f)
+            }
+            Some(_) => return Err(ctx.err("tls_client_ca_file", None, "needs tls_cert_file and tls_key_file")),
+            None => None,
         },
         merchants,
     })

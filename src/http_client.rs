@@ -121,9 +121,11 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(ca_file: Option<&Path>) -> Self {
+    /// `ca_file`: extra trusted CAs; `client_cert`: (chain, key) for mutual TLS.
+    pub fn new(ca_file: Option<&Path>, client_cert: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> Self {
         let mut opts = ConnectorOptions::new(POOL_SIZE);
         opts.ca_file = ca_file.map(|p| p.display().to_string());
+        opts.cert_key_file = client_cert.map(|(c, k)| (c.display().to_string(), k.display().to_string()));
         Client { connector: Connector::new(Some(opts)) }
     }
 

@@ -72,7 +72,7 @@ impl NotifyState {
                 (r.path.clone(), (r.clone(), route))
             })
             .collect();
-        Some(NotifyState { notify, merchants: config.merchants.clone(), routes, client: Client::new(None) })
+        Some(NotifyState { notify, merchants: config.merchants.clone(), routes, client: Client::new(None, None) })
     }
 
     fn text(status: u16, body: &str) -> Response<Vec<u8>> {

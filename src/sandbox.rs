@@ -89,7 +89,7 @@ impl Sandbox {
     pub fn new(config: SandboxConfig, state: Arc<State>) -> Result<Self, String> {
         let platform = Platform { private: config.platform_private.clone() };
         let mut sb = Sandbox {
-            client: Client::new(None),
+            client: Client::new(None, None),
             presealed: HashMap::new(),
             platform,
             config,

@@ -74,6 +74,16 @@ fn n_routes(cfg: &Config) -> Vec<(String, &'static str, String, String)> {
     }).collect()
 }
 
+/// Requires client certificates issued by the CA in `ca` (the sandbox's mutual TLS).
+fn client_verifier(ca: &std::path::Path) -> Result<Arc<dyn pingora::tls::ClientCertVerifier>, String> {
+    pingora::tls::install_default_crypto_provider();
+    let mut roots = pingora::tls::RootCertStore::empty();
+    pingora::tls::load_ca_file_into_store(ca, &mut roots).map_err(|e| format!("tls_client_ca_file {}: {e}", ca.display()))?;
+    pingora::tls::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .map_err(|e| format!("tls_client_ca_file {}: {e}", ca.display()))
+}
+
 /// What SIGHUP reloads in this process.
 enum Reloadable {
     Gateway(Arc<Live>),
@@ -165,14 +175,20 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         );
         let listen = sb.listen.clone();
         let tls = sb.tls.clone();
+        let client_ca = sb.tls_client_ca.clone();
         let service = Arc::new(SandboxService::new(sb)?);
         reloadable.push(Reloadable::Sandbox(service.clone()));
         let mut svc = Service::new("paysign sandbox".to_string(), SandboxApp(service));
         match tls {
             Some((cert, key)) => {
                 let (cert, key) = (cert.display().to_string(), key.display().to_string());
-                svc.add_tls(&listen, &cert, &key).map_err(|e| format!("sandbox TLS listener: {e}"))?;
-                log::info!("sandbox serves HTTPS on {listen}");
+                let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
+                    .map_err(|e| format!("sandbox TLS listener: {e}"))?;
+                if let Some(ca) = &client_ca {
+                    settings.set_client_cert_verifier(client_verifier(ca)?);
+                }
+                svc.add_tls_with_settings(&listen, None, settings);
+                log::info!("sandbox serves HTTPS on {listen}{}", if client_ca.is_some() { " (client certificates required)" } else { "" });
             }
             None => svc.add_tcp(&listen),
         }

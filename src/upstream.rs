@@ -23,7 +23,7 @@ impl PlatformClient {
         route.idle_timeout = up.pool_idle_timeout;
         route.peer.options.idle_timeout = Some(up.pool_idle_timeout);
         let prefix = up.target.path.trim_end_matches('/').to_string();
-        PlatformClient { client: Client::new(up.ca_file.as_deref()), route, prefix }
+        PlatformClient { client: Client::new(up.ca_file.as_deref(), up.client_cert.as_ref()), route, prefix }
     }
 
     /// POSTs a sealed body; returns the answer and the time spent on the platform.
