@@ -170,6 +170,9 @@ pub struct PlatformFile {
     /// Client certificate (PEM chain) and key for mutual TLS with the platform.
     pub client_cert_file: Option<PathBuf>,
     pub client_key_file: Option<PathBuf>,
+    /// Leave through an HTTP CONNECT egress proxy reached on this Unix socket (platforms
+    /// allow-list merchant IPs; the proxy owns the fixed IP and resolves the platform's name).
+    pub egress_proxy_uds: Option<PathBuf>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
     /// From the request being sent to the platform's full answer.
@@ -272,6 +275,8 @@ pub struct Upstream {
     pub ca_file: Option<PathBuf>,
     /// (certificate chain, key) presented to the platform (mutual TLS).
     pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Unix socket of an HTTP CONNECT egress proxy.
+    pub egress_proxy_uds: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub connect_retries: u32,
@@ -622,9 +627,11 @@ fn upstream(ctx: &Ctx, p: &PlatformFile) -> Result<Upstream, ConfigError> {
         (None, None) => None,
         _ => return Err(ctx.err("platform.client_cert_file", None, "set both client_cert_file and client_key_file, or neither")),
     };
+    let egress_proxy_uds = p.egress_proxy_uds.as_ref().map(|f| ctx.resolve(f));
     Ok(Upstream {
         target,
         client_cert,
+        egress_proxy_uds,
         tls_verify: p.tls_verify,
         ca_file,
         connect_timeout: Duration::from_millis(p.connect_timeout_ms),

@@ -22,6 +22,16 @@ impl PlatformClient {
         route.max_response_bytes = up.max_response_bytes;
         route.idle_timeout = up.pool_idle_timeout;
         route.peer.options.idle_timeout = Some(up.pool_idle_timeout);
+        if let Some(uds) = &up.egress_proxy_uds {
+            // pingora sends `CONNECT host:port` through the socket, then speaks TLS (or plain
+            // HTTP) to the platform inside the tunnel.
+            route.peer.proxy = Some(pingora::upstreams::peer::Proxy {
+                next_hop: uds.clone().into_boxed_path(),
+                host: up.target.host.clone(),
+                port: up.target.addr.port(),
+                headers: Default::default(),
+            });
+        }
         let prefix = up.target.path.trim_end_matches('/').to_string();
         PlatformClient { client: Client::new(up.ca_file.as_deref(), up.client_cert.as_ref()), route, prefix }
     }
