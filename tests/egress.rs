@@ -67,6 +67,8 @@ fn stack_via(sock: &std::path::Path) -> Stack {
     Stack::start(Options {
         merchants: &[MD5_MERCHANT],
         gateway_extra: format!("  egress_proxy_uds: {}\n  connect_retries: 0\n", sock.display()),
+        // The tunnel is set up by a thread per connection here: give it time on a busy machine.
+        connect_timeout_ms: 5000,
         ..Options::default()
     })
 }
