@@ -80,13 +80,17 @@ fn usage(pid: u32) -> (f64, u64) {
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // Fields 14 and 15 of /proc/PID/stat (utime, stime) are at 11 and 12 after the ')'.
     let cpu = (ticks(11) + ticks(12)) / 100.0;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
+    (cpu, status_kib(pid, "VmHWM:"))
+}
+
+/// A `kB` field of /proc/PID/status (`VmHWM:`, `VmRSS:` …), 0 when unreadable.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    (cpu, hwm)
+        .unwrap_or(0)
 }
 
 struct Stack {
@@ -256,12 +260,7 @@ fn crypto_ms(profile: &str, backend: Backend, answer: &[u8]) -> f64 {
 
 /// VmRSS (KiB) and open file descriptors of a process.
 fn rss_and_fds(pid: u32) -> (u64, usize) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
+    let rss = status_kib(pid, "VmRSS:");
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
     (rss, fds)
 }

@@ -420,6 +420,27 @@ impl Ctx<'_> {
         Ok(Secret::new(key))
     }
 
+    /// Two files that go together (a certificate and its key): both existing, or neither set.
+    fn file_pair(
+        &self,
+        (a_name, a): (&str, &Option<PathBuf>),
+        (b_name, b): (&str, &Option<PathBuf>),
+    ) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                let (a, b) = (self.resolve(a), self.resolve(b));
+                for (setting, f) in [(a_name, &a), (b_name, &b)] {
+                    if !f.is_file() {
+                        return Err(self.err(setting, Some(f), "file does not exist"));
+                    }
+                }
+                Ok(Some((a, b)))
+            }
+            (None, None) => Ok(None),
+            _ => Err(self.err(a_name, None, format!("set both {a_name} and {b_name}, or neither"))),
+        }
+    }
+
     fn not_for_profile(&self, at: &str, name: &str, set: bool, profile: &str) -> Result<(), ConfigError> {
         if set {
             return Err(self.err(format!("{at}.{name}"), None, format!("is not used by profile {profile}; remove it")));
@@ -614,19 +635,8 @@ fn upstream(ctx: &Ctx, p: &PlatformFile) -> Result<Upstream, ConfigError> {
     if p.max_response_bytes == 0 {
         return Err(ctx.err("platform.max_response_bytes", None, "must be at least 1"));
     }
-    let client_cert = match (&p.client_cert_file, &p.client_key_file) {
-        (Some(c), Some(k)) => {
-            let (c, k) = (ctx.resolve(c), ctx.resolve(k));
-            for (setting, f) in [("platform.client_cert_file", &c), ("platform.client_key_file", &k)] {
-                if !f.is_file() {
-                    return Err(ctx.err(setting, Some(f), "file does not exist"));
-                }
-            }
-            Some((c, k))
-        }
-        (None, None) => None,
-        _ => return Err(ctx.err("platform.client_cert_file", None, "set both client_cert_file and client_key_file, or neither")),
-    };
+    let client_cert =
+        ctx.file_pair(("platform.client_cert_file", &p.client_cert_file), ("platform.client_key_file", &p.client_key_file))?;
     let egress_proxy_uds = p.egress_proxy_uds.as_ref().map(|f| ctx.resolve(f));
     Ok(Upstream {
         target,
@@ -701,19 +711,7 @@ fn validate_sandbox(file: SandboxFile, path: &Path) -> Result<SandboxConfig, Con
         submit_url: file.submit_url,
         send_notifications: file.send_notifications,
         presealed: file.presealed,
-        tls: match (&file.tls_cert_file, &file.tls_key_file) {
-            (Some(c), Some(k)) => {
-                let (c, k) = (ctx.resolve(c), ctx.resolve(k));
-                for (setting, f) in [("tls_cert_file", &c), ("tls_key_file", &k)] {
-                    if !f.is_file() {
-                        return Err(ctx.err(setting, Some(f), "file does not exist"));
-                    }
-                }
-                Some((c, k))
-            }
-            (None, None) => None,
-            _ => return Err(ctx.err("tls_cert_file", None, "set both tls_cert_file and tls_key_file, or neither")),
-        },
+        tls: ctx.file_pair(("tls_cert_file", &file.tls_cert_file), ("tls_key_file", &file.tls_key_file))?,
         tls_client_ca: match &file.tls_client_ca_file {
             Some(f) if file.tls_cert_file.is_some() => {
                 let f = ctx.resolve(f);
