@@ -170,8 +170,10 @@ pub struct PlatformFile {
     /// Client certificate (PEM chain) and key for mutual TLS with the platform.
     pub client_cert_file: Option<PathBuf>,
     pub client_key_file: Option<PathBuf>,
-    /// Leave through an HTTP CONNECT egress proxy reached on this Unix socket (platforms
-    /// allow-list merchant IPs; the proxy owns the fixed IP and resolves the platform's name).
+    /// Leave through an HTTP CONNECT egress proxy (platforms allow-list merchant IPs; the
+    /// proxy owns the fixed IP and resolves the platform's name): `host:port` on TCP…
+    pub egress_proxy: Option<String>,
+    /// …or reached on this Unix socket.
     pub egress_proxy_uds: Option<PathBuf>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
@@ -277,6 +279,8 @@ pub struct Upstream {
     pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Unix socket of an HTTP CONNECT egress proxy.
     pub egress_proxy_uds: Option<PathBuf>,
+    /// TCP address of an HTTP CONNECT egress proxy (resolved at start-up).
+    pub egress_proxy: Option<std::net::SocketAddr>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub connect_retries: u32,
@@ -638,10 +642,25 @@ fn upstream(ctx: &Ctx, p: &PlatformFile) -> Result<Upstream, ConfigError> {
     let client_cert =
         ctx.file_pair(("platform.client_cert_file", &p.client_cert_file), ("platform.client_key_file", &p.client_key_file))?;
     let egress_proxy_uds = p.egress_proxy_uds.as_ref().map(|f| ctx.resolve(f));
+    let egress_proxy = match &p.egress_proxy {
+        Some(_) if egress_proxy_uds.is_some() => {
+            return Err(ctx.err("platform.egress_proxy", None, "set egress_proxy or egress_proxy_uds, not both"))
+        }
+        Some(hp) => {
+            let t = http_client::parse_url_with(&format!("http://{hp}"), ctx.resolve)
+                .map_err(|m| ctx.err("platform.egress_proxy", None, format!("'{hp}' is not host:port: {m}")))?;
+            if !t.path.is_empty() || !hp.contains(':') {
+                return Err(ctx.err("platform.egress_proxy", None, format!("'{hp}' is not host:port")));
+            }
+            Some(t.addr)
+        }
+        None => None,
+    };
     Ok(Upstream {
         target,
         client_cert,
         egress_proxy_uds,
+        egress_proxy,
         tls_verify: p.tls_verify,
         ca_file,
         connect_timeout: Duration::from_millis(p.connect_timeout_ms),

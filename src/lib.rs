@@ -22,6 +22,7 @@
 pub mod admin;
 pub mod config;
 pub mod crypto;
+pub mod egress;
 pub mod error;
 pub mod h5;
 pub mod http_client;

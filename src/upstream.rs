@@ -13,6 +13,8 @@ pub struct PlatformClient {
     client: Client,
     route: Route,
     prefix: String,
+    /// Keeps the TCP egress bridge running as long as this client exists.
+    _bridge: Option<crate::egress::TcpBridge>,
 }
 
 impl PlatformClient {
@@ -22,18 +24,36 @@ impl PlatformClient {
         route.max_response_bytes = up.max_response_bytes;
         route.idle_timeout = up.pool_idle_timeout;
         route.peer.options.idle_timeout = Some(up.pool_idle_timeout);
-        if let Some(uds) = &up.egress_proxy_uds {
+        // A TCP egress proxy is reached through a private Unix-socket bridge (see egress.rs).
+        let bridge = up.egress_proxy.and_then(|addr| match crate::egress::TcpBridge::start(addr) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                log::error!("egress proxy bridge to {addr} could not start: {e}; calls will fail as not sent");
+                None
+            }
+        });
+        let uds = bridge.as_ref().map(|b| b.path().to_path_buf()).or_else(|| up.egress_proxy_uds.clone());
+        if up.egress_proxy.is_some() && bridge.is_none() {
+            // Never fall back to a direct connection when an egress proxy is configured.
+            route.peer.proxy = Some(pingora::upstreams::peer::Proxy {
+                next_hop: std::path::PathBuf::from("/nonexistent/paysign-egress.sock").into_boxed_path(),
+                host: up.target.host.clone(),
+                port: up.target.addr.port(),
+                headers: Default::default(),
+            });
+        }
+        if let Some(uds) = uds {
             // pingora sends `CONNECT host:port` through the socket, then speaks TLS (or plain
             // HTTP) to the platform inside the tunnel.
             route.peer.proxy = Some(pingora::upstreams::peer::Proxy {
-                next_hop: uds.clone().into_boxed_path(),
+                next_hop: uds.into_boxed_path(),
                 host: up.target.host.clone(),
                 port: up.target.addr.port(),
                 headers: Default::default(),
             });
         }
         let prefix = up.target.path.trim_end_matches('/').to_string();
-        PlatformClient { client: Client::new(up.ca_file.as_deref(), up.client_cert.as_ref()), route, prefix }
+        PlatformClient { client: Client::new(up.ca_file.as_deref(), up.client_cert.as_ref()), route, prefix, _bridge: bridge }
     }
 
     /// POSTs a sealed body; returns the answer and the time spent on the platform.

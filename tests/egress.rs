@@ -26,8 +26,38 @@ fn egress_proxy(path: PathBuf, status: u16) -> Arc<Mutex<Vec<String>>> {
     seen
 }
 
-fn tunnel(client: UnixStream, status: u16, log: Arc<Mutex<Vec<String>>>) {
-    let mut reader = BufReader::new(client.try_clone().unwrap());
+/// A client connection of either kind of proxy listener.
+trait Duplex: Read + Write + Send + Sized + 'static {
+    fn dup(&self) -> Self;
+}
+impl Duplex for UnixStream {
+    fn dup(&self) -> Self {
+        self.try_clone().unwrap()
+    }
+}
+impl Duplex for TcpStream {
+    fn dup(&self) -> Self {
+        self.try_clone().unwrap()
+    }
+}
+
+/// The same CONNECT proxy on TCP (the usual fixed-IP egress proxy).
+fn tcp_egress_proxy(status: u16) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let log = log.clone();
+            std::thread::spawn(move || tunnel(client, status, log));
+        }
+    });
+    (port, seen)
+}
+
+fn tunnel<S: Duplex>(client: S, status: u16, log: Arc<Mutex<Vec<String>>>) {
+    let mut reader = BufReader::new(client.dup());
     let mut first = String::new();
     if reader.read_line(&mut first).unwrap_or(0) == 0 {
         return;
@@ -48,7 +78,7 @@ fn tunnel(client: UnixStream, status: u16, log: Arc<Mutex<Vec<String>>>) {
     let Ok(upstream) = TcpStream::connect(&target) else { return };
     let _ = w.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n");
     let (mut up_r, mut up_w) = (upstream.try_clone().unwrap(), upstream);
-    let mut down_w = w.try_clone().unwrap();
+    let mut down_w = w.dup();
     let buffered = reader.buffer().to_vec();
     let _ = up_w.write_all(&buffered);
     let mut down_r = reader.into_inner();
@@ -103,4 +133,37 @@ fn a_refusing_egress_proxy_means_nothing_was_sent() {
     assert_eq!(seen.lock().unwrap().len(), 1);
     assert_eq!(s.sandbox_stats()["received"], 0);
     let _ = std::fs::remove_file(&sock);
+}
+
+#[test]
+fn calls_leave_through_an_egress_proxy_on_tcp() {
+    let (port, seen) = tcp_egress_proxy(200);
+    let s = Stack::start(Options {
+        merchants: &[RSA_MERCHANT],
+        gateway_extra: format!("  egress_proxy: 127.0.0.1:{port}\n  connect_retries: 0\n"),
+        connect_timeout_ms: 5000,
+        ..Options::default()
+    });
+    for i in 0..3 {
+        let r = s.post(BINDCARD, None, bindcard(&format!("EGRESS-TCP-{i}")).to_string().as_bytes());
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|l| *l == format!("CONNECT 127.0.0.1:{} HTTP/1.1", s.sandbox_port)), "{seen:?}");
+    assert_eq!(s.sandbox_stats()["received"], 3);
+}
+
+#[test]
+fn an_unreachable_tcp_egress_proxy_means_nothing_was_sent() {
+    let s = Stack::start(Options {
+        merchants: &[MD5_MERCHANT],
+        gateway_extra: format!("  egress_proxy: 127.0.0.1:{}\n  connect_retries: 0\n", free_port()),
+        connect_timeout_ms: 5000,
+        ..Options::default()
+    });
+    let r = s.post(BINDCARD, None, bindcard("EGRESS-TCP-DOWN").to_string().as_bytes());
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.header("X-Paysign-Delivery"), Some("not-sent"));
+    assert_eq!(s.sandbox_stats()["received"], 0, "no direct connection around the proxy");
 }
