@@ -166,3 +166,22 @@ fn mutual_tls_with_a_client_certificate() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["errCode"], "0000");
 }
+
+/// A host name in the base URL: it is sent as SNI and checked against the certificate.
+#[test]
+fn host_names_are_verified_by_name() {
+    let d = certs_dir();
+    let ca = ca("paysign test CA");
+    std::fs::write(d.join("ca.pem"), &ca.pem).unwrap();
+    let cert = server_cert(&ca, &["localhost"], false, &d);
+    let s = Stack::start(Options {
+        tls: true,
+        platform_host: "localhost",
+        merchants: &[RSA_MERCHANT],
+        sandbox_extra: format!("tls_cert_file: {}\ntls_key_file: {}\n", cert.0.display(), cert.1.display()),
+        gateway_extra: format!("  ca_file: {}\n", d.join("ca.pem").display()),
+        ..Options::default()
+    });
+    let r = s.post(BINDCARD, None, bindcard("TLS-NAME").to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+}

@@ -210,11 +210,13 @@ pub struct Options {
     pub tls: bool,
     /// `platform.connect_timeout_ms` of the gateway.
     pub connect_timeout_ms: u64,
+    /// Host name in the gateway's base URL (for TLS host-name checks).
+    pub platform_host: &'static str,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { sandbox: true, read_timeout_ms: 10_000, stall_ms: 5_000, max_body_bytes: 65_536, merchants: &[MD5_MERCHANT, RSA_MERCHANT], submit_url: "https://bank.example.test/epcc/bind".into(), gateway_extra: String::new(), sandbox_extra: String::new(), backend: "aws-lc", platform_port: None, grace: 0, tls: false, connect_timeout_ms: 1000 }
+        Options { sandbox: true, read_timeout_ms: 10_000, stall_ms: 5_000, max_body_bytes: 65_536, merchants: &[MD5_MERCHANT, RSA_MERCHANT], submit_url: "https://bank.example.test/epcc/bind".into(), gateway_extra: String::new(), sandbox_extra: String::new(), backend: "aws-lc", platform_port: None, grace: 0, tls: false, connect_timeout_ms: 1000, platform_host: "127.0.0.1" }
     }
 }
 
@@ -264,8 +266,8 @@ impl Stack {
         std::fs::write(
             dir.join("paysign.yaml"),
             format!(
-                "listen: 127.0.0.1:{proxy}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: {}\ncrypto_backend: {}\nmax_body_bytes: {}\nplatform:\n  base_url: {}://127.0.0.1:{sandbox_port}\n  read_timeout_ms: {}\n  connect_timeout_ms: {}\n{}merchants:\n{merchants}",
-                o.grace, o.backend, o.max_body_bytes, if o.tls { "https" } else { "http" }, o.read_timeout_ms, o.connect_timeout_ms, o.gateway_extra
+                "listen: 127.0.0.1:{proxy}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: {}\ncrypto_backend: {}\nmax_body_bytes: {}\nplatform:\n  base_url: {}://{}:{sandbox_port}\n  read_timeout_ms: {}\n  connect_timeout_ms: {}\n{}merchants:\n{merchants}",
+                o.grace, o.backend, o.max_body_bytes, if o.tls { "https" } else { "http" }, o.platform_host, o.read_timeout_ms, o.connect_timeout_ms, o.gateway_extra
             ),
         )
         .unwrap();
