@@ -24,14 +24,11 @@ pub struct Admin {
     pub live: Arc<Live>,
 }
 
+/// Admin answers are never cached.
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
-    Response::builder()
-        .status(status)
-        .header("Content-Type", content_type)
-        .header("Content-Length", body.len())
-        .header("Cache-Control", "no-store")
-        .body(body)
-        .unwrap_or_default()
+    let mut r = crate::serve::reply(status, content_type, body);
+    r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    r
 }
 
 #[async_trait]

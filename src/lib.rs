@@ -33,6 +33,7 @@ pub mod notify;
 pub mod protocol;
 pub mod proxy;
 pub mod sandbox;
+pub mod serve;
 pub mod server;
 pub mod tools;
 pub mod upstream;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
@@ -21,6 +21,7 @@ use crate::config::{Config, Notify, NotifyRoute};
 use crate::http_client::{Client, Route};
 use crate::live::Live;
 use crate::logging;
+use crate::serve::{read_body, reply, BodyError};
 use crate::metrics;
 use crate::protocol::{canonicalize, Merchant, OpenError, Opened, Profile};
 
@@ -76,12 +77,7 @@ impl NotifyState {
     }
 
     fn text(status: u16, body: &str) -> Response<Vec<u8>> {
-        Response::builder()
-            .status(status)
-            .header("Content-Type", "text/plain;charset=UTF-8")
-            .header("Content-Length", body.len())
-            .body(body.as_bytes().to_vec())
-            .unwrap_or_default()
+        reply(status, "text/plain;charset=UTF-8", body.as_bytes().to_vec())
     }
 
     async fn handle(&self, session: &mut ServerSession, log: &mut Map<String, Value>) -> Outcome {
@@ -93,18 +89,11 @@ impl NotifyState {
         if session.req_header().method != http::Method::POST {
             return outcome("method_not_allowed", 405);
         }
-        let mut body = BytesMut::new();
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) if body.len() + chunk.len() <= self.notify.max_body_bytes => body.extend_from_slice(&chunk),
-                Ok(Some(_)) => {
-                    session.set_keepalive(None);
-                    return outcome("too_large", 413);
-                }
-                Ok(None) => break,
-                Err(_) => return outcome("malformed", 400),
-            }
-        }
+        let body = match read_body(session, self.notify.max_body_bytes).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => return outcome("too_large", 413),
+            Err(BodyError::Unreadable) => return outcome("malformed", 400),
+        };
         let data = match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(m)) => m,
             _ => return outcome("malformed", 400),

@@ -33,6 +33,7 @@ use std::time::Duration;
 use rsa::sha2::Digest;
 
 use crate::config::SandboxConfig;
+use crate::serve::{read_body, reply, BodyError};
 use crate::http_client::{parse_url, Client, Route};
 use crate::protocol::platform::{envelope, failure, Platform, PlatformMerchant};
 use crate::protocol::schema::Endpoints;
@@ -355,15 +356,6 @@ fn echo(m: &PlatformMerchant, fields: &Map<String, Value>) -> Map<String, Value>
     out
 }
 
-fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
-    Response::builder()
-        .status(status)
-        .header("Content-Type", content_type)
-        .header("Content-Length", body.len())
-        .body(body)
-        .unwrap_or_default()
-}
-
 #[async_trait]
 impl ServeHttp for SandboxService {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -379,10 +371,9 @@ impl ServeHttp for SandboxService {
         if path == "/__sandbox/inbox" {
             // A stand-in internal service for the demo: it takes what paysign forwards.
             if method == http::Method::POST {
-                let mut body = Vec::new();
-                while let Ok(Some(chunk)) = session.read_request_body().await {
-                    body.extend_from_slice(&chunk);
-                }
+                let Ok(body) = read_body(session, MAX_REQUEST).await else {
+                    return reply(413, "text/plain", b"too large or unreadable\n".to_vec());
+                };
                 if let Ok(mut inbox) = sb.state.inbox.lock() {
                     inbox.push(String::from_utf8_lossy(&body).into_owned());
                     let excess = inbox.len().saturating_sub(INBOX_KEEP);
@@ -394,13 +385,9 @@ impl ServeHttp for SandboxService {
             return reply(200, "application/json", serde_json::json!({ "received": inbox }).to_string().into_bytes());
         }
         if method == http::Method::POST && path == "/__sandbox/notify" {
-            let mut body = Vec::new();
-            while let Ok(Some(chunk)) = session.read_request_body().await {
-                if body.len() + chunk.len() > MAX_REQUEST {
-                    return reply(413, "text/plain", b"too large\n".to_vec());
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let Ok(body) = read_body(session, MAX_REQUEST).await else {
+                return reply(413, "text/plain", b"too large or unreadable\n".to_vec());
+            };
             return sb.notify_on_demand(&body).await;
         }
         if !path.starts_with("/api/") {
@@ -409,15 +396,11 @@ impl ServeHttp for SandboxService {
         if method != http::Method::POST {
             return reply(405, "text/plain", b"POST only\n".to_vec());
         }
-        let mut body = Vec::new();
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_REQUEST => body.extend_from_slice(&chunk),
-                Ok(Some(_)) => return reply(413, "text/plain", b"too large\n".to_vec()),
-                Ok(None) => break,
-                Err(_) => return reply(400, "text/plain", b"bad body\n".to_vec()),
-            }
-        }
+        let body = match read_body(session, MAX_REQUEST).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => return reply(413, "text/plain", b"too large\n".to_vec()),
+            Err(BodyError::Unreadable) => return reply(400, "text/plain", b"bad body\n".to_vec()),
+        };
         sb.state.received.fetch_add(1, Ordering::Relaxed);
         if sb.config.presealed {
             // Load-test mode: no platform-side crypto, the customerNo picks the answer.
