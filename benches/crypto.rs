@@ -31,14 +31,22 @@ fn steps(c: &mut Criterion) {
             let public = public("merchant_public.pem", be);
             let platform_private = private_for_type1(be);
             let sig = signature::rsa_sign(&private, &canonical).unwrap();
-            g.bench_with_input(BenchmarkId::new(tag("rsa_sign"), size), &canonical, |b, s| b.iter(|| signature::rsa_sign(&private, s).unwrap()));
-            g.bench_with_input(BenchmarkId::new(tag("rsa_verify"), size), &canonical, |b, s| b.iter(|| assert!(signature::rsa_verify(&public, s, &sig))));
-            g.bench_with_input(BenchmarkId::new(tag("encrypt"), size), &plaintext, |b, p| b.iter(|| segmented::encrypt(&public, p.as_bytes(), 245).unwrap()));
+            g.bench_with_input(BenchmarkId::new(tag("rsa_sign"), size), &canonical, |b, s| {
+                b.iter(|| signature::rsa_sign(&private, s).unwrap())
+            });
+            g.bench_with_input(BenchmarkId::new(tag("rsa_verify"), size), &canonical, |b, s| {
+                b.iter(|| assert!(signature::rsa_verify(&public, s, &sig)))
+            });
+            g.bench_with_input(BenchmarkId::new(tag("encrypt"), size), &plaintext, |b, p| {
+                b.iter(|| segmented::encrypt(&public, p.as_bytes(), 245).unwrap())
+            });
             let sealed = segmented::encrypt(&public, plaintext.as_bytes(), 245).unwrap();
             g.bench_with_input(BenchmarkId::new(tag("decrypt"), size), &sealed, |b, s| b.iter(|| segmented::decrypt(&private, s).unwrap()));
             let type1 = segmented::seal_type1(&platform_private, plaintext.as_bytes(), 245).unwrap();
             let platform_public = public_for_type1(be);
-            g.bench_with_input(BenchmarkId::new(tag("open_type1"), size), &type1, |b, s| b.iter(|| segmented::open_type1(&platform_public, s).unwrap()));
+            g.bench_with_input(BenchmarkId::new(tag("open_type1"), size), &type1, |b, s| {
+                b.iter(|| segmented::open_type1(&platform_public, s).unwrap())
+            });
         }
         g.finish();
     }

@@ -140,7 +140,9 @@ const BODY: &str = r#"{"orderNo":"LOAD-1","userType":"EMAIL","identifyId":"load@
 
 /// One keep-alive connection sending `n` POSTs back to back; returns latencies in µs.
 async fn connection(port: u16, merchant: &'static str, direct: bool, n: usize, deadline: Instant) -> Vec<u32> {
-    let Ok(stream) = TcpStream::connect(("127.0.0.1", port)).await else { return vec![] };
+    let Ok(stream) = TcpStream::connect(("127.0.0.1", port)).await else {
+        return vec![];
+    };
     stream.set_nodelay(true).ok();
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
@@ -212,7 +214,9 @@ fn drive(port: u16, merchant: &'static str, direct: bool, conns: usize, total: u
 /// Seconds of crypto paysign itself recorded (sum of `paysign_crypto_duration_seconds`).
 fn crypto_seconds_inside(admin: u16) -> f64 {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", admin)) else { return 0.0 };
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", admin)) else {
+        return 0.0;
+    };
     let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
@@ -267,7 +271,9 @@ fn rss_and_fds(pid: u32) -> (u64, usize) {
 
 fn post_reload(admin: u16) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", admin)) else { return false };
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", admin)) else {
+        return false;
+    };
     let _ = write!(s, "POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
@@ -422,7 +428,12 @@ fn main() {
         let _ = heavy.join();
         mixed.lat.sort_unstable();
         let (a, m) = (pct(&alone.lat, 0.99), pct(&mixed.lat, 0.99));
-        let _ = writeln!(out, "| {} | {a:.2} | {m:.2} | {:.1}x |", if offload { "blocking pool (default)" } else { "inline (event loop)" }, m / a);
+        let _ = writeln!(
+            out,
+            "| {} | {a:.2} | {m:.2} | {:.1}x |",
+            if offload { "blocking pool (default)" } else { "inline (event loop)" },
+            m / a
+        );
     }
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -96,7 +96,7 @@ fn main() {
         let r = rows[1].1[i];
         let o = match (ossl, i) {
             (Some((s, _)), 0 | 1) => Some(s),
-            (Some((_, v)), 2 | 3 | 4) => Some(v),
+            (Some((_, v)), 2..=4) => Some(v),
             _ => None,
         };
         let (ocol, ratio) = match o {

@@ -71,6 +71,9 @@ fn default_connect_timeout() -> u64 {
 fn default_read_timeout() -> u64 {
     10_000
 }
+fn default_dns_refresh() -> u64 {
+    60
+}
 fn default_connect_retries() -> u32 {
     1
 }
@@ -180,9 +183,16 @@ pub struct PlatformFile {
     /// From the request being sent to the platform's full answer.
     #[serde(default = "default_read_timeout")]
     pub read_timeout_ms: u64,
-    /// Extra connection attempts when connecting fails (nothing sent yet).
+    /// Extra rounds over the platform's addresses when connecting fails (nothing sent yet).
     #[serde(default = "default_connect_retries")]
     pub connect_retries: u32,
+    /// Look the base URL's host name up again this often (0: only at start-up and reload).
+    #[serde(default = "default_dns_refresh")]
+    pub dns_refresh_secs: u64,
+    /// Fixed IP addresses for the base URL's host name, tried in this order, never looked up
+    /// (platforms that publish fixed addresses); the name still goes into SNI and `Host`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
     #[serde(default = "default_max_response")]
     pub max_response_bytes: usize,
     #[serde(default = "default_pool_idle")]
@@ -284,6 +294,8 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub connect_retries: u32,
+    /// How often the platform's name is looked up again (`None`: fixed addresses).
+    pub dns_refresh: Option<Duration>,
     pub max_response_bytes: usize,
     pub pool_idle_timeout: Duration,
 }
@@ -405,16 +417,11 @@ impl Ctx<'_> {
 
     fn md5_key(&self, at: &str, file: &Option<PathBuf>, env: &Option<String>) -> Result<Secret, ConfigError> {
         let raw = match (file, env) {
-            (Some(_), Some(_)) => {
-                return Err(self.err(format!("{at}.md5_key_file"), None, "set md5_key_file or md5_key_env, not both"))
-            }
-            (None, None) => {
-                return Err(self.err(format!("{at}.md5_key_file"), None, "an md5 merchant needs md5_key_file or md5_key_env"))
-            }
+            (Some(_), Some(_)) => return Err(self.err(format!("{at}.md5_key_file"), None, "set md5_key_file or md5_key_env, not both")),
+            (None, None) => return Err(self.err(format!("{at}.md5_key_file"), None, "an md5 merchant needs md5_key_file or md5_key_env")),
             (Some(p), None) => self.read(&format!("{at}.md5_key_file"), p)?.1,
-            (None, Some(var)) => std::env::var(var).map_err(|_| {
-                self.err(format!("{at}.md5_key_env"), None, format!("environment variable {var} is not set or not UTF-8"))
-            })?,
+            (None, Some(var)) => std::env::var(var)
+                .map_err(|_| self.err(format!("{at}.md5_key_env"), None, format!("environment variable {var} is not set or not UTF-8")))?,
         };
         // Files usually end with a newline that is not part of the key.
         let key = raw.trim_end_matches(['\r', '\n']).to_string();
@@ -454,8 +461,12 @@ impl Ctx<'_> {
 }
 
 fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError { config: path.to_path_buf(), setting: "(file)".into(), file: None, message: format!("cannot read: {e}") })?;
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        config: path.to_path_buf(),
+        setting: "(file)".into(),
+        file: None,
+        message: format!("cannot read: {e}"),
+    })?;
     parse_yaml(&text, path)
 }
 
@@ -474,9 +485,7 @@ fn ctx_for(path: &Path, allow_weak: bool, backend: Backend) -> Ctx<'_> {
 }
 
 fn check_listen(ctx: &Ctx, setting: &str, v: &str) -> Result<(), ConfigError> {
-    v.parse::<SocketAddr>()
-        .map(|_| ())
-        .map_err(|_| ctx.err(setting, None, format!("'{v}' is not an address like 127.0.0.1:8080")))
+    v.parse::<SocketAddr>().map(|_| ()).map_err(|_| ctx.err(setting, None, format!("'{v}' is not an address like 127.0.0.1:8080")))
 }
 
 fn check_customer_no(ctx: &Ctx, at: &str, c: &str) -> Result<(), ConfigError> {
@@ -534,8 +543,8 @@ fn validate(file: GatewayFile, path: &Path, resolve: bool) -> Result<Config, Con
                 MerchantKeys::Rsa { merchant_private, platform_public: platform_public.clone() }
             }
         };
-        let chunk_size = segmented::chunk_size_for(&platform_public, m.chunk_size)
-            .map_err(|e| ctx.err(format!("{at}.chunk_size"), None, e))?;
+        let chunk_size =
+            segmented::chunk_size_for(&platform_public, m.chunk_size).map_err(|e| ctx.err(format!("{at}.chunk_size"), None, e))?;
         let merchant = Merchant { customer_no: m.customer_no.clone(), keys, chunk_size };
         if merchants.insert(m.customer_no.clone(), Arc::new(merchant)).is_some() {
             return Err(ctx.err(format!("{at}.customer_no"), None, format!("{} is configured twice", m.customer_no)));
@@ -567,12 +576,7 @@ fn validate(file: GatewayFile, path: &Path, resolve: bool) -> Result<Config, Con
     })
 }
 
-fn notify(
-    ctx: &Ctx,
-    n: &NotifyFile,
-    merchants: &HashMap<String, Arc<Merchant>>,
-    taken: &[&String],
-) -> Result<Notify, ConfigError> {
+fn notify(ctx: &Ctx, n: &NotifyFile, merchants: &HashMap<String, Arc<Merchant>>, taken: &[&String]) -> Result<Notify, ConfigError> {
     check_listen(ctx, "notify.listen", &n.listen)?;
     if taken.contains(&&n.listen) {
         return Err(ctx.err("notify.listen", None, "must differ from listen and admin_listen"));
@@ -619,7 +623,9 @@ fn notify(
 fn upstream(ctx: &Ctx, p: &PlatformFile) -> Result<Upstream, ConfigError> {
     // Resolved once at start-up: pingora's peer would otherwise do a blocking lookup (and
     // panic on failure) on the request path.
-    let target = http_client::parse_url_with(&p.base_url, ctx.resolve).map_err(|m| ctx.err("platform.base_url", None, m))?;
+    // With fixed addresses the name is never looked up.
+    let target = http_client::parse_url_with(&p.base_url, ctx.resolve && p.addresses.is_empty())
+        .map_err(|m| ctx.err("platform.base_url", None, m))?;
     if target.path.contains('?') {
         return Err(ctx.err("platform.base_url", None, "must not carry a query string"));
     }
@@ -652,10 +658,21 @@ fn upstream(ctx: &Ctx, p: &PlatformFile) -> Result<Upstream, ConfigError> {
             if !t.path.is_empty() || !hp.contains(':') {
                 return Err(ctx.err("platform.egress_proxy", None, format!("'{hp}' is not host:port")));
             }
-            Some(t.addr)
+            Some(t.addrs[0])
         }
         None => None,
     };
+    let mut target = target;
+    let fixed = !p.addresses.is_empty() || target.is_ip_literal();
+    if !p.addresses.is_empty() {
+        target.addrs = p
+            .addresses
+            .iter()
+            .map(|a| a.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, target.port)))
+            .collect::<Result<_, _>>()
+            .map_err(|_| ctx.err("platform.addresses", None, "each entry must be an IP address (no port, no name)"))?;
+    }
+    let dns_refresh = (!fixed && p.dns_refresh_secs > 0).then(|| Duration::from_secs(p.dns_refresh_secs));
     Ok(Upstream {
         target,
         client_cert,
@@ -666,6 +683,7 @@ fn upstream(ctx: &Ctx, p: &PlatformFile) -> Result<Upstream, ConfigError> {
         connect_timeout: Duration::from_millis(p.connect_timeout_ms),
         read_timeout: Duration::from_millis(p.read_timeout_ms),
         connect_retries: p.connect_retries,
+        dns_refresh,
         max_response_bytes: p.max_response_bytes,
         pool_idle_timeout: Duration::from_secs(p.pool_idle_timeout_secs),
     })
@@ -700,9 +718,7 @@ fn validate_sandbox(file: SandboxFile, path: &Path) -> Result<SandboxConfig, Con
                 ctx.not_for_profile(&at, "md5_key_file", m.md5_key_file.is_some(), "rsa")?;
                 ctx.not_for_profile(&at, "md5_key_env", m.md5_key_env.is_some(), "rsa")?;
                 ctx.not_for_profile(&at, "previous_md5_key_file", m.previous_md5_key_file.is_some(), "rsa")?;
-                PlatformMerchantKeys::Rsa {
-                    merchant_public: ctx.public_key(&format!("{at}.merchant_public_key"), &m.merchant_public_key)?,
-                }
+                PlatformMerchantKeys::Rsa { merchant_public: ctx.public_key(&format!("{at}.merchant_public_key"), &m.merchant_public_key)? }
             }
         };
         let previous = match m.profile {
@@ -748,15 +764,15 @@ fn validate_sandbox(file: SandboxFile, path: &Path) -> Result<SandboxConfig, Con
 
 /// What kind of file this is, judged by its top-level keys (for `paysign check`).
 pub enum AnyConfig {
-    Gateway(Config),
-    Sandbox(SandboxConfig),
+    Gateway(Box<Config>),
+    Sandbox(Box<SandboxConfig>),
 }
 
 pub fn load_any(path: &Path) -> Result<AnyConfig, ConfigError> {
     let value: serde_yaml::Value = read_yaml(path)?;
     if value.get("platform_private_key").is_some() {
-        load_sandbox(path).map(AnyConfig::Sandbox)
+        load_sandbox(path).map(|c| AnyConfig::Sandbox(Box::new(c)))
     } else {
-        load(path).map(AnyConfig::Gateway)
+        load(path).map(|c| AnyConfig::Gateway(Box::new(c)))
     }
 }

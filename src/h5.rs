@@ -12,9 +12,7 @@ use serde_json::{Map, Value};
 /// The only script on the page.
 const SUBMIT_SCRIPT: &str = "document.forms[0].submit();";
 
-static SCRIPT_HASH: Lazy<String> = Lazy::new(|| {
-    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(SUBMIT_SCRIPT.as_bytes()))
-});
+static SCRIPT_HASH: Lazy<String> = Lazy::new(|| base64::engine::general_purpose::STANDARD.encode(Sha256::digest(SUBMIT_SCRIPT.as_bytes())));
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormError {
@@ -124,11 +122,7 @@ pub fn render(fields: &Map<String, Value>) -> Result<Page, FormError> {
             Value::Null => String::new(),
             other => other.to_string(),
         };
-        inputs.push_str(&format!(
-            "    <input type=\"hidden\" name=\"{}\" value=\"{}\">\n",
-            escape(name),
-            escape(&text)
-        ));
+        inputs.push_str(&format!("    <input type=\"hidden\" name=\"{}\" value=\"{}\">\n", escape(name), escape(&text)));
     }
     let charset = encoding.name();
     let html = format!(

@@ -4,8 +4,9 @@
 //! which no server can act on without the body) is ever retried; once the body may have
 //! left, a failure is reported as "unknown", never retried.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -14,15 +15,22 @@ use pingora::connectors::ConnectorOptions;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::addresses::{self, AddressBook};
+
 /// Idle connections kept per connector.
 const POOL_SIZE: usize = 128;
+
+/// How often a host name is looked up again unless configured otherwise.
+pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(60);
 
 /// A parsed and resolved `http(s)://host[:port][/path]` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub tls: bool,
     pub host: String,
-    pub addr: SocketAddr,
+    pub port: u16,
+    /// Every address the host resolved to at load time, in the resolver's order (never empty).
+    pub addrs: Vec<SocketAddr>,
     /// `Host` header value: host, plus the port when it is not the scheme's default.
     pub authority: String,
     /// Path (and query), `""` when the URL has none.
@@ -60,17 +68,23 @@ pub fn parse_url_with(url: &str, resolve: bool) -> Result<Target, String> {
         _ => (authority.trim_start_matches('[').trim_end_matches(']').to_string(), default_port),
     };
     let literal = host.parse::<std::net::IpAddr>().ok().map(|ip| SocketAddr::new(ip, port));
-    let addr = match literal {
-        Some(a) => Ok(vec![a].into_iter()),
-        None if !resolve => Ok(vec![SocketAddr::from(([0, 0, 0, 0], port))].into_iter()),
-        None => (host.as_str(), port).to_socket_addrs(),
+    let addrs = match literal {
+        Some(a) => vec![a],
+        None if !resolve => vec![SocketAddr::from(([0, 0, 0, 0], port))],
+        None => addresses::system_lookup(&host, port).map_err(|e| format!("cannot resolve {host}: {e}"))?,
     };
-    let addr = addr
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} resolves to no address"))?;
+    if addrs.is_empty() {
+        return Err(format!("{host} resolves to no address"));
+    }
     let path = if path.starts_with('?') { format!("/{path}") } else { path.to_string() };
-    Ok(Target { tls, host, addr, authority: authority.to_string(), path })
+    Ok(Target { tls, host, port, addrs, authority: authority.to_string(), path })
+}
+
+impl Target {
+    /// The host is an IP literal: there is nothing to look up again.
+    pub fn is_ip_literal(&self) -> bool {
+        self.host.parse::<std::net::IpAddr>().is_ok()
+    }
 }
 
 /// How a POST failed, by what the server may have seen.
@@ -96,8 +110,11 @@ pub struct Answer {
 
 /// How to reach one target.
 pub struct Route {
+    /// Connection settings (TLS, timeouts, proxy); each attempt uses a copy with one of the
+    /// target's addresses.
     pub peer: HttpPeer,
     pub target: Target,
+    pub addresses: Arc<AddressBook>,
     pub connect_retries: u32,
     pub read_timeout: Duration,
     pub max_response_bytes: usize,
@@ -107,12 +124,36 @@ pub struct Route {
 impl Route {
     pub fn new(target: Target, connect_timeout: Duration, read_timeout: Duration, tls_verify: bool) -> Self {
         // A SocketAddr needs no lookup, so building the peer cannot block or panic.
-        let mut peer = HttpPeer::new(target.addr, target.tls, target.host.clone());
+        let mut peer = HttpPeer::new(target.addrs[0], target.tls, target.host.clone());
         peer.options.connection_timeout = Some(connect_timeout);
         peer.options.total_connection_timeout = Some(connect_timeout * 2);
         peer.options.verify_cert = tls_verify;
         peer.options.verify_hostname = tls_verify;
-        Route { peer, target, connect_retries: 0, read_timeout, max_response_bytes: 1024 * 1024, idle_timeout: Duration::from_secs(30) }
+        let refresh = (!target.is_ip_literal()).then_some(DEFAULT_DNS_REFRESH);
+        let addresses = Arc::new(AddressBook::new(&target.host, target.port, target.addrs.clone(), refresh, addresses::system_lookup));
+        Route {
+            peer,
+            target,
+            addresses,
+            connect_retries: 0,
+            read_timeout,
+            max_response_bytes: 1024 * 1024,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Looks the host name up again this often (`None`: keep the load-time addresses).
+    pub fn refresh_addresses_every(&mut self, every: Option<Duration>) {
+        let every = every.filter(|_| !self.target.is_ip_literal());
+        self.addresses =
+            Arc::new(AddressBook::new(&self.target.host, self.target.port, self.target.addrs.clone(), every, addresses::system_lookup));
+    }
+
+    /// The peer for one address.
+    fn peer_at(&self, addr: SocketAddr) -> HttpPeer {
+        let mut p = self.peer.clone();
+        p._address = pingora::protocols::l4::socket::SocketAddr::Inet(addr);
+        p
     }
 }
 
@@ -148,28 +189,53 @@ impl Client {
             }
             Ok(req)
         };
+        // Connection set-up is safe to retry: every address in turn (the one that answered
+        // last first), `connect_retries` more rounds, a fresh lookup after a round that failed.
+        // Through an egress proxy the proxy resolves the name: one address, the proxy's.
+        route.addresses.refresh_if_due();
         let mut attempt = 0;
-        let mut session = loop {
-            match self.connector.get_http_session(&route.peer).await {
-                Ok((mut s, _reused)) => match s.write_request_header(Box::new(head()?)).await {
-                    Ok(()) => break s,
-                    Err(e) => log::debug!("writing request head to {} failed: {}", route.target.authority, e.etype().as_str()),
-                },
-                Err(e) => {
-                    use pingora::ErrorType::{HandshakeError, InvalidCert, TLSHandshakeFailure};
-                    if matches!(e.etype(), TLSHandshakeFailure | InvalidCert | HandshakeError) {
-                        let why = e.to_string();
-                        log::error!("TLS with {} failed: {why}", route.target.authority);
-                        return Err(SendError::Tls(why));
+        let (mut session, peer) = 'connected: {
+            for round in 0..=route.connect_retries {
+                let candidates = if route.peer.proxy.is_some() { vec![route.target.addrs[0]] } else { route.addresses.candidates() };
+                for addr in candidates {
+                    if attempt > 0 {
+                        on_retry();
                     }
-                    log::warn!("connection attempt {} to {} failed: {}", attempt + 1, route.target.authority, e.etype().as_str())
+                    attempt += 1;
+                    let peer = route.peer_at(addr);
+                    match self.connector.get_http_session(&peer).await {
+                        Ok((mut s, _reused)) => match s.write_request_header(Box::new(head()?)).await {
+                            Ok(()) => {
+                                route.addresses.answered(addr);
+                                break 'connected (s, peer);
+                            }
+                            Err(e) => {
+                                log::debug!("writing request head to {} ({addr}) failed: {}", route.target.authority, e.etype().as_str())
+                            }
+                        },
+                        Err(e) => {
+                            use pingora::ErrorType::{HandshakeError, InvalidCert, TLSHandshakeFailure};
+                            if matches!(e.etype(), TLSHandshakeFailure | InvalidCert | HandshakeError) {
+                                let why = e.to_string();
+                                log::error!("TLS with {} ({addr}) failed: {why}", route.target.authority);
+                                return Err(SendError::Tls(why));
+                            }
+                            log::warn!("connection attempt {attempt} to {} ({addr}) failed: {}", route.target.authority, e.etype().as_str())
+                        }
+                    }
+                }
+                // No address answered: look the name up again, waiting for it only when
+                // another round follows.
+                if route.peer.proxy.is_none() {
+                    if round < route.connect_retries {
+                        let limit = route.peer.options.connection_timeout.unwrap_or(Duration::from_secs(1));
+                        route.addresses.refresh_after_failure(limit).await;
+                    } else {
+                        route.addresses.refresh_in_background();
+                    }
                 }
             }
-            if attempt >= route.connect_retries {
-                return Err(SendError::NotSent);
-            }
-            attempt += 1;
-            on_retry();
+            return Err(SendError::NotSent);
         };
 
         // From here on the server may receive the request: no retry, whatever happens.
@@ -194,7 +260,7 @@ impl Client {
             Err(_) => return Err(SendError::Timeout),
         };
         if session.response_done() {
-            self.connector.release_http_session(session, &route.peer, Some(route.idle_timeout)).await;
+            self.connector.release_http_session(session, &peer, Some(route.idle_timeout)).await;
         }
         Ok(answer)
     }

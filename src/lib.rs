@@ -19,6 +19,7 @@
 //! - [`sandbox`] simulates the platform for the demo and the tests;
 //! - [`server`] assembles pingora services.
 
+pub mod addresses;
 pub mod admin;
 pub mod config;
 pub mod crypto;

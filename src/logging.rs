@@ -45,10 +45,7 @@ fn write_line(v: &Value) {
 
 /// Installs the logger; `PAYSIGN_LOG` = error|warn|info|debug|trace (default info).
 pub fn init() {
-    let level = std::env::var("PAYSIGN_LOG")
-        .ok()
-        .and_then(|s| s.parse::<LevelFilter>().ok())
-        .unwrap_or(LevelFilter::Info);
+    let level = std::env::var("PAYSIGN_LOG").ok().and_then(|s| s.parse::<LevelFilter>().ok()).unwrap_or(LevelFilter::Info);
     if log::set_boxed_logger(Box::new(JsonLogger { level })).is_ok() {
         log::set_max_level(level);
     }
@@ -80,11 +77,5 @@ fn timestamp() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        now.subsec_millis()
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60, now.subsec_millis())
 }

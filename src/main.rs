@@ -83,7 +83,11 @@ fn keys(args: &[String]) -> Result<(), String> {
     }
     let (report, ok) = paysign::tools::keys_check(&texts);
     print!("{report}");
-    if ok && !unreadable { Ok(()) } else { Err("some files are not usable keys".into()) }
+    if ok && !unreadable {
+        Ok(())
+    } else {
+        Err("some files are not usable keys".into())
+    }
 }
 
 fn dispatch(args: &[String]) -> Result<(), String> {
@@ -142,7 +146,11 @@ fn dispatch(args: &[String]) -> Result<(), String> {
             } else {
                 let (report, verified) = paysign::tools::open(&m, &input);
                 print!("{report}");
-                if verified { Ok(()) } else { Err("the message does not verify".into()) }
+                if verified {
+                    Ok(())
+                } else {
+                    Err("the message does not verify".into())
+                }
             }
         }
         "version" | "--version" => {

@@ -6,23 +6,18 @@ use std::time::Duration;
 
 use once_cell::sync::Lazy;
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, TextEncoder,
 };
 
 /// Latency buckets from 0.5 ms to 30 s: crypto-only requests sit at the low end, platform
 /// round trips and timeouts at the high end.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 /// Crypto operations: tens of microseconds (MD5, public ops) to tens of ms (private ops).
-const CRYPTO_BUCKETS: &[f64] = &[
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-];
+const CRYPTO_BUCKETS: &[f64] = &[0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05];
 
 /// The errCodes of the endpoint document; anything else is counted as `other`.
-const KNOWN_ERRCODES: &[&str] =
-    &["0000", "1001", "1002", "1003", "2001", "2002", "2104", "2106", "9999"];
+const KNOWN_ERRCODES: &[&str] = &["0000", "1001", "1002", "1003", "2001", "2002", "2104", "2106", "9999"];
 
 // The registrations below can fail only on a duplicate name or a malformed definition, both
 // fixed at compile time; the unit test `metrics_register` exercises every one of them.
@@ -148,9 +143,7 @@ pub fn errcode_label(code: &str) -> &str {
 
 /// The default registry in the Prometheus text format.
 pub fn render() -> String {
-    TextEncoder::new()
-        .encode_to_string(&prometheus::gather())
-        .unwrap_or_else(|e| format!("# encoding error: {e}\n"))
+    TextEncoder::new().encode_to_string(&prometheus::gather()).unwrap_or_else(|e| format!("# encoding error: {e}\n"))
 }
 
 #[cfg(test)]

@@ -21,9 +21,9 @@ use crate::config::{Config, Notify, NotifyRoute};
 use crate::http_client::{Client, Route};
 use crate::live::Live;
 use crate::logging;
-use crate::serve::{read_body, reply, BodyError};
 use crate::metrics;
 use crate::protocol::{canonicalize, Merchant, OpenError, Opened, Profile};
+use crate::serve::{read_body, reply, BodyError};
 
 pub const NOTIFICATION_ID_HEADER: &str = "X-Paysign-Notification-Id";
 

@@ -14,9 +14,9 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use serde_json::{Map, Value};
 
-use crate::live::{Live, Runtime};
 use crate::error::{Delivery, GatewayError};
 use crate::h5;
+use crate::live::{Live, Runtime};
 use crate::logging;
 use crate::metrics;
 use crate::protocol::schema::Endpoints;
@@ -98,11 +98,7 @@ impl Gateway {
         if req.method != http::Method::POST {
             return Err(GatewayError::MethodNotAllowed);
         }
-        let wants_html = req
-            .headers
-            .get(http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("text/html"));
+        let wants_html = req.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"));
 
         let named = req.headers.get(MERCHANT_HEADER).map(|v| v.to_str().unwrap_or("").trim().to_string());
         ctx.merchant = Self::merchant_label(&rt, named.as_deref());
@@ -154,9 +150,7 @@ impl Gateway {
         match opened {
             Ok(Opened::Verified { plaintext, fields }) => {
                 let code = fields.get("errCode").and_then(Value::as_str).unwrap_or("");
-                metrics::PLATFORM_ERRCODES
-                    .with_label_values(&[&ctx.endpoint, metrics::errcode_label(code)])
-                    .inc();
+                metrics::PLATFORM_ERRCODES.with_label_values(&[&ctx.endpoint, metrics::errcode_label(code)]).inc();
                 ctx.err_code = Some(metrics::errcode_label(code).to_string());
                 if wants_html && h5::wants_form(&fields) {
                     let page = h5::render(&fields).map_err(GatewayError::Form)?;
@@ -173,12 +167,7 @@ impl Gateway {
             }
             Err(e) => {
                 metrics::VERIFY_FAILURES.with_label_values(&[e.reason()]).inc();
-                log::warn!(
-                    "platform answer rejected: request_id={} merchant={} reason={}",
-                    ctx.request_id,
-                    ctx.merchant,
-                    e.reason()
-                );
+                log::warn!("platform answer rejected: request_id={} merchant={} reason={}", ctx.request_id, ctx.merchant, e.reason());
                 Err(GatewayError::Verify(e))
             }
         }
@@ -246,12 +235,8 @@ fn lower_priority_once() {
 }
 
 async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        session.req_header().headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         // The body stays unread, so this connection cannot be reused.
         session.set_keepalive(None);
@@ -360,8 +345,7 @@ impl ProxyHttp for Gateway {
                 if ctx.err_code.is_none() {
                     ctx.err_code = Some(metrics::errcode_label(e.err_code()).to_string());
                 }
-                let extra: &[(&str, &str)] =
-                    if matches!(e, GatewayError::MethodNotAllowed) { &[("Allow", "POST")] } else { &[] };
+                let extra: &[(&str, &str)] = if matches!(e, GatewayError::MethodNotAllowed) { &[("Allow", "POST")] } else { &[] };
                 write_reply(session, ctx, e.status(), JSON, Bytes::from(e.body()), extra).await?;
             }
         }
@@ -399,10 +383,7 @@ impl ProxyHttp for Gateway {
         f.insert("delivery".into(), Value::String(ctx.delivery.as_str().into()));
         f.insert("err_code".into(), ctx.err_code.clone().map_or(Value::Null, Value::String));
         f.insert("latency_ms".into(), Value::from((took.as_secs_f64() * 1e6).round() / 1e3));
-        f.insert(
-            "upstream_ms".into(),
-            ctx.upstream.map_or(Value::Null, |d| Value::from((d.as_secs_f64() * 1e6).round() / 1e3)),
-        );
+        f.insert("upstream_ms".into(), ctx.upstream.map_or(Value::Null, |d| Value::from((d.as_secs_f64() * 1e6).round() / 1e3)));
         logging::access(f);
     }
 }

@@ -33,10 +33,10 @@ use std::time::Duration;
 use rsa::sha2::Digest;
 
 use crate::config::SandboxConfig;
-use crate::serve::{read_body, reply, BodyError};
 use crate::http_client::{parse_url, Client, Route};
 use crate::protocol::platform::{envelope, failure, Platform, PlatformMerchant};
 use crate::protocol::schema::Endpoints;
+use crate::serve::{read_body, reply, BodyError};
 
 const BINDCARD_PATH: &str = "/api/vborder/shortcut/bindCard/create";
 /// Requests are small; this only bounds a misbehaving client.
@@ -108,12 +108,8 @@ impl Sandbox {
     }
 
     fn stats(&self) -> Vec<u8> {
-        let by_path: Map<String, Value> = self
-            .state
-            .by_path
-            .lock()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), Value::from(*v))).collect())
-            .unwrap_or_default();
+        let by_path: Map<String, Value> =
+            self.state.by_path.lock().map(|m| m.iter().map(|(k, v)| (k.clone(), Value::from(*v))).collect()).unwrap_or_default();
         serde_json::json!({
             "received": self.state.received.load(Ordering::Relaxed),
             "opened": self.state.opened.load(Ordering::Relaxed),
@@ -130,12 +126,12 @@ impl Sandbox {
 
     /// The platform's handling of one sealed request (synchronous: crypto only).
     fn process(&self, path: &str, body: &[u8]) -> Processed {
-        let reject = |code: &str, msg: &str| Processed { answer: Answer::Json(200, failure(code, msg)), opened: false, stall: false, notify: None };
+        let reject =
+            |code: &str, msg: &str| Processed { answer: Answer::Json(200, failure(code, msg)), opened: false, stall: false, notify: None };
         let Ok(Value::Object(env)) = serde_json::from_slice::<Value>(body) else {
             return reject("400", "请求报文格式错误");
         };
-        let (Some(customer), Some(reqmsg)) =
-            (env.get("customerNo").and_then(Value::as_str), env.get("reqmsg").and_then(Value::as_str))
+        let (Some(customer), Some(reqmsg)) = (env.get("customerNo").and_then(Value::as_str), env.get("reqmsg").and_then(Value::as_str))
         else {
             return reject("400", "缺少customerNo或reqmsg");
         };
@@ -190,12 +186,8 @@ impl Sandbox {
         }
         // Fault-injection and page-test orders may be repeated; real ones are unique.
         let fresh = !["TAMPER-", "STALL-", "H5-"].iter().any(|p| order_no.starts_with(p));
-        let first = self
-            .state
-            .orders
-            .lock()
-            .map(|mut seen| !fresh || seen.insert((m.customer_no.clone(), order_no.to_string())))
-            .unwrap_or(false);
+        let first =
+            self.state.orders.lock().map(|mut seen| !fresh || seen.insert((m.customer_no.clone(), order_no.to_string()))).unwrap_or(false);
         if !first {
             out.insert("errCode".into(), Value::String("2104".into()));
             out.insert("errMessage".into(), Value::String("订单已存在,请勿重复提交".into()));
@@ -293,8 +285,8 @@ impl Sandbox {
     /// POSTs a notification to `url` (loopback only) and returns the answer.
     async fn send_notification(&self, url: String, body: Vec<u8>) -> Result<(u16, String), String> {
         let target = tokio::task::spawn_blocking(move || parse_url(&url)).await.map_err(|e| e.to_string())??;
-        if !target.addr.ip().is_loopback() {
-            return Err(format!("{} is not a loopback address; the sandbox only notifies this machine", target.addr));
+        if let Some(a) = target.addrs.iter().find(|a| !a.ip().is_loopback()) {
+            return Err(format!("{a} is not a loopback address; the sandbox only notifies this machine"));
         }
         let route = Route::new(target, Duration::from_secs(2), Duration::from_secs(10), true);
         let path = if route.target.path.is_empty() { "/".to_string() } else { route.target.path.clone() };
@@ -428,7 +420,9 @@ impl ServeHttp for SandboxService {
         if let Some((customer, order, url)) = done.notify {
             let sb = sb.clone();
             tokio::spawn(async move {
-                let Some(m) = sb.config.merchants.get(&customer).cloned() else { return };
+                let Some(m) = sb.config.merchants.get(&customer).cloned() else {
+                    return;
+                };
                 let sent = match sb.notification(&m, &order, None) {
                     Ok(n) => sb.send_notification(url, n).await,
                     Err(e) => Err(e),

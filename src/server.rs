@@ -9,12 +9,12 @@ use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::config::{Config, SandboxConfig};
+use crate::live::Live;
 use crate::metrics;
 use crate::notify::Notifications;
 use crate::protocol::schema::Endpoints;
 use crate::protocol::MerchantKeys;
 use crate::proxy::Gateway;
-use crate::live::Live;
 use crate::sandbox::{SandboxApp, SandboxService};
 
 /// Logs what was loaded (never key material).
@@ -42,11 +42,9 @@ fn announce_gateway(cfg: &Config) {
     for name in names {
         let m = &cfg.merchants[name];
         let keys = match &m.keys {
-            MerchantKeys::Md5 { platform_public, .. } => format!(
-                "platform_public=rsa-{}/{} md5_key=set",
-                platform_public.bits(),
-                platform_public.backend().as_str()
-            ),
+            MerchantKeys::Md5 { platform_public, .. } => {
+                format!("platform_public=rsa-{}/{} md5_key=set", platform_public.bits(), platform_public.backend().as_str())
+            }
             MerchantKeys::Rsa { merchant_private, platform_public } => format!(
                 "platform_public=rsa-{}/{} merchant_private=rsa-{}/{}",
                 platform_public.bits(),
@@ -55,13 +53,7 @@ fn announce_gateway(cfg: &Config) {
                 merchant_private.backend().as_str()
             ),
         };
-        log::info!(
-            "merchant {} profile={} {} chunk_size={}",
-            m.customer_no,
-            m.profile().as_str(),
-            keys,
-            m.chunk_size
-        );
+        log::info!("merchant {} profile={} {} chunk_size={}", m.customer_no, m.profile().as_str(), keys, m.chunk_size);
     }
     if cfg.default_merchant().is_none() {
         log::info!("several merchants: requests must name one with X-Paysign-Merchant");
@@ -69,9 +61,11 @@ fn announce_gateway(cfg: &Config) {
 }
 
 fn n_routes(cfg: &Config) -> Vec<(String, &'static str, String, String)> {
-    cfg.notify.iter().flat_map(|n| n.routes.iter()).map(|r| {
-        (r.path.clone(), if r.target.tls { "https" } else { "http" }, r.target.authority.clone(), r.target.path.clone())
-    }).collect()
+    cfg.notify
+        .iter()
+        .flat_map(|n| n.routes.iter())
+        .map(|r| (r.path.clone(), if r.target.tls { "https" } else { "http" }, r.target.authority.clone(), r.target.path.clone()))
+        .collect()
 }
 
 /// Requires client certificates issued by the CA in `ca` (the sandbox's mutual TLS).
@@ -79,9 +73,7 @@ fn client_verifier(ca: &std::path::Path) -> Result<Arc<dyn pingora::tls::ClientC
     pingora::tls::install_default_crypto_provider();
     let mut roots = pingora::tls::RootCertStore::empty();
     pingora::tls::load_ca_file_into_store(ca, &mut roots).map_err(|e| format!("tls_client_ca_file {}: {e}", ca.display()))?;
-    pingora::tls::WebPkiClientVerifier::builder(Arc::new(roots))
-        .build()
-        .map_err(|e| format!("tls_client_ca_file {}: {e}", ca.display()))
+    pingora::tls::WebPkiClientVerifier::builder(Arc::new(roots)).build().map_err(|e| format!("tls_client_ca_file {}: {e}", ca.display()))
 }
 
 /// What SIGHUP reloads in this process.
@@ -182,8 +174,8 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         match tls {
             Some((cert, key)) => {
                 let (cert, key) = (cert.display().to_string(), key.display().to_string());
-                let mut settings = pingora::listeners::tls::TlsSettings::intermediate(&cert, &key)
-                    .map_err(|e| format!("sandbox TLS listener: {e}"))?;
+                let mut settings =
+                    pingora::listeners::tls::TlsSettings::intermediate(&cert, &key).map_err(|e| format!("sandbox TLS listener: {e}"))?;
                 if let Some(ca) = &client_ca {
                     settings.set_client_cert_verifier(client_verifier(ca)?);
                 }

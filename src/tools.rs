@@ -123,7 +123,11 @@ fn open_steps(m: &Merchant, input: &str, out: &mut String) -> Result<(), ()> {
         return fail(
             out,
             "reqmsg:",
-            format!("bad block length: {} bytes is not a non-zero multiple of the {k}-byte block of a {}-bit key (wrong key size, or a truncated message)", raw.len(), k * 8),
+            format!(
+                "bad block length: {} bytes is not a non-zero multiple of the {k}-byte block of a {}-bit key (wrong key size, or a truncated message)",
+                raw.len(),
+                k * 8
+            ),
         );
     }
     let _ = writeln!(out, "reqmsg:    {} bytes = {} block(s) of {k}", raw.len(), raw.len() / k);
@@ -132,12 +136,17 @@ fn open_steps(m: &Merchant, input: &str, out: &mut String) -> Result<(), ()> {
             let mut all = Vec::new();
             for (i, block) in raw.chunks(k).enumerate() {
                 match segmented::open_type1_block(platform_public, block) {
-                    Ok(p) => all.extend_from_slice(&p),
-                    Err(CryptoError::Padding) => {
-                        return fail(out, "open:", format!("padding: block {} has no valid PKCS#1 type-1 padding under the platform public key (wrong platform key, or a corrupted block)", i + 1))
+                        Ok(p) => all.extend_from_slice(&p),
+                        Err(CryptoError::Padding) => return fail(
+                            out,
+                            "open:",
+                            format!(
+                                "padding: block {} has no valid PKCS#1 type-1 padding under the platform public key (wrong platform key, or a corrupted block)",
+                                i + 1
+                            ),
+                        ),
+                        Err(e) => return fail(out, "open:", format!("block {}: {e}", i + 1)),
                     }
-                    Err(e) => return fail(out, "open:", format!("block {}: {e}", i + 1)),
-                }
             }
             all
         }
@@ -178,7 +187,11 @@ fn open_steps(m: &Merchant, input: &str, out: &mut String) -> Result<(), ()> {
             let ok = signature::md5_verify(&canonical, md5_key, sign);
             if !ok {
                 let expected = signature::md5_sign(&canonical, md5_key);
-                return fail(out, "signature:", format!("md5 of the canonical string with the configured key is {expected}, the message says {sign}"));
+                return fail(
+                    out,
+                    "signature:",
+                    format!("md5 of the canonical string with the configured key is {expected}, the message says {sign}"),
+                );
             }
             ok
         }

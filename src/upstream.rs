@@ -21,6 +21,7 @@ impl PlatformClient {
     pub fn new(up: &Upstream) -> Self {
         let mut route = Route::new(up.target.clone(), up.connect_timeout, up.read_timeout, up.tls_verify);
         route.connect_retries = up.connect_retries;
+        route.refresh_addresses_every(up.dns_refresh);
         route.max_response_bytes = up.max_response_bytes;
         route.idle_timeout = up.pool_idle_timeout;
         route.peer.options.idle_timeout = Some(up.pool_idle_timeout);
@@ -38,7 +39,7 @@ impl PlatformClient {
             route.peer.proxy = Some(pingora::upstreams::peer::Proxy {
                 next_hop: std::path::PathBuf::from("/nonexistent/paysign-egress.sock").into_boxed_path(),
                 host: up.target.host.clone(),
-                port: up.target.addr.port(),
+                port: up.target.port,
                 headers: Default::default(),
             });
         }
@@ -48,7 +49,7 @@ impl PlatformClient {
             route.peer.proxy = Some(pingora::upstreams::peer::Proxy {
                 next_hop: uds.into_boxed_path(),
                 host: up.target.host.clone(),
-                port: up.target.addr.port(),
+                port: up.target.port,
                 headers: Default::default(),
             });
         }
@@ -66,11 +67,7 @@ impl PlatformClient {
     ) -> Result<(Answer, Duration), (GatewayError, Duration)> {
         let start = Instant::now();
         let uri = format!("{}{}", self.prefix, path_and_query);
-        let headers = [
-            ("Content-Type", "application/json;charset=UTF-8"),
-            ("Accept", "application/json"),
-            ("X-Request-Id", request_id),
-        ];
+        let headers = [("Content-Type", "application/json;charset=UTF-8"), ("Accept", "application/json"), ("X-Request-Id", request_id)];
         let result = self.client.post(&self.route, &uri, &headers, Bytes::from(body), on_retry).await;
         let took = start.elapsed();
         result.map(|a| (a, took)).map_err(|e| {

@@ -52,24 +52,52 @@ fn bad_configs_are_refused_with_the_setting_and_file_named() {
     assert!(ok, "{out}");
 
     refused(&format!("{BASE}{MD5}surprise: 1\n"), &["unknown field `surprise`"]);
-    refused(&format!("{BASE}{}", MD5.replace("md5_key_file: keys/md5.key", "md5_key_file: keys/missing.key")), &["merchants[0].md5_key_file", "missing.key", "cannot read file"]);
-    refused(&format!("{BASE}{}", MD5.replace("    md5_key_file: keys/md5.key\n", "")), &["merchants[0].md5_key_file", "needs md5_key_file or md5_key_env"]);
-    refused(&format!("{BASE}{}", MD5.replace("platform_public.pem", "merchant_private.pem")), &["merchants[0].platform_public_key", "merchant_private.pem", "is a private key"]);
-    refused(&format!("{BASE}{}", MD5.replace("platform_public.pem", "weak1024_public.pem")), &["merchants[0].platform_public_key", "weak1024_public.pem", "1024-bit"]);
+    refused(
+        &format!("{BASE}{}", MD5.replace("md5_key_file: keys/md5.key", "md5_key_file: keys/missing.key")),
+        &["merchants[0].md5_key_file", "missing.key", "cannot read file"],
+    );
+    refused(
+        &format!("{BASE}{}", MD5.replace("    md5_key_file: keys/md5.key\n", "")),
+        &["merchants[0].md5_key_file", "needs md5_key_file or md5_key_env"],
+    );
+    refused(
+        &format!("{BASE}{}", MD5.replace("platform_public.pem", "merchant_private.pem")),
+        &["merchants[0].platform_public_key", "merchant_private.pem", "is a private key"],
+    );
+    refused(
+        &format!("{BASE}{}", MD5.replace("platform_public.pem", "weak1024_public.pem")),
+        &["merchants[0].platform_public_key", "weak1024_public.pem", "1024-bit"],
+    );
     refused(&format!("{BASE}{}", MD5.replace("md5\n", "rsa\n")), &["merchants[0].md5_key_file", "not used by profile rsa"]);
     refused(&format!("{BASE}{MD5}    chunk_size: 300\n"), &["merchants[0].chunk_size", "245"]);
     refused(&format!("{BASE}{MD5}{MD5}"), &["merchants[1].customer_no", "configured twice"]);
     refused(&BASE.replace("http://127.0.0.1:19443", "ftp://x"), &["platform.base_url", "https://"]);
     refused(&format!("{}{MD5}", BASE.replace("listen: 127.0.0.1:18080", "listen: localhost")), &["listen", "not an address"]);
-    refused(&format!("{BASE}{}", MD5.replace("md5_key_file: keys/md5.key", "md5_key_env: PAYSIGN_TEST_UNSET_VAR")), &["md5_key_env", "PAYSIGN_TEST_UNSET_VAR"]);
-    refused(&format!("{}{MD5}", BASE.replace("  base_url: http://127.0.0.1:19443\n", "  base_url: http://127.0.0.1:19443\n  ca_file: nope.pem\n")), &["platform.ca_file", "nope.pem"]);
+    refused(
+        &format!("{BASE}{}", MD5.replace("md5_key_file: keys/md5.key", "md5_key_env: PAYSIGN_TEST_UNSET_VAR")),
+        &["md5_key_env", "PAYSIGN_TEST_UNSET_VAR"],
+    );
+    refused(
+        &format!(
+            "{}{MD5}",
+            BASE.replace("  base_url: http://127.0.0.1:19443\n", "  base_url: http://127.0.0.1:19443\n  ca_file: nope.pem\n")
+        ),
+        &["platform.ca_file", "nope.pem"],
+    );
 }
 
 #[test]
 fn md5_key_from_environment_and_weak_keys_when_allowed() {
     let dir = temp_dir();
     let path = dir.join("env.yaml");
-    write(&path, &format!("allow_weak_keys: true\n{BASE}{}", MD5.replace("md5_key_file: keys/md5.key", "md5_key_env: PAYSIGN_TEST_MD5").replace("platform_public.pem", "weak1024_public.pem")));
+    write(
+        &path,
+        &format!(
+            "allow_weak_keys: true\n{BASE}{}",
+            MD5.replace("md5_key_file: keys/md5.key", "md5_key_env: PAYSIGN_TEST_MD5")
+                .replace("platform_public.pem", "weak1024_public.pem")
+        ),
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_paysign"))
         .args(["check", "-c", path.to_str().unwrap()])
         .env("PAYSIGN_TEST_MD5", "secret")

@@ -34,7 +34,13 @@ fn deployment_files_parse_and_the_example_config_matches_the_schema() {
         let _: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(deploy(f)).unwrap()).unwrap();
     }
     let dash: Value = serde_json::from_str(&std::fs::read_to_string(deploy("grafana-dashboard.json")).unwrap()).unwrap();
-    let exprs: Vec<&str> = dash["panels"].as_array().unwrap().iter().flat_map(|p| p["targets"].as_array().unwrap()).filter_map(|t| t["expr"].as_str()).collect();
+    let exprs: Vec<&str> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .filter_map(|t| t["expr"].as_str())
+        .collect();
     assert!(exprs.len() >= 8);
     // Every metric a dashboard or alert names is one paysign defines.
     let defined = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs")).unwrap();
@@ -70,10 +76,7 @@ fn a_real_prometheus_scrapes_paysign() {
     let cfg = s.dir.join("prometheus.yml");
     write(
         &cfg,
-        &format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: paysign\n    static_configs:\n      - targets: [\"127.0.0.1:{}\"]\n",
-            s.admin
-        ),
+        &format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: paysign\n    static_configs:\n      - targets: [\"127.0.0.1:{}\"]\n", s.admin),
     );
     let _prom = spawn_cmd(
         Command::new(prometheus)
@@ -86,7 +89,9 @@ fn a_real_prometheus_scrapes_paysign() {
     let query = "/api/v1/query?query=paysign_requests_total%7Boutcome%3D%22verified%22%7D";
     let mut last = Value::Null;
     let found = eventually(30, || {
-        let Ok(r) = try_request(port, "GET", query, &[], b"") else { return false };
+        let Ok(r) = try_request(port, "GET", query, &[], b"") else {
+            return false;
+        };
         last = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
         last["data"]["result"].as_array().is_some_and(|a| !a.is_empty())
     });
@@ -96,4 +101,58 @@ fn a_real_prometheus_scrapes_paysign() {
     assert_eq!(result["metric"]["merchant"], MD5_MERCHANT);
     assert_eq!(result["metric"]["endpoint"], "bindcard_create");
     assert_eq!(result["value"][1], "3");
+}
+
+/// The Dockerfile and the Kubernetes manifest agree (user, ports, configuration path, image
+/// command), and the binary needs only libraries the runtime stage (debian:bookworm-slim) has.
+#[test]
+fn the_container_image_and_the_manifest_agree() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let stages: Vec<&str> = dockerfile.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(stages, ["FROM rust:1-bookworm AS build", "FROM debian:bookworm-slim"]);
+    let runtime = dockerfile.split("FROM debian:bookworm-slim").nth(1).unwrap();
+    assert!(runtime.contains("USER 10001:10001"), "the runtime stage must not run as root");
+    assert!(
+        !runtime.contains("COPY conf") && !runtime.contains("COPY tests") && !dockerfile.contains(".pem"),
+        "keys or configuration baked in"
+    );
+    assert!(runtime.contains("EXPOSE 8080 8081 9091"));
+    assert!(runtime.contains(r#"CMD ["run", "-c", "/etc/paysign/paysign.yaml"]"#));
+    let ignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
+    for excluded in ["target", "conf", "tests", ".git"] {
+        assert!(ignore.lines().any(|l| l == excluded), ".dockerignore lacks {excluded}");
+    }
+
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&std::fs::read_to_string(deploy("kubernetes.yaml")).unwrap())
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsUser"].as_u64(), Some(10001));
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"].as_str(), Some("registry.example/paysign:0.1.0"));
+    let args: Vec<&str> = c["args"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(args, ["run", "-c", "/etc/paysign/paysign.yaml"]);
+    let ports: Vec<u64> = c["ports"].as_sequence().unwrap().iter().map(|p| p["containerPort"].as_u64().unwrap()).collect();
+    assert_eq!(ports, [8080, 8081, 9091]);
+    let mounts: Vec<&str> = c["volumeMounts"].as_sequence().unwrap().iter().map(|m| m["mountPath"].as_str().unwrap()).collect();
+    assert!(mounts.contains(&"/etc/paysign/paysign.yaml") && mounts.contains(&"/etc/paysign/keys"), "{mounts:?}");
+    // The manifest's configuration listens on the ports the image exposes.
+    let embedded: serde_yaml::Value = serde_yaml::from_str(docs[0]["data"]["paysign.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(embedded["listen"].as_str(), Some("0.0.0.0:8080"));
+    assert_eq!(embedded["admin_listen"].as_str(), Some("0.0.0.0:9091"));
+    assert_eq!(embedded["notify"]["listen"].as_str(), Some("0.0.0.0:8081"));
+
+    // What the binary links: only glibc's libraries, which the slim runtime stage has.
+    let out = Command::new("ldd").arg(env!("CARGO_BIN_EXE_paysign")).output().expect("ldd");
+    let libs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|l| l.rsplit('/').next().unwrap().to_string())
+        .filter(|l| !l.starts_with("linux-vdso") && !l.starts_with("ld-linux"))
+        .collect();
+    let mut libs = libs;
+    libs.sort();
+    assert_eq!(libs, ["libc.so.6", "libgcc_s.so.1", "libm.so.6"]);
 }

@@ -75,7 +75,9 @@ fn tunnel<S: Duplex>(client: S, status: u16, log: Arc<Mutex<Vec<String>>>) {
         return;
     }
     let target = first.split_whitespace().nth(1).unwrap_or("").to_string();
-    let Ok(upstream) = TcpStream::connect(&target) else { return };
+    let Ok(upstream) = TcpStream::connect(&target) else {
+        return;
+    };
     let _ = w.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n");
     let (mut up_r, mut up_w) = (upstream.try_clone().unwrap(), upstream);
     let mut down_w = w.dup();

@@ -19,7 +19,11 @@ fn platform() -> (Platform, PlatformMerchant) {
     let read = |n: &str| std::fs::read_to_string(fixtures().join("keys").join(n)).unwrap();
     (
         Platform { private: Arc::new(keys::load_private(&read("platform_private.pem"), false).unwrap()) },
-        PlatformMerchant { customer_no: MD5_MERCHANT.into(), keys: PlatformMerchantKeys::Md5 { md5_key: Secret::new(MD5_KEY.into()) }, previous: None },
+        PlatformMerchant {
+            customer_no: MD5_MERCHANT.into(),
+            keys: PlatformMerchantKeys::Md5 { md5_key: Secret::new(MD5_KEY.into()) },
+            previous: None,
+        },
     )
 }
 
@@ -47,7 +51,13 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn platform_faults_end_in_the_documented_errors() {
     let fs = fault_server::start();
-    let s = Stack::start(Options { sandbox: false, platform_port: Some(fs.port), read_timeout_ms: 1_000, merchants: &[MD5_MERCHANT], ..Options::default() });
+    let s = Stack::start(Options {
+        sandbox: false,
+        platform_port: Some(fs.port),
+        read_timeout_ms: 1_000,
+        merchants: &[MD5_MERCHANT],
+        ..Options::default()
+    });
     let pid = s.gateway_pid();
     let call = |order: &str| s.post(BINDCARD, None, bindcard(order).to_string().as_bytes());
     let gateway_err = |r: &Response, status: u16, delivery: &str, message: &str| {
@@ -87,7 +97,11 @@ fn platform_faults_end_in_the_documented_errors() {
     let mut names: Vec<String> = head[1..].iter().map(|l| l.split(':').next().unwrap().to_ascii_lowercase()).collect();
     names.sort();
     assert_eq!(names, ["accept", "content-length", "content-type", "host", "user-agent", "x-request-id"], "{head:?}");
-    assert!(head.contains(&"Content-Type: application/json;charset=UTF-8".to_string()) || head.contains(&"content-type: application/json;charset=UTF-8".to_string()), "{head:?}");
+    assert!(
+        head.contains(&"Content-Type: application/json;charset=UTF-8".to_string())
+            || head.contains(&"content-type: application/json;charset=UTF-8".to_string()),
+        "{head:?}"
+    );
 
     let t = Instant::now();
     fs.set(Fault::NeverAnswer);
@@ -117,10 +131,21 @@ fn platform_faults_end_in_the_documented_errors() {
     // Memory stayed bounded although a 50 MiB answer was offered.
     assert!(rss_kib(pid) < 64 * 1024, "peak RSS {} KiB", rss_kib(pid));
     // And it keeps serving.
-    fs.set(Fault::Answer(200, "application/json", good(Value::String(serde_json::json!({"customerNo": customer, "reqmsg": reqmsg}).to_string()))));
+    fs.set(Fault::Answer(
+        200,
+        "application/json",
+        good(Value::String(serde_json::json!({"customerNo": customer, "reqmsg": reqmsg}).to_string())),
+    ));
     assert_eq!(call("OK-2").status, 200);
     let m = s.metrics();
-    for (outcome, n) in [("timeout", 2.0), ("upstream_io", 2.0), ("response_too_large", 1.0), ("upstream_http", 1.0), ("verify_failed", 3.0), ("verified", 2.0)] {
+    for (outcome, n) in [
+        ("timeout", 2.0),
+        ("upstream_io", 2.0),
+        ("response_too_large", 1.0),
+        ("upstream_http", 1.0),
+        ("verify_failed", 3.0),
+        ("verified", 2.0),
+    ] {
         assert_eq!(
             sample(&m, &format!(r#"paysign_requests_total{{endpoint="bindcard_create",merchant="{MD5_MERCHANT}",outcome="{outcome}"}}"#)),
             Some(n),
@@ -153,11 +178,14 @@ fn misbehaving_callers_cost_nothing_and_reach_nothing() {
         .collect();
     // A client that announces a body and sends only part of it, then waits.
     let mut partial = TcpStream::connect(("127.0.0.1", s.proxy)).unwrap();
-    partial.write_all(b"POST /api/vborder/shortcut/bindCard/create HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"orderNo\":").unwrap();
+    partial
+        .write_all(b"POST /api/vborder/shortcut/bindCard/create HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"orderNo\":")
+        .unwrap();
     // A client that disconnects in the middle of its body.
     {
         let mut gone = TcpStream::connect(("127.0.0.1", s.proxy)).unwrap();
-        gone.write_all(b"POST /api/vborder/shortcut/bindCard/create HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"orderNo\":\"GONE").unwrap();
+        gone.write_all(b"POST /api/vborder/shortcut/bindCard/create HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"orderNo\":\"GONE")
+            .unwrap();
     }
     // A body over the limit, streamed.
     let mut big = TcpStream::connect(("127.0.0.1", s.proxy)).unwrap();

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
-    let mut out: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).map(|p| (p.clone(), std::fs::read(p).unwrap())).collect();
+    let mut out: Vec<_> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).map(|p| (p.clone(), std::fs::read(p).unwrap())).collect();
     out.sort();
     assert!(out.len() >= 5, "{} holds {} inputs", dir.display(), out.len());
     out
@@ -33,7 +34,11 @@ fn open_response_corpus_never_verifies_or_panics() {
             keys: MerchantKeys::Md5 { md5_key: Secret::new("fuzz-md5-key".into()), platform_public: public.clone() },
             chunk_size: 245,
         });
-        merchants.push(Merchant { customer_no: "202112090603".into(), keys: MerchantKeys::Rsa { merchant_private: private, platform_public: public }, chunk_size: 245 });
+        merchants.push(Merchant {
+            customer_no: "202112090603".into(),
+            keys: MerchantKeys::Rsa { merchant_private: private, platform_public: public },
+            chunk_size: 245,
+        });
     }
     for (path, data) in corpus("open_response") {
         for m in &merchants {
@@ -49,7 +54,9 @@ fn open_response_corpus_never_verifies_or_panics() {
 fn canonical_corpus_keeps_its_invariants() {
     let eps = Endpoints::builtin().unwrap();
     for (path, data) in corpus("canonical") {
-        let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(&data) else { continue };
+        let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(&data) else {
+            continue;
+        };
         let c = canonicalize(&obj);
         obj.insert("sign".into(), Value::String("x".into()));
         assert_eq!(c, canonicalize(&obj), "{}", path.display());

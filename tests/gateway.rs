@@ -81,7 +81,11 @@ fn bad_requests_are_refused_before_anything_is_sent() {
     assert!(v["errMessage"].as_str().unwrap().contains("'mobile'"));
 
     let cases: &[(&str, Value, &str)] = &[
-        ("userType", Value::String("FAX".into()), "'userType' must be one of IMEI, MAC, USER_ID, EMAIL, PHONE, ID_CARD, AGREEMENT_NO, WECHAT"),
+        (
+            "userType",
+            Value::String("FAX".into()),
+            "'userType' must be one of IMEI, MAC, USER_ID, EMAIL, PHONE, ID_CARD, AGREEMENT_NO, WECHAT",
+        ),
         ("bankCardType", Value::String("debit".into()), "'bankCardType' must be one of CREDIT, DEBIT"),
         ("certType", Value::String("DRIVER".into()), "'certType' must be one of"),
         ("expiredTime", Value::String("2030-02-30 12:00:00".into()), "'expiredTime' must be a date and time as yyyy-MM-dd HH:mm:ss"),
@@ -291,11 +295,7 @@ fn metrics_count_exactly_what_happened_and_logs_hold_no_secrets() {
 
     // Logs: one access line per request, with what an operator needs and nothing secret.
     let logs = s.gateway.logs();
-    let access: Vec<Value> = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["msg"] == "access")
-        .collect();
+    let access: Vec<Value> = logs.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["msg"] == "access").collect();
     assert_eq!(access.len(), 6, "{logs}");
     assert!(access.iter().any(|a| a["order_no"] == "M-BAD" && a["outcome"] == "invalid" && a["status"] == 400));
     assert!(access.iter().all(|a| a["request_id"].as_str().unwrap().len() == 32));

@@ -12,7 +12,9 @@ use common::*;
 use serde_json::Value;
 
 fn bank() -> http_server::Server {
-    http_server::start(Arc::new(|_req| (200, "text/html; charset=UTF-8".into(), b"<html><body><p id=bank>bank page</p></body></html>".to_vec())))
+    http_server::start(Arc::new(|_req| {
+        (200, "text/html; charset=UTF-8".into(), b"<html><body><p id=bank>bank page</p></body></html>".to_vec())
+    }))
 }
 
 fn stack_with_bank(bank_port: u16) -> Stack {
@@ -28,7 +30,8 @@ fn html_accept_gets_the_bank_page_with_protective_headers() {
     let s = Stack::start(Options { merchants: &[MD5_MERCHANT], ..Options::default() });
     let body = bindcard("H5-XSS-1").to_string();
     let json = request(s.proxy, "POST", BINDCARD, &[], body.as_bytes()).json();
-    let expected = serde_json::from_str::<Value>(json["submitParams"].as_str().unwrap()).unwrap()["epccGwMsg"].as_str().unwrap().to_string();
+    let expected =
+        serde_json::from_str::<Value>(json["submitParams"].as_str().unwrap()).unwrap()["epccGwMsg"].as_str().unwrap().to_string();
     assert!(expected.contains("\"'><script>"));
 
     let r = request(s.proxy, "POST", BINDCARD, &[("Accept", "text/html,application/xhtml+xml;q=0.9")], body.as_bytes());
@@ -66,7 +69,8 @@ fn chromium_lands_on_the_bank_with_epcc_gw_msg_byte_identical() {
     let order = "H5-XSS-BROWSER";
     let business = bindcard(order);
     let json = request(s.proxy, "POST", BINDCARD, &[], business.to_string().as_bytes()).json();
-    let expected = serde_json::from_str::<Value>(json["submitParams"].as_str().unwrap()).unwrap()["epccGwMsg"].as_str().unwrap().to_string();
+    let expected =
+        serde_json::from_str::<Value>(json["submitParams"].as_str().unwrap()).unwrap()["epccGwMsg"].as_str().unwrap().to_string();
     // The launcher request itself is recorded too; drain it later.
     let text = business.to_string();
     let name = format!("{},\"pad\":\"", &text[..text.len() - 1]);
@@ -86,7 +90,7 @@ fn chromium_lands_on_the_bank_with_epcc_gw_msg_byte_identical() {
     });
 
     let profile = s.dir.join("chromium-profile");
-    let mut child = Command::new(chromium)
+    let child = Command::new(chromium)
         .args([
             "--headless",
             "--no-sandbox",

@@ -94,7 +94,9 @@ fn forged_tampered_malformed_or_misrouted_notifications_are_refused_and_not_forw
 
     assert!(s.target.requests.try_recv().is_err(), "something unverified was forwarded");
     let m = s.stack.metrics();
-    let n = |outcome: &str| sample(&m, &format!(r#"paysign_notifications_total{{outcome="{outcome}",route="/notify/bindcard"}}"#)).unwrap_or(0.0);
+    let n = |outcome: &str| {
+        sample(&m, &format!(r#"paysign_notifications_total{{outcome="{outcome}",route="/notify/bindcard"}}"#)).unwrap_or(0.0)
+    };
     assert_eq!(n("forged"), 4.0, "{m}");
     assert_eq!(n("unknown_merchant"), 2.0, "an envelope naming a customerNo we do not serve");
     assert_eq!(n("malformed"), 2.0);

@@ -99,7 +99,10 @@ fn broken_or_listener_changing_reloads_are_refused_and_merchants_come_and_go() {
     assert_eq!(r.status, 500);
     let v = r.json();
     assert_eq!(v["result"], "failed");
-    assert!(v["error"].as_str().unwrap().contains("merchants[1].merchant_private_key") && v["error"].as_str().unwrap().contains("nope.pem"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("merchants[1].merchant_private_key") && v["error"].as_str().unwrap().contains("nope.pem"),
+        "{v}"
+    );
     assert_eq!(ok(RSA_MERCHANT, "B-2"), 200);
 
     // Not YAML at all.

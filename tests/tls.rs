@@ -69,7 +69,8 @@ fn certs_dir() -> PathBuf {
     d
 }
 
-const TLS_FAILED: &str = "the TLS handshake with the platform failed (certificate not trusted, or not for this host name); nothing was sent";
+const TLS_FAILED: &str =
+    "the TLS handshake with the platform failed (certificate not trusted, or not for this host name); nothing was sent";
 
 #[test]
 fn verified_https_to_the_platform() {

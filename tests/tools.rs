@@ -11,7 +11,9 @@ use serde_json::Value;
 fn config(profile: &str) -> std::path::PathBuf {
     let dir = temp_dir();
     let m = if profile == "md5" {
-        format!("  - customer_no: \"{MD5_MERCHANT_VEC}\"\n    profile: md5\n    platform_public_key: keys/platform_public.pem\n    md5_key_file: keys/md5.key\n")
+        format!(
+            "  - customer_no: \"{MD5_MERCHANT_VEC}\"\n    profile: md5\n    platform_public_key: keys/platform_public.pem\n    md5_key_file: keys/md5.key\n"
+        )
     } else {
         format!("  - customer_no: \"{MD5_MERCHANT_VEC}\"\n    profile: rsa\n    platform_public_key: keys/platform_public.pem\n    merchant_private_key: keys/merchant_private.pem\n")
     };
@@ -115,7 +117,9 @@ fn seal_prints_the_vector_canonical_string_sign_and_an_envelope_the_platform_ope
     let signing: Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("signing.json")).unwrap()).unwrap();
     let case = &signing["cases"][1];
     let platform = Platform {
-        private: Arc::new(keys::load_private(&std::fs::read_to_string(fixtures().join("keys/platform_private.pem")).unwrap(), false).unwrap()),
+        private: Arc::new(
+            keys::load_private(&std::fs::read_to_string(fixtures().join("keys/platform_private.pem")).unwrap(), false).unwrap(),
+        ),
     };
     for (profile, sign_field) in [("md5", "md5Sign"), ("rsa", "rsaSign")] {
         let cfg = config(profile);
@@ -132,7 +136,9 @@ fn seal_prints_the_vector_canonical_string_sign_and_an_envelope_the_platform_ope
                 PlatformMerchantKeys::Md5 { md5_key: Secret::new(MD5_KEY.into()) }
             } else {
                 PlatformMerchantKeys::Rsa {
-                    merchant_public: Arc::new(keys::load_public(&std::fs::read_to_string(fixtures().join("keys/merchant_public.pem")).unwrap(), false).unwrap()),
+                    merchant_public: Arc::new(
+                        keys::load_public(&std::fs::read_to_string(fixtures().join("keys/merchant_public.pem")).unwrap(), false).unwrap(),
+                    ),
                 }
             },
         };
@@ -145,8 +151,17 @@ fn seal_prints_the_vector_canonical_string_sign_and_an_envelope_the_platform_ope
 #[test]
 fn keys_check_tells_formats_sizes_kinds_and_pairs() {
     let k = |n: &str| fixtures().join("keys").join(n).to_str().unwrap().to_string();
-    let files = ["platform_public.pem", "platform_public_pkcs1.pem", "platform_public.b64", "platform_private.pem", "merchant_private.b64", "merchant_public.pem", "weak1024_public.pem"];
-    let args: Vec<String> = std::iter::once("keys".to_string()).chain(std::iter::once("check".to_string())).chain(files.iter().map(|f| k(f))).collect();
+    let files = [
+        "platform_public.pem",
+        "platform_public_pkcs1.pem",
+        "platform_public.b64",
+        "platform_private.pem",
+        "merchant_private.b64",
+        "merchant_public.pem",
+        "weak1024_public.pem",
+    ];
+    let args: Vec<String> =
+        std::iter::once("keys".to_string()).chain(std::iter::once("check".to_string())).chain(files.iter().map(|f| k(f))).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, out) = run(&args, "");
     assert_eq!(code, 0, "{out}");

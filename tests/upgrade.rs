@@ -34,7 +34,9 @@ fn sockets_are_handed_to_a_new_process_without_failing_a_request() {
     assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
     // The new process serves, on the same ports.
     let m = s.metrics();
-    let served = sample(&m, &format!(r#"paysign_requests_total{{endpoint="bindcard_create",merchant="{MD5_MERCHANT}",outcome="verified"}}"#)).unwrap();
+    let served =
+        sample(&m, &format!(r#"paysign_requests_total{{endpoint="bindcard_create",merchant="{MD5_MERCHANT}",outcome="verified"}}"#))
+            .unwrap();
     assert!(served >= 20.0, "{m}");
     assert!(new.logs().contains("paysign 0.1.0 loaded"));
     drop(new);

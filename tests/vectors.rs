@@ -68,20 +68,20 @@ fn every_signing_vector_matches() {
     let cases = v["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 4);
     for b in BACKENDS {
-    let key = private_with("merchant_private.pem", b);
-    let platform_view = public_with("merchant_public.pem", b);
-    for case in cases {
-        let o = obj(&case["object"]);
-        let canonical = canonicalize(&o);
-        assert_eq!(canonical, case["canonical"].as_str().unwrap());
-        let md5_key = Secret::new(case["md5Key"].as_str().unwrap().into());
-        assert_eq!(signature::md5_sign(&canonical, &md5_key), case["md5Sign"].as_str().unwrap());
-        assert!(signature::md5_verify(&canonical, &md5_key, &case["md5Sign"].as_str().unwrap().to_lowercase()));
-        let rsa_sign = signature::rsa_sign(&key, &canonical).unwrap();
-        assert_eq!(rsa_sign, case["rsaSign"].as_str().unwrap());
-        assert!(signature::rsa_verify(&platform_view, &canonical, &rsa_sign));
-        assert!(!signature::rsa_verify(&platform_view, &format!("{canonical}x"), &rsa_sign));
-    }
+        let key = private_with("merchant_private.pem", b);
+        let platform_view = public_with("merchant_public.pem", b);
+        for case in cases {
+            let o = obj(&case["object"]);
+            let canonical = canonicalize(&o);
+            assert_eq!(canonical, case["canonical"].as_str().unwrap());
+            let md5_key = Secret::new(case["md5Key"].as_str().unwrap().into());
+            assert_eq!(signature::md5_sign(&canonical, &md5_key), case["md5Sign"].as_str().unwrap());
+            assert!(signature::md5_verify(&canonical, &md5_key, &case["md5Sign"].as_str().unwrap().to_lowercase()));
+            let rsa_sign = signature::rsa_sign(&key, &canonical).unwrap();
+            assert_eq!(rsa_sign, case["rsaSign"].as_str().unwrap());
+            assert!(signature::rsa_verify(&platform_view, &canonical, &rsa_sign));
+            assert!(!signature::rsa_verify(&platform_view, &format!("{canonical}x"), &rsa_sign));
+        }
     }
 }
 

@@ -78,7 +78,11 @@ impl PublicKey {
     }
     /// The backend that will do this key's work.
     pub fn backend(&self) -> Backend {
-        if self.aws.is_some() { Backend::AwsLc } else { Backend::RustCrypto }
+        if self.aws.is_some() {
+            Backend::AwsLc
+        } else {
+            Backend::RustCrypto
+        }
     }
     /// Modulus length in bytes: the size of every ciphertext block and signature.
     pub fn size(&self) -> usize {
@@ -108,7 +112,11 @@ impl PrivateKey {
         self
     }
     pub fn backend(&self) -> Backend {
-        if self.aws.is_some() { Backend::AwsLc } else { Backend::RustCrypto }
+        if self.aws.is_some() {
+            Backend::AwsLc
+        } else {
+            Backend::RustCrypto
+        }
     }
     pub fn public(&self) -> &PublicKey {
         &self.public
@@ -163,6 +171,8 @@ pub enum KeyError {
 }
 
 /// What kind of key a text holds, without caring which slot it is for (used by `keys check`).
+/// Short-lived (one per key file checked), so its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyKey {
     Public(PublicKey, KeyFormat),
     Private(PrivateKey, KeyFormat),

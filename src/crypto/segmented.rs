@@ -20,10 +20,9 @@ pub fn chunk_size_for(key: &PublicKey, configured: Option<usize>) -> Result<usiz
     match configured {
         None => Ok(max),
         Some(0) => Err("chunk_size must be at least 1".into()),
-        Some(n) if n > max => Err(format!(
-            "chunk_size {n} is larger than a {}-bit key can carry in one PKCS#1 v1.5 block ({max} bytes)",
-            key.bits()
-        )),
+        Some(n) if n > max => {
+            Err(format!("chunk_size {n} is larger than a {}-bit key can carry in one PKCS#1 v1.5 block ({max} bytes)", key.bits()))
+        }
         Some(n) => Ok(n),
     }
 }
@@ -111,7 +110,7 @@ pub fn open_type1_block(key: &PublicKey, block: &[u8]) -> Result<Vec<u8>, Crypto
         return Ok(strip_type1(&em)?.to_vec());
     }
     let c = BoxedUint::from_be_slice(block, key.inner.n_bits_precision()).map_err(|_| CryptoError::Padding)?;
-    if &c >= key.inner.n().as_ref() {
+    if c >= *key.inner.n().as_ref() {
         return Err(CryptoError::Padding);
     }
     let m = rsa_encrypt(&key.inner, &c).map_err(|_| CryptoError::Padding)?;
@@ -142,10 +141,7 @@ pub fn seal_type1(key: &PrivateKey, plaintext: &[u8], chunk: usize) -> Result<St
     }
     let mut out = Vec::with_capacity(plaintext.len().div_ceil(chunk) * key.size());
     for part in plaintext.chunks(chunk) {
-        let block = key
-            .inner
-            .sign(Pkcs1v15Sign::new_unprefixed(), part)
-            .map_err(|_| CryptoError::Private)?;
+        let block = key.inner.sign(Pkcs1v15Sign::new_unprefixed(), part).map_err(|_| CryptoError::Private)?;
         out.extend_from_slice(&block);
     }
     Ok(B64.encode(out))

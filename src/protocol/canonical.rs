@@ -10,9 +10,7 @@ use serde_json::{Map, Value};
 pub fn canonicalize(obj: &Map<String, Value>) -> String {
     let mut members: Vec<(&str, &Value)> = obj
         .iter()
-        .filter(|(k, v)| {
-            k.as_str() != "sign" && !v.is_null() && !matches!(v, Value::String(s) if s.is_empty())
-        })
+        .filter(|(k, v)| k.as_str() != "sign" && !v.is_null() && !matches!(v, Value::String(s) if s.is_empty()))
         .map(|(k, v)| (k.as_str(), v))
         .collect();
     // `str` ordering is byte ordering, which is what the protocol specifies.
@@ -41,8 +39,7 @@ mod tests {
 
     #[test]
     fn protocol_example() {
-        let v: Value =
-            serde_json::from_str(r#"{"b":"2","a":"x&y","c":"","sign":"…","n":10}"#).unwrap();
+        let v: Value = serde_json::from_str(r#"{"b":"2","a":"x&y","c":"","sign":"…","n":10}"#).unwrap();
         assert_eq!(canonicalize(v.as_object().unwrap()), "a=x&y&b=2&n=10");
     }
 

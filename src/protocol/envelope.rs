@@ -111,9 +111,7 @@ impl Merchant {
 
     fn platform_public(&self) -> &PublicKey {
         match &self.keys {
-            MerchantKeys::Md5 { platform_public, .. } | MerchantKeys::Rsa { platform_public, .. } => {
-                platform_public
-            }
+            MerchantKeys::Md5 { platform_public, .. } | MerchantKeys::Rsa { platform_public, .. } => platform_public,
         }
     }
 
@@ -123,20 +121,15 @@ impl Merchant {
         business.remove("sign");
         let canonical = timed("canonicalize", || canonicalize(&business));
         let sign = match &self.keys {
-            MerchantKeys::Md5 { md5_key, .. } => {
-                timed("md5_sign", || signature::md5_sign(&canonical, md5_key))
-            }
+            MerchantKeys::Md5 { md5_key, .. } => timed("md5_sign", || signature::md5_sign(&canonical, md5_key)),
             MerchantKeys::Rsa { merchant_private, .. } => {
-                timed("rsa_sign", || signature::rsa_sign(merchant_private, &canonical))
-                    .map_err(SealError)?
+                timed("rsa_sign", || signature::rsa_sign(merchant_private, &canonical)).map_err(SealError)?
             }
         };
         business.insert("sign".into(), Value::String(sign));
         let plaintext = Value::Object(business).to_string();
-        let reqmsg = timed("encrypt", || {
-            segmented::encrypt(self.platform_public(), plaintext.as_bytes(), self.chunk_size)
-        })
-        .map_err(SealError)?;
+        let reqmsg =
+            timed("encrypt", || segmented::encrypt(self.platform_public(), plaintext.as_bytes(), self.chunk_size)).map_err(SealError)?;
         let mut env = Map::with_capacity(2);
         env.insert("customerNo".into(), Value::String(self.customer_no.clone()));
         env.insert("reqmsg".into(), Value::String(reqmsg));
@@ -145,8 +138,7 @@ impl Merchant {
 
     /// Opens a platform response body: envelope checks, `data`, `reqmsg`, `customerNo`, `sign`.
     pub fn open_response(&self, body: &[u8]) -> Result<Opened, OpenError> {
-        let outer: Value =
-            serde_json::from_slice(body).map_err(|_| OpenError::Envelope("body is not JSON"))?;
+        let outer: Value = serde_json::from_slice(body).map_err(|_| OpenError::Envelope("body is not JSON"))?;
         let outer = outer.as_object().ok_or(OpenError::Envelope("body is not a JSON object"))?;
         let code_ok = match outer.get("code") {
             Some(Value::String(s)) => s == "200",
@@ -168,8 +160,7 @@ impl Merchant {
         }
         let data = match outer.get("data") {
             Some(Value::String(s)) => {
-                let v: Value = serde_json::from_str(s)
-                    .map_err(|_| OpenError::Envelope("data is not JSON text"))?;
+                let v: Value = serde_json::from_str(s).map_err(|_| OpenError::Envelope("data is not JSON text"))?;
                 match v {
                     Value::Object(m) => m,
                     _ => return Err(OpenError::Envelope("data is not a JSON object")),
@@ -188,18 +179,11 @@ impl Merchant {
             Some(Value::String(_)) => return Err(OpenError::CustomerMismatch),
             _ => return Err(OpenError::Envelope("data.customerNo is missing")),
         }
-        let reqmsg = data
-            .get("reqmsg")
-            .and_then(Value::as_str)
-            .ok_or(OpenError::Envelope("data.reqmsg is missing"))?;
+        let reqmsg = data.get("reqmsg").and_then(Value::as_str).ok_or(OpenError::Envelope("data.reqmsg is missing"))?;
 
         let raw = match &self.keys {
-            MerchantKeys::Md5 { platform_public, .. } => {
-                timed("open_type1", || segmented::open_type1(platform_public, reqmsg))
-            }
-            MerchantKeys::Rsa { merchant_private, .. } => {
-                timed("decrypt", || segmented::decrypt(merchant_private, reqmsg))
-            }
+            MerchantKeys::Md5 { platform_public, .. } => timed("open_type1", || segmented::open_type1(platform_public, reqmsg)),
+            MerchantKeys::Rsa { merchant_private, .. } => timed("decrypt", || segmented::decrypt(merchant_private, reqmsg)),
         }
         .map_err(OpenError::Ciphertext)?;
         let plaintext = String::from_utf8(raw).map_err(|_| OpenError::Plaintext)?;
@@ -212,19 +196,11 @@ impl Merchant {
             Some(Value::String(c)) if *c == self.customer_no => {}
             Some(_) => return Err(OpenError::CustomerMismatch),
         }
-        let sign = fields
-            .get("sign")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or(OpenError::Signature)?;
+        let sign = fields.get("sign").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(OpenError::Signature)?;
         let canonical = timed("canonicalize", || canonicalize(&fields));
         let ok = match &self.keys {
-            MerchantKeys::Md5 { md5_key, .. } => {
-                timed("md5_verify", || signature::md5_verify(&canonical, md5_key, sign))
-            }
-            MerchantKeys::Rsa { platform_public, .. } => {
-                timed("rsa_verify", || signature::rsa_verify(platform_public, &canonical, sign))
-            }
+            MerchantKeys::Md5 { md5_key, .. } => timed("md5_verify", || signature::md5_verify(&canonical, md5_key, sign)),
+            MerchantKeys::Rsa { platform_public, .. } => timed("rsa_verify", || signature::rsa_verify(platform_public, &canonical, sign)),
         };
         if !ok {
             return Err(OpenError::Signature);

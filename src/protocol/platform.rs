@@ -51,21 +51,13 @@ pub struct Platform {
 impl Platform {
     /// Decrypts a request's `reqmsg` with the platform private key and verifies its `sign`.
     /// Returns the plaintext text and its fields.
-    pub fn open_request(
-        &self,
-        m: &PlatformMerchant,
-        reqmsg: &str,
-    ) -> Result<(String, Map<String, Value>), OpenError> {
+    pub fn open_request(&self, m: &PlatformMerchant, reqmsg: &str) -> Result<(String, Map<String, Value>), OpenError> {
         self.open_request_rotating(m, reqmsg).map(|(t, f, _)| (t, f))
     }
 
     /// Like [`Self::open_request`], also accepting the merchant's previous keys during a
     /// rotation; the flag says whether the previous keys verified it.
-    pub fn open_request_rotating(
-        &self,
-        m: &PlatformMerchant,
-        reqmsg: &str,
-    ) -> Result<(String, Map<String, Value>, bool), OpenError> {
+    pub fn open_request_rotating(&self, m: &PlatformMerchant, reqmsg: &str) -> Result<(String, Map<String, Value>, bool), OpenError> {
         let raw = segmented::decrypt(&self.private, reqmsg).map_err(OpenError::Ciphertext)?;
         let text = String::from_utf8(raw).map_err(|_| OpenError::Plaintext)?;
         let fields = match serde_json::from_str::<Value>(&text) {
@@ -100,12 +92,8 @@ impl Platform {
     /// rsa = type-2 with the merchant's public key.
     pub fn encrypt(&self, m: &PlatformMerchant, plaintext: &[u8]) -> Result<String, CryptoError> {
         match &m.keys {
-            PlatformMerchantKeys::Md5 { .. } => {
-                segmented::seal_type1(&self.private, plaintext, self.private.public().max_chunk())
-            }
-            PlatformMerchantKeys::Rsa { merchant_public } => {
-                segmented::encrypt(merchant_public, plaintext, merchant_public.max_chunk())
-            }
+            PlatformMerchantKeys::Md5 { .. } => segmented::seal_type1(&self.private, plaintext, self.private.public().max_chunk()),
+            PlatformMerchantKeys::Rsa { merchant_public } => segmented::encrypt(merchant_public, plaintext, merchant_public.max_chunk()),
         }
     }
 

@@ -61,8 +61,7 @@ impl Endpoints {
     pub fn builtin() -> Result<Self, String> {
         let mut by_path = HashMap::new();
         for doc in BUILTIN {
-            let ep: Endpoint =
-                serde_json::from_str(doc).map_err(|e| format!("endpoint schema: {e}"))?;
+            let ep: Endpoint = serde_json::from_str(doc).map_err(|e| format!("endpoint schema: {e}"))?;
             by_path.insert(ep.path.clone(), ep);
         }
         Ok(Endpoints { by_path })
@@ -102,25 +101,16 @@ impl Endpoint {
             if let Some(max) = f.max_len {
                 let len = s.encode_utf16().count();
                 if len > max {
-                    return Err(invalid(
-                        f,
-                        format!("'{}' is {len} characters long; at most {max} are allowed", f.name),
-                    ));
+                    return Err(invalid(f, format!("'{}' is {len} characters long; at most {max} are allowed", f.name)));
                 }
             }
             if let Some(allowed) = &f.one_of {
                 if !allowed.iter().any(|a| a == s) {
-                    return Err(invalid(
-                        f,
-                        format!("'{}' must be one of {}", f.name, allowed.join(", ")),
-                    ));
+                    return Err(invalid(f, format!("'{}' must be one of {}", f.name, allowed.join(", "))));
                 }
             }
             if f.format == Some(Format::Datetime) && !is_datetime(s) {
-                return Err(invalid(
-                    f,
-                    format!("'{}' must be a date and time as yyyy-MM-dd HH:mm:ss", f.name),
-                ));
+                return Err(invalid(f, format!("'{}' must be a date and time as yyyy-MM-dd HH:mm:ss", f.name)));
             }
         }
         Ok(())

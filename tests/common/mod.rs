@@ -29,11 +29,7 @@ pub fn fixtures() -> PathBuf {
 
 /// A fresh directory with the test keys copied in.
 pub fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "paysign-test-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::SeqCst)
-    ));
+    let dir = std::env::temp_dir().join(format!("paysign-test-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("keys")).unwrap();
     for entry in std::fs::read_dir(fixtures().join("keys")).unwrap() {
@@ -109,8 +105,7 @@ impl Response {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -141,9 +136,8 @@ fn parse(raw: &[u8]) -> std::io::Result<Response> {
     let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad())?;
     let mut lines = head.split("\r\n");
     let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
-        .collect();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))).collect();
     let mut body = raw[end + 4..].to_vec();
     let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     if chunked {
@@ -212,11 +206,29 @@ pub struct Options {
     pub connect_timeout_ms: u64,
     /// Host name in the gateway's base URL (for TLS host-name checks).
     pub platform_host: &'static str,
+    /// The sandbox listens on this address (`[::1]` for IPv6).
+    pub sandbox_host: &'static str,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { sandbox: true, read_timeout_ms: 10_000, stall_ms: 5_000, max_body_bytes: 65_536, merchants: &[MD5_MERCHANT, RSA_MERCHANT], submit_url: "https://bank.example.test/epcc/bind".into(), gateway_extra: String::new(), sandbox_extra: String::new(), backend: "aws-lc", platform_port: None, grace: 0, tls: false, connect_timeout_ms: 1000, platform_host: "127.0.0.1" }
+        Options {
+            sandbox: true,
+            read_timeout_ms: 10_000,
+            stall_ms: 5_000,
+            max_body_bytes: 65_536,
+            merchants: &[MD5_MERCHANT, RSA_MERCHANT],
+            submit_url: "https://bank.example.test/epcc/bind".into(),
+            gateway_extra: String::new(),
+            sandbox_extra: String::new(),
+            backend: "aws-lc",
+            platform_port: None,
+            grace: 0,
+            tls: false,
+            connect_timeout_ms: 1000,
+            platform_host: "127.0.0.1",
+            sandbox_host: "127.0.0.1",
+        }
     }
 }
 
@@ -246,13 +258,15 @@ impl Stack {
             std::fs::write(
                 dir.join("sandbox.yaml"),
                 format!(
-                    "listen: 127.0.0.1:{sandbox_port}\nplatform_private_key: keys/platform_private.pem\nstall_ms: {}\nsubmit_url: {}\n{}merchants:\n  - customer_no: \"{MD5_MERCHANT}\"\n    profile: md5\n    md5_key_file: keys/md5.key\n  - customer_no: \"{RSA_MERCHANT}\"\n    profile: rsa\n    merchant_public_key: keys/merchant_public.pem\n",
-                    o.stall_ms, o.submit_url, o.sandbox_extra
+                    "listen: \"{}:{sandbox_port}\"\nplatform_private_key: keys/platform_private.pem\nstall_ms: {}\nsubmit_url: {}\n{}merchants:\n  - customer_no: \"{MD5_MERCHANT}\"\n    profile: md5\n    md5_key_file: keys/md5.key\n  - customer_no: \"{RSA_MERCHANT}\"\n    profile: rsa\n    merchant_public_key: keys/merchant_public.pem\n",
+                    o.sandbox_host, o.stall_ms, o.submit_url, o.sandbox_extra
                 ),
             )
             .unwrap();
             let p = spawn(&["sandbox", "-c", dir.join("sandbox.yaml").to_str().unwrap()], dir.join("sandbox.log"));
-            if o.tls {
+            if o.sandbox_host != "127.0.0.1" {
+                wait_listening_on(o.sandbox_host.trim_start_matches('[').trim_end_matches(']'), sandbox_port);
+            } else if o.tls {
                 wait_listening(sandbox_port);
             } else {
                 wait_ready(sandbox_port, "/healthz");
@@ -310,9 +324,14 @@ pub fn write(path: &Path, text: &str) {
 
 /// Waits (bounded) until something accepts connections on `port`.
 pub fn wait_listening(port: u16) {
+    wait_listening_on("127.0.0.1", port)
+}
+
+/// Waits (bounded) until something accepts connections on `host:port`.
+pub fn wait_listening_on(host: &str, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut backoff = Duration::from_millis(5);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while TcpStream::connect((host, port)).is_err() {
         assert!(Instant::now() < deadline, "nothing listens on {port}");
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_millis(100));
@@ -369,12 +388,7 @@ pub struct Load {
 impl Load {
     pub fn start(port: u16, prefix: &'static str, merchants: &'static [&'static str]) -> Load {
         use std::sync::atomic::Ordering;
-        let load = Load {
-            stop: Default::default(),
-            done: Default::default(),
-            failures: Default::default(),
-            thread: None,
-        };
+        let load = Load { stop: Default::default(), done: Default::default(), failures: Default::default(), thread: None };
         let (stop, done, failures) = (load.stop.clone(), load.done.clone(), load.failures.clone());
         let thread = std::thread::spawn(move || {
             let mut n = 0usize;
