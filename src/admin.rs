@@ -31,6 +31,46 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     r
 }
 
+impl Admin {
+    /// Admin writes need the admin token when one is configured, and otherwise come from
+    /// loopback only.
+    #[allow(clippy::result_large_err)]
+    fn may_write(&self, session: &ServerSession) -> Result<(), Response<Vec<u8>>> {
+        use subtle::ConstantTimeEq;
+        let expected = self.live.current().config.admin_token_sha256;
+        match expected {
+            Some(expected) => {
+                let headers = &session.req_header().headers;
+                let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+                let presented = match (values.next(), values.next()) {
+                    (Some(v), None) => v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim),
+                    _ => None,
+                };
+                let ok = presented.is_some_and(|t| bool::from(crate::config::sha256(t.as_bytes()).ct_eq(&expected)));
+                if ok {
+                    return Ok(());
+                }
+                metrics::CALLER_REFUSED.with_label_values(&["admin", "unauthenticated"]).inc();
+                let mut r = reply(401, "application/json", br#"{"result":"refused","error":"admin token required"}"#.to_vec());
+                r.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+                Err(r)
+            }
+            None => {
+                let loopback = session.client_addr().and_then(|a| a.as_inet()).is_some_and(|a| a.ip().is_loopback());
+                if loopback {
+                    return Ok(());
+                }
+                metrics::CALLER_REFUSED.with_label_values(&["admin", "not_loopback"]).inc();
+                Err(reply(
+                    403,
+                    "application/json",
+                    br#"{"result":"refused","error":"without admin_token_file, reloads are accepted from loopback only"}"#.to_vec(),
+                ))
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -38,6 +78,9 @@ impl ServeHttp for Admin {
         if path == "/-/reload" {
             if session.req_header().method != http::Method::POST {
                 return reply(405, "text/plain", b"POST to reload\n".to_vec());
+            }
+            if let Err(refusal) = self.may_write(session) {
+                return refusal;
             }
             // Key parsing is CPU work: keep it off the event loop.
             let live = self.live.clone();

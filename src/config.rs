@@ -119,10 +119,49 @@ pub struct GatewayFile {
     /// At most this many private-key operations run at once (default: the CPU cores). They
     /// run at a lower priority (nice +10), so cheap requests still get a core at once.
     pub private_key_workers: Option<usize>,
+    /// At most this many more private-key operations wait for a worker; beyond that, requests
+    /// are shed at once with 503 `not-sent` (notifications: 503, the platform retries).
+    #[serde(default = "default_private_key_queue")]
+    pub private_key_queue: usize,
+    /// At most this many proxied requests are sealed or at the platform at once; beyond that,
+    /// 503 `not-sent` with `Retry-After` at once.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// `POST /-/reload` needs `Authorization: Bearer <the token in this file>`; without it,
+    /// reloads are accepted only from loopback addresses.
+    pub admin_token_file: Option<PathBuf>,
+    /// Internal callers and what each may do; when present, every proxied request needs
+    /// `Authorization: Bearer <token>` of one of them (401 otherwise, 403 outside its grants).
+    #[serde(default)]
+    pub callers: Vec<CallerFile>,
     pub platform: PlatformFile,
     pub merchants: Vec<MerchantFile>,
     /// The notification listener (the platform calling `bindNotifyUrl`); off when absent.
     pub notify: Option<NotifyFile>,
+}
+
+fn default_private_key_queue() -> usize {
+    64
+}
+fn default_max_in_flight() -> usize {
+    256
+}
+fn default_max_blocks() -> usize {
+    16
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerFile {
+    /// A name for logs and metrics (`paysign_caller_refusals_total{caller}`).
+    pub name: String,
+    /// SHA-256 of the caller's bearer token, hex (`printf %s "$TOKEN" | sha256sum`); the
+    /// token itself is never stored.
+    pub token_sha256: String,
+    /// The merchants (`customerNo`) it may use; `["*"]` for all.
+    pub merchants: Vec<String>,
+    /// The paths it may call (e.g. `/api/vborder/shortcut/bindCard/create`); `["*"]` for all.
+    pub endpoints: Vec<String>,
 }
 
 fn default_notify_listen() -> String {
@@ -149,6 +188,9 @@ pub struct NotifyFile {
     /// How long the internal target may take to answer.
     #[serde(default = "default_forward_timeout")]
     pub forward_timeout_ms: u64,
+    /// A notification whose `reqmsg` holds more RSA blocks is refused before any decryption.
+    #[serde(default = "default_max_blocks")]
+    pub max_blocks: usize,
     pub routes: Vec<NotifyRouteFile>,
 }
 
@@ -306,6 +348,12 @@ pub struct Config {
     pub crypto_backend: Backend,
     pub offload_private_key_ops: bool,
     pub private_key_workers: usize,
+    pub private_key_queue: usize,
+    pub max_in_flight: usize,
+    /// SHA-256 of the admin token (`None`: reloads from loopback only).
+    pub admin_token_sha256: Option<[u8; 32]>,
+    /// Empty: callers are not authenticated.
+    pub callers: Vec<Caller>,
     pub listen: String,
     pub admin_listen: String,
     pub threads: usize,
@@ -318,6 +366,30 @@ pub struct Config {
     pub notify: Option<Notify>,
 }
 
+/// An internal caller and its grants (`None`: all).
+#[derive(Clone)]
+pub struct Caller {
+    pub name: String,
+    pub token_sha256: [u8; 32],
+    pub merchants: Option<Vec<String>>,
+    pub endpoints: Option<Vec<String>>,
+}
+
+impl fmt::Debug for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Caller").field("name", &self.name).field("merchants", &self.merchants).field("endpoints", &self.endpoints).finish()
+    }
+}
+
+impl Caller {
+    pub fn may_use(&self, merchant: &str) -> bool {
+        self.merchants.as_ref().is_none_or(|m| m.iter().any(|c| c == merchant))
+    }
+    pub fn may_call(&self, path: &str) -> bool {
+        self.endpoints.as_ref().is_none_or(|e| e.iter().any(|p| p == path))
+    }
+}
+
 /// The validated notification listener.
 #[derive(Debug, Clone)]
 pub struct Notify {
@@ -325,6 +397,7 @@ pub struct Notify {
     pub ack: String,
     pub max_body_bytes: usize,
     pub forward_timeout: Duration,
+    pub max_blocks: usize,
     pub routes: Vec<NotifyRoute>,
 }
 
@@ -554,8 +627,28 @@ fn validate(file: GatewayFile, path: &Path, resolve: bool) -> Result<Config, Con
         Some(n) => Some(notify(&ctx, n, &merchants, &[&file.listen, &file.admin_listen])?),
         None => None,
     };
+    let callers = callers(&ctx, &file.callers, &merchants)?;
+    let admin_token_sha256 = match &file.admin_token_file {
+        Some(f) => {
+            let path = ctx.resolve(f);
+            let token = std::fs::read_to_string(&path).map_err(|e| ctx.err("admin_token_file", Some(&path), e.to_string()))?;
+            let token = token.trim_end_matches(['\r', '\n']);
+            if token.len() < 16 {
+                return Err(ctx.err("admin_token_file", Some(&path), "the token must be at least 16 characters"));
+            }
+            Some(sha256(token.as_bytes()))
+        }
+        None => None,
+    };
+    if file.max_in_flight == 0 {
+        return Err(ctx.err("max_in_flight", None, "must be at least 1"));
+    }
     Ok(Config {
         notify,
+        callers,
+        admin_token_sha256,
+        max_in_flight: file.max_in_flight,
+        private_key_queue: file.private_key_queue,
         crypto_backend: file.crypto_backend,
         offload_private_key_ops: file.offload_private_key_ops,
         private_key_workers: match file.private_key_workers {
@@ -574,6 +667,53 @@ fn validate(file: GatewayFile, path: &Path, resolve: bool) -> Result<Config, Con
         upstream,
         merchants,
     })
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+fn callers(ctx: &Ctx, files: &[CallerFile], merchants: &HashMap<String, Arc<Merchant>>) -> Result<Vec<Caller>, ConfigError> {
+    let mut out: Vec<Caller> = Vec::with_capacity(files.len());
+    for (i, c) in files.iter().enumerate() {
+        let at = format!("callers[{i}]");
+        if c.name.is_empty() || c.name.len() > 64 || !c.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Err(ctx.err(format!("{at}.name"), None, "1-64 letters, digits, '-', '_' or '.'"));
+        }
+        let hex = c.token_sha256.trim();
+        let mut hash = [0u8; 32];
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ctx.err(format!("{at}.token_sha256"), None, "must be 64 hex digits (the SHA-256 of the token, not the token)"));
+        }
+        for (j, byte) in hash.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * j..2 * j + 2], 16).map_err(|_| ctx.err(format!("{at}.token_sha256"), None, "not hex"))?;
+        }
+        if out.iter().any(|o| o.token_sha256 == hash || o.name == c.name) {
+            return Err(ctx.err(at.clone(), None, "name and token must differ from every other caller's"));
+        }
+        let all = |v: &[String]| v.len() == 1 && v[0] == "*";
+        for m in c.merchants.iter().filter(|m| *m != "*") {
+            if !merchants.contains_key(m) {
+                return Err(ctx.err(format!("{at}.merchants"), None, format!("{m} is not a configured merchant")));
+            }
+        }
+        for e in c.endpoints.iter().filter(|e| *e != "*") {
+            if !e.starts_with("/api/") {
+                return Err(ctx.err(format!("{at}.endpoints"), None, format!("'{e}' is not a /api/… path")));
+            }
+        }
+        if c.merchants.is_empty() || c.endpoints.is_empty() {
+            return Err(ctx.err(at.clone(), None, "merchants and endpoints must each name at least one (or \"*\")"));
+        }
+        out.push(Caller {
+            name: c.name.clone(),
+            token_sha256: hash,
+            merchants: (!all(&c.merchants)).then(|| c.merchants.clone()),
+            endpoints: (!all(&c.endpoints)).then(|| c.endpoints.clone()),
+        });
+    }
+    Ok(out)
 }
 
 fn notify(ctx: &Ctx, n: &NotifyFile, merchants: &HashMap<String, Arc<Merchant>>, taken: &[&String]) -> Result<Notify, ConfigError> {
@@ -616,6 +756,7 @@ fn notify(ctx: &Ctx, n: &NotifyFile, merchants: &HashMap<String, Arc<Merchant>>,
         ack: n.ack.clone(),
         max_body_bytes: n.max_body_bytes,
         forward_timeout: Duration::from_millis(n.forward_timeout_ms),
+        max_blocks: n.max_blocks.max(1),
         routes,
     })
 }

@@ -44,6 +44,20 @@ pub enum GatewayError {
     Invalid(Invalid),
     #[error("'{0}' must not be sent: {1}")]
     ReservedField(&'static str, &'static str),
+    #[error("the {0} header appears more than once")]
+    DuplicateHeader(&'static str),
+    #[error("the {0} header is not valid")]
+    BadHeader(&'static str),
+    #[error("a query string is not accepted on this endpoint; send every field in the JSON body")]
+    QueryNotAllowed,
+    #[error("authentication required: send Authorization: Bearer <your caller token>")]
+    Unauthenticated,
+    #[error("this caller may not use this merchant or endpoint")]
+    Forbidden,
+    #[error("paysign is at capacity; nothing was sent: retry after a moment")]
+    Overloaded,
+    #[error("the caller's deadline (X-Paysign-Deadline-Ms) passed before the request could be sent; nothing was sent")]
+    DeadlinePassed,
     #[error("several merchants are configured: name one with the X-Paysign-Merchant header")]
     MerchantRequired,
     #[error("unknown merchant: no merchant with that customerNo is configured")]
@@ -80,7 +94,15 @@ impl GatewayError {
             GatewayError::MethodNotAllowed => 405,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::ClientTimeout => 408,
-            GatewayError::BadBody(_) | GatewayError::Invalid(_) | GatewayError::ReservedField(..) => 400,
+            GatewayError::BadBody(_)
+            | GatewayError::Invalid(_)
+            | GatewayError::ReservedField(..)
+            | GatewayError::DuplicateHeader(_)
+            | GatewayError::BadHeader(_)
+            | GatewayError::QueryNotAllowed => 400,
+            GatewayError::Unauthenticated => 401,
+            GatewayError::Forbidden => 403,
+            GatewayError::Overloaded | GatewayError::DeadlinePassed => 503,
             GatewayError::MerchantRequired | GatewayError::UnknownMerchant => 400,
             GatewayError::Seal(_) | GatewayError::Internal => 500,
             GatewayError::Timeout => 504,
@@ -105,6 +127,11 @@ impl GatewayError {
             | GatewayError::ClientTimeout
             | GatewayError::BadBody(_)
             | GatewayError::ReservedField(..)
+            | GatewayError::DuplicateHeader(_)
+            | GatewayError::BadHeader(_)
+            | GatewayError::QueryNotAllowed
+            | GatewayError::Unauthenticated
+            | GatewayError::Forbidden
             | GatewayError::MerchantRequired => "1002",
             GatewayError::UnknownMerchant => "2001",
             GatewayError::PlatformFailure { code, .. } => code,
@@ -117,6 +144,8 @@ impl GatewayError {
             | GatewayError::UpstreamHttp(_)
             | GatewayError::Verify(_)
             | GatewayError::Form(_)
+            | GatewayError::Overloaded
+            | GatewayError::DeadlinePassed
             | GatewayError::Internal => "1001",
         }
     }
@@ -124,10 +153,11 @@ impl GatewayError {
     pub fn source_name(&self) -> &'static str {
         match self {
             GatewayError::PlatformFailure { .. } => "platform",
-            _ => "gateway",
+            _ => "gateway", // ok: where the error was made; says nothing about delivery
         }
     }
 
+    /// Exhaustive on purpose: a new variant must say whether the platform may have acted.
     pub fn delivery(&self) -> Delivery {
         match self {
             GatewayError::Timeout | GatewayError::UpstreamIo | GatewayError::Internal => Delivery::Unknown,
@@ -136,7 +166,25 @@ impl GatewayError {
             | GatewayError::PlatformFailure { .. }
             | GatewayError::Form(_)
             | GatewayError::Verify(_) => Delivery::Sent,
-            _ => Delivery::NotSent,
+            GatewayError::NotFound
+            | GatewayError::MethodNotAllowed
+            | GatewayError::BodyTooLarge { .. }
+            | GatewayError::BadBody(_)
+            | GatewayError::ClientTimeout
+            | GatewayError::Invalid(_)
+            | GatewayError::ReservedField(..)
+            | GatewayError::DuplicateHeader(_)
+            | GatewayError::BadHeader(_)
+            | GatewayError::QueryNotAllowed
+            | GatewayError::Unauthenticated
+            | GatewayError::Forbidden
+            | GatewayError::Overloaded
+            | GatewayError::DeadlinePassed
+            | GatewayError::MerchantRequired
+            | GatewayError::UnknownMerchant
+            | GatewayError::Seal(_)
+            | GatewayError::Unreachable
+            | GatewayError::PlatformTls => Delivery::NotSent,
         }
     }
 
@@ -147,7 +195,14 @@ impl GatewayError {
             GatewayError::MethodNotAllowed => "method_not_allowed",
             GatewayError::BodyTooLarge { .. } => "body_too_large",
             GatewayError::ClientTimeout => "client_timeout",
-            GatewayError::BadBody(_) | GatewayError::ReservedField(..) => "bad_request",
+            GatewayError::BadBody(_) | GatewayError::ReservedField(..) | GatewayError::DuplicateHeader(_) | GatewayError::BadHeader(_) => {
+                "bad_request"
+            }
+            GatewayError::QueryNotAllowed => "query_refused",
+            GatewayError::Unauthenticated => "unauthenticated",
+            GatewayError::Forbidden => "forbidden",
+            GatewayError::Overloaded => "shed",
+            GatewayError::DeadlinePassed => "deadline",
             GatewayError::Invalid(_) => "invalid",
             GatewayError::MerchantRequired | GatewayError::UnknownMerchant => "unknown_merchant",
             GatewayError::Seal(_) => "seal_failed",

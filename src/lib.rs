@@ -25,6 +25,7 @@ pub mod config;
 pub mod crypto;
 pub mod egress;
 pub mod error;
+pub mod executor;
 pub mod h5;
 pub mod http_client;
 pub mod live;

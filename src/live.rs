@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use crate::config::{self, Config};
+use crate::executor::PrivateKeyExecutor;
 use crate::metrics;
 use crate::notify::NotifyState;
 use crate::upstream::PlatformClient;
@@ -16,8 +17,10 @@ pub struct Runtime {
     pub config: Config,
     /// Shared across reloads while the platform settings stay the same (warm connection pool).
     pub client: Arc<PlatformClient>,
-    /// Bounds concurrent private-key work (see `private_key_workers`).
-    pub private_ops: tokio::sync::Semaphore,
+    /// The one executor for private-key work (kept across reloads: one bound per process).
+    pub executor: Arc<PrivateKeyExecutor>,
+    /// Admission of proxied requests (`max_in_flight`, kept across reloads).
+    pub admission: Arc<tokio::sync::Semaphore>,
     pub notify: Option<NotifyState>,
     pub generation: u64,
 }
@@ -28,22 +31,31 @@ impl Runtime {
             Some(p) if p.config.upstream == config.upstream => p.client.clone(),
             _ => Arc::new(PlatformClient::new(&config.upstream)),
         };
-        let private_ops = tokio::sync::Semaphore::new(config.private_key_workers);
+        let (executor, admission) = match previous {
+            Some(p) => (p.executor.clone(), p.admission.clone()),
+            None => (
+                Arc::new(PrivateKeyExecutor::new(config.private_key_workers, config.private_key_queue, config.offload_private_key_ops)),
+                Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+            ),
+        };
         let notify = NotifyState::new(&config);
-        Runtime { config, client, private_ops, notify, generation }
+        Runtime { config, client, executor, admission, notify, generation }
     }
 }
 
 pub struct Live {
     path: PathBuf,
     current: RwLock<Arc<Runtime>>,
+    /// One reload at a time: each reads the file after the previous one has been swapped in,
+    /// so the last reload to answer `ok` is the configuration in force.
+    reloading: std::sync::Mutex<()>,
 }
 
 impl Live {
     pub fn new(path: PathBuf, config: Config) -> Self {
         metrics::set_merchants(&config);
         metrics::CONFIG_GENERATION.set(1);
-        Live { path, current: RwLock::new(Arc::new(Runtime::new(config, 1, None))) }
+        Live { path, current: RwLock::new(Arc::new(Runtime::new(config, 1, None))), reloading: std::sync::Mutex::new(()) }
     }
 
     /// The runtime for one request.
@@ -57,6 +69,7 @@ impl Live {
 
     /// Loads the configuration file again and swaps it in, or leaves everything as it was.
     pub fn reload(&self) -> Result<u64, String> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let result = self.try_reload();
         match &result {
             Ok(generation) => {
@@ -81,6 +94,11 @@ impl Live {
         }
         if o.threads != new.threads || o.grace_period_seconds != new.grace_period_seconds {
             log::warn!("threads and grace_period_seconds take effect at the next restart");
+        }
+        if (o.private_key_workers, o.private_key_queue, o.max_in_flight, o.offload_private_key_ops)
+            != (new.private_key_workers, new.private_key_queue, new.max_in_flight, new.offload_private_key_ops)
+        {
+            log::warn!("private_key_workers, private_key_queue, max_in_flight and offload_private_key_ops take effect at the next restart");
         }
         let generation = old.generation + 1;
         metrics::set_merchants(&new);

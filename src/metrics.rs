@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use once_cell::sync::Lazy;
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, TextEncoder,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec, HistogramVec,
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
 };
 
 /// Latency buckets from 0.5 ms to 30 s: crypto-only requests sit at the low end, platform
@@ -94,6 +94,23 @@ lazy_metric!(IN_FLIGHT: IntGauge = register_int_gauge!(
     "paysign_requests_in_flight",
     "Requests being handled right now."
 ));
+lazy_metric!(PRIVATE_KEY_QUEUE: IntGauge = register_int_gauge!(
+    "paysign_private_key_ops_admitted",
+    "Private-key operations running or waiting for a worker."
+));
+lazy_metric!(PRIVATE_KEY_RUNNING_MAX: IntGauge = register_int_gauge!(
+    "paysign_private_key_ops_running_max",
+    "The most private-key operations ever seen running at once (never above private_key_workers)."
+));
+lazy_metric!(PRIVATE_KEY_SHED: IntCounter = register_int_counter!(
+    "paysign_private_key_ops_shed_total",
+    "Private-key operations refused at once because workers and queue were full (nothing was sent)."
+));
+lazy_metric!(CALLER_REFUSED: IntCounterVec = register_int_counter_vec!(
+    "paysign_caller_refusals_total",
+    "Requests refused by caller authentication or authorisation, by caller (or `anonymous`) and reason.",
+    &["caller", "reason"]
+));
 lazy_metric!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
     "paysign_build_info",
     "Always 1; labels tell the build.",
@@ -117,6 +134,10 @@ pub fn init(crypto_backend: &str) {
     Lazy::force(&PLATFORM_FAILURES);
     Lazy::force(&CONNECT_RETRIES);
     Lazy::force(&IN_FLIGHT);
+    Lazy::force(&PRIVATE_KEY_QUEUE);
+    Lazy::force(&PRIVATE_KEY_RUNNING_MAX);
+    Lazy::force(&PRIVATE_KEY_SHED);
+    Lazy::force(&CALLER_REFUSED);
     Lazy::force(&NOTIFICATIONS);
     Lazy::force(&CONFIG_RELOADS);
     Lazy::force(&CONFIG_GENERATION);

@@ -18,6 +18,7 @@ use rsa::sha2::{Digest, Sha256};
 use serde_json::{Map, Value};
 
 use crate::config::{Config, Notify, NotifyRoute};
+use crate::executor::{ExecError, PrivateKeyExecutor};
 use crate::http_client::{Client, Route};
 use crate::live::Live;
 use crate::logging;
@@ -80,7 +81,7 @@ impl NotifyState {
         reply(status, "text/plain;charset=UTF-8", body.as_bytes().to_vec())
     }
 
-    async fn handle(&self, session: &mut ServerSession, log: &mut Map<String, Value>) -> Outcome {
+    async fn handle(&self, session: &mut ServerSession, executor: &PrivateKeyExecutor, log: &mut Map<String, Value>) -> Outcome {
         let path = session.req_header().uri.path().to_string();
         let Some((route, peer)) = self.routes.get(&path) else {
             return outcome("not_found", 404);
@@ -108,9 +109,20 @@ impl NotifyState {
             },
         };
         log.insert("merchant".into(), Value::String(merchant.customer_no.clone()));
+        // Nothing unauthenticated may cost unbounded work: count the blocks before opening any.
+        let blocks = data.get("reqmsg").and_then(Value::as_str).map_or(0, |r| merchant.ciphertext_blocks(r));
+        if blocks > self.notify.max_blocks {
+            log.insert("blocks".into(), Value::from(blocks));
+            return outcome("too_many_blocks", 413);
+        }
         let m = merchant.clone();
         let opened = match merchant.profile() {
-            Profile::Rsa => tokio::task::spawn_blocking(move || m.open_data(&data)).await.unwrap_or(Err(OpenError::Plaintext)),
+            Profile::Rsa => match executor.run(move || m.open_data(&data)).await {
+                Ok(opened) => opened,
+                // Shed before any work: the platform retries a 503.
+                Err(ExecError::Overloaded) => return outcome("shed", 503),
+                Err(ExecError::Panicked) => return outcome("internal", 500),
+            },
             Profile::Md5 => m.open_data(&data),
         };
         let (plaintext, fields) = match opened {
@@ -163,7 +175,7 @@ impl ServeHttp for Notifications {
         let Some(state) = rt.notify.as_ref() else {
             return NotifyState::text(503, "FAIL");
         };
-        let o = state.handle(session, &mut log).await;
+        let o = state.handle(session, &rt.executor, &mut log).await;
         let route = log.get("route").and_then(Value::as_str).unwrap_or("none").to_string();
         metrics::NOTIFICATIONS.with_label_values(&[&route, o.label]).inc();
         log.insert("outcome".into(), Value::String(o.label.into()));

@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use serde_json::{Map, Value};
 
+use crate::config::Caller;
 use crate::error::{Delivery, GatewayError};
+use crate::executor::ExecError;
 use crate::h5;
 use crate::live::{Live, Runtime};
 use crate::logging;
@@ -25,6 +27,9 @@ use crate::protocol::{Merchant, Opened, Profile};
 pub const MERCHANT_HEADER: &str = "x-paysign-merchant";
 pub const DELIVERY_HEADER: &str = "X-Paysign-Delivery";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The caller's remaining patience in milliseconds: a request that cannot be sent within it is
+/// not sent (503 `not-sent`).
+pub const DEADLINE_HEADER: &str = "x-paysign-deadline-ms";
 const JSON: &str = "application/json;charset=UTF-8";
 
 /// Long-lived state shared by all requests.
@@ -99,14 +104,26 @@ impl Gateway {
             return Err(GatewayError::MethodNotAllowed);
         }
         let wants_html = req.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"));
+        let caller = authenticate(&rt, req)?;
+        let deadline = deadline(req)?;
 
-        let named = req.headers.get(MERCHANT_HEADER).map(|v| v.to_str().unwrap_or("").trim().to_string());
+        let named = single_header(req, MERCHANT_HEADER)?.map(|v| v.to_str().unwrap_or("").trim().to_string());
         ctx.merchant = Self::merchant_label(&rt, named.as_deref());
         let merchant: Arc<Merchant> = match named {
             Some(c) => rt.config.merchants.get(&c).cloned().ok_or(GatewayError::UnknownMerchant)?,
             None => rt.config.default_merchant().cloned().ok_or(GatewayError::MerchantRequired)?,
         };
         ctx.merchant = merchant.customer_no.clone();
+        if let Some(c) = caller {
+            if !c.may_call(&path) || !c.may_use(&merchant.customer_no) {
+                metrics::CALLER_REFUSED.with_label_values(&[&c.name, "forbidden"]).inc();
+                return Err(GatewayError::Forbidden);
+            }
+        }
+        // The platform signs the body only: nothing unsigned may ride along in the URL.
+        if req.uri.query().is_some() {
+            return Err(GatewayError::QueryNotAllowed);
+        }
 
         let body = match tokio::time::timeout(rt.config.client_body_timeout, read_body(session, rt.config.max_body_bytes)).await {
             Ok(body) => body?,
@@ -127,8 +144,13 @@ impl Gateway {
             ep.validate(&business).map_err(GatewayError::Invalid)?;
         }
 
+        // Admission: bounded work in front of private-key work and the platform call.
+        let _admitted = rt.admission.clone().try_acquire_owned().map_err(|_| GatewayError::Overloaded)?;
         let m = merchant.clone();
-        let sealed = off_loop(&rt, merchant.profile(), move || m.seal(business)).await??;
+        let sealed = private_key_work(&rt, merchant.profile(), Stage::BeforeSending, move || m.seal(business)).await??;
+        if deadline.is_some_and(|d| ctx.start.elapsed() >= d) {
+            return Err(GatewayError::DeadlinePassed);
+        }
 
         let endpoint_label = ctx.endpoint.clone();
         let retry = || metrics::CONNECT_RETRIES.with_label_values(&[&endpoint_label]).inc();
@@ -146,7 +168,7 @@ impl Gateway {
 
         let m = merchant.clone();
         let resp_body = answer.body.clone();
-        let opened = off_loop(&rt, merchant.profile(), move || m.open_response(&resp_body)).await?;
+        let opened = private_key_work(&rt, merchant.profile(), Stage::AfterSending, move || m.open_response(&resp_body)).await?;
         match opened {
             Ok(Opened::Verified { plaintext, fields }) => {
                 let code = fields.get("errCode").and_then(Value::as_str).unwrap_or("");
@@ -200,38 +222,81 @@ fn check_reserved(business: &mut Map<String, Value>, customer_no: &str) -> Resul
     }
 }
 
-/// Runs private-key work on the blocking pool so that milliseconds of RSA do not stall
-/// the other connections served by this event-loop thread; at most
-/// `private_key_workers` at once (bounded threads and memory under overload), at a lower
-/// priority, so that cheap requests get a core before bulk RSA does. Public-key and MD5
-/// work (tens of microseconds) stays inline, where a thread hop costs more.
-async fn off_loop<T: Send + 'static>(rt: &Runtime, profile: Profile, f: impl FnOnce() -> T + Send + 'static) -> Result<T, GatewayError> {
-    if profile != Profile::Rsa || !rt.config.offload_private_key_ops {
+/// Whether the platform may already have the request: work after sending is never shed.
+#[derive(Clone, Copy)]
+enum Stage {
+    BeforeSending,
+    AfterSending,
+}
+
+/// Private-key work goes through the one bounded executor (see `executor.rs`); public-key and
+/// MD5 work (tens of microseconds) stays inline, where a thread hop costs more.
+async fn private_key_work<T: Send + 'static>(
+    rt: &Runtime,
+    profile: Profile,
+    stage: Stage,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, GatewayError> {
+    if profile != Profile::Rsa {
         return Ok(f());
     }
-    let _permit = rt.private_ops.acquire().await.map_err(|_| GatewayError::Internal)?;
-    tokio::task::spawn_blocking(move || {
-        lower_priority_once();
-        f()
+    let result = match stage {
+        Stage::BeforeSending => rt.executor.run(f).await,
+        Stage::AfterSending => rt.executor.run_committed(f).await,
+    };
+    result.map_err(|e| match e {
+        ExecError::Overloaded => GatewayError::Overloaded,
+        ExecError::Panicked => GatewayError::Internal,
     })
-    .await
-    .map_err(|_| GatewayError::Internal)
 }
 
-thread_local! {
-    static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Gives the calling (blocking-pool) thread a lower scheduling priority (nice +10), once, so
-/// that on a busy machine the event loops win the CPU over bulk RSA work.
-fn lower_priority_once() {
-    LOWERED.with(|done| {
-        if !done.replace(true) {
-            // SAFETY: setpriority on the calling thread (who = 0) with a constant; no memory
-            // is passed. Failure (e.g. a seccomp policy) only leaves the priority unchanged.
-            let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+/// The caller named by `Authorization: Bearer <token>` when callers are configured; `None`
+/// when they are not (authentication off).
+fn authenticate<'a>(rt: &'a Runtime, req: &RequestHeader) -> Result<Option<&'a Caller>, GatewayError> {
+    use subtle::ConstantTimeEq;
+    if rt.config.callers.is_empty() {
+        return Ok(None);
+    }
+    let refuse = |reason: &str| {
+        metrics::CALLER_REFUSED.with_label_values(&["anonymous", reason]).inc();
+        GatewayError::Unauthenticated
+    };
+    let value =
+        single_header(req, http::header::AUTHORIZATION.as_str()).map_err(|_| refuse("malformed"))?.ok_or_else(|| refuse("missing"))?;
+    let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).ok_or_else(|| refuse("malformed"))?;
+    let presented = crate::config::sha256(token.as_bytes());
+    // Every caller is compared, in constant time, whichever matches.
+    let mut found = None;
+    for c in &rt.config.callers {
+        if bool::from(c.token_sha256.ct_eq(&presented)) {
+            found = Some(c);
         }
-    });
+    }
+    found.map(Some).ok_or_else(|| refuse("unknown_token"))
+}
+
+/// A header that may appear at most once.
+fn single_header<'a>(req: &'a RequestHeader, name: &'static str) -> Result<Option<&'a http::HeaderValue>, GatewayError> {
+    let mut all = req.headers.get_all(name).iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(GatewayError::DuplicateHeader(name));
+    }
+    Ok(first)
+}
+
+/// `X-Paysign-Deadline-Ms`: whole milliseconds, at most a day.
+fn deadline(req: &RequestHeader) -> Result<Option<Duration>, GatewayError> {
+    match single_header(req, DEADLINE_HEADER)? {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|ms| *ms <= 86_400_000)
+            .map(|ms| Some(Duration::from_millis(ms)))
+            .ok_or(GatewayError::BadHeader(DEADLINE_HEADER)),
+    }
 }
 
 async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
@@ -345,7 +410,12 @@ impl ProxyHttp for Gateway {
                 if ctx.err_code.is_none() {
                     ctx.err_code = Some(metrics::errcode_label(e.err_code()).to_string());
                 }
-                let extra: &[(&str, &str)] = if matches!(e, GatewayError::MethodNotAllowed) { &[("Allow", "POST")] } else { &[] };
+                let extra: &[(&str, &str)] = match e {
+                    GatewayError::MethodNotAllowed => &[("Allow", "POST")],
+                    GatewayError::Overloaded => &[("Retry-After", "1")],
+                    GatewayError::Unauthenticated => &[("WWW-Authenticate", "Bearer")],
+                    _ => &[],
+                };
                 write_reply(session, ctx, e.status(), JSON, Bytes::from(e.body()), extra).await?;
             }
         }

@@ -77,7 +77,7 @@ fn platform_faults_end_in_the_documented_errors() {
     let r = request(
         s.proxy,
         "POST",
-        "/api/vborder/shortcut/bindCard/create?channel=app",
+        "/api/vborder/shortcut/bindCard/create",
         &[
             ("Authorization", "Bearer internal-token"),
             ("Cookie", "session=internal"),
@@ -93,7 +93,7 @@ fn platform_faults_end_in_the_documented_errors() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["orderNo"], "OK-1");
     let head = fs.last_head();
-    assert_eq!(head[0], "POST /api/vborder/shortcut/bindCard/create?channel=app HTTP/1.1");
+    assert_eq!(head[0], "POST /api/vborder/shortcut/bindCard/create HTTP/1.1");
     let mut names: Vec<String> = head[1..].iter().map(|l| l.split(':').next().unwrap().to_ascii_lowercase()).collect();
     names.sort();
     assert_eq!(names, ["accept", "content-length", "content-type", "host", "user-agent", "x-request-id"], "{head:?}");

@@ -167,7 +167,7 @@ fn multi_block(backend: &'static str) {
     for merchant in [MD5_MERCHANT, RSA_MERCHANT] {
         // Raw text, so that the number keeps its exact form `12.50` on the way through.
         let body = format!(r#"{{"orderNo":"ECHO-MB","note":"{note}","plus":"a+b c/d=e&f%20","amount":12.50}}"#);
-        let r = s.post("/api/vborder/some/other?x=1", Some(merchant), body.as_bytes());
+        let r = s.post("/api/vborder/some/other", Some(merchant), body.as_bytes());
         assert_eq!(r.status, 200, "{}", r.text());
         let v = r.json();
         assert_eq!(v["echo_note"], note.as_str());

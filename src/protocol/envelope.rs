@@ -109,6 +109,16 @@ impl Merchant {
         }
     }
 
+    /// How many RSA blocks a `reqmsg` holds (from its length alone, before any decoding), for
+    /// capping the work an unauthenticated message can cause.
+    pub fn ciphertext_blocks(&self, reqmsg: &str) -> usize {
+        let block = match &self.keys {
+            MerchantKeys::Md5 { platform_public, .. } => platform_public.size(),
+            MerchantKeys::Rsa { merchant_private, .. } => merchant_private.size(),
+        };
+        (reqmsg.trim_end_matches('=').len() * 3 / 4).div_ceil(block.max(1))
+    }
+
     fn platform_public(&self) -> &PublicKey {
         match &self.keys {
             MerchantKeys::Md5 { platform_public, .. } | MerchantKeys::Rsa { platform_public, .. } => platform_public,

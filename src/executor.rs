@@ -1,0 +1,182 @@
+//! The one executor for private-key work (RSA signing and decryption), on every path: the
+//! proxy's seal and open, and the notification listener's open.
+//!
+//! - At most `workers` operations run at once, on tokio's blocking pool at nice +10, so that
+//!   cheap requests get a core before bulk RSA does.
+//! - At most `queue` more wait for a worker; beyond that the caller is refused at once
+//!   ([`ExecError::Overloaded`]): the proxy answers 503 `not-sent`, the notification listener
+//!   503 (the platform retries). Nothing unauthenticated can queue unbounded work.
+//! - A panicking operation is reported as [`ExecError::Panicked`], never as a result.
+//!
+//! It lives as long as the process (reloads keep it), so the bound holds across reloads.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::metrics;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    #[error("private-key work is saturated")]
+    Overloaded,
+    #[error("a private-key operation panicked")]
+    Panicked,
+}
+
+pub struct PrivateKeyExecutor {
+    workers: usize,
+    queue: usize,
+    offload: bool,
+    permits: tokio::sync::Semaphore,
+    /// Admitted: running or waiting for a worker.
+    admitted: AtomicUsize,
+    running: AtomicUsize,
+}
+
+/// Releases an admission slot however the operation ends (including the caller going away).
+struct Admitted<'a>(&'a AtomicUsize);
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        metrics::PRIVATE_KEY_QUEUE.dec();
+    }
+}
+
+impl PrivateKeyExecutor {
+    /// `offload: false` runs the work inline on the calling event loop (still bounded).
+    pub fn new(workers: usize, queue: usize, offload: bool) -> Self {
+        let workers = workers.max(1);
+        PrivateKeyExecutor {
+            workers,
+            queue,
+            offload,
+            permits: tokio::sync::Semaphore::new(workers),
+            admitted: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    pub fn queue(&self) -> usize {
+        self.queue
+    }
+
+    /// Runs `f` on a worker, or refuses at once when `workers + queue` are already admitted.
+    /// For work before anything is sent.
+    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
+        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.workers + self.queue {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            metrics::PRIVATE_KEY_SHED.inc();
+            return Err(ExecError::Overloaded);
+        }
+        metrics::PRIVATE_KEY_QUEUE.inc();
+        let _admitted = Admitted(&self.admitted);
+        self.run_on_worker(f).await
+    }
+
+    /// Runs `f` on a worker, waiting however long the queue is: for work after a request was
+    /// sent (opening the platform's answer), which must never be shed. Its callers were
+    /// admitted before sending, so this wait is bounded too.
+    pub async fn run_committed<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
+        self.admitted.fetch_add(1, Ordering::AcqRel);
+        metrics::PRIVATE_KEY_QUEUE.inc();
+        let _admitted = Admitted(&self.admitted);
+        self.run_on_worker(f).await
+    }
+
+    async fn run_on_worker<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
+        let _permit = self.permits.acquire().await.map_err(|_| ExecError::Overloaded)?;
+        let now = self.running.fetch_add(1, Ordering::AcqRel) + 1;
+        let _running = Running(&self.running);
+        metrics::PRIVATE_KEY_RUNNING_MAX.set(metrics::PRIVATE_KEY_RUNNING_MAX.get().max(now as i64));
+        if self.offload {
+            tokio::task::spawn_blocking(move || {
+                lower_priority_once();
+                f()
+            })
+            .await
+            .map_err(|_| ExecError::Panicked)
+        } else {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ExecError::Panicked)
+        }
+    }
+}
+
+/// Counts a running operation until it ends, however it ends.
+struct Running<'a>(&'a AtomicUsize);
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+thread_local! {
+    static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Gives the calling (blocking-pool) thread a lower scheduling priority (nice +10), once, so
+/// that on a busy machine the event loops win the CPU over bulk RSA work.
+fn lower_priority_once() {
+    LOWERED.with(|done| {
+        if !done.replace(true) {
+            // SAFETY: setpriority on the calling thread (who = 0) with a constant; no memory
+            // is passed. Failure (e.g. a seccomp policy) only leaves the priority unchanged.
+            let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn beyond_workers_and_queue_callers_are_refused_at_once() {
+        let ex = Arc::new(PrivateKeyExecutor::new(2, 3, true));
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Arc::new(std::sync::Mutex::new(gate));
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            let (ex, gate) = (ex.clone(), gate.clone());
+            held.push(tokio::spawn(async move {
+                ex.run(move || {
+                    let _ = gate.lock().unwrap().recv();
+                })
+                .await
+            }));
+        }
+        // Wait until all five are admitted (2 running, 3 queued).
+        while ex.admitted.load(Ordering::Acquire) < 5 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(ex.run(|| 1).await, Err(ExecError::Overloaded));
+        // Work after sending is never refused: it waits for a worker.
+        let committed = {
+            let ex = ex.clone();
+            tokio::spawn(async move { ex.run_committed(|| 2).await })
+        };
+        for _ in 0..5 {
+            release.send(()).unwrap();
+        }
+        for h in held {
+            assert_eq!(h.await.unwrap(), Ok(()));
+        }
+        assert_eq!(committed.await.unwrap(), Ok(2));
+        assert_eq!(ex.admitted.load(Ordering::Acquire), 0);
+        assert_eq!(ex.run(|| 7).await, Ok(7));
+        assert!(ex.running.load(Ordering::Acquire) == 0);
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_an_error_not_a_result() {
+        for offload in [true, false] {
+            let ex = PrivateKeyExecutor::new(1, 0, offload);
+            let r: Result<u8, _> = ex.run(|| panic!("boom")).await;
+            assert_eq!(r, Err(ExecError::Panicked));
+            assert_eq!(ex.run(|| 3u8).await, Ok(3));
+        }
+    }
+}

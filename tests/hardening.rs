@@ -1,0 +1,323 @@
+//! paysign as an attacker finds it: racing reloads, unauthenticated callers and admins, callers
+//! outside their grants, duplicate headers and query strings, overload, impatient callers and
+//! forged notification floods. Real processes; exact counts.
+
+mod common;
+
+use std::sync::Arc;
+use std::thread;
+
+use base64::Engine;
+use common::*;
+use serde_json::Value;
+
+fn sha256_hex(s: &str) -> String {
+    paysign::config::sha256(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn metric(s: &Stack, series: &str) -> f64 {
+    sample(&s.metrics(), series).unwrap_or(0.0)
+}
+
+/// Reloads racing each other: the configuration in force is always the one the last reload
+/// read, and the generation counts every successful reload exactly.
+#[test]
+fn concurrent_reloads_end_with_the_last_file_and_the_exact_generation() {
+    let s = Stack::start(Options::default());
+    let path = s.dir.join("paysign.yaml");
+    let both = std::fs::read_to_string(&path).unwrap();
+    // The same file without the rsa merchant.
+    let rsa_at = both.find(&format!("  - customer_no: \"{RSA_MERCHANT}\"")).unwrap();
+    let md5_only = both[..rsa_at].to_string() + both[rsa_at..].split_once("merchant_private_key: keys/merchant_private.pem\n").unwrap().1;
+    assert!(!md5_only.contains(RSA_MERCHANT) && md5_only.contains(MD5_MERCHANT));
+
+    let reload_burst = |n: usize| -> Vec<thread::JoinHandle<u16>> {
+        (0..n)
+            .map(|_| {
+                thread::spawn({
+                    let admin = s.admin;
+                    move || request(admin, "POST", "/-/reload", &[], b"").status
+                })
+            })
+            .collect()
+    };
+    // As operators (and Kubernetes) replace a configuration: a new file renamed over the old.
+    let replace = |text: &str| {
+        let tmp = s.dir.join("paysign.yaml.new");
+        write(&tmp, text);
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    let trials = 8;
+    for trial in 0..trials {
+        let (first, last) = if trial % 2 == 0 { (&both, &md5_only) } else { (&md5_only, &both) };
+        replace(first);
+        let early = reload_burst(5);
+        replace(last);
+        let late = reload_burst(5);
+        for h in early.into_iter().chain(late) {
+            assert_eq!(h.join().unwrap(), 200);
+        }
+        let r = s.post(BINDCARD, Some(RSA_MERCHANT), bindcard(&format!("RACE-{trial}")).to_string().as_bytes());
+        if last == &md5_only {
+            assert_eq!(r.status, 400, "trial {trial}: the older configuration stayed in force: {}", r.text());
+            assert_eq!(r.json()["errCode"], "2001");
+        } else {
+            assert_eq!(r.status, 200, "trial {trial}: {}", r.text());
+        }
+    }
+    assert_eq!(metric(&s, "paysign_config_generation"), 1.0 + 10.0 * trials as f64);
+}
+
+/// With an admin token, reloads need it (and nothing else gets through).
+#[test]
+fn admin_reload_needs_the_admin_token() {
+    let token = "admin-token-0123456789abcdef";
+    let d = temp_dir();
+    write(&d.join("admin.token"), &format!("{token}\n"));
+    let s =
+        Stack::start(Options { gateway_extra: format!("admin_token_file: {}\n", d.join("admin.token").display()), ..Options::default() });
+    let reload = |h: &[(&str, &str)]| request(s.admin, "POST", "/-/reload", h, b"");
+    let bearer = format!("Bearer {token}");
+    for refused in [
+        vec![],
+        vec![("Authorization", "Bearer wrong-token-0123456789")],
+        vec![("Authorization", token)],
+        vec![("Authorization", bearer.as_str()), ("Authorization", bearer.as_str())],
+    ] {
+        let r = reload(&refused);
+        assert_eq!(r.status, 401, "{refused:?}: {}", r.text());
+        assert_eq!(r.header("WWW-Authenticate"), Some("Bearer"));
+    }
+    assert_eq!(metric(&s, "paysign_config_generation"), 1.0);
+    let r = reload(&[("Authorization", bearer.as_str())]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["generation"], 2);
+    assert_eq!(metric(&s, r#"paysign_caller_refusals_total{caller="admin",reason="unauthenticated"}"#), 4.0);
+    assert!(!s.gateway.logs().contains(token), "the admin token reached the logs");
+}
+
+/// Every combination of caller × merchant × endpoint: only what a caller is granted reaches
+/// the platform; everything else is 401/403 `not-sent`, counted by caller.
+#[test]
+fn callers_are_authenticated_and_authorised() {
+    let (ops_token, all_token) = ("ops-token-0123456789abcdef", "all-token-fedcba9876543210");
+    let extra = format!(
+        "callers:\n  - name: ops\n    token_sha256: {}\n    merchants: [\"{MD5_MERCHANT}\"]\n    endpoints: [\"{BINDCARD}\"]\n  - name: all\n    token_sha256: {}\n    merchants: [\"*\"]\n    endpoints: [\"*\"]\n",
+        sha256_hex(ops_token),
+        sha256_hex(all_token)
+    );
+    let s = Stack::start(Options { gateway_extra: extra, ..Options::default() });
+    let other = "/api/vborder/shortcut/other";
+    let mut sent = 0;
+    let mut n = 0;
+    for (caller, auth) in [
+        ("none", None),
+        ("wrong", Some("Bearer not-a-caller-token-000".to_string())),
+        ("ops", Some(format!("Bearer {ops_token}"))),
+        ("all", Some(format!("Bearer {all_token}"))),
+    ] {
+        for merchant in [MD5_MERCHANT, RSA_MERCHANT] {
+            for path in [BINDCARD, other] {
+                n += 1;
+                let mut h = vec![("X-Paysign-Merchant", merchant)];
+                if let Some(a) = &auth {
+                    h.push(("Authorization", a.as_str()));
+                }
+                let r = request(s.proxy, "POST", path, &h, bindcard(&format!("AUTH-{n}")).to_string().as_bytes());
+                let expected = match caller {
+                    "none" | "wrong" => Some(401),
+                    "ops" if merchant == MD5_MERCHANT && path == BINDCARD => None,
+                    "ops" => Some(403),
+                    _ => None,
+                };
+                match expected {
+                    Some(status) => {
+                        assert_eq!(r.status, status, "{caller} {merchant} {path}: {}", r.text());
+                        assert_eq!(r.header("X-Paysign-Delivery"), Some("not-sent"));
+                        assert_eq!(r.json()["errCode"], "1002");
+                    }
+                    None => {
+                        sent += 1;
+                        assert!(r.status != 401 && r.status != 403, "{caller} {merchant} {path}: {}", r.text());
+                        assert_eq!(r.header("X-Paysign-Delivery"), Some("sent"), "{caller} {merchant} {path}: {}", r.text());
+                        if path == BINDCARD {
+                            assert_eq!(r.json()["errCode"], "0000");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(sent, 5);
+    assert_eq!(s.sandbox_stats()["received"], 5);
+    let m = s.metrics();
+    assert_eq!(sample(&m, r#"paysign_caller_refusals_total{caller="anonymous",reason="missing"}"#), Some(4.0));
+    assert_eq!(sample(&m, r#"paysign_caller_refusals_total{caller="anonymous",reason="unknown_token"}"#), Some(4.0));
+    assert_eq!(sample(&m, r#"paysign_caller_refusals_total{caller="ops",reason="forbidden"}"#), Some(3.0));
+    let logs = s.gateway.logs();
+    assert!(!logs.contains(ops_token) && !logs.contains(all_token), "a caller token reached the logs");
+}
+
+/// A repeated merchant header and a query string are refused before anything is sent.
+#[test]
+fn duplicate_merchant_headers_and_query_strings_are_refused() {
+    let s = Stack::start(Options::default());
+    let body = bindcard("EDGE-1").to_string();
+    let r =
+        request(s.proxy, "POST", BINDCARD, &[("X-Paysign-Merchant", MD5_MERCHANT), ("X-Paysign-Merchant", RSA_MERCHANT)], body.as_bytes());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["errMessage"], "the x-paysign-merchant header appears more than once");
+    assert_eq!(r.header("X-Paysign-Delivery"), Some("not-sent"));
+    for q in ["?customerNo=999&reqmsg=zz", "?%0d%0aInjected:1", "?"] {
+        let r = request(s.proxy, "POST", &format!("{BINDCARD}{q}"), &[("X-Paysign-Merchant", MD5_MERCHANT)], body.as_bytes());
+        assert_eq!(r.status, 400, "{q}: {}", r.text());
+        assert_eq!(r.header("X-Paysign-Delivery"), Some("not-sent"));
+        assert_eq!(r.json()["errCode"], "1002");
+    }
+    assert_eq!(s.sandbox_stats()["received"], 0);
+    assert_eq!(metric(&s, r#"paysign_requests_total{endpoint="bindcard_create",merchant="202112090603",outcome="query_refused"}"#), 3.0);
+}
+
+/// A caller's deadline that has passed before sending: not sent.
+#[test]
+fn a_request_past_its_callers_deadline_is_not_sent() {
+    let s = Stack::start(Options { merchants: &[RSA_MERCHANT], ..Options::default() });
+    let body = bindcard("DEADLINE-1").to_string();
+    let r = request(s.proxy, "POST", BINDCARD, &[("X-Paysign-Deadline-Ms", "0")], body.as_bytes());
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("X-Paysign-Delivery"), Some("not-sent"));
+    let r = request(s.proxy, "POST", BINDCARD, &[("X-Paysign-Deadline-Ms", "soon")], body.as_bytes());
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = request(s.proxy, "POST", BINDCARD, &[("X-Paysign-Deadline-Ms", "30000")], body.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(s.sandbox_stats()["received"], 1);
+}
+
+/// Beyond the private-key workers and queue, requests are shed at once with 503 `not-sent`
+/// and `Retry-After`; every other one is answered; nothing shed reaches the platform, and no
+/// more private-key operations ever ran at once than the bound.
+#[test]
+fn overload_is_shed_before_sending() {
+    let s = Stack::start(Options {
+        merchants: &[RSA_MERCHANT],
+        gateway_extra: "private_key_workers: 1\nprivate_key_queue: 1\n".into(),
+        ..Options::default()
+    });
+    let port = s.proxy;
+    let callers: Vec<_> = (0..48)
+        .map(|i| {
+            thread::spawn(move || {
+                let r = request(port, "POST", BINDCARD, &[], bindcard(&format!("SHED-{i}")).to_string().as_bytes());
+                (r.status, r.header("X-Paysign-Delivery").map(str::to_string), r.header("Retry-After").map(str::to_string))
+            })
+        })
+        .collect();
+    let (mut ok, mut shed) = (0, 0);
+    for c in callers {
+        match c.join().unwrap() {
+            (200, Some(d), None) if d == "sent" => ok += 1,
+            (503, Some(d), Some(ra)) if d == "not-sent" && ra == "1" => shed += 1,
+            other => panic!("neither answered nor shed: {other:?}"),
+        }
+    }
+    assert!(shed >= 1, "48 concurrent rsa calls on 1 worker + 1 queued: nothing was shed");
+    assert_eq!(ok + shed, 48);
+    assert_eq!(s.sandbox_stats()["received"], ok);
+    let m = s.metrics();
+    assert_eq!(sample(&m, "paysign_private_key_ops_running_max"), Some(1.0));
+    assert_eq!(sample(&m, "paysign_private_key_ops_shed_total"), Some(shed as f64));
+}
+
+/// `max_in_flight`: with one request at the platform, the next is shed at once.
+#[test]
+fn admission_sheds_beyond_max_in_flight() {
+    let s = Arc::new(Stack::start(Options {
+        merchants: &[MD5_MERCHANT],
+        stall_ms: 3_000,
+        gateway_extra: "max_in_flight: 1\n".into(),
+        ..Options::default()
+    }));
+    let slow = {
+        let s = s.clone();
+        thread::spawn(move || s.post(BINDCARD, None, bindcard("STALL-ADMIT").to_string().as_bytes()).status)
+    };
+    assert!(eventually(10, || s.sandbox_stats()["received"] == 1));
+    let r = s.post(BINDCARD, None, bindcard("ADMIT-2").to_string().as_bytes());
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("X-Paysign-Delivery"), Some("not-sent"));
+    assert_eq!(r.header("Retry-After"), Some("1"));
+    assert_eq!(slow.join().unwrap(), 200);
+    assert_eq!(s.sandbox_stats()["received"], 1);
+    let r = s.post(BINDCARD, None, bindcard("ADMIT-3").to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+fn forged(blocks: usize) -> String {
+    let noise: Vec<u8> = (0..blocks * 256).map(|i| (i * 7 + 13) as u8).collect();
+    serde_json::json!({"customerNo": RSA_MERCHANT, "reqmsg": base64::engine::general_purpose::STANDARD.encode(noise)}).to_string()
+}
+
+/// Forged notifications: oversized ones are refused before any decryption; a flood of
+/// maximal ones never runs more private-key work at once than the bound, is shed with 503
+/// beyond the queue, and a genuine notification still gets through (first try or a retry).
+#[test]
+fn forged_notification_floods_are_bounded() {
+    let target = common::http_server::start(Arc::new(|_r| (200, "text/plain".into(), b"ok".to_vec())));
+    let notify_port = free_port();
+    let extra = format!(
+        "private_key_workers: 1\nprivate_key_queue: 2\nnotify:\n  listen: 127.0.0.1:{notify_port}\n  max_blocks: 16\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:{}/bind-notified\n",
+        target.port
+    );
+    let s = Stack::start(Options { gateway_extra: extra, ..Options::default() });
+    wait_listening(notify_port);
+    let decrypts = |s: &Stack| metric(s, r#"paysign_crypto_duration_seconds_count{op="decrypt"}"#);
+
+    let r = request(notify_port, "POST", "/notify/bindcard", &[], forged(17).as_bytes());
+    assert_eq!((r.status, r.text().as_str()), (413, "FAIL"));
+    assert_eq!(decrypts(&s), 0.0, "an oversized forged notification was decrypted");
+    let r = request(notify_port, "POST", "/notify/bindcard", &[], forged(16).as_bytes());
+    assert_eq!((r.status, r.text().as_str()), (400, "FAIL"));
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood: Vec<_> = (0..16)
+        .map(|_| {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let (mut refused, mut shed) = (0u32, 0u32);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match request(notify_port, "POST", "/notify/bindcard", &[], forged(16).as_bytes()).status {
+                        400 => refused += 1,
+                        503 => shed += 1,
+                        other => panic!("a forged notification got {other}"),
+                    }
+                }
+                (refused, shed)
+            })
+        })
+        .collect();
+    // A genuine notification, retried on 503 as the platform does.
+    let url = format!("http://127.0.0.1:{notify_port}/notify/bindcard");
+    let mut tries = 0;
+    let acked = eventually(60, || {
+        tries += 1;
+        let req = serde_json::json!({"customerNo": RSA_MERCHANT, "orderNo": format!("GENUINE-{tries}"), "url": url});
+        let answer = request(s.sandbox_port, "POST", "/__sandbox/notify", &[], req.to_string().as_bytes()).json();
+        answer["status"] == 200 && answer["body"] == "SUCCESS"
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut refused, mut shed) = (0, 0);
+    for f in flood {
+        let (r, sh) = f.join().unwrap();
+        refused += r;
+        shed += sh;
+    }
+    assert!(acked, "the genuine notification was never acknowledged ({tries} tries)");
+    assert!(refused > 0);
+    let m = s.metrics();
+    assert_eq!(sample(&m, "paysign_private_key_ops_running_max"), Some(1.0));
+    // Shed: the flood's, plus the genuine tries that came before the acknowledged one.
+    let counted = sample(&m, r#"paysign_notifications_total{outcome="shed",route="/notify/bindcard"}"#).unwrap_or(0.0);
+    assert!(counted >= shed as f64 && counted < (shed + tries) as f64, "{counted} shed counted, {shed} seen by the flood, {tries} tries");
+    let got: Value = serde_json::from_slice(&target.requests.recv_timeout(std::time::Duration::from_secs(5)).unwrap().body).unwrap();
+    assert!(got["orderNo"].as_str().unwrap().starts_with("GENUINE-"));
+}
