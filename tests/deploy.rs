@@ -26,7 +26,33 @@ fn deployment_files_parse_and_the_example_config_matches_the_schema() {
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
     let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
-    assert_eq!(kinds, ["ConfigMap", "Secret", "Deployment", "Service", "Service", "PodDisruptionBudget"]);
+    assert_eq!(
+        kinds,
+        [
+            "ConfigMap",
+            "Secret",
+            "Deployment",
+            "Service",
+            "Service",
+            "Service",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+            "NetworkPolicy",
+            "NetworkPolicy",
+            "NetworkPolicy"
+        ]
+    );
+    // One Service per port, and a policy that opens exactly that port.
+    for (service, port) in [("paysign", 8080), ("paysign-admin", 9091), ("paysign-notify", 8081)] {
+        let svc = docs.iter().find(|d| d["kind"] == "Service" && d["metadata"]["name"] == service).unwrap();
+        let ports: Vec<u64> = svc["spec"]["ports"].as_sequence().unwrap().iter().map(|p| p["port"].as_u64().unwrap()).collect();
+        assert_eq!(ports, [port], "{service}");
+        let opened = docs
+            .iter()
+            .filter(|d| d["kind"] == "NetworkPolicy")
+            .filter(|d| d["spec"]["ingress"].as_sequence().is_some_and(|i| i.iter().any(|r| r["ports"][0]["port"].as_u64() == Some(port))));
+        assert_eq!(opened.count(), 1, "port {port}");
+    }
     let embedded = docs[0]["data"]["paysign.yaml"].as_str().unwrap();
     let parsed: Result<paysign::config::GatewayFile, _> = serde_yaml::from_str(embedded);
     assert!(parsed.is_ok(), "the ConfigMap's paysign.yaml does not match the schema: {:?}", parsed.err());
