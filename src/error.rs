@@ -56,6 +56,8 @@ pub enum GatewayError {
     Forbidden,
     #[error("paysign is at capacity; nothing was sent: retry after a moment")]
     Overloaded,
+    #[error("the caller closed the connection before the request was sent; nothing was sent")]
+    CallerGone,
     #[error("the caller's deadline (X-Paysign-Deadline-Ms) passed before the request could be sent; nothing was sent")]
     DeadlinePassed,
     #[error("several merchants are configured: name one with the X-Paysign-Merchant header")]
@@ -103,6 +105,8 @@ impl GatewayError {
             GatewayError::Unauthenticated => 401,
             GatewayError::Forbidden => 403,
             GatewayError::Overloaded | GatewayError::DeadlinePassed => 503,
+            // Nobody reads it; the access log and metrics carry it (nginx's convention).
+            GatewayError::CallerGone => 499,
             GatewayError::MerchantRequired | GatewayError::UnknownMerchant => 400,
             GatewayError::Seal(_) | GatewayError::Internal => 500,
             GatewayError::Timeout => 504,
@@ -146,6 +150,7 @@ impl GatewayError {
             | GatewayError::Form(_)
             | GatewayError::Overloaded
             | GatewayError::DeadlinePassed
+            | GatewayError::CallerGone
             | GatewayError::Internal => "1001",
         }
     }
@@ -180,6 +185,7 @@ impl GatewayError {
             | GatewayError::Forbidden
             | GatewayError::Overloaded
             | GatewayError::DeadlinePassed
+            | GatewayError::CallerGone
             | GatewayError::MerchantRequired
             | GatewayError::UnknownMerchant
             | GatewayError::Seal(_)
@@ -203,6 +209,7 @@ impl GatewayError {
             GatewayError::Forbidden => "forbidden",
             GatewayError::Overloaded => "shed",
             GatewayError::DeadlinePassed => "deadline",
+            GatewayError::CallerGone => "abandoned",
             GatewayError::Invalid(_) => "invalid",
             GatewayError::MerchantRequired | GatewayError::UnknownMerchant => "unknown_merchant",
             GatewayError::Seal(_) => "seal_failed",

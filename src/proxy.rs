@@ -147,7 +147,13 @@ impl Gateway {
         // Admission: bounded work in front of private-key work and the platform call.
         let _admitted = rt.admission.clone().try_acquire_owned().map_err(|_| GatewayError::Overloaded)?;
         let m = merchant.clone();
-        let sealed = private_key_work(&rt, merchant.profile(), Stage::BeforeSending, move || m.seal(business)).await??;
+        let seal = private_key_work(&rt, merchant.profile(), Stage::BeforeSending, move || m.seal(business));
+        // A caller that hangs up while its request waits to be sealed is not sent for.
+        let sealed = tokio::select! {
+            biased;
+            () = caller_gone(session) => return Err(GatewayError::CallerGone),
+            sealed = seal => sealed??,
+        };
         if deadline.is_some_and(|d| ctx.start.elapsed() >= d) {
             return Err(GatewayError::DeadlinePassed);
         }
@@ -273,6 +279,15 @@ fn authenticate<'a>(rt: &'a Runtime, req: &RequestHeader) -> Result<Option<&'a C
         }
     }
     found.map(Some).ok_or_else(|| refuse("unknown_token"))
+}
+
+/// Resolves when the caller closes its connection (the request body has been read); pends
+/// otherwise.
+async fn caller_gone(session: &mut Session) {
+    if session.read_body_or_idle(true).await.is_ok() {
+        // Pipelined bytes, not a close: keep waiting for the work.
+        std::future::pending::<()>().await
+    }
 }
 
 /// A header that may appear at most once.

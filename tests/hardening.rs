@@ -321,3 +321,40 @@ fn forged_notification_floods_are_bounded() {
     let got: Value = serde_json::from_slice(&target.requests.recv_timeout(std::time::Duration::from_secs(5)).unwrap().body).unwrap();
     assert!(got["orderNo"].as_str().unwrap().starts_with("GENUINE-"));
 }
+
+/// Callers that hang up right after sending their request: nothing is sent for them, and each
+/// is counted (and logged) as `abandoned`, `not-sent`.
+#[test]
+fn requests_whose_callers_hung_up_are_not_sent() {
+    use std::io::{Read, Write};
+    let s = Stack::start(Options { merchants: &[RSA_MERCHANT], gateway_extra: "private_key_workers: 1\n".into(), ..Options::default() });
+    let n = 20;
+    let callers: Vec<_> = (0..n)
+        .map(|i| {
+            let port = s.proxy;
+            thread::spawn(move || {
+                let body = bindcard(&format!("GONE-{i}")).to_string();
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                let head = format!(
+                    "POST {BINDCARD} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                c.write_all(format!("{head}{body}").as_bytes()).unwrap();
+                c.shutdown(std::net::Shutdown::Write).unwrap();
+                let mut rest = Vec::new();
+                let _ = c.read_to_end(&mut rest);
+            })
+        })
+        .collect();
+    for c in callers {
+        c.join().unwrap();
+    }
+    let series = format!(r#"paysign_requests_total{{endpoint="bindcard_create",merchant="{RSA_MERCHANT}",outcome="abandoned"}}"#);
+    assert!(eventually(10, || metric(&s, &series) == n as f64), "{}", s.metrics());
+    assert_eq!(s.sandbox_stats()["received"], 0);
+    let logs = s.gateway.logs();
+    assert_eq!(logs.matches(r#""outcome":"abandoned","status":499,"delivery":"not-sent""#).count(), n, "{logs}");
+    // A caller that waits is served as usual.
+    let r = s.post(BINDCARD, None, bindcard("STAYED").to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+}
