@@ -123,6 +123,14 @@ pub struct GatewayFile {
     /// are shed at once with 503 `not-sent` (notifications: 503, the platform retries).
     #[serde(default = "default_private_key_queue")]
     pub private_key_queue: usize,
+    /// Open connections per listener (proxy, notify; admin: at most 64); beyond, new ones are
+    /// closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A request head (and, on an idle kept-alive connection, the next one) must arrive within
+    /// this time on every listener.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_ms: u64,
     /// At most this many proxied requests are sealed or at the platform at once; beyond that,
     /// 503 `not-sent` with `Retry-After` at once.
     #[serde(default = "default_max_in_flight")]
@@ -142,6 +150,12 @@ pub struct GatewayFile {
 
 fn default_private_key_queue() -> usize {
     64
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_header_timeout() -> u64 {
+    10_000
 }
 fn default_max_in_flight() -> usize {
     256
@@ -350,6 +364,8 @@ pub struct Config {
     pub private_key_workers: usize,
     pub private_key_queue: usize,
     pub max_in_flight: usize,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
     /// SHA-256 of the admin token (`None`: reloads from loopback only).
     pub admin_token_sha256: Option<[u8; 32]>,
     /// Empty: callers are not authenticated.
@@ -398,6 +414,8 @@ pub struct Notify {
     pub max_body_bytes: usize,
     pub forward_timeout: Duration,
     pub max_blocks: usize,
+    /// The whole notification body must arrive within this (`client_body_timeout_ms`).
+    pub body_timeout: Duration,
     pub routes: Vec<NotifyRoute>,
 }
 
@@ -643,11 +661,23 @@ fn validate(file: GatewayFile, path: &Path, resolve: bool) -> Result<Config, Con
     if file.max_in_flight == 0 {
         return Err(ctx.err("max_in_flight", None, "must be at least 1"));
     }
+    if file.max_connections == 0 {
+        return Err(ctx.err("max_connections", None, "must be at least 1"));
+    }
+    if file.header_timeout_ms == 0 {
+        return Err(ctx.err("header_timeout_ms", None, "must be positive"));
+    }
+    let notify = notify.map(|mut n| {
+        n.body_timeout = Duration::from_millis(file.client_body_timeout_ms.max(1));
+        n
+    });
     Ok(Config {
         notify,
         callers,
         admin_token_sha256,
         max_in_flight: file.max_in_flight,
+        max_connections: file.max_connections,
+        header_timeout: Duration::from_millis(file.header_timeout_ms),
         private_key_queue: file.private_key_queue,
         crypto_backend: file.crypto_backend,
         offload_private_key_ops: file.offload_private_key_ops,
@@ -757,6 +787,7 @@ fn notify(ctx: &Ctx, n: &NotifyFile, merchants: &HashMap<String, Arc<Merchant>>,
         max_body_bytes: n.max_body_bytes,
         forward_timeout: Duration::from_millis(n.forward_timeout_ms),
         max_blocks: n.max_blocks.max(1),
+        body_timeout: Duration::from_millis(default_client_body_timeout()),
         routes,
     })
 }

@@ -28,6 +28,7 @@ pub mod error;
 pub mod executor;
 pub mod h5;
 pub mod http_client;
+pub mod listener;
 pub mod live;
 pub mod logging;
 pub mod metrics;

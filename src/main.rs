@@ -5,6 +5,16 @@ use std::process::ExitCode;
 
 use paysign::config::{self, AnyConfig};
 
+/// jemalloc: freed memory goes back to the OS within seconds (see docs/operations.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings: a background thread purges freed pages after a second (the default, ten
+/// seconds and then again ten, kept ~50 % over the idle baseline 30 s after a flood).
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 const USAGE: &str = "\
 usage:
   paysign demo    [-c conf/paysign.yaml] [--sandbox conf/sandbox.yaml]

@@ -111,6 +111,21 @@ lazy_metric!(CALLER_REFUSED: IntCounterVec = register_int_counter_vec!(
     "Requests refused by caller authentication or authorisation, by caller (or `anonymous`) and reason.",
     &["caller", "reason"]
 ));
+lazy_metric!(CONNECTIONS_OPEN: IntGaugeVec = register_int_gauge_vec!(
+    "paysign_connections_open",
+    "Open client connections, by listener (proxy, notify, admin).",
+    &["listener"]
+));
+lazy_metric!(CONNECTIONS_REFUSED: IntCounterVec = register_int_counter_vec!(
+    "paysign_connections_refused_total",
+    "Connections closed at once because the listener had max_connections open.",
+    &["listener"]
+));
+lazy_metric!(HEADER_TIMEOUTS: IntCounterVec = register_int_counter_vec!(
+    "paysign_header_timeouts_total",
+    "Connections closed because a request head (or the next one, when idle) did not arrive within header_timeout_ms.",
+    &["listener"]
+));
 lazy_metric!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
     "paysign_build_info",
     "Always 1; labels tell the build.",
@@ -138,6 +153,9 @@ pub fn init(crypto_backend: &str) {
     Lazy::force(&PRIVATE_KEY_RUNNING_MAX);
     Lazy::force(&PRIVATE_KEY_SHED);
     Lazy::force(&CALLER_REFUSED);
+    Lazy::force(&CONNECTIONS_OPEN);
+    Lazy::force(&CONNECTIONS_REFUSED);
+    Lazy::force(&HEADER_TIMEOUTS);
     Lazy::force(&NOTIFICATIONS);
     Lazy::force(&CONFIG_RELOADS);
     Lazy::force(&CONFIG_GENERATION);

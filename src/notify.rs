@@ -90,10 +90,11 @@ impl NotifyState {
         if session.req_header().method != http::Method::POST {
             return outcome("method_not_allowed", 405);
         }
-        let body = match read_body(session, self.notify.max_body_bytes).await {
-            Ok(b) => b,
-            Err(BodyError::TooLarge) => return outcome("too_large", 413),
-            Err(BodyError::Unreadable) => return outcome("malformed", 400),
+        let body = match tokio::time::timeout(self.notify.body_timeout, read_body(session, self.notify.max_body_bytes)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(BodyError::TooLarge)) => return outcome("too_large", 413),
+            Ok(Err(BodyError::Unreadable)) => return outcome("malformed", 400),
+            Err(_) => return outcome("body_timeout", 408),
         };
         let data = match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(m)) => m,

@@ -9,6 +9,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::config::{Config, SandboxConfig};
+use crate::listener::{Limited, Limits};
 use crate::live::Live;
 use crate::metrics;
 use crate::notify::Notifications;
@@ -136,22 +137,26 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         let proxy_addr: SocketAddr = cfg.listen.parse().map_err(|_| format!("bad listen address {}", cfg.listen))?;
         let (listen, admin_listen) = (cfg.listen.clone(), cfg.admin_listen.clone());
         let notify_listen = cfg.notify.as_ref().map(|n| n.listen.clone());
+        let limits = Limits { max_connections: cfg.max_connections, head_timeout: cfg.header_timeout };
+        let admin_limits = Limits { max_connections: cfg.max_connections.min(64), ..limits };
         for r in &n_routes(&cfg) {
             log::info!("notification route {} -> {}://{}{}", r.0, r.1, r.2, r.3);
         }
         let live = Arc::new(Live::new(cfg.source.clone(), cfg));
         reloadable.push(Reloadable::Gateway(live.clone()));
         if let Some(listen) = notify_listen {
-            let mut svc = Service::new("paysign notifications".to_string(), Notifications { live: live.clone() });
+            let mut svc =
+                Service::new("paysign notifications".to_string(), Limited::new(Notifications { live: live.clone() }, "notify", limits));
             svc.add_tcp(&listen);
             svc.threads = Some(1);
             server.add_service(svc);
         }
         let endpoints = Endpoints::builtin()?;
-        let mut proxy =
-            pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(live.clone(), endpoints), "paysign proxy");
+        let mut app = pingora::proxy::HttpProxy::new(Gateway::new(live.clone(), endpoints), server.configuration.clone());
+        app.handle_init_modules();
+        let mut proxy = Service::new("paysign proxy".to_string(), Limited::new(app, "proxy", limits));
         proxy.add_tcp(&listen);
-        let mut admin = Service::new("paysign admin".to_string(), Admin { proxy_addr, live });
+        let mut admin = Service::new("paysign admin".to_string(), Limited::new(Admin { proxy_addr, live }, "admin", admin_limits));
         admin.add_tcp(&admin_listen);
         admin.threads = Some(1);
         server.add_service(proxy);

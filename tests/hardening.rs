@@ -358,3 +358,110 @@ fn requests_whose_callers_hung_up_are_not_sent() {
     let r = s.post(BINDCARD, None, bindcard("STAYED").to_string().as_bytes());
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+fn read_until_closed(c: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    c.set_read_timeout(Some(std::time::Duration::from_secs(15))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Request heads have a deadline on every listener: an idle connection, a half-sent head and a
+/// head dripped a byte at a time are all closed and counted; a prompt caller is served.
+#[test]
+fn slow_and_idle_connections_are_closed_at_the_header_deadline() {
+    use std::io::Write;
+    let s = Stack::start(Options { merchants: &[MD5_MERCHANT], gateway_extra: "header_timeout_ms: 400\n".into(), ..Options::default() });
+    for port in [s.proxy, s.admin] {
+        // Idle: never sends a byte.
+        let mut idle = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // Half a head, then silence.
+        let mut half = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        half.write_all(b"POST /api/x HTTP/1.1\r\nHost: x\r\n").unwrap();
+        // A byte every 100 ms: each read is quick, the head never completes in time.
+        let mut drip = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let dripper = thread::spawn(move || {
+            for b in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n" {
+                if drip.write_all(&[*b]).is_err() {
+                    break;
+                }
+                thread::sleep(std::time::Duration::from_millis(100));
+            }
+            read_until_closed(&mut drip)
+        });
+        assert_eq!(read_until_closed(&mut idle), b"");
+        assert_eq!(read_until_closed(&mut half), b"");
+        assert_eq!(dripper.join().unwrap(), b"", "the dripped head was served");
+    }
+    let m = s.metrics();
+    assert_eq!(sample(&m, r#"paysign_header_timeouts_total{listener="proxy"}"#), Some(3.0));
+    assert_eq!(sample(&m, r#"paysign_header_timeouts_total{listener="admin"}"#), Some(3.0));
+    let r = s.post(BINDCARD, None, bindcard("PROMPT").to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// Beyond `max_connections`, a new connection is closed at once; when one closes, the next is
+/// served.
+#[test]
+fn connections_beyond_the_limit_are_refused_at_once() {
+    let s = Stack::start(Options {
+        merchants: &[MD5_MERCHANT],
+        gateway_extra: "max_connections: 3\nheader_timeout_ms: 30000\n".into(),
+        ..Options::default()
+    });
+    let held: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(("127.0.0.1", s.proxy)).unwrap()).collect();
+    assert!(eventually(10, || sample(&s.metrics(), r#"paysign_connections_open{listener="proxy"}"#) == Some(3.0)));
+    let mut extra = std::net::TcpStream::connect(("127.0.0.1", s.proxy)).unwrap();
+    assert_eq!(read_until_closed(&mut extra), b"");
+    assert_eq!(sample(&s.metrics(), r#"paysign_connections_refused_total{listener="proxy"}"#), Some(1.0));
+    drop(held);
+    assert!(eventually(10, || sample(&s.metrics(), r#"paysign_connections_open{listener="proxy"}"#) == Some(0.0)));
+    let r = s.post(BINDCARD, None, bindcard("AFTER-LIMIT").to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// Two requests in one write (pipelining): both answered in order, or the first answered and
+/// the connection closed — never a request dropped silently on an open connection.
+#[test]
+fn pipelined_requests_are_answered_in_order_or_the_connection_closes() {
+    use std::io::Write;
+    let s = Stack::start(Options { merchants: &[MD5_MERCHANT], ..Options::default() });
+    let one = |order: &str| {
+        let body = bindcard(order).to_string();
+        format!("POST {BINDCARD} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+    };
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.proxy)).unwrap();
+    c.write_all(format!("{}{}", one("PIPE-1"), one("PIPE-2")).as_bytes()).unwrap();
+    // Read until both are answered or the server closes; a read that times out means the
+    // second request sits unanswered on an open connection.
+    use std::io::Read;
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let (mut raw, mut buf) = (Vec::new(), [0u8; 4096]);
+    let got = loop {
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        if text.matches("\"orderNo\":\"PIPE-").count() == 2 {
+            break text;
+        }
+        match c.read(&mut buf) {
+            Ok(0) => break text,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                panic!("the second pipelined request was dropped silently: {text}")
+            }
+            Err(_) => break text,
+        }
+    };
+    let answers = got.matches("HTTP/1.1 200").count();
+    assert!(answers >= 1, "{got}");
+    let first = got.find("PIPE-1").expect("the first request was not answered");
+    if answers == 2 {
+        assert!(got.find("PIPE-2").unwrap() > first, "answers out of order: {got}");
+    }
+    assert_eq!(s.sandbox_stats()["received"], answers);
+}

@@ -1,0 +1,290 @@
+//! What every listener does before HTTP: a bound on open connections and a deadline for each
+//! request head (which is also the idle keep-alive timeout).
+//!
+//! pingora holds ~30 KB per connection and, by default, waits 60 s per read with no deadline
+//! for a whole request head, so idle or byte-a-second connections could hold memory forever.
+//! [`Limited`] wraps any pingora [`ServerApp`]:
+//!
+//! - beyond `max_connections` open connections, a new one is closed at once (counted in
+//!   `paysign_connections_refused_total{listener}`);
+//! - each connection's stream is wrapped in a [`HeadDeadline`]: from the first read of a
+//!   request (or of the wait for the next one on a kept-alive connection) its head — up to the
+//!   blank line — must arrive within `head_timeout`, or the read fails and pingora closes the
+//!   connection (counted in `paysign_header_timeouts_total{listener}`). Bodies have their own
+//!   timeouts (`client_body_timeout_ms`).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::{GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, UniqueID, UniqueIDType};
+use pingora::protocols::{SocketDigest, TimingDigest};
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::metrics;
+
+/// Connection limits of one listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub head_timeout: Duration,
+}
+
+/// A pingora app behind a connection bound and a request-head deadline.
+pub struct Limited<A> {
+    inner: Arc<A>,
+    listener: &'static str,
+    limits: Limits,
+    open: Arc<AtomicUsize>,
+}
+
+impl<A> Limited<A> {
+    pub fn new(inner: A, listener: &'static str, limits: Limits) -> Self {
+        Limited { inner: Arc::new(inner), listener, limits, open: Arc::new(AtomicUsize::new(0)) }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: pingora::protocols::Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<pingora::protocols::Stream> {
+        // A kept-alive connection comes back already wrapped (and counted).
+        let stream = if stream.as_any().is::<HeadDeadline>() {
+            stream
+        } else {
+            if self.open.fetch_add(1, Ordering::AcqRel) >= self.limits.max_connections {
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                metrics::CONNECTIONS_REFUSED.with_label_values(&[self.listener]).inc();
+                return None; // dropped: closed at once
+            }
+            metrics::CONNECTIONS_OPEN.with_label_values(&[self.listener]).inc();
+            let counted = Counted { open: self.open.clone(), listener: self.listener };
+            Box::new(HeadDeadline::new(stream, self.limits.head_timeout, self.listener, counted)) as pingora::protocols::Stream
+        };
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
+
+/// One open connection, counted until its stream is dropped.
+#[derive(Debug)]
+struct Counted {
+    open: Arc<AtomicUsize>,
+    listener: &'static str,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        metrics::CONNECTIONS_OPEN.with_label_values(&[self.listener]).dec();
+    }
+}
+
+/// Finds the end of a request head (`\r\n\r\n`) across reads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct HeadEnd {
+    /// How many bytes of `\r\n\r\n` the data seen so far ends with.
+    matched: u8,
+}
+
+impl HeadEnd {
+    /// Feeds bytes; true when the blank line that ends the head has been seen.
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        const END: &[u8; 4] = b"\r\n\r\n";
+        for &b in bytes {
+            self.matched = if b == END[self.matched as usize] {
+                self.matched + 1
+            } else if b == b'\r' {
+                1
+            } else {
+                0
+            };
+            if self.matched == 4 {
+                self.matched = 0;
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// A stream whose request heads must arrive within a deadline.
+pub struct HeadDeadline {
+    inner: pingora::protocols::Stream,
+    timeout: Duration,
+    listener: &'static str,
+    /// Reading a request head (true from the start and after each response write).
+    in_head: bool,
+    head_end: HeadEnd,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    _counted: Counted,
+}
+
+impl std::fmt::Debug for HeadDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadDeadline").field("listener", &self.listener).field("in_head", &self.in_head).finish()
+    }
+}
+
+impl HeadDeadline {
+    fn new(inner: pingora::protocols::Stream, timeout: Duration, listener: &'static str, counted: Counted) -> Self {
+        HeadDeadline { inner, timeout, listener, in_head: true, head_end: HeadEnd::default(), deadline: None, _counted: counted }
+    }
+}
+
+impl AsyncRead for HeadDeadline {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.in_head && this.deadline.is_none() {
+            this.deadline = Some(Box::pin(tokio::time::sleep(this.timeout)));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if this.in_head && this.head_end.feed(&buf.filled()[before..]) {
+                    this.in_head = false;
+                    this.deadline = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let expired = this.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                if expired {
+                    metrics::HEADER_TIMEOUTS.with_label_values(&[this.listener]).inc();
+                    this.deadline = None;
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request head not received in time")));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+use std::future::Future;
+
+impl AsyncWrite for HeadDeadline {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            // A response is going out: what is read next is the next request's head.
+            this.in_head = true;
+            this.head_end = HeadEnd::default();
+            this.deadline = None;
+        }
+        r
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.in_head = true;
+            this.head_end = HeadEnd::default();
+            this.deadline = None;
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeadDeadline {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for HeadDeadline {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeadDeadline {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for HeadDeadline {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for HeadDeadline {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for HeadDeadline {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for HeadDeadline {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeadEnd;
+
+    #[test]
+    fn the_end_of_a_head_is_found_across_reads() {
+        let mut h = HeadEnd::default();
+        assert!(!h.feed(b"POST / HTTP/1.1\r\nHost: x\r\n"));
+        assert!(!h.feed(b"\r"));
+        assert!(h.feed(b"\nbody"));
+        let mut h = HeadEnd::default();
+        assert!(!h.feed(b"GET / HTTP/1.1\r\n\r\r\n"));
+        assert!(h.feed(b"\r\n"));
+        let mut h = HeadEnd::default();
+        assert!(!h.feed(b"\n\n\r\n\n"));
+    }
+}
