@@ -7,7 +7,9 @@
 //! `cargo bench --bench load` (all scenarios, a few minutes), or
 //! `cargo bench --bench load -- quick` (fewer requests), or
 //! `cargo bench --bench load -- soak minutes=3` (moderate load with a reload every 10 s; RSS
-//! and open descriptors sampled). Loopback only; every run is bounded by a request count and a
+//! and open descriptors sampled), or
+//! `cargo bench --bench load -- attack` (a forged-notification flood next to ordinary calls,
+//! and 1,000 concurrent rsa calls against the admission bounds; see docs/operations.md). Loopback only; every run is bounded by a request count and a
 //! time limit, and stops by itself.
 
 use std::io::Write as _;
@@ -107,6 +109,11 @@ fn workers_line() -> String {
 }
 
 fn start(d: &Path, backend: Backend, offload: bool, gateway: bool) -> Stack {
+    start_with(d, backend, offload, gateway, "")
+}
+
+/// [`start`] with extra top-level gateway YAML.
+fn start_with(d: &Path, backend: Backend, offload: bool, gateway: bool, extra: &str) -> Stack {
     let (sp, pp, ap) = (free_port(), free_port(), free_port());
     let sb = d.join(format!("sandbox-{sp}.yaml"));
     std::fs::write(
@@ -123,7 +130,7 @@ fn start(d: &Path, backend: Backend, offload: bool, gateway: bool) -> Stack {
         std::fs::write(
             &gw,
             format!(
-                "listen: 127.0.0.1:{pp}\nadmin_listen: 127.0.0.1:{ap}\ngrace_period_seconds: 0\nthreads: 2\ncrypto_backend: {}\noffload_private_key_ops: {offload}\n{}platform:\n  base_url: http://127.0.0.1:{sp}\nmerchants:\n  - customer_no: \"{MD5}\"\n    profile: md5\n    platform_public_key: keys/platform_public.pem\n    md5_key_file: keys/md5.key\n  - customer_no: \"{RSA}\"\n    profile: rsa\n    platform_public_key: keys/platform_public.pem\n    merchant_private_key: keys/merchant_private.pem\n",
+                "listen: 127.0.0.1:{pp}\nadmin_listen: 127.0.0.1:{ap}\ngrace_period_seconds: 0\nthreads: 2\ncrypto_backend: {}\noffload_private_key_ops: {offload}\n{}{extra}platform:\n  base_url: http://127.0.0.1:{sp}\nmerchants:\n  - customer_no: \"{MD5}\"\n    profile: md5\n    platform_public_key: keys/platform_public.pem\n    md5_key_file: keys/md5.key\n  - customer_no: \"{RSA}\"\n    profile: rsa\n    platform_public_key: keys/platform_public.pem\n    merchant_private_key: keys/merchant_private.pem\n",
                 backend.as_str(),
                 workers_line()
             ),
@@ -334,6 +341,10 @@ fn main() {
     if args.iter().any(|a| a == "--list") {
         return;
     }
+    if args.iter().any(|a| a == "attack") {
+        attack();
+        return;
+    }
     if args.iter().any(|a| a == "soak") {
         let minutes = args.iter().find_map(|a| a.strip_prefix("minutes=")?.parse().ok()).unwrap_or(3);
         soak(minutes, !args.iter().any(|a| a == "reload=false"));
@@ -435,5 +446,132 @@ fn main() {
             m / a
         );
     }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// One POST on a new connection; the status and `X-Paysign-Delivery` (`None` when the
+/// connection failed).
+async fn one_post(port: u16, path: &str, headers: &str, body: &str, give_up: Duration) -> Option<(u16, String)> {
+    let work = async {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let req = format!("POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}", body.len());
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.ok()?;
+        let text = String::from_utf8_lossy(&raw);
+        let status = text.get(9..12)?.parse().ok()?;
+        let delivery = text.lines().find_map(|l| l.strip_prefix("X-Paysign-Delivery: ").or_else(|| l.strip_prefix("x-paysign-delivery: ")));
+        Some((status, delivery.unwrap_or("").trim().to_string()))
+    };
+    tokio::time::timeout(give_up, work).await.ok().flatten()
+}
+
+/// `attack`: (1) ordinary md5 calls' p99 alone and next to 64 senders of maximal forged rsa
+/// notifications (16 random blocks each); (2) 1,000 concurrent rsa calls at once: every one
+/// must end 200 `sent` or 503 `not-sent`.
+fn attack() {
+    use base64::Engine;
+    let d = dir();
+    let notify_port = free_port();
+    let extra = format!(
+        "notify:\n  listen: 127.0.0.1:{notify_port}\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:9/unused\n"
+    );
+    let s = start_with(&d, Backend::AwsLc, true, true, &extra);
+    wait_port(notify_port);
+    let pid = s.gateway.as_ref().unwrap().0.id();
+    let mut out = std::io::stdout().lock();
+
+    let mut alone = drive(s.proxy_port, MD5, false, 8, 4000);
+    alone.lat.sort_unstable();
+    let noise: Vec<u8> = (0..16 * 256).map(|i| (i * 31 + 7) as u8).collect();
+    let forged = format!(r#"{{"customerNo":"{RSA}","reqmsg":"{}"}}"#, base64::engine::general_purpose::STANDARD.encode(noise));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let (stop, forged) = (stop.clone(), forged.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let senders: Vec<_> = (0..64)
+                    .map(|_| {
+                        let (stop, forged) = (stop.clone(), forged.clone());
+                        tokio::spawn(async move {
+                            let mut counts = [0u32; 3]; // 400, 503, other
+                            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                match one_post(notify_port, "/notify/bindcard", "", &forged, Duration::from_secs(10)).await {
+                                    Some((400, _)) => counts[0] += 1,
+                                    Some((503, _)) => counts[1] += 1,
+                                    _ => counts[2] += 1,
+                                }
+                            }
+                            counts
+                        })
+                    })
+                    .collect();
+                let mut total = [0u32; 3];
+                for t in senders {
+                    let c = t.await.unwrap_or_default();
+                    (0..3).for_each(|i| total[i] += c[i]);
+                }
+                total
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500)); // let the flood ramp up (load, not sync)
+    let (cpu0, _) = usage(pid);
+    let mut attacked = drive(s.proxy_port, MD5, false, 8, 4000);
+    let (cpu1, hwm) = usage(pid);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let counts = flood.join().unwrap();
+    attacked.lat.sort_unstable();
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|t| t.count()).unwrap_or(0);
+    let (a, m) = (pct(&alone.lat, 0.99), pct(&attacked.lat, 0.99));
+    let _ = writeln!(
+        out,
+        "\nForged-notification flood: 64 senders of 16-block forged rsa notifications, ordinary md5 calls on 8 connections\n"
+    );
+    let _ = writeln!(out, "| md5 p99 alone ms | md5 p99 under the flood ms | ratio | forged refused (400) | shed (503) | other | paysign CPU % during | threads after | peak RSS MiB |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| {a:.2} | {m:.2} | {:.2}x | {} | {} | {} | {:.0} | {threads} | {:.1} |",
+        m / a,
+        counts[0],
+        counts[1],
+        counts[2],
+        100.0 * (cpu1 - cpu0) / attacked.secs,
+        hwm as f64 / 1024.0
+    );
+
+    // 1,000 concurrent rsa calls, each on its own connection, all at once.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let results: Vec<Option<(u16, String)>> = rt.block_on(async {
+        let port = s.proxy_port;
+        let calls: Vec<_> = (0..1000)
+            .map(|_| {
+                tokio::spawn(async move {
+                    one_post(
+                        port,
+                        "/api/vborder/shortcut/bindCard/create",
+                        &format!("X-Paysign-Merchant: {RSA}\r\n"),
+                        BODY,
+                        Duration::from_secs(30),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for c in calls {
+            all.push(c.await.unwrap_or(None));
+        }
+        all
+    });
+    let count = |st: u16, dl: &str| results.iter().filter(|r| matches!(r, Some((s, d)) if *s == st && d == dl)).count();
+    let (ok, shed) = (count(200, "sent"), count(503, "not-sent"));
+    let unknown = results.iter().filter(|r| matches!(r, Some((_, d)) if d == "unknown")).count();
+    let _ = writeln!(out, "\n1,000 concurrent rsa calls (private_key_queue and max_in_flight at their defaults)\n");
+    let _ = writeln!(out, "| 200 sent | 503 not-sent | unknown | anything else |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    let _ = writeln!(out, "| {ok} | {shed} | {unknown} | {} |", 1000 - ok - shed - unknown);
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -8,6 +8,9 @@
 //!   503 (the platform retries). Nothing unauthenticated can queue unbounded work.
 //! - A panicking operation is reported as [`ExecError::Panicked`], never as a result.
 //!
+//! - Work that anyone can cause (a notification before it verifies) is admitted for at most
+//!   half the workers plus an eighth of the queue ([`PrivateKeyExecutor::run_unauthenticated`]).
+//!
 //! It lives as long as the process (reloads keep it), so the bound holds across reloads.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +32,12 @@ pub struct PrivateKeyExecutor {
     permits: tokio::sync::Semaphore,
     /// Admitted: running or waiting for a worker.
     admitted: AtomicUsize,
+    /// Unauthenticated work (notifications, before they verify) may hold at most this many
+    /// admissions, so that a forged flood can take at most half the workers.
+    unauthenticated_limit: usize,
+    unauthenticated: AtomicUsize,
+    /// At most half the workers run unauthenticated work at once.
+    unauthenticated_running: tokio::sync::Semaphore,
     running: AtomicUsize,
 }
 
@@ -51,8 +60,25 @@ impl PrivateKeyExecutor {
             offload,
             permits: tokio::sync::Semaphore::new(workers),
             admitted: AtomicUsize::new(0),
+            unauthenticated_limit: (workers / 2).max(1) + queue / 8,
+            unauthenticated: AtomicUsize::new(0),
+            unauthenticated_running: tokio::sync::Semaphore::new((workers / 2).max(1)),
             running: AtomicUsize::new(0),
         }
+    }
+
+    /// [`Self::run`] for work that anyone on the network can cause (opening a notification
+    /// before it is verified): besides the common bound, at most half the workers (plus an
+    /// eighth of the queue) are ever admitted for it, so ordinary calls keep a core.
+    pub async fn run_unauthenticated<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
+        if self.unauthenticated.fetch_add(1, Ordering::AcqRel) >= self.unauthenticated_limit {
+            self.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+            metrics::PRIVATE_KEY_SHED.inc();
+            return Err(ExecError::Overloaded);
+        }
+        let _class = Released(&self.unauthenticated);
+        let _half = self.unauthenticated_running.acquire().await.map_err(|_| ExecError::Overloaded)?;
+        self.run(f).await
     }
 
     pub fn workers(&self) -> usize {
@@ -101,6 +127,14 @@ impl PrivateKeyExecutor {
         } else {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ExecError::Panicked)
         }
+    }
+}
+
+/// Releases a class admission however the operation ends.
+struct Released<'a>(&'a AtomicUsize);
+impl Drop for Released<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -168,6 +202,37 @@ mod tests {
         assert_eq!(ex.admitted.load(Ordering::Acquire), 0);
         assert_eq!(ex.run(|| 7).await, Ok(7));
         assert!(ex.running.load(Ordering::Acquire) == 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unauthenticated_work_gets_at_most_half_the_workers() {
+        let ex = Arc::new(PrivateKeyExecutor::new(4, 16, true)); // 2 running + 2 waiting
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Arc::new(std::sync::Mutex::new(gate));
+        let held: Vec<_> = (0..4)
+            .map(|_| {
+                let (ex, gate) = (ex.clone(), gate.clone());
+                tokio::spawn(async move {
+                    ex.run_unauthenticated(move || {
+                        let _ = gate.lock().unwrap().recv();
+                    })
+                    .await
+                })
+            })
+            .collect();
+        while ex.unauthenticated.load(Ordering::Acquire) < 4 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(ex.run_unauthenticated(|| 1).await, Err(ExecError::Overloaded));
+        // Ordinary work still gets a worker.
+        assert_eq!(ex.run(|| 2).await, Ok(2));
+        for _ in 0..4 {
+            release.send(()).unwrap();
+        }
+        for h in held {
+            assert_eq!(h.await.unwrap(), Ok(()));
+        }
+        assert_eq!(ex.run_unauthenticated(|| 3).await, Ok(3));
     }
 
     #[tokio::test]
