@@ -54,9 +54,16 @@ pub struct Sandbox {
     state: Arc<State>,
 }
 
+/// Notifications being sent at once, at most (beyond: dropped, counted, logged).
+const NOTIFICATIONS_IN_FLIGHT: usize = 64;
+/// A notification send (name lookup, connection, answer) gives up after this.
+const NOTIFICATION_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// What the sandbox counts and remembers; kept across reloads.
-#[derive(Default)]
 pub struct State {
+    /// Bounds the notifications being sent (and the name lookups they need).
+    notification_slots: Arc<tokio::sync::Semaphore>,
+    notifications_dropped: AtomicU64,
     generation: AtomicU64,
     opened_previous: AtomicU64,
     received: AtomicU64,
@@ -68,6 +75,25 @@ pub struct State {
     /// The last notifications the demo inbox received.
     inbox: Mutex<Vec<String>>,
     by_path: Mutex<HashMap<String, u64>>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            notification_slots: Arc::new(tokio::sync::Semaphore::new(NOTIFICATIONS_IN_FLIGHT)),
+            notifications_dropped: AtomicU64::new(0),
+            generation: AtomicU64::default(),
+            opened_previous: AtomicU64::default(),
+            received: AtomicU64::default(),
+            opened: AtomicU64::default(),
+            rejected: AtomicU64::default(),
+            notifications_sent: AtomicU64::default(),
+            notifications_acked: AtomicU64::default(),
+            orders: Mutex::default(),
+            inbox: Mutex::default(),
+            by_path: Mutex::default(),
+        }
+    }
 }
 
 struct Processed {
@@ -118,6 +144,7 @@ impl Sandbox {
             "rejected": self.state.rejected.load(Ordering::Relaxed),
             "notifications_sent": self.state.notifications_sent.load(Ordering::Relaxed),
             "notifications_acked": self.state.notifications_acked.load(Ordering::Relaxed),
+            "notifications_dropped": self.state.notifications_dropped.load(Ordering::Relaxed),
             "by_path": by_path,
         })
         .to_string()
@@ -417,21 +444,38 @@ impl ServeHttp for SandboxService {
         if !done.opened {
             sb.state.rejected.fetch_add(1, Ordering::Relaxed);
         }
+        // Notifications leave off the request path, bounded: at most NOTIFICATIONS_IN_FLIGHT
+        // at once (their name lookups included), each within NOTIFICATION_TIMEOUT.
         if let Some((customer, order, url)) = done.notify {
-            let sb = sb.clone();
-            tokio::spawn(async move {
-                let Some(m) = sb.config.merchants.get(&customer).cloned() else {
-                    return;
-                };
-                let sent = match sb.notification(&m, &order, None) {
-                    Ok(n) => sb.send_notification(url, n).await,
-                    Err(e) => Err(e),
-                };
-                match sent {
-                    Ok((status, _)) => log::info!("sandbox notified order {order}: HTTP {status}"),
-                    Err(e) => log::warn!("sandbox could not notify order {order}: {e}"),
+            match sb.state.notification_slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    let sb = sb.clone();
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        let Some(m) = sb.config.merchants.get(&customer).cloned() else {
+                            return;
+                        };
+                        let send = async {
+                            let n = tokio::task::spawn_blocking({
+                                let (sb, order) = (sb.clone(), order.clone());
+                                move || sb.notification(&m, &order, None)
+                            })
+                            .await
+                            .map_err(|e| e.to_string())??;
+                            sb.send_notification(url, n).await
+                        };
+                        match tokio::time::timeout(NOTIFICATION_TIMEOUT, send).await {
+                            Ok(Ok((status, _))) => log::info!("sandbox notified order {order}: HTTP {status}"),
+                            Ok(Err(e)) => log::warn!("sandbox could not notify order {order}: {e}"),
+                            Err(_) => log::warn!("sandbox gave up notifying order {order} after {NOTIFICATION_TIMEOUT:?}"),
+                        }
+                    });
                 }
-            });
+                Err(_) => {
+                    sb.state.notifications_dropped.fetch_add(1, Ordering::Relaxed);
+                    log::warn!("sandbox dropped the notification for order {order}: {NOTIFICATIONS_IN_FLIGHT} already in flight");
+                }
+            }
         }
         // The simulated platform being slow (not test synchronisation).
         if done.stall {

@@ -465,3 +465,27 @@ fn pipelined_requests_are_answered_in_order_or_the_connection_closes() {
     }
     assert_eq!(s.sandbox_stats()["received"], answers);
 }
+
+/// The sandbox's notifications leave off the request path and are bounded: with every
+/// notification target hanging, 70 successful calls are all answered at once, 64
+/// notifications are in flight and the rest are dropped (counted).
+#[test]
+fn sandbox_notifications_are_bounded_and_off_the_request_path() {
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_port = hang.local_addr().unwrap().port();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in hang.incoming() {
+            held.push(c); // accepted, never answered
+        }
+    });
+    let s = Stack::start(Options { merchants: &[MD5_MERCHANT], ..Options::default() });
+    for i in 0..70 {
+        let mut b = bindcard(&format!("HANG-{i}"));
+        b["bindNotifyUrl"] = Value::String(format!("http://127.0.0.1:{hang_port}/notify"));
+        let r = s.post_json(MD5_MERCHANT, &b);
+        assert_eq!(r.status, 200, "call {i}: {}", r.text());
+    }
+    assert!(eventually(10, || s.sandbox_stats()["notifications_sent"] == 64), "{}", s.sandbox_stats());
+    assert_eq!(s.sandbox_stats()["notifications_dropped"], 6);
+}
