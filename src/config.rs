@@ -205,6 +205,14 @@ pub struct NotifyFile {
     /// A notification whose `reqmsg` holds more RSA blocks is refused before any decryption.
     #[serde(default = "default_max_blocks")]
     pub max_blocks: usize,
+    /// Accept notifications only from these addresses/networks (the platform's published
+    /// callback addresses); empty: from anywhere.
+    #[serde(default)]
+    pub allow_from: Vec<String>,
+    /// Proxies (e.g. the ingress) whose `X-Forwarded-For` is believed: the source is then the
+    /// last address in it that is not itself a trusted proxy.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     pub routes: Vec<NotifyRouteFile>,
 }
 
@@ -414,6 +422,8 @@ pub struct Notify {
     pub max_body_bytes: usize,
     pub forward_timeout: Duration,
     pub max_blocks: usize,
+    pub allow_from: Vec<crate::cidr::Cidr>,
+    pub trusted_proxies: Vec<crate::cidr::Cidr>,
     /// The whole notification body must arrive within this (`client_body_timeout_ms`).
     pub body_timeout: Duration,
     pub routes: Vec<NotifyRoute>,
@@ -746,6 +756,10 @@ fn callers(ctx: &Ctx, files: &[CallerFile], merchants: &HashMap<String, Arc<Merc
     Ok(out)
 }
 
+fn cidrs(ctx: &Ctx, at: &str, list: &[String]) -> Result<Vec<crate::cidr::Cidr>, ConfigError> {
+    list.iter().map(|c| crate::cidr::Cidr::parse(c).map_err(|m| ctx.err(at, None, m))).collect()
+}
+
 fn notify(ctx: &Ctx, n: &NotifyFile, merchants: &HashMap<String, Arc<Merchant>>, taken: &[&String]) -> Result<Notify, ConfigError> {
     check_listen(ctx, "notify.listen", &n.listen)?;
     if taken.contains(&&n.listen) {
@@ -787,6 +801,8 @@ fn notify(ctx: &Ctx, n: &NotifyFile, merchants: &HashMap<String, Arc<Merchant>>,
         max_body_bytes: n.max_body_bytes,
         forward_timeout: Duration::from_millis(n.forward_timeout_ms),
         max_blocks: n.max_blocks.max(1),
+        allow_from: cidrs(ctx, "notify.allow_from", &n.allow_from)?,
+        trusted_proxies: cidrs(ctx, "notify.trusted_proxies", &n.trusted_proxies)?,
         body_timeout: Duration::from_millis(default_client_body_timeout()),
         routes,
     })

@@ -81,7 +81,33 @@ impl NotifyState {
         reply(status, "text/plain;charset=UTF-8", body.as_bytes().to_vec())
     }
 
+    /// The notification's source: the peer, or — when the peer is a trusted proxy — the last
+    /// address in `X-Forwarded-For` that is not a trusted proxy.
+    fn source(&self, session: &ServerSession) -> Option<std::net::IpAddr> {
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())?;
+        let trusted = |ip: std::net::IpAddr| self.notify.trusted_proxies.iter().any(|c| c.contains(ip));
+        if !trusted(peer) {
+            return Some(peer);
+        }
+        let forwarded: Vec<std::net::IpAddr> = session
+            .req_header()
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|a| a.trim().parse().ok())
+            .collect::<Option<_>>()?;
+        Some(forwarded.into_iter().rev().find(|ip| !trusted(*ip)).unwrap_or(peer))
+    }
+
     async fn handle(&self, session: &mut ServerSession, executor: &PrivateKeyExecutor, log: &mut Map<String, Value>) -> Outcome {
+        if !self.notify.allow_from.is_empty() {
+            let allowed = self.source(session).is_some_and(|ip| self.notify.allow_from.iter().any(|c| c.contains(ip)));
+            if !allowed {
+                return outcome("source_refused", 403);
+            }
+        }
         let path = session.req_header().uri.path().to_string();
         let Some((route, peer)) = self.routes.get(&path) else {
             return outcome("not_found", 404);

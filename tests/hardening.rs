@@ -489,3 +489,36 @@ fn sandbox_notifications_are_bounded_and_off_the_request_path() {
     assert!(eventually(10, || s.sandbox_stats()["notifications_sent"] == 64), "{}", s.sandbox_stats());
     assert_eq!(s.sandbox_stats()["notifications_dropped"], 6);
 }
+
+/// `notify.allow_from`: only the platform's addresses may notify; `X-Forwarded-For` counts only
+/// when the peer is a trusted proxy, and then its last untrusted address is the source.
+#[test]
+fn notifications_are_accepted_only_from_allowed_sources() {
+    for trusted in [false, true] {
+        let notify_port = free_port();
+        let proxies = if trusted { "  trusted_proxies: [\"127.0.0.1/32\"]\n" } else { "" };
+        let extra = format!(
+            "notify:\n  listen: 127.0.0.1:{notify_port}\n  allow_from: [\"127.0.0.2\", \"198.51.100.0/24\"]\n{proxies}  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:9/unused\n"
+        );
+        let s = Stack::start(Options { gateway_extra: extra, ..Options::default() });
+        wait_listening(notify_port);
+        let send = |xff: Option<&str>| {
+            let h: Vec<(&str, &str)> = xff.map(|v| vec![("X-Forwarded-For", v)]).unwrap_or_default();
+            request(notify_port, "POST", "/notify/bindcard", &h, forged(2).as_bytes()).status
+        };
+        // 400: past the source check, refused as forged; 403: refused by source.
+        let cases: [(Option<&str>, u16, u16); 6] = [
+            (None, 403, 403),
+            (Some("127.0.0.2"), 403, 400),
+            (Some("203.0.113.9, 198.51.100.4"), 403, 400),
+            (Some("198.51.100.4, 203.0.113.9"), 403, 403),
+            (Some("127.0.0.1, 127.0.0.2, 127.0.0.1"), 403, 400),
+            (Some("not-an-address"), 403, 403),
+        ];
+        for (xff, untrusted_status, trusted_status) in cases {
+            assert_eq!(send(xff), if trusted { trusted_status } else { untrusted_status }, "trusted={trusted} xff={xff:?}");
+        }
+        let refused = sample(&s.metrics(), r#"paysign_notifications_total{outcome="source_refused",route="none"}"#);
+        assert_eq!(refused, Some(if trusted { 3.0 } else { 6.0 }));
+    }
+}
