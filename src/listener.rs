@@ -176,11 +176,36 @@ impl AsyncRead for HeadDeadline {
 
 use std::future::Future;
 
+/// pingora answers a request head it cannot parse with a bare 400 of its own (no
+/// `Content-Type`; every answer of paysign's has one), before paysign sees the request. It is
+/// counted and logged here, the one place that sees it.
+fn note_parser_refusal(listener: &'static str, data: &[u8]) {
+    if !data.starts_with(b"HTTP/1.1 400 ") {
+        return;
+    }
+    let head = &data[..data.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(data.len())];
+    if head.windows(14).any(|w| w.eq_ignore_ascii_case(b"\ncontent-type:")) {
+        return;
+    }
+    metrics::BAD_HTTP.with_label_values(&[listener]).inc();
+    if listener == "proxy" {
+        metrics::REQUESTS.with_label_values(&["none", "none", "bad_http"]).inc();
+    }
+    let mut f = serde_json::Map::new();
+    f.insert("listener".into(), listener.into());
+    f.insert("outcome".into(), "bad_http".into());
+    f.insert("status".into(), 400.into());
+    f.insert("delivery".into(), "not-sent".into());
+    f.insert("reason".into(), "the request head could not be parsed".into());
+    crate::logging::access(f);
+}
+
 impl AsyncWrite for HeadDeadline {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, data);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            note_parser_refusal(this.listener, data);
             // A response is going out: what is read next is the next request's head.
             this.in_head = true;
             this.head_end = HeadEnd::default();
@@ -198,6 +223,9 @@ impl AsyncWrite for HeadDeadline {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+                note_parser_refusal(this.listener, first);
+            }
             this.in_head = true;
             this.head_end = HeadEnd::default();
             this.deadline = None;

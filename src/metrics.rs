@@ -126,6 +126,11 @@ lazy_metric!(HEADER_TIMEOUTS: IntCounterVec = register_int_counter_vec!(
     "Connections closed because a request head (or the next one, when idle) did not arrive within header_timeout_ms.",
     &["listener"]
 ));
+lazy_metric!(BAD_HTTP: IntCounterVec = register_int_counter_vec!(
+    "paysign_bad_http_total",
+    "Request heads the HTTP parser refused (answered 400 by pingora before paysign saw them), by listener.",
+    &["listener"]
+));
 lazy_metric!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
     "paysign_build_info",
     "Always 1; labels tell the build.",
@@ -156,6 +161,7 @@ pub fn init(crypto_backend: &str) {
     Lazy::force(&CONNECTIONS_OPEN);
     Lazy::force(&CONNECTIONS_REFUSED);
     Lazy::force(&HEADER_TIMEOUTS);
+    Lazy::force(&BAD_HTTP);
     Lazy::force(&NOTIFICATIONS);
     Lazy::force(&CONFIG_RELOADS);
     Lazy::force(&CONFIG_GENERATION);

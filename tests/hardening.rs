@@ -522,3 +522,30 @@ fn notifications_are_accepted_only_from_allowed_sources() {
         assert_eq!(refused, Some(if trusted { 3.0 } else { 6.0 }));
     }
 }
+
+/// Heads the HTTP parser refuses (pingora answers them before paysign sees them) are counted
+/// and logged as `bad_http`, never dropped unseen.
+#[test]
+fn parser_refusals_are_counted_and_logged() {
+    use std::io::Write;
+    let s = Stack::start(Options { merchants: &[MD5_MERCHANT], ..Options::default() });
+    let bad: [&[u8]; 3] = [
+        b"POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"POST /api/x HTTP/1.1\r\nHost: x\r\nX-Nul: a\0b\r\nContent-Length: 0\r\n\r\n",
+        b"GET /api/x HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n  b\r\n\r\n",
+    ];
+    let mut statuses = Vec::new();
+    for raw in bad {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", s.proxy)).unwrap();
+        c.write_all(raw).unwrap();
+        let got = String::from_utf8_lossy(&read_until_closed(&mut c)).into_owned();
+        statuses.push(got.get(9..12).unwrap_or("").to_string());
+    }
+    let refused = statuses.iter().filter(|st| *st == "400").count();
+    assert_eq!(refused, 3, "{statuses:?}");
+    let m = s.metrics();
+    assert_eq!(sample(&m, r#"paysign_bad_http_total{listener="proxy"}"#), Some(refused as f64), "{statuses:?}");
+    assert_eq!(sample(&m, r#"paysign_requests_total{endpoint="none",merchant="none",outcome="bad_http"}"#), Some(refused as f64));
+    assert_eq!(s.gateway.logs().matches(r#""outcome":"bad_http""#).count(), refused);
+    assert_eq!(s.sandbox_stats()["received"], 0);
+}
