@@ -496,7 +496,10 @@ fn attack() {
                         let (stop, forged) = (stop.clone(), forged.clone());
                         tokio::spawn(async move {
                             let mut counts = [0u32; 3]; // 400, 503, other
+                            // 10 forged notifications a second per sender, as in the report.
+                            let mut tick = tokio::time::interval(Duration::from_millis(100));
                             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                tick.tick().await;
                                 match one_post(notify_port, "/notify/bindcard", "", &forged, Duration::from_secs(10)).await {
                                     Some((400, _)) => counts[0] += 1,
                                     Some((503, _)) => counts[1] += 1,
@@ -527,7 +530,7 @@ fn attack() {
     let (a, m) = (pct(&alone.lat, 0.99), pct(&attacked.lat, 0.99));
     let _ = writeln!(
         out,
-        "\nForged-notification flood: 64 senders of 16-block forged rsa notifications, ordinary md5 calls on 8 connections\n"
+        "\nForged-notification flood: 64 senders × 10/s of 16-block forged rsa notifications, ordinary md5 calls on 8 connections\n"
     );
     let _ = writeln!(out, "| md5 p99 alone ms | md5 p99 under the flood ms | ratio | forged refused (400) | shed (503) | other | paysign CPU % during | threads after | peak RSS MiB |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
