@@ -495,8 +495,9 @@ fn attack() {
                     .map(|_| {
                         let (stop, forged) = (stop.clone(), forged.clone());
                         tokio::spawn(async move {
-                            let mut counts = [0u32; 3]; // 400, 503, other
-                            // 10 forged notifications a second per sender, as in the report.
+                            // Answers 400, 503, anything else; 10 forged notifications a second
+                            // per sender, as in the report.
+                            let mut counts = [0u32; 3];
                             let mut tick = tokio::time::interval(Duration::from_millis(100));
                             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                                 tick.tick().await;

@@ -659,7 +659,10 @@ fn validate(file: GatewayFile, path: &Path, resolve: bool) -> Result<Config, Con
     let admin_token_sha256 = match &file.admin_token_file {
         Some(f) => {
             let path = ctx.resolve(f);
-            let token = std::fs::read_to_string(&path).map_err(|e| ctx.err("admin_token_file", Some(&path), e.to_string()))?;
+            let mut token = String::new();
+            std::fs::File::open(&path)
+                .and_then(|f| std::io::Read::read_to_string(&mut std::io::Read::take(f, 4096), &mut token))
+                .map_err(|e| ctx.err("admin_token_file", Some(&path), e.to_string()))?;
             let token = token.trim_end_matches(['\r', '\n']);
             if token.len() < 16 {
                 return Err(ctx.err("admin_token_file", Some(&path), "the token must be at least 16 characters"));
