@@ -44,7 +44,7 @@ impl Duplex for TcpStream {
 /// The same CONNECT proxy on TCP (the usual fixed-IP egress proxy).
 fn tcp_egress_proxy(status: u16) -> (u16, Arc<Mutex<Vec<String>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = bind_unclaimed();
     let port = listener.local_addr().unwrap().port();
     let log = seen.clone();
     std::thread::spawn(move || {

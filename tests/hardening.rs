@@ -415,6 +415,8 @@ fn connections_beyond_the_limit_are_refused_at_once() {
         gateway_extra: "max_connections: 3\nheader_timeout_ms: 30000\n".into(),
         ..Options::default()
     });
+    // The readiness probes' connections (to the proxy port) are gone first.
+    assert!(eventually(10, || sample(&s.metrics(), r#"paysign_connections_open{listener="proxy"}"#).unwrap_or(0.0) == 0.0));
     let held: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(("127.0.0.1", s.proxy)).unwrap()).collect();
     assert!(eventually(10, || sample(&s.metrics(), r#"paysign_connections_open{listener="proxy"}"#) == Some(3.0)));
     let mut extra = std::net::TcpStream::connect(("127.0.0.1", s.proxy)).unwrap();
@@ -471,7 +473,7 @@ fn pipelined_requests_are_answered_in_order_or_the_connection_closes() {
 /// notifications are in flight and the rest are dropped (counted).
 #[test]
 fn sandbox_notifications_are_bounded_and_off_the_request_path() {
-    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang = bind_unclaimed();
     let hang_port = hang.local_addr().unwrap().port();
     thread::spawn(move || {
         let mut held = Vec::new();

@@ -3,7 +3,7 @@
 //! answer in an unusual shape. Port 0, a thread per connection; it counts what it received.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -120,7 +120,7 @@ fn serve(stream: TcpStream, fault: Arc<Mutex<Fault>>, count: Arc<AtomicUsize>, h
 }
 
 pub fn start() -> FaultServer {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = super::bind_unclaimed();
     let port = listener.local_addr().unwrap().port();
     let fault = Arc::new(Mutex::new(Fault::NeverAnswer));
     let requests = Arc::new(AtomicUsize::new(0));

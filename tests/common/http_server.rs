@@ -3,7 +3,6 @@
 //! it received to the test through a channel.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 
@@ -31,7 +30,7 @@ pub struct Server {
 }
 
 pub fn start(handler: Handler) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = super::bind_unclaimed();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = channel();
     let handler = Arc::new(Mutex::new(handler));

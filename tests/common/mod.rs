@@ -40,9 +40,26 @@ pub fn temp_dir() -> PathBuf {
     dir
 }
 
-/// A port that was free a moment ago (the OS picks it; we release it for the child).
+/// A port that was free a moment ago (the OS picks it; we release it for the child), never
+/// one this test process handed out before: tests run in parallel, and a port released for
+/// one test's child must not be given to another test before that child binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    bind_unclaimed().local_addr().unwrap().port()
+}
+
+/// A loopback listener on a port no other test of this process was given (for servers the
+/// test itself runs).
+pub fn bind_unclaimed() -> TcpListener {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return listener;
+        }
+    }
 }
 
 pub struct Proc {
