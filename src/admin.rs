@@ -11,6 +11,7 @@ use pingora::protocols::http::ServerSession;
 
 use std::sync::Arc;
 
+use crate::bearer::{self, Presented};
 use crate::live::Live;
 use crate::metrics;
 
@@ -36,17 +37,13 @@ impl Admin {
     /// loopback only.
     #[allow(clippy::result_large_err)]
     fn may_write(&self, session: &ServerSession) -> Result<(), Response<Vec<u8>>> {
-        use subtle::ConstantTimeEq;
         let expected = self.live.current().config.admin_token_sha256;
         match expected {
             Some(expected) => {
-                let headers = &session.req_header().headers;
-                let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
-                let presented = match (values.next(), values.next()) {
-                    (Some(v), None) => v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim),
-                    _ => None,
+                let ok = match bearer::presented(&session.req_header().headers) {
+                    Presented::Token(t) => bearer::same(&crate::config::sha256(t.as_bytes()), &expected),
+                    Presented::Missing | Presented::Malformed => false,
                 };
-                let ok = presented.is_some_and(|t| bool::from(crate::config::sha256(t.as_bytes()).ct_eq(&expected)));
                 if ok {
                     return Ok(());
                 }

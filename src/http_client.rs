@@ -87,6 +87,12 @@ impl Target {
     }
 }
 
+/// The target's addresses, looked up again every `refresh` unless the host is an IP literal.
+fn address_book(target: &Target, refresh: Option<Duration>) -> Arc<AddressBook> {
+    let refresh = refresh.filter(|_| !target.is_ip_literal());
+    Arc::new(AddressBook::new(&target.host, target.port, target.addrs.clone(), refresh, addresses::system_lookup))
+}
+
 /// How a POST failed, by what the server may have seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
@@ -129,8 +135,7 @@ impl Route {
         peer.options.total_connection_timeout = Some(connect_timeout * 2);
         peer.options.verify_cert = tls_verify;
         peer.options.verify_hostname = tls_verify;
-        let refresh = (!target.is_ip_literal()).then_some(DEFAULT_DNS_REFRESH);
-        let addresses = Arc::new(AddressBook::new(&target.host, target.port, target.addrs.clone(), refresh, addresses::system_lookup));
+        let addresses = address_book(&target, Some(DEFAULT_DNS_REFRESH));
         Route {
             peer,
             target,
@@ -144,9 +149,7 @@ impl Route {
 
     /// Looks the host name up again this often (`None`: keep the load-time addresses).
     pub fn refresh_addresses_every(&mut self, every: Option<Duration>) {
-        let every = every.filter(|_| !self.target.is_ip_literal());
-        self.addresses =
-            Arc::new(AddressBook::new(&self.target.host, self.target.port, self.target.addrs.clone(), every, addresses::system_lookup));
+        self.addresses = address_book(&self.target, every);
     }
 
     /// The peer for one address.

@@ -21,6 +21,7 @@
 
 pub mod addresses;
 pub mod admin;
+pub mod bearer;
 pub mod cidr;
 pub mod config;
 pub mod crypto;

@@ -145,6 +145,17 @@ impl HeadDeadline {
     }
 }
 
+impl HeadDeadline {
+    /// An answer (starting with `first`) is going out: what is read next is the next request's
+    /// head.
+    fn answer_written(&mut self, first: &[u8]) {
+        note_parser_refusal(self.listener, first);
+        self.in_head = true;
+        self.head_end = HeadEnd::default();
+        self.deadline = None;
+    }
+}
+
 impl AsyncRead for HeadDeadline {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
@@ -205,11 +216,7 @@ impl AsyncWrite for HeadDeadline {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, data);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            note_parser_refusal(this.listener, data);
-            // A response is going out: what is read next is the next request's head.
-            this.in_head = true;
-            this.head_end = HeadEnd::default();
-            this.deadline = None;
+            this.answer_written(data);
         }
         r
     }
@@ -223,12 +230,7 @@ impl AsyncWrite for HeadDeadline {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
-                note_parser_refusal(this.listener, first);
-            }
-            this.in_head = true;
-            this.head_end = HeadEnd::default();
-            this.deadline = None;
+            this.answer_written(bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]));
         }
         r
     }

@@ -14,6 +14,7 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use serde_json::{Map, Value};
 
+use crate::bearer::{self, Presented};
 use crate::config::Caller;
 use crate::error::{Delivery, GatewayError};
 use crate::executor::ExecError;
@@ -259,7 +260,6 @@ async fn private_key_work<T: Send + 'static>(
 /// The caller named by `Authorization: Bearer <token>` when callers are configured; `None`
 /// when they are not (authentication off).
 fn authenticate<'a>(rt: &'a Runtime, req: &RequestHeader) -> Result<Option<&'a Caller>, GatewayError> {
-    use subtle::ConstantTimeEq;
     if rt.config.callers.is_empty() {
         return Ok(None);
     }
@@ -267,14 +267,16 @@ fn authenticate<'a>(rt: &'a Runtime, req: &RequestHeader) -> Result<Option<&'a C
         metrics::CALLER_REFUSED.with_label_values(&["anonymous", reason]).inc();
         GatewayError::Unauthenticated
     };
-    let value =
-        single_header(req, http::header::AUTHORIZATION.as_str()).map_err(|_| refuse("malformed"))?.ok_or_else(|| refuse("missing"))?;
-    let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).ok_or_else(|| refuse("malformed"))?;
+    let token = match bearer::presented(&req.headers) {
+        Presented::Missing => return Err(refuse("missing")),
+        Presented::Malformed => return Err(refuse("malformed")),
+        Presented::Token(t) => t,
+    };
     let presented = crate::config::sha256(token.as_bytes());
     // Every caller is compared, in constant time, whichever matches.
     let mut found = None;
     for c in &rt.config.callers {
-        if bool::from(c.token_sha256.ct_eq(&presented)) {
+        if bearer::same(&presented, &c.token_sha256) {
             found = Some(c);
         }
     }
