@@ -9,7 +9,9 @@
 //! - A panicking operation is reported as [`ExecError::Panicked`], never as a result.
 //!
 //! - Work that anyone can cause (a notification before it verifies) is admitted for at most
-//!   half the workers plus an eighth of the queue ([`PrivateKeyExecutor::run_unauthenticated`]).
+//!   half the workers plus an eighth of the queue ([`PrivateKeyExecutor::run_unauthenticated`]),
+//!   and runs on the executor's own threads at nice +19: a forged flood gets what the cores
+//!   leave over, ordinary calls keep theirs.
 //!
 //! It lives as long as the process (reloads keep it), so the bound holds across reloads.
 
@@ -39,6 +41,8 @@ pub struct PrivateKeyExecutor {
     /// At most half the workers run unauthenticated work at once.
     unauthenticated_running: tokio::sync::Semaphore,
     running: AtomicUsize,
+    /// The threads (half the workers, nice +19) that run unauthenticated work.
+    lowest: LowestPriorityThreads,
 }
 
 /// Releases an admission slot however the operation ends (including the caller going away).
@@ -64,6 +68,7 @@ impl PrivateKeyExecutor {
             unauthenticated: AtomicUsize::new(0),
             unauthenticated_running: tokio::sync::Semaphore::new((workers / 2).max(1)),
             running: AtomicUsize::new(0),
+            lowest: LowestPriorityThreads::start((workers / 2).max(1)),
         }
     }
 
@@ -78,7 +83,9 @@ impl PrivateKeyExecutor {
         }
         let _class = Released(&self.unauthenticated);
         let _half = self.unauthenticated_running.acquire().await.map_err(|_| ExecError::Overloaded)?;
-        self.run(f).await
+        self.admit()?;
+        let _admitted = Admitted(&self.admitted);
+        self.run_on_worker(Class::Unauthenticated, f).await
     }
 
     pub fn workers(&self) -> usize {
@@ -92,14 +99,20 @@ impl PrivateKeyExecutor {
     /// Runs `f` on a worker, or refuses at once when `workers + queue` are already admitted.
     /// For work before anything is sent.
     pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
+        self.admit()?;
+        let _admitted = Admitted(&self.admitted);
+        self.run_on_worker(Class::Ordinary, f).await
+    }
+
+    /// Takes an admission slot, or refuses at once when `workers + queue` are taken.
+    fn admit(&self) -> Result<(), ExecError> {
         if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.workers + self.queue {
             self.admitted.fetch_sub(1, Ordering::AcqRel);
             metrics::PRIVATE_KEY_SHED.inc();
             return Err(ExecError::Overloaded);
         }
         metrics::PRIVATE_KEY_QUEUE.inc();
-        let _admitted = Admitted(&self.admitted);
-        self.run_on_worker(f).await
+        Ok(())
     }
 
     /// Runs `f` on a worker, waiting however long the queue is: for work after a request was
@@ -109,15 +122,17 @@ impl PrivateKeyExecutor {
         self.admitted.fetch_add(1, Ordering::AcqRel);
         metrics::PRIVATE_KEY_QUEUE.inc();
         let _admitted = Admitted(&self.admitted);
-        self.run_on_worker(f).await
+        self.run_on_worker(Class::Ordinary, f).await
     }
 
-    async fn run_on_worker<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
+    async fn run_on_worker<T: Send + 'static>(&self, class: Class, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
         let _permit = self.permits.acquire().await.map_err(|_| ExecError::Overloaded)?;
         let now = self.running.fetch_add(1, Ordering::AcqRel) + 1;
         let _running = Running(&self.running);
         metrics::PRIVATE_KEY_RUNNING_MAX.set(metrics::PRIVATE_KEY_RUNNING_MAX.get().max(now as i64));
-        if self.offload {
+        if class == Class::Unauthenticated {
+            self.lowest.run(f).await
+        } else if self.offload {
             tokio::task::spawn_blocking(move || {
                 lower_priority_once();
                 f()
@@ -126,6 +141,63 @@ impl PrivateKeyExecutor {
             .map_err(|_| ExecError::Panicked)
         } else {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ExecError::Panicked)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Callers' requests and the answers to them: the blocking pool at nice +10.
+    Ordinary,
+    /// Work anyone can cause: the executor's own threads at nice +19.
+    Unauthenticated,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of threads at the lowest priority (nice +19); they end when the executor is
+/// dropped. Admission is bounded before a job gets here, so the channel never grows past it.
+struct LowestPriorityThreads {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl LowestPriorityThreads {
+    fn start(threads: usize) -> Self {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new().name(format!("paysign-unauth-{i}")).spawn(move || {
+                // SAFETY: setpriority on the calling thread (who = 0) with a constant.
+                let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+                loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            });
+            if spawned.is_err() {
+                log::error!("could not start a thread for unauthenticated private-key work");
+            }
+        }
+        LowestPriorityThreads { jobs }
+    }
+
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        });
+        self.jobs.send(job).map_err(|_| ExecError::Overloaded)?;
+        match rx.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(ExecError::Panicked),
+            Err(_) => Err(ExecError::Overloaded),
         }
     }
 }
@@ -153,11 +225,18 @@ thread_local! {
 /// Gives the calling (blocking-pool) thread a lower scheduling priority (nice +10), once, so
 /// that on a busy machine the event loops win the CPU over bulk RSA work.
 fn lower_priority_once() {
+    lower_thread_priority_once(10);
+}
+
+/// Sets the calling thread's nice value, once per thread (the first call wins). Used for the
+/// private-key workers (+10) and the internet-facing notification listener's thread (+5): the
+/// callers' requests win the CPU over anything a stranger can send.
+pub fn lower_thread_priority_once(nice: i32) {
     LOWERED.with(|done| {
         if !done.replace(true) {
-            // SAFETY: setpriority on the calling thread (who = 0) with a constant; no memory
-            // is passed. Failure (e.g. a seccomp policy) only leaves the priority unchanged.
-            let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            // SAFETY: setpriority on the calling thread (who = 0) with a plain integer; no
+            // memory is passed. Failure (e.g. a seccomp policy) only leaves the priority as is.
+            let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
         }
     });
 }
@@ -243,5 +322,26 @@ mod tests {
             assert_eq!(r, Err(ExecError::Panicked));
             assert_eq!(ex.run(|| 3u8).await, Ok(3));
         }
+        let ex = PrivateKeyExecutor::new(2, 0, true);
+        let r: Result<u8, _> = ex.run_unauthenticated(|| panic!("boom")).await;
+        assert_eq!(r, Err(ExecError::Panicked));
+        assert_eq!(ex.run_unauthenticated(|| 4u8).await, Ok(4));
+    }
+
+    #[tokio::test]
+    async fn unauthenticated_work_runs_on_the_lowest_priority_threads() {
+        let ex = PrivateKeyExecutor::new(4, 4, true);
+        let (name, nice) = ex
+            .run_unauthenticated(|| {
+                // SAFETY: getpriority of the calling thread.
+                (std::thread::current().name().map(str::to_string), unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) })
+            })
+            .await
+            .unwrap();
+        assert!(name.unwrap().starts_with("paysign-unauth-"));
+        assert_eq!(nice, 19);
+        // SAFETY: getpriority of the calling thread.
+        let ordinary = ex.run(|| unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }).await.unwrap();
+        assert_eq!(ordinary, 10);
     }
 }

@@ -196,6 +196,8 @@ impl NotifyState {
 #[async_trait]
 impl ServeHttp for Notifications {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // This listener faces the internet: its thread yields the CPU to the callers' proxy.
+        crate::executor::lower_thread_priority_once(5);
         let start = Instant::now();
         let mut log = Map::new();
         let rt = self.live.current();
