@@ -10,4 +10,4 @@ demo:
 # The whole test suite: unit, vector, config and end-to-end tests with real processes.
 test:
 	@scripts/setup test
-	cargo test
+	cargo test --workspace

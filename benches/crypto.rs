@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use paysign::crypto::{segmented, signature, Backend, Secret};
-use paysign::protocol::canonicalize;
+use paysign_protocol::canonicalize;
+use paysign_protocol::crypto::{segmented, signature, Backend, Secret};
 use serde_json::Value;
 
 #[path = "fixtures.rs"]
@@ -52,10 +52,10 @@ fn steps(c: &mut Criterion) {
     }
 }
 
-fn private_for_type1(be: Backend) -> std::sync::Arc<paysign::crypto::PrivateKey> {
+fn private_for_type1(be: Backend) -> std::sync::Arc<paysign_protocol::crypto::PrivateKey> {
     private("platform_private.pem", be)
 }
-fn public_for_type1(be: Backend) -> std::sync::Arc<paysign::crypto::PublicKey> {
+fn public_for_type1(be: Backend) -> std::sync::Arc<paysign_protocol::crypto::PublicKey> {
     public("platform_public.pem", be)
 }
 

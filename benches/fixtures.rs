@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use paysign::crypto::{keys, Backend, PrivateKey, PublicKey, Secret};
-use paysign::protocol::platform::{Platform, PlatformMerchant, PlatformMerchantKeys};
-use paysign::protocol::{Merchant, MerchantKeys};
+use paysign_protocol::crypto::{keys, Backend, PrivateKey, PublicKey, Secret};
+use paysign_protocol::platform::{Platform, PlatformMerchant, PlatformMerchantKeys};
+use paysign_protocol::{Merchant, MerchantKeys};
 use serde_json::{Map, Value};
 
 pub const CUSTOMER: &str = "202112090603";

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use paysign::crypto::{segmented, signature, Backend};
+use paysign_protocol::crypto::{segmented, signature, Backend};
 
 #[path = "fixtures.rs"]
 mod fixtures;
@@ -112,6 +112,6 @@ fn main() {
     );
 }
 
-fn public_key_platform(be: Backend) -> std::sync::Arc<paysign::crypto::PublicKey> {
+fn public_key_platform(be: Backend) -> std::sync::Arc<paysign_protocol::crypto::PublicKey> {
     public("platform_public.pem", be)
 }

@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use paysign::config::{self, AnyConfig};
+mod server;
+mod tools;
+
+use paysign_plugin::config;
 
 /// jemalloc: freed memory goes back to the OS within seconds (see docs/operations.md).
 #[global_allocator]
@@ -31,7 +34,7 @@ usage:
   paysign version";
 
 fn main() -> ExitCode {
-    paysign::logging::init();
+    paysign_plugin::logging::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match dispatch(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -91,7 +94,7 @@ fn keys(args: &[String]) -> Result<(), String> {
             }
         }
     }
-    let (report, ok) = paysign::tools::keys_check(&texts);
+    let (report, ok) = tools::keys_check(&texts);
     print!("{report}");
     if ok && !unreadable {
         Ok(())
@@ -109,17 +112,17 @@ fn dispatch(args: &[String]) -> Result<(), String> {
     match cmd.as_str() {
         "run" => {
             let cfg = config::load(&one(&f, "conf/paysign.yaml")?).map_err(|e| e.to_string())?;
-            paysign::server::run(Some(cfg), None, f.upgrade)
+            server::run(Some(cfg), None, f.upgrade)
         }
         "sandbox" => {
-            let sb = config::load_sandbox(&one(&f, "conf/sandbox.yaml")?).map_err(|e| e.to_string())?;
-            paysign::server::run(None, Some(sb), false)
+            let sb = paysign_sandbox::load_sandbox(&one(&f, "conf/sandbox.yaml")?).map_err(|e| e.to_string())?;
+            server::run(None, Some(sb), false)
         }
         "demo" => {
             let cfg = config::load(&one(&f, "conf/paysign.yaml")?).map_err(|e| e.to_string())?;
             let sb_path = f.sandbox.clone().unwrap_or_else(|| PathBuf::from("conf/sandbox.yaml"));
-            let sb = config::load_sandbox(&sb_path).map_err(|e| e.to_string())?;
-            paysign::server::run(Some(cfg), Some(sb), false)
+            let sb = paysign_sandbox::load_sandbox(&sb_path).map_err(|e| e.to_string())?;
+            server::run(Some(cfg), Some(sb), false)
         }
         "check" => {
             if f.configs.is_empty() {
@@ -127,7 +130,7 @@ fn dispatch(args: &[String]) -> Result<(), String> {
             }
             let mut failed = 0;
             for path in &f.configs {
-                match config::load_any(path) {
+                match load_any(path) {
                     Ok(AnyConfig::Gateway(c)) => {
                         println!("{}: ok (gateway, {} merchant(s))", path.display(), c.merchants.len())
                     }
@@ -147,14 +150,14 @@ fn dispatch(args: &[String]) -> Result<(), String> {
         }
         "seal" | "open" => {
             let cfg = config::load(&one(&f, "conf/paysign.yaml")?).map_err(|e| e.to_string())?;
-            let m = paysign::tools::merchant(&cfg, f.merchant.as_deref())?;
+            let m = tools::merchant(&cfg, f.merchant.as_deref())?;
             let mut input = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut input).map_err(|e| format!("reading stdin: {e}"))?;
             if cmd == "seal" {
-                print!("{}", paysign::tools::seal(&m, f.path.as_deref(), &input)?);
+                print!("{}", tools::seal(&m, f.path.as_deref(), &input)?);
                 Ok(())
             } else {
-                let (report, verified) = paysign::tools::open(&m, &input);
+                let (report, verified) = tools::open(&m, &input);
                 print!("{report}");
                 if verified {
                     Ok(())
@@ -172,5 +175,20 @@ fn dispatch(args: &[String]) -> Result<(), String> {
             Ok(())
         }
         other => Err(format!("unknown command '{other}'\n{USAGE}")),
+    }
+}
+
+/// What kind of file this is, judged by its top-level keys (for `paysign check`).
+enum AnyConfig {
+    Gateway(Box<config::Config>),
+    Sandbox(Box<paysign_sandbox::SandboxConfig>),
+}
+
+fn load_any(path: &std::path::Path) -> Result<AnyConfig, config::ConfigError> {
+    let value: serde_yaml::Value = config::read_yaml(path)?;
+    if value.get("platform_private_key").is_some() {
+        paysign_sandbox::load_sandbox(path).map(|c| AnyConfig::Sandbox(Box::new(c)))
+    } else {
+        config::load(path).map(|c| AnyConfig::Gateway(Box::new(c)))
     }
 }

@@ -7,16 +7,17 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::listening::Service;
 
-use crate::admin::Admin;
-use crate::config::{Config, SandboxConfig};
-use crate::listener::{Limited, Limits};
-use crate::live::Live;
-use crate::metrics;
-use crate::notify::Notifications;
-use crate::protocol::schema::Endpoints;
-use crate::protocol::MerchantKeys;
-use crate::proxy::Gateway;
-use crate::sandbox::{SandboxApp, SandboxService};
+use paysign_plugin::admin::Admin;
+use paysign_plugin::config::Config;
+use paysign_plugin::listener::{Limited, Limits};
+use paysign_plugin::live::Live;
+use paysign_plugin::metrics;
+use paysign_plugin::notify::Notifications;
+use paysign_plugin::proxy::Gateway;
+use paysign_protocol::schema::Endpoints;
+use paysign_protocol::MerchantKeys;
+use paysign_sandbox::SandboxConfig;
+use paysign_sandbox::{SandboxApp, SandboxService};
 
 /// Logs what was loaded (never key material).
 fn announce_gateway(cfg: &Config) {

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use base64::Engine;
 use serde_json::{Map, Value};
 
-use crate::config::Config;
-use crate::crypto::keys::{self, AnyKey};
-use crate::crypto::{segmented, signature, CryptoError};
-use crate::protocol::schema::Endpoints;
-use crate::protocol::{canonicalize, Merchant, MerchantKeys};
+use paysign_plugin::config::Config;
+use paysign_protocol::crypto::keys::{self, AnyKey};
+use paysign_protocol::crypto::{segmented, signature, CryptoError};
+use paysign_protocol::schema::Endpoints;
+use paysign_protocol::{canonicalize, Merchant, MerchantKeys};
 
 /// Picks `--merchant`, or the only configured merchant.
 pub fn merchant(cfg: &Config, named: Option<&str>) -> Result<Arc<Merchant>, String> {
@@ -159,7 +159,7 @@ fn open_steps(m: &Merchant, input: &str, out: &mut String) -> Result<(), ()> {
     let text = match String::from_utf8(plain) {
         Ok(t) => t,
         Err(_) => {
-            let why = if m.profile() == crate::protocol::Profile::Rsa {
+            let why = if m.profile() == paysign_protocol::Profile::Rsa {
                 "the decrypted bytes are not UTF-8: wrong merchant private key or corrupted ciphertext (PKCS#1 v1.5 implicit rejection does not say which block)"
             } else {
                 "the opened bytes are not UTF-8 (the platform used another charset, or chunking broke a character)"

@@ -54,7 +54,7 @@ fn deployment_files_parse_and_the_example_config_matches_the_schema() {
         assert_eq!(opened.count(), 1, "port {port}");
     }
     let embedded = docs[0]["data"]["paysign.yaml"].as_str().unwrap();
-    let parsed: Result<paysign::config::GatewayFile, _> = serde_yaml::from_str(embedded);
+    let parsed: Result<paysign_plugin::config::GatewayFile, _> = serde_yaml::from_str(embedded);
     assert!(parsed.is_ok(), "the ConfigMap's paysign.yaml does not match the schema: {:?}", parsed.err());
     for f in ["prometheus.yml", "alerts.yml"] {
         let _: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(deploy(f)).unwrap()).unwrap();
@@ -69,7 +69,7 @@ fn deployment_files_parse_and_the_example_config_matches_the_schema() {
         .collect();
     assert!(exprs.len() >= 8);
     // Every metric a dashboard or alert names is one paysign defines.
-    let defined = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs")).unwrap();
+    let defined = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crates/plugin/src/metrics.rs")).unwrap();
     let alerts = std::fs::read_to_string(deploy("alerts.yml")).unwrap();
     let all = format!("{} {alerts}", exprs.join(" "));
     let names: std::collections::BTreeSet<String> = all

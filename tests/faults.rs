@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::fault_server::{self, Fault};
 use common::*;
-use paysign::crypto::{keys, Secret};
-use paysign::protocol::platform::{Platform, PlatformMerchant, PlatformMerchantKeys};
+use paysign_protocol::crypto::{keys, Secret};
+use paysign_protocol::platform::{Platform, PlatformMerchant, PlatformMerchantKeys};
 use serde_json::{Map, Value};
 
 fn platform() -> (Platform, PlatformMerchant) {

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use paysign::crypto::{keys, Backend, Secret};
-use paysign::protocol::schema::Endpoints;
-use paysign::protocol::{canonicalize, Merchant, MerchantKeys, Opened};
+use paysign_protocol::crypto::{keys, Backend, Secret};
+use paysign_protocol::schema::Endpoints;
+use paysign_protocol::{canonicalize, Merchant, MerchantKeys, Opened};
 use serde_json::Value;
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -63,7 +63,7 @@ fn canonical_corpus_keeps_its_invariants() {
         for ep in eps.iter() {
             let _ = ep.validate(&obj);
         }
-        if let Ok(page) = paysign::h5::render(&obj) {
+        if let Ok(page) = paysign_protocol::h5::render(&obj) {
             assert_eq!(String::from_utf8_lossy(&page.body).matches("<script").count(), 1, "{}", path.display());
         }
     }
@@ -81,8 +81,8 @@ fn keys_and_config_corpora_only_produce_errors() {
     let at = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf/fuzz.yaml");
     for (_, data) in corpus("config") {
         if let Ok(text) = std::str::from_utf8(&data) {
-            let _ = paysign::config::load_str_offline(text, &at);
-            let _ = paysign::config::load_sandbox_str(text, &at);
+            let _ = paysign_plugin::config::load_str_offline(text, &at);
+            let _ = paysign_sandbox::load_sandbox_str(text, &at);
         }
     }
 }

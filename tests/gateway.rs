@@ -323,8 +323,8 @@ fn metrics_count_exactly_what_happened_and_logs_hold_no_secrets() {
 /// verify, and answers 1003 for a missing field (which the gateway would have caught).
 #[test]
 fn sandbox_rejects_like_the_platform() {
-    use paysign::crypto::{keys, Secret};
-    use paysign::protocol::{Merchant, MerchantKeys, Opened};
+    use paysign_protocol::crypto::{keys, Secret};
+    use paysign_protocol::{Merchant, MerchantKeys, Opened};
     use std::sync::Arc;
 
     let s = Stack::start(Options::default());

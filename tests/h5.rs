@@ -45,7 +45,7 @@ fn html_accept_gets_the_bank_page_with_protective_headers() {
     let html = r.text();
     assert!(html.contains(r#"action="https://bank.example.test/epcc/bind""#), "{html}");
     assert!(html.contains(r#"method="post""#));
-    assert!(html.contains(&format!(r#"value="{}""#, paysign::h5::escape(&expected))));
+    assert!(html.contains(&format!(r#"value="{}""#, paysign_protocol::h5::escape(&expected))));
     assert_eq!(html.matches("<script").count(), 1, "{html}");
     assert!(html.contains("<button type=\"submit\">"));
 
@@ -78,7 +78,7 @@ fn chromium_lands_on_the_bank_with_epcc_gw_msg_byte_identical() {
         "<!DOCTYPE html><html><body><form method=\"post\" enctype=\"text/plain\" action=\"http://127.0.0.1:{}{BINDCARD}\">\
          <input type=\"hidden\" name=\"{}\" value='\"}}'></form><script>document.forms[0].submit();</script></body></html>",
         s.proxy,
-        paysign::h5::escape(&name)
+        paysign_protocol::h5::escape(&name)
     );
     let launch_page = launcher.into_bytes();
     *bank.handler.lock().unwrap() = Arc::new(move |req| {

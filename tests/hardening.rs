@@ -12,7 +12,7 @@ use common::*;
 use serde_json::Value;
 
 fn sha256_hex(s: &str) -> String {
-    paysign::config::sha256(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    paysign_plugin::config::sha256(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn metric(s: &Stack, series: &str) -> f64 {

@@ -110,8 +110,8 @@ fn open_names_bad_block_length_and_padding() {
 
 #[test]
 fn seal_prints_the_vector_canonical_string_sign_and_an_envelope_the_platform_opens() {
-    use paysign::crypto::{keys, Secret};
-    use paysign::protocol::platform::{Platform, PlatformMerchant, PlatformMerchantKeys};
+    use paysign_protocol::crypto::{keys, Secret};
+    use paysign_protocol::platform::{Platform, PlatformMerchant, PlatformMerchantKeys};
     use std::sync::Arc;
 
     let signing: Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("signing.json")).unwrap()).unwrap();

@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use paysign::crypto::keys::{self, AnyKey, KeyError, KeyFormat};
-use paysign::crypto::{segmented, signature, Backend, PrivateKey, PublicKey, Secret};
-use paysign::protocol::platform::{Platform, PlatformMerchant, PlatformMerchantKeys};
-use paysign::protocol::{canonicalize, Merchant, MerchantKeys, OpenError, Opened};
+use paysign_protocol::crypto::keys::{self, AnyKey, KeyError, KeyFormat};
+use paysign_protocol::crypto::{segmented, signature, Backend, PrivateKey, PublicKey, Secret};
+use paysign_protocol::platform::{Platform, PlatformMerchant, PlatformMerchantKeys};
+use paysign_protocol::{canonicalize, Merchant, MerchantKeys, OpenError, Opened};
 use serde_json::{Map, Value};
 
 fn fixture(name: &str) -> PathBuf {
@@ -212,7 +212,7 @@ fn reqmsg_with_java_line_breaks_opens() {
     assert!(matches!(m.open_data(&d), Ok(Opened::Verified { .. })));
     // A length that is not a whole number of blocks is refused.
     d.insert("reqmsg".into(), Value::String(reqmsg[..reqmsg.len() - 8].to_string()));
-    assert_eq!(m.open_data(&d).unwrap_err(), OpenError::Ciphertext(paysign::crypto::CryptoError::Encoding));
+    assert_eq!(m.open_data(&d).unwrap_err(), OpenError::Ciphertext(paysign_protocol::crypto::CryptoError::Encoding));
 }
 
 #[test]

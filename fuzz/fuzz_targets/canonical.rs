@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use paysign::protocol::canonicalize;
-use paysign::protocol::schema::Endpoints;
+use paysign_protocol::canonicalize;
+use paysign_protocol::schema::Endpoints;
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = ep.validate(&obj);
         }
     }
-    if let Ok(page) = paysign::h5::render(&obj) {
+    if let Ok(page) = paysign_protocol::h5::render(&obj) {
         let html = String::from_utf8_lossy(&page.body);
         assert_eq!(html.matches("<script").count(), 1, "{html}");
     }

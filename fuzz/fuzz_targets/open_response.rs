@@ -6,8 +6,8 @@
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use paysign::crypto::{keys, Backend, Secret};
-use paysign::protocol::{Merchant, MerchantKeys, Opened};
+use paysign_protocol::crypto::{keys, Backend, Secret};
+use paysign_protocol::{Merchant, MerchantKeys, Opened};
 
 // TEST-ONLY keys (tests/fixtures/keys).
 const PLATFORM_PUBLIC: &str = include_str!("../../tests/fixtures/keys/platform_public.pem");

@@ -2,13 +2,12 @@
 //! "A call, end to end"). Pure functions over bytes: no I/O, no pingora.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
 use super::canonical::canonicalize;
 use crate::crypto::{segmented, signature, CryptoError, PrivateKey, PublicKey, Secret};
-use crate::metrics;
 
 /// Which signing/encryption scheme a merchant uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,10 +93,21 @@ impl OpenError {
 #[error("sealing failed: {0}")]
 pub struct SealError(pub CryptoError);
 
-fn timed<T>(op: &'static str, f: impl FnOnce() -> T) -> T {
+/// Receives how long each step of sealing and opening took (`op`: `canonicalize`,
+/// `md5_sign`, `rsa_sign`, `encrypt`, `open_type1`, `decrypt`, `md5_verify`, `rsa_verify`):
+/// the gateway records them as metrics; `()` ignores them.
+pub trait Observer {
+    fn crypto(&self, op: &'static str, elapsed: Duration);
+}
+
+impl Observer for () {
+    fn crypto(&self, _: &'static str, _: Duration) {}
+}
+
+fn timed<T>(obs: &dyn Observer, op: &'static str, f: impl FnOnce() -> T) -> T {
     let start = Instant::now();
     let out = f();
-    metrics::observe_crypto(op, start.elapsed());
+    obs.crypto(op, start.elapsed());
     out
 }
 
@@ -127,19 +137,24 @@ impl Merchant {
 
     /// Computes `sign` over `business`, appends it, encrypts the plaintext into `reqmsg` with
     /// the platform's public key, and wraps it with our `customerNo`.
-    pub fn seal(&self, mut business: Map<String, Value>) -> Result<Sealed, SealError> {
+    pub fn seal(&self, business: Map<String, Value>) -> Result<Sealed, SealError> {
+        self.seal_observed(business, &())
+    }
+
+    /// [`Self::seal`], reporting each step's duration to `obs`.
+    pub fn seal_observed(&self, mut business: Map<String, Value>, obs: &dyn Observer) -> Result<Sealed, SealError> {
         business.remove("sign");
-        let canonical = timed("canonicalize", || canonicalize(&business));
+        let canonical = timed(obs, "canonicalize", || canonicalize(&business));
         let sign = match &self.keys {
-            MerchantKeys::Md5 { md5_key, .. } => timed("md5_sign", || signature::md5_sign(&canonical, md5_key)),
+            MerchantKeys::Md5 { md5_key, .. } => timed(obs, "md5_sign", || signature::md5_sign(&canonical, md5_key)),
             MerchantKeys::Rsa { merchant_private, .. } => {
-                timed("rsa_sign", || signature::rsa_sign(merchant_private, &canonical)).map_err(SealError)?
+                timed(obs, "rsa_sign", || signature::rsa_sign(merchant_private, &canonical)).map_err(SealError)?
             }
         };
         business.insert("sign".into(), Value::String(sign));
         let plaintext = Value::Object(business).to_string();
-        let reqmsg =
-            timed("encrypt", || segmented::encrypt(self.platform_public(), plaintext.as_bytes(), self.chunk_size)).map_err(SealError)?;
+        let reqmsg = timed(obs, "encrypt", || segmented::encrypt(self.platform_public(), plaintext.as_bytes(), self.chunk_size))
+            .map_err(SealError)?;
         let mut env = Map::with_capacity(2);
         env.insert("customerNo".into(), Value::String(self.customer_no.clone()));
         env.insert("reqmsg".into(), Value::String(reqmsg));
@@ -148,6 +163,11 @@ impl Merchant {
 
     /// Opens a platform response body: envelope checks, `data`, `reqmsg`, `customerNo`, `sign`.
     pub fn open_response(&self, body: &[u8]) -> Result<Opened, OpenError> {
+        self.open_response_observed(body, &())
+    }
+
+    /// [`Self::open_response`], reporting each step's duration to `obs`.
+    pub fn open_response_observed(&self, body: &[u8], obs: &dyn Observer) -> Result<Opened, OpenError> {
         let outer: Value = serde_json::from_slice(body).map_err(|_| OpenError::Envelope("body is not JSON"))?;
         let outer = outer.as_object().ok_or(OpenError::Envelope("body is not a JSON object"))?;
         let code_ok = match outer.get("code") {
@@ -179,11 +199,16 @@ impl Merchant {
             Some(Value::Object(m)) => m.clone(),
             _ => return Err(OpenError::Envelope("data is missing")),
         };
-        self.open_data(&data)
+        self.open_data_observed(&data, obs)
     }
 
     /// Opens `{"customerNo", "reqmsg"}` (a response's `data`, or a notification body).
     pub fn open_data(&self, data: &Map<String, Value>) -> Result<Opened, OpenError> {
+        self.open_data_observed(data, &())
+    }
+
+    /// [`Self::open_data`], reporting each step's duration to `obs`.
+    pub fn open_data_observed(&self, data: &Map<String, Value>, obs: &dyn Observer) -> Result<Opened, OpenError> {
         match data.get("customerNo") {
             Some(Value::String(c)) if *c == self.customer_no => {}
             Some(Value::String(_)) => return Err(OpenError::CustomerMismatch),
@@ -192,8 +217,8 @@ impl Merchant {
         let reqmsg = data.get("reqmsg").and_then(Value::as_str).ok_or(OpenError::Envelope("data.reqmsg is missing"))?;
 
         let raw = match &self.keys {
-            MerchantKeys::Md5 { platform_public, .. } => timed("open_type1", || segmented::open_type1(platform_public, reqmsg)),
-            MerchantKeys::Rsa { merchant_private, .. } => timed("decrypt", || segmented::decrypt(merchant_private, reqmsg)),
+            MerchantKeys::Md5 { platform_public, .. } => timed(obs, "open_type1", || segmented::open_type1(platform_public, reqmsg)),
+            MerchantKeys::Rsa { merchant_private, .. } => timed(obs, "decrypt", || segmented::decrypt(merchant_private, reqmsg)),
         }
         .map_err(OpenError::Ciphertext)?;
         let plaintext = String::from_utf8(raw).map_err(|_| OpenError::Plaintext)?;
@@ -207,10 +232,12 @@ impl Merchant {
             Some(_) => return Err(OpenError::CustomerMismatch),
         }
         let sign = fields.get("sign").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(OpenError::Signature)?;
-        let canonical = timed("canonicalize", || canonicalize(&fields));
+        let canonical = timed(obs, "canonicalize", || canonicalize(&fields));
         let ok = match &self.keys {
-            MerchantKeys::Md5 { md5_key, .. } => timed("md5_verify", || signature::md5_verify(&canonical, md5_key, sign)),
-            MerchantKeys::Rsa { platform_public, .. } => timed("rsa_verify", || signature::rsa_verify(platform_public, &canonical, sign)),
+            MerchantKeys::Md5 { md5_key, .. } => timed(obs, "md5_verify", || signature::md5_verify(&canonical, md5_key, sign)),
+            MerchantKeys::Rsa { platform_public, .. } => {
+                timed(obs, "rsa_verify", || signature::rsa_verify(platform_public, &canonical, sign))
+            }
         };
         if !ok {
             return Err(OpenError::Signature);

@@ -30,13 +30,15 @@ use serde_json::{Map, Value};
 
 use std::time::Duration;
 
-use rsa::sha2::Digest;
+use sha2::Digest;
 
-use crate::config::SandboxConfig;
-use crate::http_client::{parse_url, Client, Route};
-use crate::protocol::platform::{envelope, failure, Platform, PlatformMerchant};
-use crate::protocol::schema::Endpoints;
-use crate::serve::{read_body, reply, BodyError};
+pub mod config;
+
+pub use config::{load_sandbox, load_sandbox_str, SandboxConfig};
+use paysign_plugin::http_client::{parse_url, Client, Route};
+use paysign_plugin::serve::{read_body, reply, BodyError};
+use paysign_protocol::platform::{envelope, failure, Platform, PlatformMerchant};
+use paysign_protocol::schema::Endpoints;
 
 const BINDCARD_PATH: &str = "/api/vborder/shortcut/bindCard/create";
 /// Requests are small; this only bounds a misbehaving client.
@@ -244,7 +246,12 @@ impl Sandbox {
     }
 
     /// Signs and encrypts `fields`, applying the `TAMPER-` faults the tests ask for.
-    fn seal(&self, m: &PlatformMerchant, fields: &mut Map<String, Value>, order_no: &str) -> Result<Vec<u8>, crate::crypto::CryptoError> {
+    fn seal(
+        &self,
+        m: &PlatformMerchant,
+        fields: &mut Map<String, Value>,
+        order_no: &str,
+    ) -> Result<Vec<u8>, paysign_protocol::crypto::CryptoError> {
         let mut customer = m.customer_no.clone();
         if order_no.starts_with("TAMPER-CUSTOMER-") {
             customer = "999999999999".into();
@@ -275,7 +282,7 @@ impl Sandbox {
         if tamper == Some("malformed") {
             return Ok(b"{\"customerNo\":".to_vec());
         }
-        let digest = rsa::sha2::Sha256::digest(format!("{}|{order_no}", m.customer_no).as_bytes());
+        let digest = sha2::Sha256::digest(format!("{}|{order_no}", m.customer_no).as_bytes());
         let bind_id: String = digest[..8].iter().map(|b| format!("{b:02X}")).collect();
         let mut fields = Map::new();
         fields.insert("orderNo".into(), Value::String(order_no.into()));

@@ -181,6 +181,16 @@ pub fn observe_crypto(op: &'static str, d: Duration) {
     CRYPTO_DURATION.with_label_values(&[op]).observe(d.as_secs_f64());
 }
 
+/// The protocol's timings of each sealing and opening step, recorded as
+/// `paysign_crypto_duration_seconds{op}`.
+pub struct CryptoTimings;
+
+impl crate::protocol::Observer for CryptoTimings {
+    fn crypto(&self, op: &'static str, elapsed: Duration) {
+        observe_crypto(op, elapsed);
+    }
+}
+
 /// Maps a platform errCode onto the fixed label set.
 pub fn errcode_label(code: &str) -> &str {
     KNOWN_ERRCODES.iter().find(|k| **k == code).copied().unwrap_or("other")

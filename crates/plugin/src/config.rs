@@ -14,7 +14,6 @@ use serde::Deserialize;
 use crate::crypto::keys::{self, KeyError};
 use crate::crypto::{segmented, Backend, PrivateKey, PublicKey, Secret};
 use crate::http_client::{self, Target};
-use crate::protocol::platform::{PlatformMerchant, PlatformMerchantKeys};
 use crate::protocol::{Merchant, MerchantKeys};
 
 /// A configuration problem: which file, which setting, what is wrong.
@@ -62,7 +61,7 @@ fn default_upgrade_sock() -> PathBuf {
 fn default_client_body_timeout() -> u64 {
     10_000
 }
-fn default_true() -> bool {
+pub fn default_true() -> bool {
     true
 }
 fn default_connect_timeout() -> u64 {
@@ -282,64 +281,6 @@ pub enum ProfileName {
     Rsa,
 }
 
-// ---------------------------------------------------------------- on-disk schema: sandbox
-
-fn default_sandbox_listen() -> String {
-    "127.0.0.1:9443".into()
-}
-fn default_stall_ms() -> u64 {
-    30_000
-}
-fn default_submit_url() -> String {
-    "https://bank.example.test/epcc/bind".into()
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SandboxFile {
-    #[serde(default = "default_sandbox_listen")]
-    pub listen: String,
-    pub platform_private_key: PathBuf,
-    #[serde(default)]
-    pub allow_weak_keys: bool,
-    #[serde(default)]
-    pub crypto_backend: Backend,
-    /// How long a `STALL-` order waits before answering (to exercise read timeouts).
-    #[serde(default = "default_stall_ms")]
-    pub stall_ms: u64,
-    /// The bank form target put into successful bindCard answers.
-    #[serde(default = "default_submit_url")]
-    pub submit_url: String,
-    /// After a successful bindCard/create, notify the request's `bindNotifyUrl` (loopback
-    /// addresses only: the sandbox never calls anything off this machine).
-    #[serde(default = "default_true")]
-    pub send_notifications: bool,
-    /// Load-test mode: answer every `/api/` POST at once with a response sealed at start-up,
-    /// without opening the request (so the upstream is never the bottleneck).
-    #[serde(default)]
-    pub presealed: bool,
-    /// Serve HTTPS with this certificate chain and key (PEM) instead of plain HTTP.
-    pub tls_cert_file: Option<PathBuf>,
-    pub tls_key_file: Option<PathBuf>,
-    /// With TLS: require client certificates issued by this CA (mutual TLS).
-    pub tls_client_ca_file: Option<PathBuf>,
-    pub merchants: Vec<SandboxMerchantFile>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SandboxMerchantFile {
-    pub customer_no: String,
-    pub profile: ProfileName,
-    pub md5_key_file: Option<PathBuf>,
-    pub md5_key_env: Option<String>,
-    pub merchant_public_key: Option<PathBuf>,
-    /// During a key rotation: the MD5 key being retired, still accepted (md5).
-    pub previous_md5_key_file: Option<PathBuf>,
-    /// During a key rotation: the merchant public key being retired, still accepted (rsa).
-    pub previous_merchant_public_key: Option<PathBuf>,
-}
-
 // ---------------------------------------------------------------- runtime config
 
 /// Where and how to reach the platform.
@@ -447,25 +388,12 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct SandboxConfig {
-    pub source: PathBuf,
-    pub listen: String,
-    pub platform_private: Arc<PrivateKey>,
-    pub stall: Duration,
-    pub submit_url: String,
-    pub send_notifications: bool,
-    pub presealed: bool,
-    /// (certificate chain, key) files when the sandbox serves HTTPS.
-    pub tls: Option<(PathBuf, PathBuf)>,
-    /// CA whose client certificates the sandbox requires (mutual TLS).
-    pub tls_client_ca: Option<PathBuf>,
-    pub merchants: HashMap<String, PlatformMerchant>,
-}
-
 // ---------------------------------------------------------------- loading
 
-struct Ctx<'a> {
+/// Reading the files a configuration names (keys, certificates), relative to the
+/// configuration file, with every error naming the setting and the file. Public for the
+/// sandbox's configuration, which names keys the same way.
+pub struct Ctx<'a> {
     config: &'a Path,
     dir: PathBuf,
     allow_weak: bool,
@@ -475,7 +403,7 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&self, setting: impl Into<String>, file: Option<&Path>, message: impl Into<String>) -> ConfigError {
+    pub fn err(&self, setting: impl Into<String>, file: Option<&Path>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             config: self.config.to_path_buf(),
             setting: setting.into(),
@@ -484,7 +412,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn resolve(&self, p: &Path) -> PathBuf {
+    pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
@@ -492,7 +420,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn read(&self, setting: &str, p: &Path) -> Result<(PathBuf, String), ConfigError> {
+    pub fn read(&self, setting: &str, p: &Path) -> Result<(PathBuf, String), ConfigError> {
         let path = self.resolve(p);
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok((path, text)),
@@ -500,7 +428,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn public_key(&self, setting: &str, p: &Option<PathBuf>) -> Result<Arc<PublicKey>, ConfigError> {
+    pub fn public_key(&self, setting: &str, p: &Option<PathBuf>) -> Result<Arc<PublicKey>, ConfigError> {
         let p = p.as_ref().ok_or_else(|| self.err(setting, None, "is required for this profile"))?;
         let (path, text) = self.read(setting, p)?;
         keys::load_public(&text, self.allow_weak)
@@ -508,7 +436,7 @@ impl Ctx<'_> {
             .map_err(|e: KeyError| self.err(setting, Some(&path), e.to_string()))
     }
 
-    fn private_key(&self, setting: &str, p: &Option<PathBuf>) -> Result<Arc<PrivateKey>, ConfigError> {
+    pub fn private_key(&self, setting: &str, p: &Option<PathBuf>) -> Result<Arc<PrivateKey>, ConfigError> {
         let p = p.as_ref().ok_or_else(|| self.err(setting, None, "is required for this profile"))?;
         let (path, text) = self.read(setting, p)?;
         keys::load_private(&text, self.allow_weak)
@@ -516,7 +444,7 @@ impl Ctx<'_> {
             .map_err(|e: KeyError| self.err(setting, Some(&path), e.to_string()))
     }
 
-    fn md5_key(&self, at: &str, file: &Option<PathBuf>, env: &Option<String>) -> Result<Secret, ConfigError> {
+    pub fn md5_key(&self, at: &str, file: &Option<PathBuf>, env: &Option<String>) -> Result<Secret, ConfigError> {
         let raw = match (file, env) {
             (Some(_), Some(_)) => return Err(self.err(format!("{at}.md5_key_file"), None, "set md5_key_file or md5_key_env, not both")),
             (None, None) => return Err(self.err(format!("{at}.md5_key_file"), None, "an md5 merchant needs md5_key_file or md5_key_env")),
@@ -533,7 +461,7 @@ impl Ctx<'_> {
     }
 
     /// Two files that go together (a certificate and its key): both existing, or neither set.
-    fn file_pair(
+    pub fn file_pair(
         &self,
         (a_name, a): (&str, &Option<PathBuf>),
         (b_name, b): (&str, &Option<PathBuf>),
@@ -553,7 +481,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn not_for_profile(&self, at: &str, name: &str, set: bool, profile: &str) -> Result<(), ConfigError> {
+    pub fn not_for_profile(&self, at: &str, name: &str, set: bool, profile: &str) -> Result<(), ConfigError> {
         if set {
             return Err(self.err(format!("{at}.{name}"), None, format!("is not used by profile {profile}; remove it")));
         }
@@ -561,7 +489,7 @@ impl Ctx<'_> {
     }
 }
 
-fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+pub fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         config: path.to_path_buf(),
         setting: "(file)".into(),
@@ -571,7 +499,7 @@ fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigErr
     parse_yaml(&text, path)
 }
 
-fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
     serde_yaml::from_str(text).map_err(|e| ConfigError {
         config: path.to_path_buf(),
         setting: "(file)".into(),
@@ -580,16 +508,16 @@ fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result
     })
 }
 
-fn ctx_for(path: &Path, allow_weak: bool, backend: Backend) -> Ctx<'_> {
+pub fn ctx_for(path: &Path, allow_weak: bool, backend: Backend) -> Ctx<'_> {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     Ctx { config: path, dir, allow_weak, backend, resolve: true }
 }
 
-fn check_listen(ctx: &Ctx, setting: &str, v: &str) -> Result<(), ConfigError> {
+pub fn check_listen(ctx: &Ctx, setting: &str, v: &str) -> Result<(), ConfigError> {
     v.parse::<SocketAddr>().map(|_| ()).map_err(|_| ctx.err(setting, None, format!("'{v}' is not an address like 127.0.0.1:8080")))
 }
 
-fn check_customer_no(ctx: &Ctx, at: &str, c: &str) -> Result<(), ConfigError> {
+pub fn check_customer_no(ctx: &Ctx, at: &str, c: &str) -> Result<(), ConfigError> {
     if c.is_empty() || c.len() > 32 || !c.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(ctx.err(format!("{at}.customer_no"), None, "must be 1 to 32 ASCII letters or digits"));
     }
@@ -878,92 +806,4 @@ fn upstream(ctx: &Ctx, p: &PlatformFile) -> Result<Upstream, ConfigError> {
         max_response_bytes: p.max_response_bytes,
         pool_idle_timeout: Duration::from_secs(p.pool_idle_timeout_secs),
     })
-}
-
-/// Loads and validates a sandbox (platform simulator) configuration.
-pub fn load_sandbox(path: &Path) -> Result<SandboxConfig, ConfigError> {
-    let file: SandboxFile = read_yaml(path)?;
-    validate_sandbox(file, path)
-}
-
-/// [`load_sandbox`] from text (the sandbox configuration names no host to look up).
-pub fn load_sandbox_str(text: &str, path: &Path) -> Result<SandboxConfig, ConfigError> {
-    validate_sandbox(parse_yaml(text, path)?, path)
-}
-
-fn validate_sandbox(file: SandboxFile, path: &Path) -> Result<SandboxConfig, ConfigError> {
-    let ctx = ctx_for(path, file.allow_weak_keys, file.crypto_backend);
-    check_listen(&ctx, "listen", &file.listen)?;
-    let platform_private = ctx.private_key("platform_private_key", &Some(file.platform_private_key.clone()))?;
-    let mut merchants = HashMap::new();
-    for (i, m) in file.merchants.iter().enumerate() {
-        let at = format!("merchants[{i}]");
-        check_customer_no(&ctx, &at, &m.customer_no)?;
-        let keys = match m.profile {
-            ProfileName::Md5 => {
-                ctx.not_for_profile(&at, "merchant_public_key", m.merchant_public_key.is_some(), "md5")?;
-                ctx.not_for_profile(&at, "previous_merchant_public_key", m.previous_merchant_public_key.is_some(), "md5")?;
-                PlatformMerchantKeys::Md5 { md5_key: ctx.md5_key(&at, &m.md5_key_file, &m.md5_key_env)? }
-            }
-            ProfileName::Rsa => {
-                ctx.not_for_profile(&at, "md5_key_file", m.md5_key_file.is_some(), "rsa")?;
-                ctx.not_for_profile(&at, "md5_key_env", m.md5_key_env.is_some(), "rsa")?;
-                ctx.not_for_profile(&at, "previous_md5_key_file", m.previous_md5_key_file.is_some(), "rsa")?;
-                PlatformMerchantKeys::Rsa { merchant_public: ctx.public_key(&format!("{at}.merchant_public_key"), &m.merchant_public_key)? }
-            }
-        };
-        let previous = match m.profile {
-            ProfileName::Md5 => match &m.previous_md5_key_file {
-                Some(f) => Some(PlatformMerchantKeys::Md5 { md5_key: ctx.md5_key(&at, &Some(f.clone()), &None)? }),
-                None => None,
-            },
-            ProfileName::Rsa => match &m.previous_merchant_public_key {
-                Some(_) => Some(PlatformMerchantKeys::Rsa {
-                    merchant_public: ctx.public_key(&format!("{at}.previous_merchant_public_key"), &m.previous_merchant_public_key)?,
-                }),
-                None => None,
-            },
-        };
-        let pm = PlatformMerchant { customer_no: m.customer_no.clone(), keys, previous };
-        if merchants.insert(m.customer_no.clone(), pm).is_some() {
-            return Err(ctx.err(format!("{at}.customer_no"), None, format!("{} is configured twice", m.customer_no)));
-        }
-    }
-    Ok(SandboxConfig {
-        source: path.to_path_buf(),
-        listen: file.listen,
-        platform_private,
-        stall: Duration::from_millis(file.stall_ms),
-        submit_url: file.submit_url,
-        send_notifications: file.send_notifications,
-        presealed: file.presealed,
-        tls: ctx.file_pair(("tls_cert_file", &file.tls_cert_file), ("tls_key_file", &file.tls_key_file))?,
-        tls_client_ca: match &file.tls_client_ca_file {
-            Some(f) if file.tls_cert_file.is_some() => {
-                let f = ctx.resolve(f);
-                if !f.is_file() {
-                    return Err(ctx.err("tls_client_ca_file", Some(&f), "file does not exist"));
-                }
-                Some(f)
-            }
-            Some(_) => return Err(ctx.err("tls_client_ca_file", None, "needs tls_cert_file and tls_key_file")),
-            None => None,
-        },
-        merchants,
-    })
-}
-
-/// What kind of file this is, judged by its top-level keys (for `paysign check`).
-pub enum AnyConfig {
-    Gateway(Box<Config>),
-    Sandbox(Box<SandboxConfig>),
-}
-
-pub fn load_any(path: &Path) -> Result<AnyConfig, ConfigError> {
-    let value: serde_yaml::Value = read_yaml(path)?;
-    if value.get("platform_private_key").is_some() {
-        load_sandbox(path).map(|c| AnyConfig::Sandbox(Box::new(c)))
-    } else {
-        load(path).map(|c| AnyConfig::Gateway(Box::new(c)))
-    }
 }

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
-use rsa::sha2::{Digest, Sha256};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Notify, NotifyRoute};
 use crate::executor::{ExecError, PrivateKeyExecutor};
@@ -144,13 +144,13 @@ impl NotifyState {
         }
         let m = merchant.clone();
         let opened = match merchant.profile() {
-            Profile::Rsa => match executor.run_unauthenticated(move || m.open_data(&data)).await {
+            Profile::Rsa => match executor.run_unauthenticated(move || m.open_data_observed(&data, &metrics::CryptoTimings)).await {
                 Ok(opened) => opened,
                 // Shed before any work: the platform retries a 503.
                 Err(ExecError::Overloaded) => return outcome("shed", 503),
                 Err(ExecError::Panicked) => return outcome("internal", 500),
             },
-            Profile::Md5 => m.open_data(&data),
+            Profile::Md5 => m.open_data_observed(&data, &metrics::CryptoTimings),
         };
         let (plaintext, fields) = match opened {
             Ok(Opened::Verified { plaintext, fields }) => (plaintext, fields),

@@ -148,7 +148,8 @@ impl Gateway {
         // Admission: bounded work in front of private-key work and the platform call.
         let _admitted = rt.admission.clone().try_acquire_owned().map_err(|_| GatewayError::Overloaded)?;
         let m = merchant.clone();
-        let seal = private_key_work(&rt, merchant.profile(), Stage::BeforeSending, move || m.seal(business));
+        let seal =
+            private_key_work(&rt, merchant.profile(), Stage::BeforeSending, move || m.seal_observed(business, &metrics::CryptoTimings));
         // A caller that hangs up while its request waits to be sealed is not sent for.
         let sealed = tokio::select! {
             biased;
@@ -175,7 +176,10 @@ impl Gateway {
 
         let m = merchant.clone();
         let resp_body = answer.body.clone();
-        let opened = private_key_work(&rt, merchant.profile(), Stage::AfterSending, move || m.open_response(&resp_body)).await?;
+        let opened = private_key_work(&rt, merchant.profile(), Stage::AfterSending, move || {
+            m.open_response_observed(&resp_body, &metrics::CryptoTimings)
+        })
+        .await?;
         match opened {
             Ok(Opened::Verified { plaintext, fields }) => {
                 let code = fields.get("errCode").and_then(Value::as_str).unwrap_or("");

@@ -1,0 +1,45 @@
+//! # paysign-plugin
+//!
+//! paysign as a component of a pingora gateway: everything between a merchant's internal
+//! services and the payment platform's open API, with its safeguards built in.
+//!
+//! ```text
+//! internal service ──plaintext JSON──▶ paysign ──{customerNo, reqmsg}──▶ platform
+//! internal service ◀──verified JSON─── paysign ◀──{code, data:{reqmsg}}── platform
+//! platform ──notification──▶ paysign ──verified JSON──▶ internal service
+//! ```
+//!
+//! The modules, in the order a request meets them:
+//! - [`config`]: the gateway's configuration (YAML schema → runtime [`config::Config`], keys
+//!   parsed once); [`live`]: the reloadable state every flow reads;
+//! - [`bearer`], [`cidr`]: who may call (callers' tokens, notification sources);
+//! - [`proxy`]: the `ProxyHttp` application (route, authorise, admit, validate, seal, send,
+//!   open, verify, answer); [`upstream`], [`http_client`], [`addresses`], [`egress`]: the call;
+//! - [`executor`]: the one bounded executor for all private-key work;
+//! - [`notify`]: the notification listener (open, verify, forward, acknowledge);
+//! - [`error`]: every failure and the one place it becomes an answer;
+//! - [`metrics`], [`logging`], [`admin`], [`listener`]: operating it.
+//!
+//! The wire protocol itself (keys, seal, open) is the pure crate [`protocol`]
+//! (`paysign-protocol`).
+
+pub mod addresses;
+pub mod admin;
+pub mod bearer;
+pub mod cidr;
+pub mod config;
+pub mod egress;
+pub mod error;
+pub mod executor;
+pub mod http_client;
+pub mod listener;
+pub mod live;
+pub mod logging;
+pub mod metrics;
+pub mod notify;
+pub mod proxy;
+pub mod serve;
+pub mod upstream;
+
+pub use paysign_protocol as protocol;
+use paysign_protocol::{crypto, h5};
