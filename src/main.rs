@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+
 mod server;
 mod tools;
 
@@ -18,25 +20,81 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[export_name = "_rjem_malloc_conf"]
 pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
-const USAGE: &str = "\
-usage:
-  paysign demo    [-c conf/paysign.yaml] [--sandbox conf/sandbox.yaml]
-                  gateway and sandbox platform in one process (the end-to-end demo)
-  paysign run     [-c conf/paysign.yaml] [--upgrade]
-                  the gateway; --upgrade takes over the sockets of a running one (send it SIGQUIT)
-  paysign sandbox [-c conf/sandbox.yaml]      the sandbox platform alone
-  paysign check   -c FILE [-c FILE …]         validate configuration files (exit 1 on a problem)
-  paysign seal    -c FILE [--merchant NO] [--path P] < plaintext.json
-                  print the canonical string, sign and envelope that would be sent
-  paysign open    -c FILE [--merchant NO] < response-or-notification.json
-                  open and verify, step by step (exit 1 when it does not verify)
-  paysign keys check FILE [FILE …]            format, size and kind of keys; which form pairs
-  paysign version";
+/// A signing gateway (pingora) for an aggregated-payment platform's open API.
+#[derive(Parser)]
+#[command(name = "paysign", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Gateway and sandbox platform in one process (the end-to-end demo).
+    Demo {
+        #[arg(short, long, default_value = "conf/paysign.yaml")]
+        config: PathBuf,
+        #[arg(long, default_value = "conf/sandbox.yaml")]
+        sandbox: PathBuf,
+    },
+    /// The gateway (production).
+    Run {
+        #[arg(short, long, default_value = "conf/paysign.yaml")]
+        config: PathBuf,
+        /// Take over the listening sockets of a running paysign (then send it SIGQUIT).
+        #[arg(long)]
+        upgrade: bool,
+    },
+    /// The sandbox platform alone.
+    Sandbox {
+        #[arg(short, long, default_value = "conf/sandbox.yaml")]
+        config: PathBuf,
+    },
+    /// Validate configuration files, every key included (exit 1 on a problem).
+    Check {
+        #[arg(short, long = "config", value_name = "FILE", required = true)]
+        configs: Vec<PathBuf>,
+    },
+    /// Print the canonical string, sign and envelope that would be sent for stdin's plaintext.
+    Seal {
+        #[arg(short, long, default_value = "conf/paysign.yaml")]
+        config: PathBuf,
+        /// customerNo (needed when several merchants are configured).
+        #[arg(long)]
+        merchant: Option<String>,
+        /// The endpoint, to validate its fields (e.g. /api/vborder/shortcut/bindCard/create).
+        #[arg(long)]
+        path: Option<String>,
+    },
+    /// Open and verify stdin's response or notification, step by step (exit 1 when it does not verify).
+    Open {
+        #[arg(short, long, default_value = "conf/paysign.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        merchant: Option<String>,
+    },
+    /// Key files: formats, sizes and kinds, and which form pairs.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Check key files (PEM or DER, PKCS#1 or PKCS#8).
+    Check {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     paysign_plugin::logging::init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match dispatch(&args) {
+    match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("paysign: {msg}");
@@ -45,51 +103,15 @@ fn main() -> ExitCode {
     }
 }
 
-struct Flags {
-    configs: Vec<PathBuf>,
-    sandbox: Option<PathBuf>,
-    merchant: Option<String>,
-    path: Option<String>,
-    upgrade: bool,
-}
-
-fn flags(args: &[String]) -> Result<Flags, String> {
-    let mut f = Flags { configs: vec![], sandbox: None, merchant: None, path: None, upgrade: false };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || it.next().cloned().ok_or_else(|| format!("{a} needs a value\n{USAGE}"));
-        match a.as_str() {
-            "-c" | "--config" => f.configs.push(PathBuf::from(value()?)),
-            "--sandbox" => f.sandbox = Some(PathBuf::from(value()?)),
-            "--merchant" => f.merchant = Some(value()?),
-            "--path" => f.path = Some(value()?),
-            "--upgrade" => f.upgrade = true,
-            other => return Err(format!("unknown argument '{other}'\n{USAGE}")),
-        }
-    }
-    Ok(f)
-}
-
-fn one(f: &Flags, default: &str) -> Result<PathBuf, String> {
-    match f.configs.as_slice() {
-        [] => Ok(PathBuf::from(default)),
-        [one] => Ok(one.clone()),
-        _ => Err("give one -c".into()),
-    }
-}
-
-fn keys(args: &[String]) -> Result<(), String> {
-    let Some((sub, files)) = args.split_first().filter(|(s, f)| s.as_str() == "check" && !f.is_empty()) else {
-        return Err(format!("usage: paysign keys check FILE [FILE …]\n{USAGE}"));
-    };
-    let _ = sub;
+fn keys_check(files: &[PathBuf]) -> Result<(), String> {
     let mut texts = Vec::new();
     let mut unreadable = false;
     for f in files {
+        let name = f.display().to_string();
         match std::fs::read_to_string(f) {
-            Ok(t) => texts.push((f.clone(), t)),
+            Ok(t) => texts.push((name, t)),
             Err(e) => {
-                println!("{f}: ERROR: cannot read: {e}");
+                println!("{name}: ERROR: cannot read: {e}");
                 unreadable = true;
             }
         }
@@ -103,78 +125,67 @@ fn keys(args: &[String]) -> Result<(), String> {
     }
 }
 
-fn dispatch(args: &[String]) -> Result<(), String> {
-    let (cmd, rest) = args.split_first().ok_or_else(|| USAGE.to_string())?;
-    if cmd == "keys" {
-        return keys(rest);
-    }
-    let f = flags(rest)?;
-    match cmd.as_str() {
-        "run" => {
-            let cfg = config::load(&one(&f, "conf/paysign.yaml")?).map_err(|e| e.to_string())?;
-            server::run(Some(cfg), None, f.upgrade)
+fn check(configs: &[PathBuf]) -> Result<(), String> {
+    let mut failed = 0;
+    for path in configs {
+        match load_any(path) {
+            Ok(AnyConfig::Gateway(c)) => println!("{}: ok (gateway, {} merchant(s))", path.display(), c.merchants.len()),
+            Ok(AnyConfig::Sandbox(s)) => println!("{}: ok (sandbox, {} merchant(s))", path.display(), s.merchants.len()),
+            Err(e) => {
+                println!("{e}");
+                failed += 1;
+            }
         }
-        "sandbox" => {
-            let sb = paysign_sandbox::load_sandbox(&one(&f, "conf/sandbox.yaml")?).map_err(|e| e.to_string())?;
+    }
+    if failed > 0 {
+        return Err(format!("{failed} configuration file(s) have problems"));
+    }
+    Ok(())
+}
+
+fn stdin() -> Result<String, String> {
+    let mut input = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut input).map_err(|e| format!("reading stdin: {e}"))?;
+    Ok(input)
+}
+
+fn gateway(path: &std::path::Path) -> Result<config::Config, String> {
+    config::load(path).map_err(|e| e.to_string())
+}
+
+fn dispatch(command: Command) -> Result<(), String> {
+    match command {
+        Command::Run { config, upgrade } => server::run(Some(gateway(&config)?), None, upgrade),
+        Command::Sandbox { config } => {
+            let sb = paysign_sandbox::load_sandbox(&config).map_err(|e| e.to_string())?;
             server::run(None, Some(sb), false)
         }
-        "demo" => {
-            let cfg = config::load(&one(&f, "conf/paysign.yaml")?).map_err(|e| e.to_string())?;
-            let sb_path = f.sandbox.clone().unwrap_or_else(|| PathBuf::from("conf/sandbox.yaml"));
-            let sb = paysign_sandbox::load_sandbox(&sb_path).map_err(|e| e.to_string())?;
+        Command::Demo { config, sandbox } => {
+            let cfg = gateway(&config)?;
+            let sb = paysign_sandbox::load_sandbox(&sandbox).map_err(|e| e.to_string())?;
             server::run(Some(cfg), Some(sb), false)
         }
-        "check" => {
-            if f.configs.is_empty() {
-                return Err(format!("check needs -c FILE\n{USAGE}"));
-            }
-            let mut failed = 0;
-            for path in &f.configs {
-                match load_any(path) {
-                    Ok(AnyConfig::Gateway(c)) => {
-                        println!("{}: ok (gateway, {} merchant(s))", path.display(), c.merchants.len())
-                    }
-                    Ok(AnyConfig::Sandbox(s)) => {
-                        println!("{}: ok (sandbox, {} merchant(s))", path.display(), s.merchants.len())
-                    }
-                    Err(e) => {
-                        println!("{e}");
-                        failed += 1;
-                    }
-                }
-            }
-            if failed > 0 {
-                return Err(format!("{failed} configuration file(s) have problems"));
-            }
+        Command::Check { configs } => check(&configs),
+        Command::Seal { config, merchant, path } => {
+            let m = tools::merchant(&gateway(&config)?, merchant.as_deref())?;
+            print!("{}", tools::seal(&m, path.as_deref(), &stdin()?)?);
             Ok(())
         }
-        "seal" | "open" => {
-            let cfg = config::load(&one(&f, "conf/paysign.yaml")?).map_err(|e| e.to_string())?;
-            let m = tools::merchant(&cfg, f.merchant.as_deref())?;
-            let mut input = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut input).map_err(|e| format!("reading stdin: {e}"))?;
-            if cmd == "seal" {
-                print!("{}", tools::seal(&m, f.path.as_deref(), &input)?);
+        Command::Open { config, merchant } => {
+            let m = tools::merchant(&gateway(&config)?, merchant.as_deref())?;
+            let (report, verified) = tools::open(&m, &stdin()?);
+            print!("{report}");
+            if verified {
                 Ok(())
             } else {
-                let (report, verified) = tools::open(&m, &input);
-                print!("{report}");
-                if verified {
-                    Ok(())
-                } else {
-                    Err("the message does not verify".into())
-                }
+                Err("the message does not verify".into())
             }
         }
-        "version" | "--version" => {
+        Command::Keys { command: KeysCommand::Check { files } } => keys_check(&files),
+        Command::Version => {
             println!("paysign {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        "help" | "--help" | "-h" => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        other => Err(format!("unknown command '{other}'\n{USAGE}")),
     }
 }
 

@@ -8,13 +8,13 @@ use pingora::server::Server;
 use pingora::services::listening::Service;
 
 use paysign_plugin::admin::Admin;
+use paysign_plugin::call::Paysign;
 use paysign_plugin::config::Config;
 use paysign_plugin::listener::{Limited, Limits};
 use paysign_plugin::live::Live;
 use paysign_plugin::metrics;
 use paysign_plugin::notify::Notifications;
 use paysign_plugin::proxy::Gateway;
-use paysign_protocol::schema::Endpoints;
 use paysign_protocol::MerchantKeys;
 use paysign_sandbox::SandboxConfig;
 use paysign_sandbox::{SandboxApp, SandboxService};
@@ -152,8 +152,7 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
             svc.threads = Some(1);
             server.add_service(svc);
         }
-        let endpoints = Endpoints::builtin()?;
-        let mut app = pingora::proxy::HttpProxy::new(Gateway::new(live.clone(), endpoints), server.configuration.clone());
+        let mut app = pingora::proxy::HttpProxy::new(Gateway::new(Paysign::from_live(live.clone())?), server.configuration.clone());
         app.handle_init_modules();
         let mut proxy = Service::new("paysign proxy".to_string(), Limited::new(app, "proxy", limits));
         proxy.add_tcp(&listen);

@@ -176,3 +176,25 @@ fn keys_check_tells_formats_sizes_kinds_and_pairs() {
     assert_eq!(code, 1);
     assert!(out.contains("ERROR: not an RSA key"), "{out}");
 }
+
+#[test]
+fn every_subcommand_has_help_and_the_binary_has_a_version() {
+    let run = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_paysign")).args(args).output().unwrap();
+    for sub in ["demo", "run", "sandbox", "check", "seal", "open", "keys", "version"] {
+        let out = run(&[sub, "--help"]);
+        assert!(out.status.success(), "{sub} --help");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains(&format!("Usage: paysign {sub}")), "{sub}: {text}");
+    }
+    let keys = String::from_utf8(run(&["keys", "check", "--help"]).stdout).unwrap();
+    assert!(keys.contains("Usage: paysign keys check [OPTIONS] <FILE>...") || keys.contains("Usage: paysign keys check <FILE>..."), "{keys}");
+    assert_eq!(String::from_utf8(run(&["--version"]).stdout).unwrap(), "paysign 0.1.0\n");
+    assert_eq!(String::from_utf8(run(&["version"]).stdout).unwrap(), "paysign 0.1.0\n");
+    // Wrong use: a clear error on stderr, a failing exit status, nothing run.
+    let out = run(&["run", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("unexpected argument '--no-such-flag'"));
+    let out = run(&["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("--config <FILE>"));
+}

@@ -158,7 +158,33 @@ impl GatewayError {
     pub fn source_name(&self) -> &'static str {
         match self {
             GatewayError::PlatformFailure { .. } => "platform",
-            _ => "gateway", // ok: where the error was made; says nothing about delivery
+            GatewayError::NotFound
+            | GatewayError::MethodNotAllowed
+            | GatewayError::BodyTooLarge { .. }
+            | GatewayError::BadBody(_)
+            | GatewayError::ClientTimeout
+            | GatewayError::Invalid(_)
+            | GatewayError::ReservedField(..)
+            | GatewayError::DuplicateHeader(_)
+            | GatewayError::BadHeader(_)
+            | GatewayError::QueryNotAllowed
+            | GatewayError::Unauthenticated
+            | GatewayError::Forbidden
+            | GatewayError::Overloaded
+            | GatewayError::DeadlinePassed
+            | GatewayError::CallerGone
+            | GatewayError::MerchantRequired
+            | GatewayError::UnknownMerchant
+            | GatewayError::Seal(_)
+            | GatewayError::Unreachable
+            | GatewayError::PlatformTls
+            | GatewayError::Timeout
+            | GatewayError::UpstreamIo
+            | GatewayError::ResponseTooLarge { .. }
+            | GatewayError::UpstreamHttp(_)
+            | GatewayError::Verify(_)
+            | GatewayError::Form(_)
+            | GatewayError::Internal => "gateway",
         }
     }
 
@@ -233,5 +259,63 @@ impl GatewayError {
         m.insert("errMessage".into(), Value::String(self.to_string()));
         m.insert("source".into(), Value::String(self.source_name().into()));
         Value::Object(m).to_string().into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::crypto::CryptoError;
+
+    /// One of every variant with its whole answer: (error, status, errCode, source, delivery,
+    /// outcome). A new variant does not compile in the mappings above until it says each of
+    /// these; this table pins what each one says.
+    #[test]
+    fn every_variant_maps_to_its_answer() {
+        use Delivery::*;
+        let invalid = Invalid { code: "1003", field: "mobile".into(), message: "mobile is invalid".into() };
+        let pf = || GatewayError::PlatformFailure { code: "9001".into(), msg: "busy".into() };
+        let table: Vec<(GatewayError, u16, &str, &str, Delivery, &str)> = vec![
+            (GatewayError::NotFound, 404, "1002", "gateway", NotSent, "not_found"),
+            (GatewayError::MethodNotAllowed, 405, "1002", "gateway", NotSent, "method_not_allowed"),
+            (GatewayError::BodyTooLarge { limit: 1 }, 413, "1002", "gateway", NotSent, "body_too_large"),
+            (GatewayError::BadBody("is not JSON"), 400, "1002", "gateway", NotSent, "bad_request"),
+            (GatewayError::ClientTimeout, 408, "1002", "gateway", NotSent, "client_timeout"),
+            (GatewayError::Invalid(invalid), 400, "1003", "gateway", NotSent, "invalid"),
+            (GatewayError::ReservedField("sign", "x"), 400, "1002", "gateway", NotSent, "bad_request"),
+            (GatewayError::DuplicateHeader("x"), 400, "1002", "gateway", NotSent, "bad_request"),
+            (GatewayError::BadHeader("x"), 400, "1002", "gateway", NotSent, "bad_request"),
+            (GatewayError::QueryNotAllowed, 400, "1002", "gateway", NotSent, "query_refused"),
+            (GatewayError::Unauthenticated, 401, "1002", "gateway", NotSent, "unauthenticated"),
+            (GatewayError::Forbidden, 403, "1002", "gateway", NotSent, "forbidden"),
+            (GatewayError::Overloaded, 503, "1001", "gateway", NotSent, "shed"),
+            (GatewayError::CallerGone, 499, "1001", "gateway", NotSent, "abandoned"),
+            (GatewayError::DeadlinePassed, 503, "1001", "gateway", NotSent, "deadline"),
+            (GatewayError::MerchantRequired, 400, "1002", "gateway", NotSent, "unknown_merchant"),
+            (GatewayError::UnknownMerchant, 400, "2001", "gateway", NotSent, "unknown_merchant"),
+            (GatewayError::Seal(SealError(CryptoError::Encrypt)), 500, "1001", "gateway", NotSent, "seal_failed"),
+            (GatewayError::Unreachable, 502, "1001", "gateway", NotSent, "unreachable"),
+            (GatewayError::PlatformTls, 502, "1001", "gateway", NotSent, "tls_failed"),
+            (GatewayError::Timeout, 504, "1001", "gateway", Unknown, "timeout"),
+            (GatewayError::UpstreamIo, 502, "1001", "gateway", Unknown, "upstream_io"),
+            (GatewayError::ResponseTooLarge { limit: 1 }, 502, "1001", "gateway", Sent, "response_too_large"),
+            (GatewayError::UpstreamHttp(503), 502, "1001", "gateway", Sent, "upstream_http"),
+            (pf(), 502, "9001", "platform", Sent, "platform_failure"),
+            (GatewayError::Verify(OpenError::Signature), 502, "1001", "gateway", Sent, "verify_failed"),
+            (GatewayError::Form(crate::h5::FormError::NoUrl), 502, "1001", "gateway", Sent, "form_failed"),
+            (GatewayError::Internal, 500, "1001", "gateway", Unknown, "internal"),
+        ];
+        assert_eq!(table.len(), 28, "one row per variant");
+        for (e, status, code, source, delivery, outcome) in &table {
+            assert_eq!(
+                (e.status(), e.err_code(), e.source_name(), e.delivery(), e.outcome()),
+                (*status, *code, *source, *delivery, *outcome),
+                "{e:?}"
+            );
+            let body: Value = serde_json::from_slice(&e.body()).unwrap();
+            assert_eq!(body["errCode"], *code);
+            assert_eq!(body["source"], *source);
+            assert_eq!(body["errMessage"], e.to_string());
+        }
     }
 }

@@ -26,6 +26,7 @@
 pub mod addresses;
 pub mod admin;
 pub mod bearer;
+pub mod call;
 pub mod cidr;
 pub mod config;
 pub mod egress;

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Notify, NotifyRoute};
 use crate::executor::{ExecError, PrivateKeyExecutor};
-use crate::http_client::{Client, Route};
+use crate::http_client::{Client, Route, SendError};
 use crate::live::Live;
 use crate::logging;
 use crate::metrics;
@@ -101,38 +101,62 @@ impl NotifyState {
         Some(forwarded.into_iter().rev().find(|ip| !trusted(*ip)).unwrap_or(peer))
     }
 
+    /// The steps of one notification: source → intake → open and verify → forward; the
+    /// acknowledgement follows from the outcome (`forwarded` only).
     async fn handle(&self, session: &mut ServerSession, executor: &PrivateKeyExecutor, log: &mut Map<String, Value>) -> Outcome {
+        let steps = async {
+            self.check_source(session)?;
+            let (route, peer, merchant, data) = self.intake(session, log).await?;
+            let (plaintext, fields) = open(&merchant, data, executor, log).await?;
+            Ok(self.forward(route, peer, &merchant, plaintext, &fields, log).await)
+        };
+        match steps.await {
+            Ok(o) | Err(o) => o,
+        }
+    }
+
+    /// The optional allow-list of the platform's callback addresses.
+    fn check_source(&self, session: &ServerSession) -> Result<(), Outcome> {
         if !self.notify.allow_from.is_empty() {
             let allowed = self.source(session).is_some_and(|ip| self.notify.allow_from.iter().any(|c| c.contains(ip)));
             if !allowed {
-                return outcome("source_refused", 403);
+                return Err(outcome("source_refused", 403));
             }
         }
+        Ok(())
+    }
+
+    /// Route, method, bounded body, merchant, and the block cap — before any decryption.
+    async fn intake(
+        &self,
+        session: &mut ServerSession,
+        log: &mut Map<String, Value>,
+    ) -> Result<(&NotifyRoute, &Route, Arc<Merchant>, Map<String, Value>), Outcome> {
         let path = session.req_header().uri.path().to_string();
         let Some((route, peer)) = self.routes.get(&path) else {
-            return outcome("not_found", 404);
+            return Err(outcome("not_found", 404));
         };
         log.insert("route".into(), Value::String(route.path.clone()));
         if session.req_header().method != http::Method::POST {
-            return outcome("method_not_allowed", 405);
+            return Err(outcome("method_not_allowed", 405));
         }
         let body = match tokio::time::timeout(self.notify.body_timeout, read_body(session, self.notify.max_body_bytes)).await {
             Ok(Ok(b)) => b,
-            Ok(Err(BodyError::TooLarge)) => return outcome("too_large", 413),
-            Ok(Err(BodyError::Unreadable)) => return outcome("malformed", 400),
-            Err(_) => return outcome("body_timeout", 408),
+            Ok(Err(BodyError::TooLarge)) => return Err(outcome("too_large", 413)),
+            Ok(Err(BodyError::Unreadable)) => return Err(outcome("malformed", 400)),
+            Err(_) => return Err(outcome("body_timeout", 408)),
         };
         let data = match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(m)) => m,
-            _ => return outcome("malformed", 400),
+            _ => return Err(outcome("malformed", 400)),
         };
         let named = data.get("customerNo").and_then(Value::as_str).unwrap_or("");
         let merchant = match &route.merchant {
             Some(m) if m.customer_no == named => m.clone(),
-            Some(_) => return outcome("wrong_merchant", 400),
+            Some(_) => return Err(outcome("wrong_merchant", 400)),
             None => match self.merchants.get(named) {
                 Some(m) => m.clone(),
-                None => return outcome("unknown_merchant", 400),
+                None => return Err(outcome("unknown_merchant", 400)),
             },
         };
         log.insert("merchant".into(), Value::String(merchant.customer_no.clone()));
@@ -140,32 +164,22 @@ impl NotifyState {
         let blocks = data.get("reqmsg").and_then(Value::as_str).map_or(0, |r| merchant.ciphertext_blocks(r));
         if blocks > self.notify.max_blocks {
             log.insert("blocks".into(), Value::from(blocks));
-            return outcome("too_many_blocks", 413);
+            return Err(outcome("too_many_blocks", 413));
         }
-        let m = merchant.clone();
-        let opened = match merchant.profile() {
-            Profile::Rsa => match executor.run_unauthenticated(move || m.open_data_observed(&data, &metrics::CryptoTimings)).await {
-                Ok(opened) => opened,
-                // Shed before any work: the platform retries a 503.
-                Err(ExecError::Overloaded) => return outcome("shed", 503),
-                Err(ExecError::Panicked) => return outcome("internal", 500),
-            },
-            Profile::Md5 => m.open_data_observed(&data, &metrics::CryptoTimings),
-        };
-        let (plaintext, fields) = match opened {
-            Ok(Opened::Verified { plaintext, fields }) => (plaintext, fields),
-            Ok(Opened::PlatformFailure { .. }) => return outcome("malformed", 400),
-            Err(e) => {
-                metrics::VERIFY_FAILURES.with_label_values(&[e.reason()]).inc();
-                log.insert("reason".into(), Value::String(e.reason().into()));
-                return match e {
-                    OpenError::Envelope(_) => outcome("malformed", 400),
-                    OpenError::CustomerMismatch => outcome("wrong_merchant", 400),
-                    _ => outcome("forged", 400),
-                };
-            }
-        };
-        let id = notification_id(&merchant.customer_no, &fields);
+        Ok((route, peer, merchant, data))
+    }
+
+    /// Hands the verified plaintext to the internal target; acknowledged only on its 2xx.
+    async fn forward(
+        &self,
+        route: &NotifyRoute,
+        peer: &Route,
+        merchant: &Merchant,
+        plaintext: String,
+        fields: &Map<String, Value>,
+        log: &mut Map<String, Value>,
+    ) -> Outcome {
+        let id = notification_id(&merchant.customer_no, fields);
         log.insert("notification_id".into(), Value::String(id.clone()));
         if let Some(o) = fields.get("orderNo").and_then(Value::as_str) {
             log.insert("order_no".into(), Value::String(o.chars().take(64).collect()));
@@ -187,8 +201,41 @@ impl NotifyState {
                 log.insert("target_status".into(), Value::from(a.status));
                 outcome("target_failed", 502)
             }
-            Err(crate::http_client::SendError::NotSent) => outcome("target_unreachable", 502),
-            Err(_) => outcome("target_failed", 502),
+            Err(SendError::NotSent) => outcome("target_unreachable", 502),
+            Err(SendError::Tls(_) | SendError::Unknown | SendError::Timeout | SendError::TooLarge(_)) => outcome("target_failed", 502),
+        }
+    }
+}
+
+/// Opens and verifies like a platform answer. RSA work is unauthenticated here: it goes to the
+/// executor's lowest class, and when that is full the platform gets a 503 and retries.
+async fn open(
+    merchant: &Arc<Merchant>,
+    data: Map<String, Value>,
+    executor: &PrivateKeyExecutor,
+    log: &mut Map<String, Value>,
+) -> Result<(String, Map<String, Value>), Outcome> {
+    let m = merchant.clone();
+    let opened = match merchant.profile() {
+        Profile::Rsa => match executor.run_unauthenticated(move || m.open_data_observed(&data, &metrics::CryptoTimings)).await {
+            Ok(opened) => opened,
+            Err(ExecError::Overloaded) => return Err(outcome("shed", 503)),
+            Err(ExecError::Panicked) => return Err(outcome("internal", 500)),
+        },
+        Profile::Md5 => m.open_data_observed(&data, &metrics::CryptoTimings),
+    };
+    match opened {
+        Ok(Opened::Verified { plaintext, fields }) => Ok((plaintext, fields)),
+        Ok(Opened::PlatformFailure { .. }) => Err(outcome("malformed", 400)),
+        Err(e) => {
+            metrics::VERIFY_FAILURES.with_label_values(&[e.reason()]).inc();
+            log.insert("reason".into(), Value::String(e.reason().into()));
+            Err(match e {
+                OpenError::Envelope(_) => outcome("malformed", 400),
+                OpenError::CustomerMismatch => outcome("wrong_merchant", 400),
+                // One answer for every cryptographic failure: no oracle.
+                OpenError::Ciphertext(_) | OpenError::Plaintext | OpenError::Signature => outcome("forged", 400),
+            })
         }
     }
 }

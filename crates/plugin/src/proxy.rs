@@ -15,15 +15,14 @@ use pingora::proxy::{ProxyHttp, Session};
 use serde_json::{Map, Value};
 
 use crate::bearer::{self, Presented};
+use crate::call::{self, Paysign};
 use crate::config::Caller;
 use crate::error::{Delivery, GatewayError};
-use crate::executor::ExecError;
 use crate::h5;
-use crate::live::{Live, Runtime};
+use crate::live::Runtime;
 use crate::logging;
 use crate::metrics;
-use crate::protocol::schema::Endpoints;
-use crate::protocol::{Merchant, Opened, Profile};
+use crate::protocol::Merchant;
 
 pub const MERCHANT_HEADER: &str = "x-paysign-merchant";
 pub const DELIVERY_HEADER: &str = "X-Paysign-Delivery";
@@ -35,8 +34,7 @@ const JSON: &str = "application/json;charset=UTF-8";
 
 /// Long-lived state shared by all requests.
 pub struct Gateway {
-    live: Arc<Live>,
-    endpoints: Endpoints,
+    paysign: Paysign,
 }
 
 /// Per-request state, filled in as the request moves through the phases.
@@ -77,8 +75,8 @@ struct Reply {
 }
 
 impl Gateway {
-    pub fn new(live: Arc<Live>, endpoints: Endpoints) -> Self {
-        Gateway { live, endpoints }
+    pub fn new(paysign: Paysign) -> Self {
+        Gateway { paysign }
     }
 
     fn merchant_label(rt: &Runtime, m: Option<&str>) -> String {
@@ -89,15 +87,37 @@ impl Gateway {
         }
     }
 
+    /// The steps of one call: intake (route, authenticate, merchant, body) → validate → seal
+    /// → send → open and verify (see `call.rs`) → answer (JSON, or the bank page).
     async fn handle(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Reply, GatewayError> {
         // One configuration for the whole request, whatever reloads happen meanwhile.
-        let rt = self.live.current();
+        let rt = self.paysign.live().current();
+        let intake = self.intake(&rt, session, ctx).await?;
+        let Intake { path, merchant, mut business, deadline, wants_html } = intake;
+        call::validate(self.paysign.endpoints(), &path, &mut business, &merchant)?;
+        // A caller that hangs up while its request waits to be sealed is not sent for.
+        let sealed = tokio::select! {
+            biased;
+            () = caller_gone(session) => return Err(GatewayError::CallerGone),
+            sealed = call::seal(&rt, &merchant, business) => sealed?,
+        };
+        if deadline.is_some_and(|d| ctx.start.elapsed() >= d) {
+            return Err(GatewayError::DeadlinePassed);
+        }
+        let endpoint_label = ctx.endpoint.clone();
+        let retry = || metrics::CONNECT_RETRIES.with_label_values(&[&endpoint_label]).inc();
+        let sent = call::send(&rt, &path, sealed, &ctx.request_id, retry).await;
+        ctx.upstream = sent.upstream;
+        let verified = sent.result.inspect_err(|e| self.count_refusal(ctx, e))?;
+        self.answer(ctx, verified, wants_html)
+    }
+
+    /// Route, method, caller, deadline, merchant, query, then the body as a JSON object.
+    async fn intake(&self, rt: &Runtime, session: &mut Session, ctx: &mut Ctx) -> Result<Intake, GatewayError> {
         let req = session.req_header();
         let path = req.uri.path().to_string();
-        let path_and_query = req.uri.path_and_query().map_or(path.clone(), |p| p.as_str().to_string());
-        let endpoint = self.endpoints.get(&path);
-        ctx.endpoint = endpoint.map_or_else(|| "other".to_string(), |e| e.name.clone());
-        if !is_forwardable_path(&path) {
+        ctx.endpoint = self.paysign.endpoints().get(&path).map_or_else(|| "other".to_string(), |e| e.name.clone());
+        if !call::is_forwardable_path(&path) {
             ctx.endpoint = "none".into();
             return Err(GatewayError::NotFound);
         }
@@ -105,15 +125,12 @@ impl Gateway {
             return Err(GatewayError::MethodNotAllowed);
         }
         let wants_html = req.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"));
-        let caller = authenticate(&rt, req)?;
+        let caller = authenticate(rt, req)?;
         let deadline = deadline(req)?;
 
         let named = single_header(req, MERCHANT_HEADER)?.map(|v| v.to_str().unwrap_or("").trim().to_string());
-        ctx.merchant = Self::merchant_label(&rt, named.as_deref());
-        let merchant: Arc<Merchant> = match named {
-            Some(c) => rt.config.merchants.get(&c).cloned().ok_or(GatewayError::UnknownMerchant)?,
-            None => rt.config.default_merchant().cloned().ok_or(GatewayError::MerchantRequired)?,
-        };
+        ctx.merchant = Self::merchant_label(rt, named.as_deref());
+        let merchant = call::select_merchant(rt, named.as_deref())?;
         ctx.merchant = merchant.customer_no.clone();
         if let Some(c) = caller {
             if !c.may_call(&path) || !c.may_use(&merchant.customer_no) {
@@ -134,131 +151,47 @@ impl Gateway {
             }
         };
         let text = std::str::from_utf8(&body).map_err(|_| GatewayError::BadBody("is not UTF-8"))?;
-        let mut business = match serde_json::from_str::<Value>(text) {
+        let business = match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(m)) => m,
             Ok(_) => return Err(GatewayError::BadBody("is not a JSON object")),
             Err(_) => return Err(GatewayError::BadBody("is not JSON")),
         };
         ctx.order_no = business.get("orderNo").and_then(Value::as_str).map(|s| s.chars().take(64).collect());
-        check_reserved(&mut business, &merchant.customer_no)?;
-        if let Some(ep) = endpoint {
-            ep.validate(&business).map_err(GatewayError::Invalid)?;
+        Ok(Intake { path, merchant, business, deadline, wants_html })
+    }
+
+    /// The verified plaintext as JSON, or the bank page when a browser asked for it.
+    fn answer(&self, ctx: &mut Ctx, verified: call::Verified, wants_html: bool) -> Result<Reply, GatewayError> {
+        let code = verified.fields.get("errCode").and_then(Value::as_str).unwrap_or("");
+        metrics::PLATFORM_ERRCODES.with_label_values(&[&ctx.endpoint, metrics::errcode_label(code)]).inc();
+        ctx.err_code = Some(metrics::errcode_label(code).to_string());
+        if wants_html && h5::wants_form(&verified.fields) {
+            let page = h5::render(&verified.fields).map_err(GatewayError::Form)?;
+            return Ok(Reply { body: Bytes::from(page.body), content_type: page.content_type, csp: Some(page.csp) });
         }
+        Ok(Reply { body: Bytes::from(verified.plaintext), content_type: JSON.into(), csp: None })
+    }
 
-        // Admission: bounded work in front of private-key work and the platform call.
-        let _admitted = rt.admission.clone().try_acquire_owned().map_err(|_| GatewayError::Overloaded)?;
-        let m = merchant.clone();
-        let seal =
-            private_key_work(&rt, merchant.profile(), Stage::BeforeSending, move || m.seal_observed(business, &metrics::CryptoTimings));
-        // A caller that hangs up while its request waits to be sealed is not sent for.
-        let sealed = tokio::select! {
-            biased;
-            () = caller_gone(session) => return Err(GatewayError::CallerGone),
-            sealed = seal => sealed??,
-        };
-        if deadline.is_some_and(|d| ctx.start.elapsed() >= d) {
-            return Err(GatewayError::DeadlinePassed);
-        }
-
-        let endpoint_label = ctx.endpoint.clone();
-        let retry = || metrics::CONNECT_RETRIES.with_label_values(&[&endpoint_label]).inc();
-        let result = rt.client.post(&path_and_query, sealed.body, &ctx.request_id, retry).await;
-        let answer = match result {
-            Ok((answer, took)) => {
-                ctx.upstream = Some(took);
-                answer
+    /// The platform's refusals and answers that did not verify, counted and logged.
+    fn count_refusal(&self, ctx: &Ctx, e: &GatewayError) {
+        match e {
+            GatewayError::PlatformFailure { .. } => metrics::PLATFORM_FAILURES.with_label_values(&[&ctx.endpoint]).inc(),
+            GatewayError::Verify(v) => {
+                metrics::VERIFY_FAILURES.with_label_values(&[v.reason()]).inc();
+                log::warn!("platform answer rejected: request_id={} merchant={} reason={}", ctx.request_id, ctx.merchant, v.reason());
             }
-            Err((e, took)) => {
-                ctx.upstream = Some(took);
-                return Err(e);
-            }
-        };
-
-        let m = merchant.clone();
-        let resp_body = answer.body.clone();
-        let opened = private_key_work(&rt, merchant.profile(), Stage::AfterSending, move || {
-            m.open_response_observed(&resp_body, &metrics::CryptoTimings)
-        })
-        .await?;
-        match opened {
-            Ok(Opened::Verified { plaintext, fields }) => {
-                let code = fields.get("errCode").and_then(Value::as_str).unwrap_or("");
-                metrics::PLATFORM_ERRCODES.with_label_values(&[&ctx.endpoint, metrics::errcode_label(code)]).inc();
-                ctx.err_code = Some(metrics::errcode_label(code).to_string());
-                if wants_html && h5::wants_form(&fields) {
-                    let page = h5::render(&fields).map_err(GatewayError::Form)?;
-                    return Ok(Reply { body: Bytes::from(page.body), content_type: page.content_type, csp: Some(page.csp) });
-                }
-                Ok(Reply { body: Bytes::from(plaintext), content_type: JSON.into(), csp: None })
-            }
-            Ok(Opened::PlatformFailure { code, msg }) => {
-                metrics::PLATFORM_FAILURES.with_label_values(&[&ctx.endpoint]).inc();
-                Err(GatewayError::PlatformFailure { code, msg })
-            }
-            Err(e) if answer.status != 200 && matches!(e, crate::protocol::OpenError::Envelope(_)) => {
-                Err(GatewayError::UpstreamHttp(answer.status))
-            }
-            Err(e) => {
-                metrics::VERIFY_FAILURES.with_label_values(&[e.reason()]).inc();
-                log::warn!("platform answer rejected: request_id={} merchant={} reason={}", ctx.request_id, ctx.merchant, e.reason());
-                Err(GatewayError::Verify(e))
-            }
+            _ => {} // ok: only these two are counted here; every error is counted by outcome in `logging`
         }
     }
 }
 
-/// Only normalised `/api/…` paths go to the platform (a third party): no `.`/`..` segments,
-/// no empty segments, a conservative character set.
-fn is_forwardable_path(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix("/api/") else {
-        return false;
-    };
-    !rest.is_empty()
-        && rest.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
-        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
-}
-
-/// `sign` is computed by paysign and `customerNo` comes from the configuration.
-fn check_reserved(business: &mut Map<String, Value>, customer_no: &str) -> Result<(), GatewayError> {
-    if business.contains_key("sign") {
-        return Err(GatewayError::ReservedField("sign", "paysign computes it"));
-    }
-    match business.get("customerNo") {
-        None => Ok(()),
-        Some(Value::String(c)) if c == customer_no => {
-            business.remove("customerNo");
-            Ok(())
-        }
-        Some(_) => Err(GatewayError::ReservedField("customerNo", "it must be the selected merchant's, or left out")),
-    }
-}
-
-/// Whether the platform may already have the request: work after sending is never shed.
-#[derive(Clone, Copy)]
-enum Stage {
-    BeforeSending,
-    AfterSending,
-}
-
-/// Private-key work goes through the one bounded executor (see `executor.rs`); public-key and
-/// MD5 work (tens of microseconds) stays inline, where a thread hop costs more.
-async fn private_key_work<T: Send + 'static>(
-    rt: &Runtime,
-    profile: Profile,
-    stage: Stage,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, GatewayError> {
-    if profile != Profile::Rsa {
-        return Ok(f());
-    }
-    let result = match stage {
-        Stage::BeforeSending => rt.executor.run(f).await,
-        Stage::AfterSending => rt.executor.run_committed(f).await,
-    };
-    result.map_err(|e| match e {
-        ExecError::Overloaded => GatewayError::Overloaded,
-        ExecError::Panicked => GatewayError::Internal,
-    })
+/// What intake hands to the pipeline.
+struct Intake {
+    path: String,
+    merchant: Arc<Merchant>,
+    business: Map<String, Value>,
+    deadline: Option<Duration>,
+    wants_html: bool,
 }
 
 /// The caller named by `Authorization: Bearer <token>` when callers are configured; `None`
@@ -476,20 +409,5 @@ impl ProxyHttp for Gateway {
         f.insert("latency_ms".into(), Value::from((took.as_secs_f64() * 1e6).round() / 1e3));
         f.insert("upstream_ms".into(), ctx.upstream.map_or(Value::Null, |d| Value::from((d.as_secs_f64() * 1e6).round() / 1e3)));
         logging::access(f);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forwardable_paths() {
-        assert!(is_forwardable_path("/api/vborder/shortcut/bindCard/create"));
-        assert!(!is_forwardable_path("/api/"));
-        assert!(!is_forwardable_path("/api/../admin"));
-        assert!(!is_forwardable_path("/api//x"));
-        assert!(!is_forwardable_path("/metrics"));
-        assert!(!is_forwardable_path("/api/a%2e%2e"));
     }
 }

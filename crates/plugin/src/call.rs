@@ -1,0 +1,229 @@
+//! The call pipeline, one step per function: **merchant → validate → seal → send → open**
+//! (open includes verify). The gateway's `ProxyHttp` runs these steps; [`Paysign::call`] runs
+//! them for a pingora gateway of your own, from its `request_filter`. Either way every call
+//! passes the same safeguards: admission (`max_in_flight`), the one bounded private-key
+//! executor, and an error that says whether the platform may have acted
+//! ([`GatewayError::delivery`]).
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use paysign_plugin::call::Paysign;
+//!
+//! let paysign = Paysign::from_file("conf/paysign.yaml".as_ref())?;
+//! let business = serde_json::json!({"orderNo": "BC-1", "...": "..."});
+//! match paysign.call(Some("202112090603"), "/api/vborder/shortcut/bindCard/create", business, "req-1").await {
+//!     Ok(verified) => println!("{}", verified.plaintext),
+//!     Err(e) => println!("{} (delivery: {})", e, e.delivery().as_str()),
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::config::{self, Config, ConfigError};
+use crate::error::GatewayError;
+use crate::executor::ExecError;
+use crate::http_client::Answer;
+use crate::live::{Live, Runtime};
+use crate::metrics;
+use crate::protocol::schema::Endpoints;
+use crate::protocol::{Merchant, OpenError, Opened, Profile};
+
+/// paysign for your own pingora gateway: the reloadable configuration and the call pipeline.
+pub struct Paysign {
+    live: Arc<Live>,
+    endpoints: Arc<Endpoints>,
+}
+
+/// The platform's verified answer.
+#[derive(Debug)]
+pub struct Verified {
+    /// Exactly the bytes the platform sealed (JSON).
+    pub plaintext: String,
+    pub fields: Map<String, Value>,
+}
+
+/// A request sealed for one merchant, admitted, ready to send.
+pub struct Sealed {
+    merchant: Arc<Merchant>,
+    body: Vec<u8>,
+    /// Held until the answer is opened: admission covers the whole exchange.
+    _admitted: OwnedSemaphorePermit,
+}
+
+/// What sending produced, with the time the platform took (when anything was attempted).
+pub struct Sent {
+    pub result: Result<Verified, GatewayError>,
+    pub upstream: Option<Duration>,
+}
+
+impl Paysign {
+    /// From a validated configuration (reloads read `config.source`).
+    pub fn new(config: Config) -> Result<Self, String> {
+        Self::from_live(Arc::new(Live::new(config.source.clone(), config)))
+    }
+
+    /// Loads and validates the configuration file (keys parsed once).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let config = config::load(path)?;
+        Self::new(config).map_err(|message| ConfigError { config: path.to_path_buf(), setting: "(endpoints)".into(), file: None, message })
+    }
+
+    /// Shares reloadable state with other flows (the notification listener, the admin).
+    pub fn from_live(live: Arc<Live>) -> Result<Self, String> {
+        Ok(Paysign { live, endpoints: Arc::new(Endpoints::builtin()?) })
+    }
+
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// The whole pipeline for one business object: `merchant` names the `customerNo` (or
+    /// `None` when exactly one merchant is configured). `request_id` goes to the platform as
+    /// `X-Request-Id`. Dropping the future before it sends sends nothing.
+    pub async fn call(&self, merchant: Option<&str>, path: &str, business: Value, request_id: &str) -> Result<Verified, GatewayError> {
+        let rt = self.live.current();
+        let merchant = select_merchant(&rt, merchant)?;
+        let Value::Object(mut business) = business else {
+            return Err(GatewayError::BadBody("is not a JSON object"));
+        };
+        validate(&self.endpoints, path, &mut business, &merchant)?;
+        let sealed = seal(&rt, &merchant, business).await?;
+        send(&rt, path, sealed, request_id, || {}).await.result
+    }
+}
+
+/// Step 1: the merchant named by the caller, or the only one configured.
+pub fn select_merchant(rt: &Runtime, named: Option<&str>) -> Result<Arc<Merchant>, GatewayError> {
+    match named {
+        Some(c) => rt.config.merchants.get(c).cloned().ok_or(GatewayError::UnknownMerchant),
+        None => rt.config.default_merchant().cloned().ok_or(GatewayError::MerchantRequired),
+    }
+}
+
+/// Step 2: fields paysign owns (`sign`, `customerNo`) and the endpoint's schema.
+pub fn validate(endpoints: &Endpoints, path: &str, business: &mut Map<String, Value>, merchant: &Merchant) -> Result<(), GatewayError> {
+    if !is_forwardable_path(path) {
+        return Err(GatewayError::NotFound);
+    }
+    check_reserved(business, &merchant.customer_no)?;
+    if let Some(ep) = endpoints.get(path) {
+        ep.validate(business).map_err(GatewayError::Invalid)?;
+    }
+    Ok(())
+}
+
+/// Step 3: admission, then `sign` and `reqmsg` (private-key work on the bounded executor).
+/// Beyond either bound: [`GatewayError::Overloaded`], nothing sent.
+pub async fn seal(rt: &Runtime, merchant: &Arc<Merchant>, business: Map<String, Value>) -> Result<Sealed, GatewayError> {
+    let admitted = rt.admission.clone().try_acquire_owned().map_err(|_| GatewayError::Overloaded)?;
+    let m = merchant.clone();
+    let sealed = private_key_work(rt, merchant.profile(), Stage::BeforeSending, move || m.seal_observed(business, &metrics::CryptoTimings))
+        .await??;
+    Ok(Sealed { merchant: merchant.clone(), body: sealed.body, _admitted: admitted })
+}
+
+/// Steps 4 and 5: send (never retried once anything may have been sent), then open and verify
+/// the answer (private-key work that is never shed: the platform may have acted).
+pub async fn send(rt: &Runtime, path: &str, sealed: Sealed, request_id: &str, on_retry: impl Fn()) -> Sent {
+    let (answer, took) = match rt.client.post(path, sealed.body, request_id, on_retry).await {
+        Ok((answer, took)) => (answer, took),
+        Err((e, took)) => return Sent { result: Err(e), upstream: Some(took) },
+    };
+    Sent { result: open(rt, &sealed.merchant, answer).await, upstream: Some(took) }
+}
+
+/// Step 5: open and verify the platform's answer.
+async fn open(rt: &Runtime, merchant: &Arc<Merchant>, answer: Answer) -> Result<Verified, GatewayError> {
+    let m = merchant.clone();
+    let status = answer.status;
+    let body = answer.body;
+    let opened =
+        private_key_work(rt, merchant.profile(), Stage::AfterSending, move || m.open_response_observed(&body, &metrics::CryptoTimings))
+            .await?;
+    match opened {
+        Ok(Opened::Verified { plaintext, fields }) => Ok(Verified { plaintext, fields }),
+        Ok(Opened::PlatformFailure { code, msg }) => Err(GatewayError::PlatformFailure { code, msg }),
+        // Not the platform's envelope at all (an HTML error page): say what HTTP status came.
+        Err(OpenError::Envelope(_)) if status != 200 => Err(GatewayError::UpstreamHttp(status)),
+        Err(e) => Err(GatewayError::Verify(e)),
+    }
+}
+
+/// Only normalised `/api/…` paths go to the platform (a third party): no `.`/`..` segments,
+/// no empty segments, a conservative character set.
+pub fn is_forwardable_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/api/") else {
+        return false;
+    };
+    !rest.is_empty()
+        && rest.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
+}
+
+/// `sign` is computed by paysign and `customerNo` comes from the configuration.
+fn check_reserved(business: &mut Map<String, Value>, customer_no: &str) -> Result<(), GatewayError> {
+    if business.contains_key("sign") {
+        return Err(GatewayError::ReservedField("sign", "paysign computes it"));
+    }
+    match business.get("customerNo") {
+        None => Ok(()),
+        Some(Value::String(c)) if c == customer_no => {
+            business.remove("customerNo");
+            Ok(())
+        }
+        Some(_) => Err(GatewayError::ReservedField("customerNo", "it must be the selected merchant's, or left out")),
+    }
+}
+
+/// Whether the platform may already have the request: work after sending is never shed.
+#[derive(Clone, Copy)]
+enum Stage {
+    BeforeSending,
+    AfterSending,
+}
+
+/// Private-key work goes through the one bounded executor (see `executor.rs`); public-key and
+/// MD5 work (tens of microseconds) stays inline, where a thread hop costs more.
+async fn private_key_work<T: Send + 'static>(
+    rt: &Runtime,
+    profile: Profile,
+    stage: Stage,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, GatewayError> {
+    if profile != Profile::Rsa {
+        return Ok(f());
+    }
+    let result = match stage {
+        Stage::BeforeSending => rt.executor.run(f).await,
+        Stage::AfterSending => rt.executor.run_committed(f).await,
+    };
+    result.map_err(|e| match e {
+        ExecError::Overloaded => GatewayError::Overloaded,
+        ExecError::Panicked => GatewayError::Internal,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwardable_paths() {
+        assert!(is_forwardable_path("/api/vborder/shortcut/bindCard/create"));
+        assert!(!is_forwardable_path("/api/"));
+        assert!(!is_forwardable_path("/api/../admin"));
+        assert!(!is_forwardable_path("/api//x"));
+        assert!(!is_forwardable_path("/metrics"));
+        assert!(!is_forwardable_path("/api/a%2e%2e"));
+    }
+}
