@@ -117,6 +117,8 @@ fn reload_on_sighup(targets: Vec<Reloadable>) -> Result<(), String> {
 /// Builds the server with the gateway (proxy + admin) and/or the sandbox, and runs it until
 /// SIGTERM (graceful) or SIGINT (fast).
 pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: bool) -> Result<(), String> {
+    let registry = prometheus::default_registry().clone();
+    metrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
     metrics::init(gateway.as_ref().map_or("none", |g| g.crypto_backend.as_str()));
     let mut conf = ServerConf::default();
     let grace = gateway.as_ref().map_or(1, |g| g.grace_period_seconds);
@@ -156,7 +158,10 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         app.handle_init_modules();
         let mut proxy = Service::new("paysign proxy".to_string(), Limited::new(app, "proxy", limits));
         proxy.add_tcp(&listen);
-        let mut admin = Service::new("paysign admin".to_string(), Limited::new(Admin { proxy_addr, live }, "admin", admin_limits));
+        let mut admin = Service::new(
+            "paysign admin".to_string(),
+            Limited::new(Admin { proxy_addr, live, registry: registry.clone() }, "admin", admin_limits),
+        );
         admin.add_tcp(&admin_listen);
         admin.threads = Some(1);
         server.add_service(proxy);

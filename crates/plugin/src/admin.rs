@@ -23,6 +23,8 @@ pub struct Admin {
     pub proxy_addr: SocketAddr,
     /// What `POST /-/reload` reloads.
     pub live: Arc<Live>,
+    /// What `GET /metrics` shows (paysign's metrics are registered into it).
+    pub registry: prometheus::Registry,
 }
 
 /// Admin answers are never cached.
@@ -90,7 +92,7 @@ impl ServeHttp for Admin {
             };
         }
         match path.as_str() {
-            "/metrics" => reply(200, "text/plain; version=0.0.4", metrics::render().into_bytes()),
+            "/metrics" => reply(200, "text/plain; version=0.0.4", metrics::render(&self.registry).into_bytes()),
             "/healthz" => reply(200, "text/plain", b"ok\n".to_vec()),
             "/readyz" => {
                 let probe = tokio::time::timeout(READY_PROBE, tokio::net::TcpStream::connect(self.proxy_addr)).await;

@@ -39,6 +39,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;
+pub mod reload;
 pub mod serve;
 pub mod upstream;
 

@@ -4,12 +4,13 @@
 //! A reload that fails (bad YAML, a missing or wrong key, a changed listener) changes nothing.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use crate::config::{self, Config};
 use crate::executor::PrivateKeyExecutor;
 use crate::metrics;
 use crate::notify::NotifyState;
+use crate::reload::Reloadable;
 use crate::upstream::PlatformClient;
 
 /// Everything a request needs, built once per (re)load.
@@ -45,32 +46,31 @@ impl Runtime {
 
 pub struct Live {
     path: PathBuf,
-    current: RwLock<Arc<Runtime>>,
     /// One reload at a time: each reads the file after the previous one has been swapped in,
     /// so the last reload to answer `ok` is the configuration in force.
-    reloading: std::sync::Mutex<()>,
+    state: Reloadable<Runtime>,
 }
 
 impl Live {
     pub fn new(path: PathBuf, config: Config) -> Self {
         metrics::set_merchants(&config);
         metrics::CONFIG_GENERATION.set(1);
-        Live { path, current: RwLock::new(Arc::new(Runtime::new(config, 1, None))), reloading: std::sync::Mutex::new(()) }
+        Live { path, state: Reloadable::new(Runtime::new(config, 1, None)) }
     }
 
     /// The runtime for one request.
     pub fn current(&self) -> Arc<Runtime> {
-        match self.current.read() {
-            Ok(rt) => rt.clone(),
-            // A panic while swapping cannot leave a half-written Arc: use what is there.
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.state.current()
     }
 
     /// Loads the configuration file again and swaps it in, or leaves everything as it was.
     pub fn reload(&self) -> Result<u64, String> {
-        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let result = self.try_reload();
+        let result = self.state.reload(|old| self.next(old)).map(|rt| {
+            // Only once it is in force: the generation metric never runs ahead of the swap.
+            metrics::set_merchants(&rt.config);
+            metrics::CONFIG_GENERATION.set(rt.generation as i64);
+            rt.generation
+        });
         match &result {
             Ok(generation) => {
                 metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
@@ -84,9 +84,9 @@ impl Live {
         result
     }
 
-    fn try_reload(&self) -> Result<u64, String> {
+    /// The next runtime: the file read again, checked against what cannot change on reload.
+    fn next(&self, old: &Arc<Runtime>) -> Result<Runtime, String> {
         let new = config::load(&self.path).map_err(|e| e.to_string())?;
-        let old = self.current();
         let o = &old.config;
         let listeners = |c: &Config| (c.listen.clone(), c.admin_listen.clone(), c.notify.as_ref().map(|n| n.listen.clone()));
         if listeners(o) != listeners(&new) {
@@ -100,14 +100,6 @@ impl Live {
         {
             log::warn!("private_key_workers, private_key_queue, max_in_flight and offload_private_key_ops take effect at the next restart");
         }
-        let generation = old.generation + 1;
-        metrics::set_merchants(&new);
-        let rt = Arc::new(Runtime::new(new, generation, Some(&old)));
-        match self.current.write() {
-            Ok(mut cur) => *cur = rt,
-            Err(poisoned) => *poisoned.into_inner() = rt,
-        }
-        metrics::CONFIG_GENERATION.set(generation as i64);
-        Ok(generation)
+        Ok(Runtime::new(new, old.generation + 1, Some(old)))
     }
 }

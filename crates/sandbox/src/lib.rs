@@ -36,6 +36,7 @@ pub mod config;
 
 pub use config::{load_sandbox, load_sandbox_str, SandboxConfig};
 use paysign_plugin::http_client::{parse_url, Client, Route};
+use paysign_plugin::reload::Reloadable;
 use paysign_plugin::serve::{read_body, reply, BodyError};
 use paysign_protocol::platform::{envelope, failure, Platform, PlatformMerchant};
 use paysign_protocol::schema::Endpoints;
@@ -510,7 +511,7 @@ impl ServeHttp for SandboxApp {
 pub struct SandboxService {
     path: std::path::PathBuf,
     state: Arc<State>,
-    current: std::sync::RwLock<Arc<Sandbox>>,
+    current: Reloadable<Sandbox>,
 }
 
 impl SandboxService {
@@ -519,24 +520,19 @@ impl SandboxService {
         state.generation.store(1, Ordering::Relaxed);
         let path = config.source.clone();
         let sb = Sandbox::new(config, state.clone())?;
-        Ok(SandboxService { path, state, current: std::sync::RwLock::new(Arc::new(sb)) })
+        Ok(SandboxService { path, state, current: Reloadable::new(sb) })
     }
 
     fn current(&self) -> Arc<Sandbox> {
-        match self.current.read() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.current.current()
     }
 
     /// Loads the sandbox configuration again (keys included) and swaps it in.
     pub fn reload(&self) -> Result<(), String> {
-        let config = crate::config::load_sandbox(&self.path).map_err(|e| e.to_string())?;
-        let sb = Arc::new(Sandbox::new(config, self.state.clone())?);
-        match self.current.write() {
-            Ok(mut c) => *c = sb,
-            Err(p) => *p.into_inner() = sb,
-        }
+        self.current.reload(|_| {
+            let config = crate::config::load_sandbox(&self.path).map_err(|e| e.to_string())?;
+            Sandbox::new(config, self.state.clone())
+        })?;
         let g = self.state.generation.fetch_add(1, Ordering::Relaxed) + 1;
         log::info!("sandbox configuration reloaded: generation {g}");
         Ok(())
