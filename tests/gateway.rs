@@ -299,6 +299,34 @@ fn metrics_count_exactly_what_happened_and_logs_hold_no_secrets() {
     assert_eq!(access.len(), 6, "{logs}");
     assert!(access.iter().any(|a| a["order_no"] == "M-BAD" && a["outcome"] == "invalid" && a["status"] == 400));
     assert!(access.iter().all(|a| a["request_id"].as_str().unwrap().len() == 32));
+    // The access line is a contract: exactly these fields, in this order, of these types.
+    let fields = [
+        "request_id",
+        "endpoint",
+        "merchant",
+        "order_no",
+        "outcome",
+        "status",
+        "delivery",
+        "err_code",
+        "latency_ms",
+        "upstream_ms",
+        "ts",
+        "level",
+        "msg",
+    ];
+    for a in &access {
+        let keys: Vec<&str> = a.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, fields, "{a}");
+        assert_eq!((a["level"].as_str(), a["msg"].as_str()), (Some("info"), Some("access")));
+        assert!(a["status"].is_u64() && a["latency_ms"].is_number() && a["ts"].as_str().unwrap().ends_with('Z'), "{a}");
+    }
+    let verified = access.iter().find(|a| a["outcome"] == "verified").expect("a verified request");
+    assert_eq!(
+        (&verified["endpoint"], &verified["status"], &verified["delivery"], &verified["err_code"]),
+        (&Value::from("bindcard_create"), &Value::from(200), &Value::from("sent"), &Value::from("0000"))
+    );
+    assert!(verified["upstream_ms"].is_number());
     assert!(logs.contains("merchant 202112090604 profile=rsa"));
     let b = bindcard("x");
     let secrets = [
