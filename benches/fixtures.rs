@@ -42,7 +42,7 @@ pub fn merchant(profile: &str, b: Backend) -> Merchant {
     } else {
         MerchantKeys::Rsa { merchant_private: private("merchant_private.pem", b), platform_public: platform_public.clone() }
     };
-    Merchant { customer_no: CUSTOMER.into(), keys, chunk_size: 245 }
+    Merchant { customer_no: CUSTOMER.into(), keys, chunk_size: 245, rollover: None }
 }
 
 pub fn platform(profile: &str, b: Backend) -> (Platform, PlatformMerchant) {
@@ -51,7 +51,10 @@ pub fn platform(profile: &str, b: Backend) -> (Platform, PlatformMerchant) {
     } else {
         PlatformMerchantKeys::Rsa { merchant_public: public("merchant_public.pem", b) }
     };
-    (Platform { private: private("platform_private.pem", b) }, PlatformMerchant { customer_no: CUSTOMER.into(), keys, previous: None })
+    (
+        Platform { private: private("platform_private.pem", b), previous: None },
+        PlatformMerchant { customer_no: CUSTOMER.into(), keys, previous: None },
+    )
 }
 
 /// A sealed platform answer of about `size` bytes of plaintext.

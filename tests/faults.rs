@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 fn platform() -> (Platform, PlatformMerchant) {
     let read = |n: &str| std::fs::read_to_string(fixtures().join("keys").join(n)).unwrap();
     (
-        Platform { private: Arc::new(keys::load_private(&read("platform_private.pem"), false).unwrap()) },
+        Platform { private: Arc::new(keys::load_private(&read("platform_private.pem"), false).unwrap()), previous: None },
         PlatformMerchant {
             customer_no: MD5_MERCHANT.into(),
             keys: PlatformMerchantKeys::Md5 { md5_key: Secret::new(MD5_KEY.into()) },

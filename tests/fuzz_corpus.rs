@@ -33,11 +33,13 @@ fn open_response_corpus_never_verifies_or_panics() {
             customer_no: "202112090603".into(),
             keys: MerchantKeys::Md5 { md5_key: Secret::new("fuzz-md5-key".into()), platform_public: public.clone() },
             chunk_size: 245,
+            rollover: None,
         });
         merchants.push(Merchant {
             customer_no: "202112090603".into(),
             keys: MerchantKeys::Rsa { merchant_private: private, platform_public: public },
             chunk_size: 245,
+            rollover: None,
         });
     }
     for (path, data) in corpus("open_response") {

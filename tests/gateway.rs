@@ -362,6 +362,7 @@ fn sandbox_rejects_like_the_platform() {
         customer_no: MD5_MERCHANT.into(),
         keys: MerchantKeys::Md5 { md5_key: Secret::new(md5.into()), platform_public: platform_public.clone() },
         chunk_size: 245,
+        rollover: None,
     };
     let mut missing = bindcard("SB-1").as_object().unwrap().clone();
     missing.remove("mobile");

@@ -120,6 +120,7 @@ fn seal_prints_the_vector_canonical_string_sign_and_an_envelope_the_platform_ope
         private: Arc::new(
             keys::load_private(&std::fs::read_to_string(fixtures().join("keys/platform_private.pem")).unwrap(), false).unwrap(),
         ),
+        previous: None,
     };
     for (profile, sign_field) in [("md5", "md5Sign"), ("rsa", "rsaSign")] {
         let cfg = config(profile);

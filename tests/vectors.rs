@@ -51,7 +51,7 @@ fn merchant(profile: &str, md5_key: &str, b: Backend) -> Merchant {
         "md5" => MerchantKeys::Md5 { md5_key: Secret::new(md5_key.into()), platform_public: platform_public.clone() },
         _ => MerchantKeys::Rsa { merchant_private: private_with("merchant_private.pem", b), platform_public: platform_public.clone() },
     };
-    Merchant { customer_no: CUSTOMER.into(), keys, chunk_size: platform_public.max_chunk() }
+    Merchant { customer_no: CUSTOMER.into(), keys, chunk_size: platform_public.max_chunk(), rollover: None }
 }
 
 fn platform_side(profile: &str, md5_key: &str, b: Backend) -> (Platform, PlatformMerchant) {
@@ -59,7 +59,10 @@ fn platform_side(profile: &str, md5_key: &str, b: Backend) -> (Platform, Platfor
         "md5" => PlatformMerchantKeys::Md5 { md5_key: Secret::new(md5_key.into()) },
         _ => PlatformMerchantKeys::Rsa { merchant_public: public_with("merchant_public.pem", b) },
     };
-    (Platform { private: private_with("platform_private.pem", b) }, PlatformMerchant { customer_no: CUSTOMER.into(), keys, previous: None })
+    (
+        Platform { private: private_with("platform_private.pem", b), previous: None },
+        PlatformMerchant { customer_no: CUSTOMER.into(), keys, previous: None },
+    )
 }
 
 #[test]

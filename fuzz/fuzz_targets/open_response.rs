@@ -24,11 +24,13 @@ fn merchants() -> &'static [Merchant] {
                 customer_no: "202112090603".into(),
                 keys: MerchantKeys::Md5 { md5_key: Secret::new("fuzz-md5-key".into()), platform_public: public.clone() },
                 chunk_size: 245,
+                rollover: None,
             });
             out.push(Merchant {
                 customer_no: "202112090603".into(),
                 keys: MerchantKeys::Rsa { merchant_private: private, platform_public: public },
                 chunk_size: 245,
+                rollover: None,
             });
         }
         out

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::crypto::keys::{self, KeyError};
 use crate::crypto::{segmented, Backend, PrivateKey, PublicKey, Secret};
 use crate::http_client::{self, Target};
-use crate::protocol::{Merchant, MerchantKeys};
+use crate::protocol::{Merchant, MerchantKeys, Rollover};
 
 /// A configuration problem: which file, which setting, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,6 +272,20 @@ pub struct MerchantFile {
     pub md5_key_env: Option<String>,
     pub merchant_private_key: Option<PathBuf>,
     pub chunk_size: Option<usize>,
+    /// The platform's announced next public key: during the overlap, answers and
+    /// notifications verify under either key.
+    pub next_platform_public_key: Option<PathBuf>,
+    /// Which platform key requests are encrypted with (`next` once the platform has switched).
+    #[serde(default)]
+    pub seal_with: SealWith,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SealWith {
+    #[default]
+    Current,
+    Next,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -572,9 +586,20 @@ fn validate(file: GatewayFile, path: &Path, resolve: bool) -> Result<Config, Con
                 MerchantKeys::Rsa { merchant_private, platform_public: platform_public.clone() }
             }
         };
-        let chunk_size =
-            segmented::chunk_size_for(&platform_public, m.chunk_size).map_err(|e| ctx.err(format!("{at}.chunk_size"), None, e))?;
-        let merchant = Merchant { customer_no: m.customer_no.clone(), keys, chunk_size };
+        let rollover = match (&m.next_platform_public_key, m.seal_with) {
+            (None, SealWith::Current) => None,
+            (None, SealWith::Next) => return Err(ctx.err(format!("{at}.seal_with"), None, "next needs next_platform_public_key")),
+            (Some(_), seal_with) => Some(Rollover {
+                next: ctx.public_key(&format!("{at}.next_platform_public_key"), &m.next_platform_public_key)?,
+                seal_with_next: seal_with == SealWith::Next,
+            }),
+        };
+        let sealing_key = match &rollover {
+            Some(Rollover { next, seal_with_next: true }) => next,
+            _ => &platform_public,
+        };
+        let chunk_size = segmented::chunk_size_for(sealing_key, m.chunk_size).map_err(|e| ctx.err(format!("{at}.chunk_size"), None, e))?;
+        let merchant = Merchant { customer_no: m.customer_no.clone(), keys, chunk_size, rollover };
         if merchants.insert(m.customer_no.clone(), Arc::new(merchant)).is_some() {
             return Err(ctx.err(format!("{at}.customer_no"), None, format!("{} is configured twice", m.customer_no)));
         }

@@ -156,6 +156,11 @@ lazy_metric!(BAD_HTTP: IntCounterVec = counter_vec!(
     "Request heads the HTTP parser refused (answered 400 by pingora before paysign saw them), by listener.",
     &["listener"]
 ));
+lazy_metric!(PLATFORM_KEY_VERIFIED: IntCounterVec = counter_vec!(
+    "paysign_platform_key_verified_total",
+    "Answers and notifications verified, by merchant and by which platform key verified them (current or next, during a rollover).",
+    &["merchant", "key"]
+));
 lazy_metric!(BUILD_INFO: IntGaugeVec = gauge_vec!(
     "paysign_build_info",
     "Always 1; labels tell the build.",
@@ -191,6 +196,7 @@ fn collectors() -> Vec<Box<dyn Collector>> {
         Box::new(CONNECTIONS_REFUSED.clone()),
         Box::new(HEADER_TIMEOUTS.clone()),
         Box::new(BAD_HTTP.clone()),
+        Box::new(PLATFORM_KEY_VERIFIED.clone()),
         Box::new(BUILD_INFO.clone()),
         Box::new(MERCHANTS.clone()),
     ]
@@ -230,6 +236,10 @@ pub struct CryptoTimings;
 impl crate::protocol::Observer for CryptoTimings {
     fn crypto(&self, op: &'static str, elapsed: Duration) {
         observe_crypto(op, elapsed);
+    }
+
+    fn platform_key(&self, customer_no: &str, key: crate::protocol::PlatformKey) {
+        PLATFORM_KEY_VERIFIED.with_label_values(&[customer_no, key.as_str()]).inc();
     }
 }
 

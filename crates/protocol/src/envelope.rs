@@ -41,6 +41,34 @@ pub struct Merchant {
     pub keys: MerchantKeys,
     /// Bytes of plaintext per encrypted block for requests (`k - 11` unless overridden).
     pub chunk_size: usize,
+    /// During a platform-key rollover: the platform's announced next key.
+    pub rollover: Option<Rollover>,
+}
+
+/// A platform-key rollover in progress: answers and notifications verify under the current
+/// key or the next one; requests are sealed with the one the configuration designates (never
+/// chosen by guessing).
+#[derive(Debug, Clone)]
+pub struct Rollover {
+    pub next: Arc<PublicKey>,
+    /// Seal requests with `next` (the platform has switched) instead of the current key.
+    pub seal_with_next: bool,
+}
+
+/// Which of the platform's keys verified an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlatformKey {
+    Current,
+    Next,
+}
+
+impl PlatformKey {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlatformKey::Current => "current",
+            PlatformKey::Next => "next",
+        }
+    }
 }
 
 /// A sealed request, ready to send.
@@ -98,6 +126,9 @@ pub struct SealError(pub CryptoError);
 /// the gateway records them as metrics; `()` ignores them.
 pub trait Observer {
     fn crypto(&self, op: &'static str, elapsed: Duration);
+
+    /// Which platform key verified an answer or a notification (see [`Rollover`]).
+    fn platform_key(&self, _customer_no: &str, _key: PlatformKey) {}
 }
 
 impl Observer for () {
@@ -135,6 +166,19 @@ impl Merchant {
         }
     }
 
+    /// The key requests are encrypted with: the next one once the configuration says so.
+    fn sealing_key(&self) -> &PublicKey {
+        match &self.rollover {
+            Some(Rollover { next, seal_with_next: true }) => next,
+            _ => self.platform_public(),
+        }
+    }
+
+    /// The platform keys answers may verify under, current first.
+    fn verifying_keys(&self) -> impl Iterator<Item = (PlatformKey, &PublicKey)> {
+        std::iter::once((PlatformKey::Current, self.platform_public())).chain(self.rollover.as_ref().map(|r| (PlatformKey::Next, &*r.next)))
+    }
+
     /// Computes `sign` over `business`, appends it, encrypts the plaintext into `reqmsg` with
     /// the platform's public key, and wraps it with our `customerNo`.
     pub fn seal(&self, business: Map<String, Value>) -> Result<Sealed, SealError> {
@@ -153,8 +197,8 @@ impl Merchant {
         };
         business.insert("sign".into(), Value::String(sign));
         let plaintext = Value::Object(business).to_string();
-        let reqmsg = timed(obs, "encrypt", || segmented::encrypt(self.platform_public(), plaintext.as_bytes(), self.chunk_size))
-            .map_err(SealError)?;
+        let reqmsg =
+            timed(obs, "encrypt", || segmented::encrypt(self.sealing_key(), plaintext.as_bytes(), self.chunk_size)).map_err(SealError)?;
         let mut env = Map::with_capacity(2);
         env.insert("customerNo".into(), Value::String(self.customer_no.clone()));
         env.insert("reqmsg".into(), Value::String(reqmsg));
@@ -216,9 +260,22 @@ impl Merchant {
         }
         let reqmsg = data.get("reqmsg").and_then(Value::as_str).ok_or(OpenError::Envelope("data.reqmsg is missing"))?;
 
-        let raw = match &self.keys {
-            MerchantKeys::Md5 { platform_public, .. } => timed(obs, "open_type1", || segmented::open_type1(platform_public, reqmsg)),
-            MerchantKeys::Rsa { merchant_private, .. } => timed(obs, "decrypt", || segmented::decrypt(merchant_private, reqmsg)),
+        // md5 profile: the platform's private key made the blocks, so the key that opens them
+        // (strict type-1 padding: a wrong key fails) is the one that verified.
+        let (raw, mut verified_by) = match &self.keys {
+            MerchantKeys::Md5 { .. } => {
+                let mut opened = Err(CryptoError::Padding);
+                for (which, key) in self.verifying_keys() {
+                    opened = timed(obs, "open_type1", || segmented::open_type1(key, reqmsg)).map(|raw| (raw, which));
+                    if opened.is_ok() || opened == Err(CryptoError::Encoding) {
+                        break;
+                    }
+                }
+                opened
+            }
+            MerchantKeys::Rsa { merchant_private, .. } => {
+                timed(obs, "decrypt", || segmented::decrypt(merchant_private, reqmsg)).map(|raw| (raw, PlatformKey::Current))
+            }
         }
         .map_err(OpenError::Ciphertext)?;
         let plaintext = String::from_utf8(raw).map_err(|_| OpenError::Plaintext)?;
@@ -235,13 +292,16 @@ impl Merchant {
         let canonical = timed(obs, "canonicalize", || canonicalize(&fields));
         let ok = match &self.keys {
             MerchantKeys::Md5 { md5_key, .. } => timed(obs, "md5_verify", || signature::md5_verify(&canonical, md5_key, sign)),
-            MerchantKeys::Rsa { platform_public, .. } => {
-                timed(obs, "rsa_verify", || signature::rsa_verify(platform_public, &canonical, sign))
-            }
+            // rsa profile: the platform's signature says which key made it.
+            MerchantKeys::Rsa { .. } => self.verifying_keys().any(|(which, key)| {
+                verified_by = which;
+                timed(obs, "rsa_verify", || signature::rsa_verify(key, &canonical, sign))
+            }),
         };
         if !ok {
             return Err(OpenError::Signature);
         }
+        obs.platform_key(&self.customer_no, verified_by);
         Ok(Opened::Verified { plaintext, fields })
     }
 }

@@ -46,6 +46,9 @@ impl PlatformMerchant {
 #[derive(Debug, Clone)]
 pub struct Platform {
     pub private: Arc<PrivateKey>,
+    /// During the platform's own key rollover: the key pair being retired, still accepted for
+    /// requests sealed with its public key.
+    pub previous: Option<Arc<PrivateKey>>,
 }
 
 impl Platform {
@@ -58,7 +61,22 @@ impl Platform {
     /// Like [`Self::open_request`], also accepting the merchant's previous keys during a
     /// rotation; the flag says whether the previous keys verified it.
     pub fn open_request_rotating(&self, m: &PlatformMerchant, reqmsg: &str) -> Result<(String, Map<String, Value>, bool), OpenError> {
-        let raw = segmented::decrypt(&self.private, reqmsg).map_err(OpenError::Ciphertext)?;
+        let mut result = self.open_request_with(&self.private, m, reqmsg);
+        if let (Err(_), Some(previous)) = (&result, &self.previous) {
+            // Sealed with the retiring public key: decryption under the current one produced
+            // implicit-rejection noise, which failed above.
+            result = self.open_request_with(previous, m, reqmsg);
+        }
+        result
+    }
+
+    fn open_request_with(
+        &self,
+        private: &PrivateKey,
+        m: &PlatformMerchant,
+        reqmsg: &str,
+    ) -> Result<(String, Map<String, Value>, bool), OpenError> {
+        let raw = segmented::decrypt(private, reqmsg).map_err(OpenError::Ciphertext)?;
         let text = String::from_utf8(raw).map_err(|_| OpenError::Plaintext)?;
         let fields = match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(f)) => f,

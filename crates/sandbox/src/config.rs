@@ -27,6 +27,8 @@ pub struct SandboxFile {
     #[serde(default = "default_sandbox_listen")]
     pub listen: String,
     pub platform_private_key: PathBuf,
+    /// During the platform's key rollover: the retiring key pair, still accepted on requests.
+    pub previous_platform_private_key: Option<PathBuf>,
     #[serde(default)]
     pub allow_weak_keys: bool,
     #[serde(default)]
@@ -72,6 +74,7 @@ pub struct SandboxConfig {
     pub source: PathBuf,
     pub listen: String,
     pub platform_private: Arc<PrivateKey>,
+    pub previous_platform_private: Option<Arc<PrivateKey>>,
     pub stall: Duration,
     pub submit_url: String,
     pub send_notifications: bool,
@@ -136,6 +139,10 @@ fn validate_sandbox(file: SandboxFile, path: &Path) -> Result<SandboxConfig, Con
         source: path.to_path_buf(),
         listen: file.listen,
         platform_private,
+        previous_platform_private: match &file.previous_platform_private_key {
+            Some(p) => Some(ctx.private_key("previous_platform_private_key", &Some(p.clone()))?),
+            None => None,
+        },
         stall: Duration::from_millis(file.stall_ms),
         submit_url: file.submit_url,
         send_notifications: file.send_notifications,

@@ -117,7 +117,7 @@ enum Answer {
 
 impl Sandbox {
     pub fn new(config: SandboxConfig, state: Arc<State>) -> Result<Self, String> {
-        let platform = Platform { private: config.platform_private.clone() };
+        let platform = Platform { private: config.platform_private.clone(), previous: config.previous_platform_private.clone() };
         let mut sb = Sandbox {
             client: Client::new(None, None),
             presealed: HashMap::new(),
