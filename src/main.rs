@@ -84,10 +84,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Check key files (PEM or DER, PKCS#1 or PKCS#8).
+    /// Check key files (PEM or DER, PKCS#1 or PKCS#8) and keys in a PKCS#11 token (pkcs11: URIs).
     Check {
+        /// Key files, or `pkcs11:token=…;object=…` URIs.
         #[arg(required = true, value_name = "FILE")]
-        files: Vec<PathBuf>,
+        files: Vec<String>,
+        /// The PKCS#11 module, to open the keys URIs name.
+        #[arg(long, value_name = "PATH")]
+        pkcs11_module: Option<PathBuf>,
+        /// The environment variable holding the token's PIN.
+        #[arg(long, value_name = "VAR")]
+        pin_env: Option<String>,
+        /// A file holding the token's PIN.
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
     },
 }
 
@@ -103,12 +113,52 @@ fn main() -> ExitCode {
     }
 }
 
-fn keys_check(files: &[PathBuf]) -> Result<(), String> {
+/// Where a token's PIN comes from, for `keys check` on `pkcs11:` URIs.
+struct TokenAccess {
+    module: Option<PathBuf>,
+    pin_env: Option<String>,
+    pin_file: Option<PathBuf>,
+}
+
+impl TokenAccess {
+    fn pin(&self) -> Result<String, String> {
+        match (&self.pin_env, &self.pin_file) {
+            (Some(var), None) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set")),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map(|t| t.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|e| format!("cannot read {}: {e}", f.display())),
+            _ => Err("give --pin-env or --pin-file (one of them)".into()),
+        }
+    }
+
+    /// One line about the key a `pkcs11:` URI names.
+    fn check(&self, uri: &str) -> Result<String, String> {
+        let parsed = paysign_plugin::pkcs11::Pkcs11Uri::parse(uri)?;
+        let Some(module) = &self.module else {
+            return Ok(format!("PKCS#11 URI (token '{}'); give --pkcs11-module and --pin-env to check the key in the token", parsed.token));
+        };
+        let pin = paysign_protocol::crypto::Secret::new(self.pin()?);
+        let key = paysign_plugin::pkcs11::open_key(uri, module, &pin, false)?;
+        Ok(format!("private key in a PKCS#11 token, RSA-{} (it never leaves the token)", key.public().bits()))
+    }
+}
+
+fn keys_check(files: &[String], tokens: &TokenAccess) -> Result<(), String> {
     let mut texts = Vec::new();
     let mut unreadable = false;
-    for f in files {
-        let name = f.display().to_string();
-        match std::fs::read_to_string(f) {
+    for name in files {
+        if paysign_plugin::pkcs11::is_uri(name) {
+            match tokens.check(name) {
+                Ok(line) => println!("{name}: {line}"),
+                Err(e) => {
+                    println!("{name}: ERROR: {e}");
+                    unreadable = true;
+                }
+            }
+            continue;
+        }
+        let name = name.clone();
+        match std::fs::read_to_string(&name) {
             Ok(t) => texts.push((name, t)),
             Err(e) => {
                 println!("{name}: ERROR: cannot read: {e}");
@@ -181,7 +231,9 @@ fn dispatch(command: Command) -> Result<(), String> {
                 Err("the message does not verify".into())
             }
         }
-        Command::Keys { command: KeysCommand::Check { files } } => keys_check(&files),
+        Command::Keys { command: KeysCommand::Check { files, pkcs11_module, pin_env, pin_file } } => {
+            keys_check(&files, &TokenAccess { module: pkcs11_module, pin_env, pin_file })
+        }
         Command::Version => {
             println!("paysign {}", env!("CARGO_PKG_VERSION"));
             Ok(())

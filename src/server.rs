@@ -52,7 +52,7 @@ fn announce_gateway(cfg: &Config) {
                 platform_public.bits(),
                 platform_public.backend().as_str(),
                 merchant_private.public().bits(),
-                merchant_private.backend().as_str()
+                merchant_private.backend_name()
             ),
         };
         log::info!("merchant {} profile={} {} chunk_size={}", m.customer_no, m.profile().as_str(), keys, m.chunk_size);

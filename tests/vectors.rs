@@ -30,7 +30,7 @@ fn public_with(name: &str, b: Backend) -> Arc<PublicKey> {
 }
 fn private_with(name: &str, b: Backend) -> Arc<PrivateKey> {
     let k = keys::load_private(&read(&format!("keys/{name}")), false).unwrap().with_backend(b);
-    assert_eq!(k.backend(), b);
+    assert_eq!(k.backend_name(), b.as_str());
     Arc::new(k)
 }
 fn public(name: &str) -> Arc<PublicKey> {

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::crypto::keys::{self, KeyError};
 use crate::crypto::{segmented, Backend, PrivateKey, PublicKey, Secret};
 use crate::http_client::{self, Target};
+use crate::pkcs11;
 use crate::protocol::{Merchant, MerchantKeys, Rollover};
 
 /// A configuration problem: which file, which setting, what is wrong.
@@ -145,6 +146,8 @@ pub struct GatewayFile {
     pub merchants: Vec<MerchantFile>,
     /// The notification listener (the platform calling `bindNotifyUrl`); off when absent.
     pub notify: Option<NotifyFile>,
+    /// The PKCS#11 module and PIN for merchant keys named by `pkcs11:` URIs.
+    pub pkcs11: Option<Pkcs11File>,
 }
 
 fn default_private_key_queue() -> usize {
@@ -278,6 +281,16 @@ pub struct MerchantFile {
     /// Which platform key requests are encrypted with (`next` once the platform has switched).
     #[serde(default)]
     pub seal_with: SealWith,
+}
+
+/// Where merchant keys in an HSM are reached: the module (shared library) and the PIN, from a
+/// file or an environment variable — never written in this file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11File {
+    pub module: PathBuf,
+    pub pin_file: Option<PathBuf>,
+    pub pin_env: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -582,7 +595,11 @@ fn validate(file: GatewayFile, path: &Path, resolve: bool) -> Result<Config, Con
             ProfileName::Rsa => {
                 ctx.not_for_profile(&at, "md5_key_file", m.md5_key_file.is_some(), "rsa")?;
                 ctx.not_for_profile(&at, "md5_key_env", m.md5_key_env.is_some(), "rsa")?;
-                let merchant_private = ctx.private_key(&format!("{at}.merchant_private_key"), &m.merchant_private_key)?;
+                let setting = format!("{at}.merchant_private_key");
+                let merchant_private = match m.merchant_private_key.as_ref().and_then(|p| p.to_str()).filter(|p| pkcs11::is_uri(p)) {
+                    Some(uri) => token_key(&ctx, &setting, uri, file.pkcs11.as_ref(), file.allow_weak_keys)?,
+                    None => ctx.private_key(&setting, &m.merchant_private_key)?,
+                };
                 MerchantKeys::Rsa { merchant_private, platform_public: platform_public.clone() }
             }
         };
@@ -663,6 +680,26 @@ fn validate(file: GatewayFile, path: &Path, resolve: bool) -> Result<Config, Con
         upstream,
         merchants,
     })
+}
+
+/// A merchant key in a PKCS#11 token (see `pkcs11.rs`); not opened when validating offline.
+fn token_key(ctx: &Ctx, setting: &str, uri: &str, settings: Option<&Pkcs11File>, allow_weak: bool) -> Result<Arc<PrivateKey>, ConfigError> {
+    let p = settings.ok_or_else(|| ctx.err(setting, None, "a pkcs11: key needs the pkcs11 settings (module, pin_file or pin_env)"))?;
+    pkcs11::Pkcs11Uri::parse(uri).map_err(|e| ctx.err(setting, None, e))?;
+    let pin = match (&p.pin_file, &p.pin_env) {
+        (Some(f), None) => {
+            let (_, text) = ctx.read("pkcs11.pin_file", f)?;
+            text.trim_end_matches(['\r', '\n']).to_string()
+        }
+        (None, Some(var)) => std::env::var(var)
+            .map_err(|_| ctx.err("pkcs11.pin_env", None, format!("environment variable {var} is not set or not UTF-8")))?,
+        _ => return Err(ctx.err("pkcs11.pin_file", None, "set pkcs11.pin_file or pkcs11.pin_env (one of them)")),
+    };
+    if !ctx.resolve {
+        return Err(ctx.err(setting, None, "PKCS#11 keys are opened only when the configuration is loaded for real"));
+    }
+    let module = ctx.resolve(&p.module);
+    pkcs11::open_key(uri, &module, &Secret::new(pin), allow_weak).map(Arc::new).map_err(|e| ctx.err(setting, Some(&module), e))
 }
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {

@@ -38,6 +38,7 @@ pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod pkcs11;
 pub mod proxy;
 pub mod reload;
 pub mod serve;

@@ -140,25 +140,30 @@ pub(crate) fn decrypt_block(key: &AwsPrivate, block: &[u8], out: &mut Vec<u8>) {
     let mut buf = vec![0u8; key.dec.min_output_size()];
     match key.dec.decrypt(block, &mut buf) {
         Ok(plain) => out.extend_from_slice(plain),
-        Err(_) => {
-            let mut h = Sha256::new();
-            h.update(*REJECTION_KEY);
-            h.update(block);
-            let seed = h.finalize();
-            let len = block.len().saturating_sub(11).saturating_sub(usize::from(seed[0] % 64));
-            let mut synthetic = Vec::with_capacity(len + 32);
-            let mut counter = 0u32;
-            while synthetic.len() < len {
-                let mut h = Sha256::new();
-                h.update(seed);
-                h.update(counter.to_be_bytes());
-                synthetic.extend_from_slice(&h.finalize());
-                counter += 1;
-            }
-            synthetic.truncate(len);
-            out.extend_from_slice(&synthetic);
-        }
+        Err(_) => synthetic_block(block, out),
     }
+}
+
+/// The bytes a refused block decrypts to (implicit rejection): deterministic for the block,
+/// pseudo-random, of a plausible length, so the caller's later checks reject it like any other
+/// garbage and nothing reveals which block or step failed.
+pub(crate) fn synthetic_block(block: &[u8], out: &mut Vec<u8>) {
+    let mut h = Sha256::new();
+    h.update(*REJECTION_KEY);
+    h.update(block);
+    let seed = h.finalize();
+    let len = block.len().saturating_sub(11).saturating_sub(usize::from(seed[0] % 64));
+    let mut synthetic = Vec::with_capacity(len + 32);
+    let mut counter = 0u32;
+    while synthetic.len() < len {
+        let mut h = Sha256::new();
+        h.update(seed);
+        h.update(counter.to_be_bytes());
+        synthetic.extend_from_slice(&h.finalize());
+        counter += 1;
+    }
+    synthetic.truncate(len);
+    out.extend_from_slice(&synthetic);
 }
 
 pub(crate) fn sign(key: &AwsPrivate, msg: &[u8]) -> Option<Vec<u8>> {

@@ -27,9 +27,40 @@ pub struct PublicKey {
 /// An RSA private key. `Debug` never prints key material.
 #[derive(Clone)]
 pub struct PrivateKey {
-    pub(crate) inner: rsa::PrivateKey,
+    pub(crate) held: Held,
     public: PublicKey,
-    pub(crate) aws: Option<Arc<AwsPrivate>>,
+}
+
+/// Where the private key lives.
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // one per configured key, parsed once and shared by Arc
+pub(crate) enum Held {
+    /// In this process: RustCrypto's key, and AWS-LC's copy when that backend is used.
+    Memory { inner: rsa::PrivateKey, aws: Option<Arc<AwsPrivate>> },
+    /// Outside it (an HSM): only the two operations the protocol needs cross the boundary.
+    External(Arc<dyn ExternalKey>),
+}
+
+/// A private key that never enters this process (a PKCS#11 token): PKCS#1 v1.5 decryption of
+/// one block and SHA256withRSA signing, done where the key is.
+///
+/// A decryption failure must be reported as [`ExternalError::Rejected`] whatever its cause
+/// inside the token (bad padding included): the caller then continues with synthetic bytes,
+/// exactly as the in-memory implicit rejection does, so the token cannot become a padding
+/// oracle. [`ExternalError::Unavailable`] is for the token itself failing (gone, session lost).
+pub trait ExternalKey: Send + Sync {
+    fn decrypt_block(&self, block: &[u8]) -> Result<Vec<u8>, ExternalError>;
+    fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>, ExternalError>;
+    /// What to show in logs (e.g. the PKCS#11 URI without secrets).
+    fn describe(&self) -> String;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExternalError {
+    /// The operation ran and refused this input (for decryption: any ciphertext problem).
+    Rejected,
+    /// The key could not be used (token removed, session lost, module error).
+    Unavailable,
 }
 
 /// A secret string (the MD5 signing key). Redacted in `Debug` and `Display`.
@@ -59,7 +90,10 @@ impl fmt::Debug for PublicKey {
 
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PrivateKey(rsa-{}, <redacted>)", self.public.bits())
+        match &self.held {
+            Held::Memory { .. } => write!(f, "PrivateKey(rsa-{}, <redacted>)", self.public.bits()),
+            Held::External(e) => write!(f, "PrivateKey(rsa-{}, {})", self.public.bits(), e.describe()),
+        }
     }
 }
 
@@ -100,23 +134,37 @@ impl PublicKey {
 impl PrivateKey {
     fn new(inner: rsa::PrivateKey) -> Self {
         let public = PublicKey::new(inner.to_public_key());
-        PrivateKey { inner, public, aws: None }
+        PrivateKey { held: Held::Memory { inner, aws: None }, public }
     }
+
+    /// A key held outside this process, with its public half (read from the token).
+    pub fn external(public: PublicKey, key: Arc<dyn ExternalKey>) -> Self {
+        PrivateKey { held: Held::External(key), public }
+    }
+
     /// Loads the key (and its public half) into `backend` as well (once, at start-up).
     pub fn with_backend(mut self, backend: Backend) -> Self {
         self.public = self.public.with_backend(backend);
-        self.aws = match backend {
-            Backend::AwsLc => backend::load_private(&self.inner),
-            Backend::RustCrypto => None,
-        };
+        if let Held::Memory { inner, aws } = &mut self.held {
+            *aws = match backend {
+                Backend::AwsLc => backend::load_private(inner),
+                Backend::RustCrypto => None,
+            };
+        }
         self
     }
-    pub fn backend(&self) -> Backend {
-        if self.aws.is_some() {
-            Backend::AwsLc
-        } else {
-            Backend::RustCrypto
+
+    /// `aws-lc`, `rsa`, or `external` (an HSM).
+    pub fn backend_name(&self) -> &'static str {
+        match &self.held {
+            Held::Memory { aws: Some(_), .. } => Backend::AwsLc.as_str(),
+            Held::Memory { aws: None, .. } => Backend::RustCrypto.as_str(),
+            Held::External(_) => "external",
         }
+    }
+
+    pub fn is_external(&self) -> bool {
+        matches!(self.held, Held::External(_))
     }
     pub fn public(&self) -> &PublicKey {
         &self.public
@@ -260,6 +308,38 @@ pub fn load_private(text: &str, allow_weak: bool) -> Result<PrivateKey, KeyError
         }
         AnyKey::Public(..) => Err(KeyError::PublicWherePrivate),
     }
+}
+
+/// A public key from its modulus and exponent (big-endian bytes, as a PKCS#11 token shows
+/// them), with the same size checks as [`load_public`].
+pub fn public_from_components(n: &[u8], e: &[u8], allow_weak: bool) -> Result<PublicKey, KeyError> {
+    fn der_len(len: usize, out: &mut Vec<u8>) {
+        match len {
+            0..=0x7f => out.push(len as u8),
+            0x80..=0xff => out.extend_from_slice(&[0x81, len as u8]),
+            _ => out.extend_from_slice(&[0x82, (len >> 8) as u8, len as u8]),
+        }
+    }
+    fn der_uint(v: &[u8], out: &mut Vec<u8>) {
+        let v = &v[v.iter().position(|b| *b != 0).unwrap_or(v.len().saturating_sub(1))..];
+        let pad = v.first().is_some_and(|b| b & 0x80 != 0);
+        out.push(0x02);
+        der_len(v.len() + usize::from(pad), out);
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(v);
+    }
+    // PKCS#1 RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }
+    let mut body = Vec::with_capacity(n.len() + e.len() + 16);
+    der_uint(n, &mut body);
+    der_uint(e, &mut body);
+    let mut der = vec![0x30];
+    der_len(body.len(), &mut der);
+    der.extend_from_slice(&body);
+    let inner = rsa::PublicKey::from_pkcs1_der(&der).map_err(|e| malformed(KeyFormat::Base64Pkcs1Public, e))?;
+    check_size(inner.size() * 8, allow_weak)?;
+    Ok(PublicKey::new(inner))
 }
 
 /// Whether a private and a public key belong together.

@@ -11,7 +11,7 @@ pub mod segmented;
 pub mod signature;
 
 pub use backend::Backend;
-pub use keys::{PrivateKey, PublicKey, Secret};
+pub use keys::{ExternalError, ExternalKey, PrivateKey, PublicKey, Secret};
 
 /// Why a crypto operation on input failed. The variant is for metrics and logs inside paysign;
 /// callers all get the same opaque answer.

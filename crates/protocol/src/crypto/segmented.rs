@@ -7,6 +7,7 @@ use rsa::hazmat::rsa_encrypt;
 use rsa::traits::PublicKeyParts;
 use rsa::{BoxedUint, Pkcs1v15Sign};
 
+use super::keys::{ExternalError, Held};
 use super::{backend, CryptoError, PrivateKey, PublicKey};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -74,9 +75,16 @@ pub fn decrypt(key: &PrivateKey, reqmsg: &str) -> Result<Vec<u8>, CryptoError> {
     let raw = decode_blocks(reqmsg, k)?;
     let mut out = Vec::with_capacity(raw.len());
     for block in raw.chunks(k) {
-        match &key.aws {
-            Some(aws) => backend::decrypt_block(aws, block, &mut out),
-            None => out.extend_from_slice(&key.inner.pkcs1v15_decrypt(block).map_err(|_| CryptoError::Padding)?),
+        match &key.held {
+            Held::Memory { aws: Some(aws), .. } => backend::decrypt_block(aws, block, &mut out),
+            Held::Memory { inner, aws: None } => out.extend_from_slice(&inner.pkcs1v15_decrypt(block).map_err(|_| CryptoError::Padding)?),
+            // Every block is decrypted, and a refused one becomes synthetic bytes, as in
+            // memory: neither the answer nor the time taken tells which block failed or why.
+            Held::External(token) => match token.decrypt_block(block) {
+                Ok(plain) => out.extend_from_slice(&plain),
+                Err(ExternalError::Rejected) => backend::synthetic_block(block, &mut out),
+                Err(ExternalError::Unavailable) => return Err(CryptoError::Private),
+            },
         }
     }
     Ok(out)
@@ -140,8 +148,12 @@ pub fn seal_type1(key: &PrivateKey, plaintext: &[u8], chunk: usize) -> Result<St
         return Err(CryptoError::Encrypt);
     }
     let mut out = Vec::with_capacity(plaintext.len().div_ceil(chunk) * key.size());
+    // The platform's side runs in the sandbox and tests only, with keys in memory.
+    let Held::Memory { inner, .. } = &key.held else {
+        return Err(CryptoError::Private);
+    };
     for part in plaintext.chunks(chunk) {
-        let block = key.inner.sign(Pkcs1v15Sign::new_unprefixed(), part).map_err(|_| CryptoError::Private)?;
+        let block = inner.sign(Pkcs1v15Sign::new_unprefixed(), part).map_err(|_| CryptoError::Private)?;
         out.extend_from_slice(&block);
     }
     Ok(B64.encode(out))

@@ -8,6 +8,7 @@ use md5::{Digest, Md5};
 use rsa::sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use super::keys::Held;
 use super::{backend, CryptoError, PrivateKey, PublicKey, Secret};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -35,9 +36,10 @@ pub fn md5_verify(canonical: &str, key: &Secret, sign: &str) -> bool {
 
 /// `BASE64(SHA256withRSA(private, UTF8(canonical)))`.
 pub fn rsa_sign(key: &PrivateKey, canonical: &str) -> Result<String, CryptoError> {
-    let sig = match &key.aws {
-        Some(aws) => backend::sign(aws, canonical.as_bytes()).ok_or(CryptoError::Private)?,
-        None => key.inner.pkcs1v15_sign::<Sha256>(canonical.as_bytes()).map_err(|_| CryptoError::Private)?,
+    let sig = match &key.held {
+        Held::Memory { aws: Some(aws), .. } => backend::sign(aws, canonical.as_bytes()).ok_or(CryptoError::Private)?,
+        Held::Memory { inner, aws: None } => inner.pkcs1v15_sign::<Sha256>(canonical.as_bytes()).map_err(|_| CryptoError::Private)?,
+        Held::External(token) => token.sign_sha256(canonical.as_bytes()).map_err(|_| CryptoError::Private)?,
     };
     Ok(B64.encode(sig))
 }
