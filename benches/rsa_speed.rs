@@ -86,6 +86,17 @@ fn main() {
     let unblinded = rate(|| {
         rsa::hazmat::rsa_decrypt_and_check::<crypto_common::getrandom::SysRng>(&raw_key, None, &c).unwrap();
     });
+    let token = softhsm_key().map(|private| {
+        let public = public("merchant_public.pem", Backend::AwsLc);
+        let one_block = segmented::encrypt(&public, &block, 245).unwrap();
+        let sign = rate(|| {
+            signature::rsa_sign(&private, msg).unwrap();
+        });
+        let decrypt = rate(|| {
+            segmented::decrypt(&private, &one_block).unwrap();
+        });
+        (sign, decrypt)
+    });
     let ossl = openssl_speed();
     println!("\nRSA-2048, operations per second on one core (one thread, this run):\n");
     println!("| operation | aws-lc | rsa (pure Rust, blinded) | aws-lc / rsa | openssl speed | openssl / aws-lc |");
@@ -106,10 +117,46 @@ fn main() {
         println!("| {name} | {a:.0} | {r:.0} | {:.2}x | {ocol} | {ratio} |", a / r);
     }
     println!("\n(openssl speed's private figure is its sign rate; its public figure is its verify rate.)");
+    match token {
+        Some((sign, decrypt)) => println!(
+            "\nThe same key in a SoftHSM2 token (PKCS#11, one pooled session): sign {sign:.0}/s ({:.0} µs, {:.2}x aws-lc's time), decrypt one block {decrypt:.0}/s ({:.0} µs, {:.2}x aws-lc's time).",
+            1e6 / sign,
+            rows[0].1[0] / sign,
+            1e6 / decrypt,
+            rows[0].1[1] / decrypt
+        ),
+        None => println!("\n(SoftHSM2 not installed: no PKCS#11 figures; scripts/setup test installs it.)"),
+    }
     println!(
         "\nrsa crate raw private operation: blinded {blinded:.0}/s, unblinded {unblinded:.0}/s: blinding costs {:.2}x (paysign keeps it on).",
         unblinded / blinded
     );
+}
+
+/// The merchant key imported into a fresh SoftHSM2 token, opened through paysign's PKCS#11
+/// path exactly as the gateway opens it; `None` without SoftHSM2.
+fn softhsm_key() -> Option<std::sync::Arc<paysign_protocol::crypto::PrivateKey>> {
+    let module = ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())?;
+    let dir = std::env::temp_dir().join(format!("paysign-bench-hsm-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("tokens")).ok()?;
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\n", dir.join("tokens").display())).ok()?;
+    // SAFETY: set before any thread of this bench uses the environment.
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let key = format!("{}/tests/fixtures/keys/merchant_private.pem", env!("CARGO_MANIFEST_DIR"));
+    for args in [
+        vec!["--init-token", "--free", "--label", "bench", "--pin", "4321", "--so-pin", "8765"],
+        vec!["--import", key.as_str(), "--token", "bench", "--label", "merchant", "--id", "01", "--pin", "4321"],
+    ] {
+        if !Command::new("softhsm2-util").args(&args).output().ok()?.status.success() {
+            return None;
+        }
+    }
+    let pin = paysign_protocol::crypto::Secret::new("4321".into());
+    paysign_plugin::pkcs11::open_key("pkcs11:token=bench;object=merchant", &module, &pin, false).ok().map(std::sync::Arc::new)
 }
 
 fn public_key_platform(be: Backend) -> std::sync::Arc<paysign_protocol::crypto::PublicKey> {
