@@ -188,7 +188,8 @@ fn every_subcommand_has_help_and_the_binary_has_a_version() {
         assert!(text.contains(&format!("Usage: paysign {sub}")), "{sub}: {text}");
     }
     let keys = String::from_utf8(run(&["keys", "check", "--help"]).stdout).unwrap();
-    assert!(keys.contains("Usage: paysign keys check <FILE>..."), "{keys}");
+    assert!(keys.contains("Usage: paysign keys check [OPTIONS] <FILE>..."), "{keys}");
+    assert!(keys.contains("--pkcs11-module <PATH>") && keys.contains("--pin-env <VAR>"), "{keys}");
     assert_eq!(String::from_utf8(run(&["--version"]).stdout).unwrap(), "paysign 0.1.0\n");
     assert_eq!(String::from_utf8(run(&["version"]).stdout).unwrap(), "paysign 0.1.0\n");
     // Wrong use: a clear error on stderr, a failing exit status, nothing run.
