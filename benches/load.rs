@@ -345,6 +345,10 @@ fn main() {
         attack();
         return;
     }
+    if args.iter().any(|a| a == "floor") {
+        floor();
+        return;
+    }
     if args.iter().any(|a| a == "soak") {
         let minutes = args.iter().find_map(|a| a.strip_prefix("minutes=")?.parse().ok()).unwrap_or(3);
         soak(minutes, !args.iter().any(|a| a == "reload=false"));
@@ -578,4 +582,215 @@ fn attack() {
     let _ = writeln!(out, "|---|---|---|---|");
     let _ = writeln!(out, "| {ok} | {shed} | {unknown} | {} |", 1000 - ok - shed - unknown);
     let _ = std::fs::remove_dir_all(&d);
+}
+
+// ---------------------------------------------------------------- floor (issue: performance at the floor)
+
+/// Pins every thread of `pid` to `cpus` (e.g. "0"): threads started later inherit it.
+fn pin(pid: u32, cpus: &str) {
+    let ok = Command::new("taskset").args(["-a", "-cp", cpus, &pid.to_string()]).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    assert!(ok, "taskset -a -cp {cpus} {pid}");
+}
+
+/// What one wrk run saw.
+struct Wrk {
+    requests: u64,
+    /// Answers that were not 200 (and, with `verified`, not a verified `0000`), plus socket errors.
+    bad: u64,
+    p99_ms: f64,
+    rps: f64,
+    /// CPU seconds the measured process used during the run.
+    cpu: f64,
+}
+
+/// `wrk` on core `core` (or unpinned), POSTing the bindCard body as `merchant`, counting every
+/// answer that is not what it must be.
+fn wrk(port: u16, merchant: &str, conns: usize, secs: u64, verified: bool, core: Option<&str>, measured: u32) -> Wrk {
+    let d = dir();
+    let script = d.join(format!("wrk-{merchant}-{verified}.lua"));
+    std::fs::write(
+        &script,
+        format!(
+            r#"wrk.method = "POST"
+wrk.body = [[{BODY}]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Paysign-Merchant"] = "{merchant}"
+local threads = {{}}
+function setup(thread) table.insert(threads, thread) end
+bad = 0
+function response(status, headers, body)
+  if status ~= 200 or ({verified} and not string.find(body, '"errCode":"0000"', 1, true)) then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local b = 0
+  for _, t in ipairs(threads) do b = b + t:get("bad") end
+  local e = summary.errors
+  io.write(string.format("FLOOR requests=%d bad=%d p99_us=%d socket_errors=%d\n", summary.requests, b, latency:percentile(99), e.connect + e.read + e.write + e.timeout))
+end
+"#
+        ),
+    )
+    .unwrap();
+    let url = format!("http://127.0.0.1:{port}/api/vborder/shortcut/bindCard/create");
+    let (d_s, c_s) = (format!("{secs}s"), conns.to_string());
+    let mut args = vec!["-t1", "-c", &c_s, "-d", &d_s, "--latency", "-s", script.to_str().unwrap(), &url];
+    let mut cmd = match core {
+        Some(c) => {
+            args.splice(0..0, ["-c", c, "wrk"]);
+            Command::new("taskset")
+        }
+        None => Command::new("wrk"),
+    };
+    let (cpu0, _) = usage(measured);
+    let out = cmd.args(&args).output().expect("wrk (Debian: apt-get install wrk)");
+    let (cpu1, _) = usage(measured);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("FLOOR ")).unwrap_or_else(|| panic!("wrk said: {text}"));
+    let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let requests = field("requests=");
+    Wrk {
+        requests,
+        bad: field("bad=") + field("socket_errors="),
+        p99_ms: field("p99_us=") as f64 / 1000.0,
+        rps: requests as f64 / secs as f64,
+        cpu: cpu1 - cpu0,
+    }
+}
+
+/// `openssl speed rsa2048` on `core`: (private ops/s, public ops/s).
+fn openssl_speed_on(core: &str) -> (f64, f64) {
+    let out = Command::new("taskset").args(["-c", core, "openssl", "speed", "-seconds", "3", "rsa2048"]).output().expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.trim_start().starts_with("rsa") && l.contains("2048 bits")).expect("openssl speed rsa2048 output");
+    let nums: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse::<f64>().ok()).collect();
+    (nums[nums.len() - 2], nums[nums.len() - 1])
+}
+
+/// RSA blocks in the `reqmsg` of a sealed request / a platform answer.
+fn blocks(json: &[u8]) -> usize {
+    let v: serde_json::Value = serde_json::from_slice(json).unwrap();
+    let data = match &v["data"] {
+        serde_json::Value::String(s) => serde_json::from_str::<serde_json::Value>(s).unwrap(),
+        serde_json::Value::Null => v.clone(),
+        other => other.clone(),
+    };
+    let reqmsg = data["reqmsg"].as_str().unwrap();
+    (reqmsg.len() * 3 / 4) / 256
+}
+
+/// The plain-hop floor: Debian's nginx proxying to the same presealed sandbox, one process,
+/// keep-alive upstream connections, an access log like paysign's.
+fn nginx(d: &Path, port: u16, upstream: u16) -> Proc {
+    let conf = d.join(format!("nginx-{port}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx-{port}.pid;\nerror_log {d}/nginx-error.log;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log {d}/nginx-access.log;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  upstream sandbox {{ server 127.0.0.1:{upstream}; keepalive 256; }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{ proxy_pass http://sandbox; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n  }}\n}}\n",
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("nginx")
+        .args(["-c", conf.to_str().unwrap(), "-p", d.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx (Debian: nginx-light)");
+    wait_port(port);
+    Proc(child)
+}
+
+/// `floor`: paysign pinned to core 0, the load generator (wrk) and the presealed sandbox on
+/// core 1; nginx as the plain-hop floor on core 0; `openssl speed` on core 0 — all in this run.
+/// Every paysign answer must be a verified `0000`. Prints issue 12's four ratios.
+fn floor() {
+    let d = dir();
+    // Queue room for every connection: at 256 connections nothing is shed, every call counts.
+    let s = start_with(&d, Backend::AwsLc, true, true, "private_key_queue: 512\nmax_in_flight: 1024\n");
+    let gw = s.gateway.as_ref().unwrap().0.id();
+    pin(gw, "0");
+    pin(s._sandbox.0.id(), "1");
+    let nginx_port = free_port();
+    let ng = nginx(&d, nginx_port, s.sandbox_port);
+    pin(ng.0.id(), "0");
+    let (priv_rate, pub_rate) = openssl_speed_on("0");
+    let (t_priv, t_pub) = (1e6 / priv_rate, 1e6 / pub_rate); // µs per operation
+
+    // What one call's crypto is: blocks of the sealed request and of the answer.
+    let business: serde_json::Map<String, serde_json::Value> = serde_json::from_str(BODY).unwrap();
+    let req_blocks = |profile| blocks(&fixtures::merchant(profile, Backend::AwsLc).seal(business.clone()).unwrap().body);
+    let (md5_req, md5_resp) = (req_blocks("md5"), blocks(&presealed_answer(s.sandbox_port, MD5)));
+    let (rsa_req, rsa_resp) = (req_blocks("rsa"), blocks(&presealed_answer(s.sandbox_port, RSA)));
+    // md5: encrypt the request (public) + type-1 open of the answer (public).
+    let md5_crypto = (md5_req + md5_resp) as f64 * t_pub;
+    // rsa: sign (private) + encrypt (public) the request; decrypt (private) + verify (public) the answer.
+    let (rsa_priv, rsa_pub) = (1 + rsa_resp, rsa_req + 1);
+    let rsa_limit = 1e6 / (rsa_priv as f64 * t_priv + rsa_pub as f64 * t_pub);
+
+    let secs = 6;
+    // Warm both up (connection pools, caches).
+    wrk(s.proxy_port, MD5, 8, 1, true, Some("1"), gw);
+    wrk(nginx_port, MD5, 8, 1, false, Some("1"), ng.0.id());
+    let md5_8 = wrk(s.proxy_port, MD5, 8, secs, true, Some("1"), gw);
+    let md5_256 = wrk(s.proxy_port, MD5, 256, secs, true, Some("1"), gw);
+    let hop = wrk(nginx_port, MD5, 8, secs, false, Some("1"), ng.0.id());
+    let rsa_8 = wrk(s.proxy_port, RSA, 8, secs, true, Some("1"), gw);
+    let rsa_256 = wrk(s.proxy_port, RSA, 256, secs, true, Some("1"), gw);
+
+    let per_req = |w: &Wrk| w.cpu * 1e6 / w.requests.max(1) as f64;
+    let (paysign_md5, nginx_hop) = (per_req(&md5_8), per_req(&hop));
+    let ratio1 = paysign_md5 / (nginx_hop + md5_crypto);
+    let ratio2 = rsa_8.rps.min(rsa_256.rps) / rsa_limit;
+    let drop_md5 = 1.0 - md5_256.rps / md5_8.rps;
+    let drop_rsa = 1.0 - rsa_256.rps / rsa_8.rps;
+
+    // Mixed load, the two cores shared as they are: cheap md5 calls alone, then next to
+    // saturating rsa calls.
+    pin(gw, "0,1");
+    pin(s._sandbox.0.id(), "0,1");
+    let alone = wrk(s.proxy_port, MD5, 2, secs, true, None, gw);
+    let port = s.proxy_port;
+    let saturating = std::thread::spawn(move || wrk(port, RSA, 16, secs + 2, true, None, gw));
+    std::thread::sleep(Duration::from_millis(700)); // let the rsa load ramp up (load, not sync)
+    let mixed = wrk(s.proxy_port, MD5, 2, secs, true, None, gw);
+    let rsa_mixed = saturating.join().unwrap();
+    let ratio4 = mixed.p99_ms / alone.p99_ms;
+
+    let bad: u64 = [&md5_8, &md5_256, &rsa_8, &rsa_256, &alone, &mixed, &rsa_mixed].iter().map(|w| w.bad).sum();
+    println!("\npaysign at the floor: paysign and nginx pinned to core 0, wrk and the presealed sandbox on core 1; `openssl speed rsa2048` on core 0: {priv_rate:.0} private/s ({t_priv:.0} µs), {pub_rate:.0} public/s ({t_pub:.1} µs).");
+    println!("Calls: md5 = {md5_req} + {md5_resp} public blocks; rsa = {rsa_priv} private + {rsa_pub} public operations. Answers not verified (must be 0): {bad}; nginx hop errors: {}.\n", hop.bad);
+    println!("| target | measured | ratio | target ratio | met |");
+    println!("|---|---|---|---|---|");
+    let met = |ok: bool| if ok { "yes" } else { "no" };
+    println!(
+        "| 1. md5 CPU per request ≤ 1.15 × (nginx hop + crypto at openssl speed) | paysign {paysign_md5:.0} µs; nginx hop {nginx_hop:.0} µs + crypto {md5_crypto:.0} µs = {:.0} µs ({:.0} µs of paysign's own work above the hop) | {ratio1:.2} | ≤ 1.15 | {} |",
+        nginx_hop + md5_crypto,
+        paysign_md5 - nginx_hop - md5_crypto,
+        met(ratio1 <= 1.15)
+    );
+    println!(
+        "| 2. rsa calls/s ≥ 0.95 × crypto limit at 8 and 256 connections | {:.0} / {:.0} calls/s; limit {rsa_limit:.0} | {ratio2:.2} | ≥ 0.95 | {} |",
+        rsa_8.rps,
+        rsa_256.rps,
+        met(ratio2 >= 0.95)
+    );
+    println!(
+        "| 3. throughput 8 → 256 connections falls ≤ 5 % | md5 {:.0} → {:.0}/s ({:+.1} %); rsa {:.0} → {:.0}/s ({:+.1} %) | {:.3} / {:.3} | ≥ 0.95 | {} |",
+        md5_8.rps,
+        md5_256.rps,
+        -drop_md5 * 100.0,
+        rsa_8.rps,
+        rsa_256.rps,
+        -drop_rsa * 100.0,
+        1.0 - drop_md5,
+        1.0 - drop_rsa,
+        met(drop_md5 <= 0.05 && drop_rsa <= 0.05)
+    );
+    println!(
+        "| 4. cheap md5 calls' p99 next to saturating rsa calls ≤ 2 × alone (2 cores shared) | {:.2} ms alone → {:.2} ms mixed ({:.0} rsa calls/s beside) | {ratio4:.2} | ≤ 2 | {} |",
+        alone.p99_ms,
+        mixed.p99_ms,
+        rsa_mixed.rps,
+        met(ratio4 <= 2.0)
+    );
+    assert_eq!(bad, 0, "every answer must be a verified 0000");
 }
