@@ -62,8 +62,22 @@ pub fn access(mut fields: Map<String, Value>) {
     write_line(&Value::Object(fields));
 }
 
+/// Writes an access line serialised from `line` (its fields in declaration order), when the
+/// access log is on; no intermediate map.
+pub fn access_line<T: serde::Serialize>(line: &T) {
+    if !log::log_enabled!(target: "access", Level::Info) {
+        return;
+    }
+    let mut buf = Vec::with_capacity(320);
+    if serde_json::to_writer(&mut buf, line).is_ok() {
+        buf.push(b'\n');
+        // One write call per line keeps lines whole across threads.
+        let _ = std::io::stderr().lock().write_all(&buf);
+    }
+}
+
 /// RFC 3339 UTC with milliseconds, without pulling in a date crate.
-fn timestamp() -> String {
+pub fn timestamp() -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);

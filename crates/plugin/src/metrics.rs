@@ -225,8 +225,16 @@ pub fn set_merchants(config: &crate::config::Config) {
     }
 }
 
+/// The protocol's operations, each with its histogram resolved once (no label lookup per call).
+const CRYPTO_OPS: [&str; 8] = ["canonicalize", "md5_sign", "md5_verify", "rsa_sign", "rsa_verify", "encrypt", "decrypt", "open_type1"];
+static CRYPTO_HANDLES: Lazy<Vec<prometheus::Histogram>> =
+    Lazy::new(|| CRYPTO_OPS.iter().map(|op| CRYPTO_DURATION.with_label_values(&[op])).collect());
+
 pub fn observe_crypto(op: &'static str, d: Duration) {
-    CRYPTO_DURATION.with_label_values(&[op]).observe(d.as_secs_f64());
+    match CRYPTO_OPS.iter().position(|o| *o == op) {
+        Some(i) => CRYPTO_HANDLES[i].observe(d.as_secs_f64()),
+        None => CRYPTO_DURATION.with_label_values(&[op]).observe(d.as_secs_f64()),
+    }
 }
 
 /// The protocol's timings of each sealing and opening step, recorded as

@@ -185,6 +185,25 @@ impl Gateway {
     }
 }
 
+/// The access line (a contract: these fields, in this order; see docs/observability.md),
+/// serialised straight from the request's state.
+#[derive(serde::Serialize)]
+struct AccessLine<'a> {
+    request_id: &'a str,
+    endpoint: &'a str,
+    merchant: &'a str,
+    order_no: Option<&'a str>,
+    outcome: &'a str,
+    status: u16,
+    delivery: &'a str,
+    err_code: Option<&'a str>,
+    latency_ms: f64,
+    upstream_ms: Option<f64>,
+    ts: String,
+    level: &'static str,
+    msg: &'static str,
+}
+
 /// What intake hands to the pipeline.
 struct Intake {
     path: String,
@@ -397,17 +416,21 @@ impl ProxyHttp for Gateway {
         if let Some(up) = ctx.upstream {
             metrics::UPSTREAM_DURATION.with_label_values(&[&ctx.endpoint]).observe(up.as_secs_f64());
         }
-        let mut f = Map::new();
-        f.insert("request_id".into(), Value::String(ctx.request_id.clone()));
-        f.insert("endpoint".into(), Value::String(ctx.endpoint.clone()));
-        f.insert("merchant".into(), Value::String(ctx.merchant.clone()));
-        f.insert("order_no".into(), ctx.order_no.clone().map_or(Value::Null, Value::String));
-        f.insert("outcome".into(), Value::String(ctx.outcome.into()));
-        f.insert("status".into(), Value::from(ctx.status));
-        f.insert("delivery".into(), Value::String(ctx.delivery.as_str().into()));
-        f.insert("err_code".into(), ctx.err_code.clone().map_or(Value::Null, Value::String));
-        f.insert("latency_ms".into(), Value::from((took.as_secs_f64() * 1e6).round() / 1e3));
-        f.insert("upstream_ms".into(), ctx.upstream.map_or(Value::Null, |d| Value::from((d.as_secs_f64() * 1e6).round() / 1e3)));
-        logging::access(f);
+        let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+        logging::access_line(&AccessLine {
+            request_id: &ctx.request_id,
+            endpoint: &ctx.endpoint,
+            merchant: &ctx.merchant,
+            order_no: ctx.order_no.as_deref(),
+            outcome: ctx.outcome,
+            status: ctx.status,
+            delivery: ctx.delivery.as_str(),
+            err_code: ctx.err_code.as_deref(),
+            latency_ms: ms(took),
+            upstream_ms: ctx.upstream.map(ms),
+            ts: logging::timestamp(),
+            level: "info",
+            msg: "access",
+        });
     }
 }
