@@ -65,12 +65,17 @@ impl Live {
 
     /// Loads the configuration file again and swaps it in, or leaves everything as it was.
     pub fn reload(&self) -> Result<u64, String> {
-        let result = self.state.reload(|old| self.next(old)).map(|rt| {
-            // Only once it is in force: the generation metric never runs ahead of the swap.
-            metrics::set_merchants(&rt.config);
-            metrics::CONFIG_GENERATION.set(rt.generation as i64);
-            rt.generation
-        });
+        let result = self
+            .state
+            .reload_and(
+                |old| self.next(old),
+                // Once it is in force, before the next reload: the metrics follow the swaps in order.
+                |rt| {
+                    metrics::set_merchants(&rt.config);
+                    metrics::CONFIG_GENERATION.set(rt.generation as i64);
+                },
+            )
+            .map(|rt| rt.generation);
         match &result {
             Ok(generation) => {
                 metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();

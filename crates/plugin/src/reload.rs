@@ -28,12 +28,19 @@ impl<T> Reloadable<T> {
     /// Builds the next value from the current one and swaps it in, or leaves everything as it
     /// was when `build` fails. Concurrent reloads wait for each other.
     pub fn reload<E>(&self, build: impl FnOnce(&Arc<T>) -> Result<T, E>) -> Result<Arc<T>, E> {
+        self.reload_and(build, |_| {})
+    }
+
+    /// [`Self::reload`], then `swapped` with the new value while no other reload can run (for
+    /// what must follow the swap in the same order, e.g. the generation metric).
+    pub fn reload_and<E>(&self, build: impl FnOnce(&Arc<T>) -> Result<T, E>, swapped: impl FnOnce(&Arc<T>)) -> Result<Arc<T>, E> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let next = Arc::new(build(&self.current())?);
         match self.current.write() {
             Ok(mut cur) => *cur = next.clone(),
             Err(poisoned) => *poisoned.into_inner() = next.clone(),
         }
+        swapped(&next);
         Ok(next)
     }
 }

@@ -529,12 +529,16 @@ impl SandboxService {
 
     /// Loads the sandbox configuration again (keys included) and swaps it in.
     pub fn reload(&self) -> Result<(), String> {
-        self.current.reload(|_| {
-            let config = crate::config::load_sandbox(&self.path).map_err(|e| e.to_string())?;
-            Sandbox::new(config, self.state.clone())
-        })?;
-        let g = self.state.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        log::info!("sandbox configuration reloaded: generation {g}");
+        self.current.reload_and(
+            |_| {
+                let config = crate::config::load_sandbox(&self.path).map_err(|e| e.to_string())?;
+                Sandbox::new(config, self.state.clone())
+            },
+            |_| {
+                let g = self.state.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                log::info!("sandbox configuration reloaded: generation {g}");
+            },
+        )?;
         Ok(())
     }
 }
