@@ -23,7 +23,7 @@ use paysign_sandbox::{SandboxApp, SandboxService};
 /// Logs what was loaded (never key material).
 fn announce_gateway(cfg: &Config) {
     let up = &cfg.upstream;
-    log::info!(
+    tracing::info!(
         "paysign {} loaded {}: crypto_backend={} listen={} admin={} platform={}://{}{} tls_verify={} ca_file={} connect_timeout_ms={} read_timeout_ms={} connect_retries={} max_body_bytes={}",
         env!("CARGO_PKG_VERSION"),
         cfg.source.display(),
@@ -56,10 +56,10 @@ fn announce_gateway(cfg: &Config) {
                 merchant_private.backend_name()
             ),
         };
-        log::info!("merchant {} profile={} {} chunk_size={}", m.customer_no, m.profile().as_str(), keys, m.chunk_size);
+        tracing::info!("merchant {} profile={} {} chunk_size={}", m.customer_no, m.profile().as_str(), keys, m.chunk_size);
     }
     if cfg.default_merchant().is_none() {
-        log::info!("several merchants: requests must name one with X-Paysign-Merchant");
+        tracing::info!("several merchants: requests must name one with X-Paysign-Merchant");
     }
 }
 
@@ -98,14 +98,14 @@ fn reload_on_sighup(targets: Vec<Reloadable>) -> Result<(), String> {
         .spawn(move || {
             rt.block_on(async move {
                 while hup.recv().await.is_some() {
-                    log::info!("SIGHUP: reloading");
+                    tracing::info!("SIGHUP: reloading");
                     for t in &targets {
                         let result = match t {
                             Reloadable::Gateway(live) => live.reload().map(|_| ()),
                             Reloadable::Sandbox(sb) => sb.reload(),
                         };
                         if let Err(e) = result {
-                            log::error!("reload failed: {e}");
+                            tracing::error!("reload failed: {e}");
                         }
                     }
                 }
@@ -144,7 +144,7 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         let limits = Limits { max_connections: cfg.max_connections, head_timeout: cfg.header_timeout };
         let admin_limits = Limits { max_connections: cfg.max_connections.min(64), ..limits };
         for r in &n_routes(&cfg) {
-            log::info!("notification route {} -> {}://{}{}", r.0, r.1, r.2, r.3);
+            tracing::info!("notification route {} -> {}://{}{}", r.0, r.1, r.2, r.3);
         }
         let live = Arc::new(Live::new(cfg.source.clone(), cfg));
         reloadable.push(Reloadable::Gateway(live.clone()));
@@ -170,7 +170,7 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         server.add_service(admin);
     }
     if let Some(sb) = sandbox {
-        log::info!(
+        tracing::info!(
             "sandbox platform loaded {}: listen={} merchants={} platform_key=rsa-{}",
             sb.source.display(),
             sb.listen,
@@ -192,7 +192,10 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
                     settings.set_client_cert_verifier(client_verifier(ca)?);
                 }
                 svc.add_tls_with_settings(&listen, None, settings);
-                log::info!("sandbox serves HTTPS on {listen}{}", if client_ca.is_some() { " (client certificates required)" } else { "" });
+                tracing::info!(
+                    "sandbox serves HTTPS on {listen}{}",
+                    if client_ca.is_some() { " (client certificates required)" } else { "" }
+                );
             }
             None => svc.add_tcp(&listen),
         }

@@ -321,6 +321,15 @@ fn metrics_count_exactly_what_happened_and_logs_hold_no_secrets() {
         assert_eq!((a["level"].as_str(), a["msg"].as_str()), (Some("info"), Some("access")));
         assert!(a["status"].is_u64() && a["latency_ms"].is_number() && a["ts"].as_str().unwrap().ends_with('Z'), "{a}");
     }
+    // Every other line: {ts, level, target, msg} — paysign's own (tracing) and pingora's (its
+    // `log` records bridged into tracing) alike.
+    let lines: Vec<Value> = logs.lines().map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect();
+    for l in lines.iter().filter(|l| l["msg"] != "access") {
+        let keys: Vec<&str> = l.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["ts", "level", "target", "msg"], "{l}");
+    }
+    assert!(lines.iter().any(|l| l["target"].as_str().is_some_and(|t| t.starts_with("pingora_core")) && l["level"] == "info"), "{logs}");
+    assert!(lines.iter().any(|l| l["target"] == "paysign::server" && l["msg"].as_str().unwrap().starts_with("paysign 0.1.0 loaded")));
     let verified = access.iter().find(|a| a["outcome"] == "verified").expect("a verified request");
     assert_eq!(
         (&verified["endpoint"], &verified["status"], &verified["delivery"], &verified["err_code"]),

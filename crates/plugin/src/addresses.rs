@@ -131,11 +131,11 @@ impl AddressBook {
         match found {
             Ok(Ok(addrs)) if !addrs.is_empty() => self.replace(addrs),
             Ok(Ok(_)) => {
-                log::warn!("{} resolves to no address now; keeping the {} known", self.host, self.current().len());
+                tracing::warn!("{} resolves to no address now; keeping the {} known", self.host, self.current().len());
                 false
             }
             Ok(Err(e)) => {
-                log::warn!("looking up {} failed ({e}); keeping the {} known addresses", self.host, self.current().len());
+                tracing::warn!("looking up {} failed ({e}); keeping the {} known addresses", self.host, self.current().len());
                 false
             }
             Err(_) => false,
@@ -148,7 +148,7 @@ impl AddressBook {
             return false;
         }
         let keep = old.get(self.preferred.load(Ordering::Relaxed)).and_then(|p| addrs.iter().position(|a| a == p));
-        log::info!("{} now resolves to {} address(es) (was {})", self.host, addrs.len(), old.len());
+        tracing::info!("{} now resolves to {} address(es) (was {})", self.host, addrs.len(), old.len());
         match self.addrs.write() {
             Ok(mut a) => *a = addrs.into(),
             Err(poisoned) => *poisoned.into_inner() = addrs.into(),

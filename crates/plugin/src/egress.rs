@@ -48,7 +48,7 @@ impl TcpBridge {
                                     Ok(mut remote) => {
                                         let _ = tokio::io::copy_bidirectional(&mut local, &mut remote).await;
                                     }
-                                    Err(e) => log::warn!("egress proxy {proxy} unreachable: {e}"),
+                                    Err(e) => tracing::warn!("egress proxy {proxy} unreachable: {e}"),
                                 }
                             });
                         }

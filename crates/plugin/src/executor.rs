@@ -182,7 +182,7 @@ impl LowestPriorityThreads {
                 }
             });
             if spawned.is_err() {
-                log::error!("could not start a thread for unauthenticated private-key work");
+                tracing::error!("could not start a thread for unauthenticated private-key work");
             }
         }
         LowestPriorityThreads { jobs }

@@ -213,17 +213,25 @@ impl Client {
                                 break 'connected (s, peer);
                             }
                             Err(e) => {
-                                log::debug!("writing request head to {} ({addr}) failed: {}", route.target.authority, e.etype().as_str())
+                                tracing::debug!(
+                                    "writing request head to {} ({addr}) failed: {}",
+                                    route.target.authority,
+                                    e.etype().as_str()
+                                )
                             }
                         },
                         Err(e) => {
                             use pingora::ErrorType::{HandshakeError, InvalidCert, TLSHandshakeFailure};
                             if matches!(e.etype(), TLSHandshakeFailure | InvalidCert | HandshakeError) {
                                 let why = e.to_string();
-                                log::error!("TLS with {} ({addr}) failed: {why}", route.target.authority);
+                                tracing::error!("TLS with {} ({addr}) failed: {why}", route.target.authority);
                                 return Err(SendError::Tls(why));
                             }
-                            log::warn!("connection attempt {attempt} to {} ({addr}) failed: {}", route.target.authority, e.etype().as_str())
+                            tracing::warn!(
+                                "connection attempt {attempt} to {} ({addr}) failed: {}",
+                                route.target.authority,
+                                e.etype().as_str()
+                            )
                         }
                     }
                 }

@@ -79,11 +79,11 @@ impl Live {
         match &result {
             Ok(generation) => {
                 metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
-                log::info!("configuration reloaded from {}: generation {generation}", self.path.display());
+                tracing::info!("configuration reloaded from {}: generation {generation}", self.path.display());
             }
             Err(e) => {
                 metrics::CONFIG_RELOADS.with_label_values(&["failed"]).inc();
-                log::error!("configuration reload refused, the running configuration stays in force: {e}");
+                tracing::error!("configuration reload refused, the running configuration stays in force: {e}");
             }
         }
         result
@@ -98,12 +98,14 @@ impl Live {
             return Err("listen, admin_listen and notify.listen cannot change on reload; restart (or upgrade) instead".into());
         }
         if o.threads != new.threads || o.grace_period_seconds != new.grace_period_seconds {
-            log::warn!("threads and grace_period_seconds take effect at the next restart");
+            tracing::warn!("threads and grace_period_seconds take effect at the next restart");
         }
         if (o.private_key_workers, o.private_key_queue, o.max_in_flight, o.offload_private_key_ops)
             != (new.private_key_workers, new.private_key_queue, new.max_in_flight, new.offload_private_key_ops)
         {
-            log::warn!("private_key_workers, private_key_queue, max_in_flight and offload_private_key_ops take effect at the next restart");
+            tracing::warn!(
+                "private_key_workers, private_key_queue, max_in_flight and offload_private_key_ops take effect at the next restart"
+            );
         }
         Ok(Runtime::new(new, old.generation + 1, Some(old)))
     }

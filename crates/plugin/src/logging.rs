@@ -1,38 +1,86 @@
-//! Structured logs: one JSON object per line on stderr. Application lines go through the
-//! `log` facade (pingora logs the same way); the access line is written by [`access`] with its
-//! fields at the top level. Nothing secret or personal is ever passed in: callers log
+//! Structured logs: one JSON object per line on stderr. Application lines go through `tracing`
+//! (pingora's `log` records are bridged into it); the access line is written by
+//! [`access_line`] with its fields at the top level. Nothing secret or personal is ever passed in: callers log
 //! customer numbers, order numbers, outcomes and sizes, never keys, `sign`, `reqmsg` or the
 //! personal fields of a request.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
 use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
-struct JsonLogger {
-    level: LevelFilter,
+/// The most verbose level written (`tracing::Level` as 1 = error … 5 = trace).
+static MAX_LEVEL: AtomicU8 = AtomicU8::new(3);
+
+fn rank(level: &Level) -> u8 {
+    match *level {
+        Level::ERROR => 1,
+        Level::WARN => 2,
+        Level::INFO => 3,
+        Level::DEBUG => 4,
+        Level::TRACE => 5,
+    }
 }
 
-impl Log for JsonLogger {
-    fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= self.level
+/// Formats every event (paysign's own, and pingora's `log` records bridged by `tracing-log`)
+/// as one JSON line: `{"ts","level","target","msg"}`.
+struct JsonLines;
+
+/// Collects an event's message (and any other fields, as text) for the line.
+#[derive(Default)]
+struct Fields {
+    msg: String,
+    extra: Vec<(&'static str, String)>,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "message" => self.msg = value.to_string(),
+            name if name.starts_with("log.") => {}
+            name => self.extra.push((name, value.to_string())),
+        }
     }
 
-    fn log(&self, record: &Record) {
-        if !self.enabled(record.metadata()) {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "message" => self.msg = format!("{value:?}"),
+            name if name.starts_with("log.") => {}
+            name => self.extra.push((name, format!("{value:?}"))),
+        }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for JsonLines {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
+        rank(metadata.level()) <= MAX_LEVEL.load(Ordering::Relaxed)
+    }
+
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        // A bridged `log` record carries its real target and level in its normalized metadata.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        if rank(meta.level()) > MAX_LEVEL.load(Ordering::Relaxed) {
             return;
         }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
         let mut m = Map::new();
         m.insert("ts".into(), Value::String(timestamp()));
-        m.insert("level".into(), Value::String(record.level().as_str().to_ascii_lowercase()));
-        m.insert("target".into(), Value::String(record.target().to_string()));
-        m.insert("msg".into(), Value::String(record.args().to_string()));
+        m.insert("level".into(), Value::String(meta.level().as_str().to_ascii_lowercase()));
+        m.insert("target".into(), Value::String(meta.target().to_string()));
+        m.insert("msg".into(), Value::String(fields.msg));
+        for (k, v) in fields.extra {
+            m.insert(k.into(), Value::String(v));
+        }
         write_line(&Value::Object(m));
-    }
-
-    fn flush(&self) {
-        let _ = std::io::stderr().flush();
     }
 }
 
@@ -43,17 +91,29 @@ fn write_line(v: &Value) {
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
-/// Installs the logger; `PAYSIGN_LOG` = error|warn|info|debug|trace (default info).
+/// Installs the `tracing` subscriber and the bridge for `log` records (pingora logs through
+/// `log`); `PAYSIGN_LOG` = error|warn|info|debug|trace (default info).
 pub fn init() {
-    let level = std::env::var("PAYSIGN_LOG").ok().and_then(|s| s.parse::<LevelFilter>().ok()).unwrap_or(LevelFilter::Info);
-    if log::set_boxed_logger(Box::new(JsonLogger { level })).is_ok() {
-        log::set_max_level(level);
-    }
+    let level = std::env::var("PAYSIGN_LOG").ok().and_then(|s| s.parse::<Level>().ok()).unwrap_or(Level::INFO);
+    MAX_LEVEL.store(rank(&level), Ordering::Relaxed);
+    let log_level = match level {
+        Level::ERROR => log::LevelFilter::Error,
+        Level::WARN => log::LevelFilter::Warn,
+        Level::INFO => log::LevelFilter::Info,
+        Level::DEBUG => log::LevelFilter::Debug,
+        Level::TRACE => log::LevelFilter::Trace,
+    };
+    let _ = tracing_log::LogTracer::init_with_filter(log_level);
+    let _ = tracing_subscriber::registry().with(JsonLines).try_init();
+}
+
+fn access_enabled() -> bool {
+    MAX_LEVEL.load(Ordering::Relaxed) >= 3
 }
 
 /// Writes the access line: `fields` plus `ts`, `level` and `msg: "access"`.
 pub fn access(mut fields: Map<String, Value>) {
-    if !log::log_enabled!(target: "access", Level::Info) {
+    if !access_enabled() {
         return;
     }
     fields.insert("ts".into(), Value::String(timestamp()));
@@ -65,7 +125,7 @@ pub fn access(mut fields: Map<String, Value>) {
 /// Writes an access line serialised from `line` (its fields in declaration order), when the
 /// access log is on; no intermediate map.
 pub fn access_line<T: serde::Serialize>(line: &T) {
-    if !log::log_enabled!(target: "access", Level::Info) {
+    if !access_enabled() {
         return;
     }
     let mut buf = Vec::with_capacity(320);

@@ -133,7 +133,7 @@ fn reinitialize(ctx: &Pkcs11) {
     EPOCH.fetch_add(1, Ordering::SeqCst);
     let _ = ctx.clone().finalize();
     if let Err(e) = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        log::error!("re-initialising the PKCS#11 module failed: {e}");
+        tracing::error!("re-initialising the PKCS#11 module failed: {e}");
     }
 }
 
@@ -230,7 +230,7 @@ impl TokenKey {
     /// the token failed; `op` says whether its error means the token itself is unusable.
     fn with_session<T>(&self, op: impl FnOnce(&Session, ObjectHandle) -> Result<T, P11Error>) -> Result<T, ExternalError> {
         let pooled = self.session().map_err(|e| {
-            log::error!("PKCS#11 key {} unavailable: {e}", self.uri.display());
+            tracing::error!("PKCS#11 key {} unavailable: {e}", self.uri.display());
             ExternalError::Unavailable
         })?;
         let result = {
@@ -248,7 +248,7 @@ impl TokenKey {
                 for p in self.idle.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
                     std::mem::forget(p.session);
                 }
-                log::error!("PKCS#11 token '{}' failed ({rv}); its sessions are dropped and it is looked for again", self.uri.token);
+                tracing::error!("PKCS#11 token '{}' failed ({rv}); its sessions are dropped and it is looked for again", self.uri.token);
                 Err(ExternalError::Unavailable)
             }
             Err(_) => {

@@ -178,7 +178,7 @@ impl Gateway {
             GatewayError::PlatformFailure { .. } => metrics::PLATFORM_FAILURES.with_label_values(&[&ctx.endpoint]).inc(),
             GatewayError::Verify(v) => {
                 metrics::VERIFY_FAILURES.with_label_values(&[v.reason()]).inc();
-                log::warn!("platform answer rejected: request_id={} merchant={} reason={}", ctx.request_id, ctx.merchant, v.reason());
+                tracing::warn!("platform answer rejected: request_id={} merchant={} reason={}", ctx.request_id, ctx.merchant, v.reason());
             }
             _ => {} // ok: only these two are counted here; every error is counted by outcome in `logging`
         }

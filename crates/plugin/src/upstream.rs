@@ -29,7 +29,7 @@ impl PlatformClient {
         let bridge = up.egress_proxy.and_then(|addr| match crate::egress::TcpBridge::start(addr) {
             Ok(b) => Some(b),
             Err(e) => {
-                log::error!("egress proxy bridge to {addr} could not start: {e}; calls will fail as not sent");
+                tracing::error!("egress proxy bridge to {addr} could not start: {e}; calls will fail as not sent");
                 None
             }
         });

@@ -473,15 +473,15 @@ impl ServeHttp for SandboxService {
                             sb.send_notification(url, n).await
                         };
                         match tokio::time::timeout(NOTIFICATION_TIMEOUT, send).await {
-                            Ok(Ok((status, _))) => log::info!("sandbox notified order {order}: HTTP {status}"),
-                            Ok(Err(e)) => log::warn!("sandbox could not notify order {order}: {e}"),
-                            Err(_) => log::warn!("sandbox gave up notifying order {order} after {NOTIFICATION_TIMEOUT:?}"),
+                            Ok(Ok((status, _))) => tracing::info!("sandbox notified order {order}: HTTP {status}"),
+                            Ok(Err(e)) => tracing::warn!("sandbox could not notify order {order}: {e}"),
+                            Err(_) => tracing::warn!("sandbox gave up notifying order {order} after {NOTIFICATION_TIMEOUT:?}"),
                         }
                     });
                 }
                 Err(_) => {
                     sb.state.notifications_dropped.fetch_add(1, Ordering::Relaxed);
-                    log::warn!("sandbox dropped the notification for order {order}: {NOTIFICATIONS_IN_FLIGHT} already in flight");
+                    tracing::warn!("sandbox dropped the notification for order {order}: {NOTIFICATIONS_IN_FLIGHT} already in flight");
                 }
             }
         }
@@ -536,7 +536,7 @@ impl SandboxService {
             },
             |_| {
                 let g = self.state.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                log::info!("sandbox configuration reloaded: generation {g}");
+                tracing::info!("sandbox configuration reloaded: generation {g}");
             },
         )?;
         Ok(())
