@@ -136,6 +136,11 @@ pub fn access_line<T: serde::Serialize>(line: &T) {
     }
 }
 
+/// A new request id: 128 random bits as 32 hex digits (for `X-Request-Id`).
+pub fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
 /// RFC 3339 UTC with milliseconds, without pulling in a date crate.
 pub fn timestamp() -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();

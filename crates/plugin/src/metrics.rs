@@ -218,9 +218,9 @@ pub fn init(crypto_backend: &str) {
 }
 
 /// `paysign_merchants_configured` for a (re)loaded configuration.
-pub fn set_merchants(config: &crate::config::Config) {
+pub fn set_merchants<'a>(merchants: impl Iterator<Item = &'a crate::protocol::Merchant>) {
     MERCHANTS.reset();
-    for m in config.merchants.values() {
+    for m in merchants {
         MERCHANTS.with_label_values(&[m.profile().as_str()]).inc();
     }
 }

@@ -184,7 +184,7 @@ impl NotifyState {
         if let Some(o) = fields.get("orderNo").and_then(Value::as_str) {
             log.insert("order_no".into(), Value::String(o.chars().take(64).collect()));
         }
-        let request_id = format!("{:032x}", rand::random::<u128>());
+        let request_id = logging::new_request_id();
         let headers = [
             ("Content-Type", "application/json;charset=UTF-8"),
             (NOTIFICATION_ID_HEADER, id.as_str()),

@@ -305,7 +305,7 @@ fn request_id(session: &Session) -> String {
         Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) => {
             id.to_string()
         }
-        _ => format!("{:032x}", rand::random::<u128>()),
+        _ => logging::new_request_id(),
     }
 }
 
