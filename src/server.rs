@@ -14,7 +14,7 @@ use paysign_plugin::config::Config;
 use paysign_plugin::listener::{Limited, Limits};
 use paysign_plugin::live::Live;
 use paysign_plugin::metrics;
-use paysign_plugin::notify::Notifications;
+use paysign_plugin::notifications::Notifications;
 use paysign_plugin::proxy::Gateway;
 use paysign_protocol::MerchantKeys;
 use paysign_sandbox::SandboxConfig;

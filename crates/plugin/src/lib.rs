@@ -16,7 +16,8 @@
 //! - [`proxy`]: the `ProxyHttp` application (route, authorise, admit, validate, seal, send,
 //!   open, verify, answer); [`upstream`], [`http_client`], [`addresses`], [`egress`]: the call;
 //! - [`executor`]: the one bounded executor for all private-key work;
-//! - [`notify`]: the notification listener (open, verify, forward, acknowledge);
+//! - [`notify`]: a notification's steps (open, verify, forward); [`notifications`]: the
+//!   listener (a pingora service) that runs them and acknowledges;
 //! - [`error`]: every failure and the one place it becomes an answer;
 //! - [`metrics`], [`logging`], [`admin`], [`listener`]: operating it.
 //!
@@ -37,6 +38,7 @@ pub mod listener;
 pub mod live;
 pub mod logging;
 pub mod metrics;
+pub mod notifications;
 pub mod notify;
 pub mod pkcs11;
 pub mod proxy;

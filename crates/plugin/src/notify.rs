@@ -9,10 +9,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use http::Response;
-use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -20,7 +18,6 @@ use sha2::{Digest, Sha256};
 use crate::config::{Config, Notify, NotifyRoute};
 use crate::executor::{ExecError, PrivateKeyExecutor};
 use crate::http_client::{Client, Route, SendError};
-use crate::live::Live;
 use crate::logging;
 use crate::metrics;
 use crate::protocol::{canonicalize, Merchant, OpenError, Opened, Profile};
@@ -36,15 +33,10 @@ pub struct NotifyState {
     client: Client,
 }
 
-/// The listener: takes the current [`NotifyState`] for each notification.
-pub struct Notifications {
-    pub live: Arc<Live>,
-}
-
 /// How one notification ended (a fixed label set).
-struct Outcome {
-    label: &'static str,
-    status: u16,
+pub struct Outcome {
+    pub label: &'static str,
+    pub status: u16,
 }
 
 const fn outcome(label: &'static str, status: u16) -> Outcome {
@@ -77,7 +69,7 @@ impl NotifyState {
         Some(NotifyState { notify, merchants: config.merchants.clone(), routes, client: Client::new(None, None) })
     }
 
-    fn text(status: u16, body: &str) -> Response<Vec<u8>> {
+    pub fn text(status: u16, body: &str) -> Response<Vec<u8>> {
         reply(status, "text/plain;charset=UTF-8", body.as_bytes().to_vec())
     }
 
@@ -103,7 +95,12 @@ impl NotifyState {
 
     /// The steps of one notification: source → intake → open and verify → forward; the
     /// acknowledgement follows from the outcome (`forwarded` only).
-    async fn handle(&self, session: &mut ServerSession, executor: &PrivateKeyExecutor, log: &mut Map<String, Value>) -> Outcome {
+    /// What the platform gets back once a notification was handed on.
+    pub fn ack(&self) -> &str {
+        &self.notify.ack
+    }
+
+    pub async fn handle(&self, session: &mut ServerSession, executor: &PrivateKeyExecutor, log: &mut Map<String, Value>) -> Outcome {
         let steps = async {
             self.check_source(session)?;
             let (route, peer, merchant, data) = self.intake(session, log).await?;
@@ -236,33 +233,6 @@ async fn open(
                 // One answer for every cryptographic failure: no oracle.
                 OpenError::Ciphertext(_) | OpenError::Plaintext | OpenError::Signature => outcome("forged", 400),
             })
-        }
-    }
-}
-
-#[async_trait]
-impl ServeHttp for Notifications {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        // This listener faces the internet: its thread yields the CPU to the callers' proxy.
-        crate::executor::lower_thread_priority_once(5);
-        let start = Instant::now();
-        let mut log = Map::new();
-        let rt = self.live.current();
-        let Some(state) = rt.notify.as_ref() else {
-            return NotifyState::text(503, "FAIL");
-        };
-        let o = state.handle(session, &rt.executor, &mut log).await;
-        let route = log.get("route").and_then(Value::as_str).unwrap_or("none").to_string();
-        metrics::NOTIFICATIONS.with_label_values(&[&route, o.label]).inc();
-        log.insert("outcome".into(), Value::String(o.label.into()));
-        log.insert("status".into(), Value::from(o.status));
-        log.insert("latency_ms".into(), Value::from((start.elapsed().as_secs_f64() * 1e6).round() / 1e3));
-        log.insert("kind".into(), Value::String("notification".into()));
-        logging::access(log);
-        if o.status == 200 {
-            NotifyState::text(200, &state.notify.ack)
-        } else {
-            NotifyState::text(o.status, "FAIL")
         }
     }
 }

@@ -1,0 +1,71 @@
+//! The layering the workspace promises, checked: the protocol crate stays pure, and no module of
+//! the plugin crate imports (directly or through others) a module that imports it back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn the_protocol_crate_has_no_io_runtime_metrics_yaml_or_logging() {
+    let manifest = std::fs::read_to_string(root().join("crates/protocol/Cargo.toml")).unwrap();
+    let deps = manifest.split("[dependencies]").nth(1).unwrap();
+    for banned in ["pingora", "tokio", "prometheus", "serde_yaml", "log ", "tracing"] {
+        assert!(!deps.contains(banned), "paysign-protocol depends on {banned}");
+    }
+    for entry in walk(&root().join("crates/protocol/src")) {
+        let text = std::fs::read_to_string(&entry).unwrap();
+        for banned in ["pingora::", "tokio::", "prometheus::", "serde_yaml::", "log::", "tracing::", "std::net", "std::fs"] {
+            assert!(!text.contains(banned), "{} uses {banned}", entry.display());
+        }
+    }
+}
+
+#[test]
+fn no_module_of_the_plugin_crate_imports_in_a_cycle() {
+    let src = root().join("crates/plugin/src");
+    let modules: BTreeSet<String> =
+        walk(&src).iter().filter_map(|p| p.file_stem()?.to_str().map(str::to_string)).filter(|m| m != "lib").collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for m in &modules {
+        let text = std::fs::read_to_string(src.join(format!("{m}.rs"))).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        let deps = code
+            .match_indices("crate::")
+            .filter_map(|(i, _)| code[i + 7..].split(|c: char| !c.is_ascii_alphanumeric() && c != '_').next())
+            .filter(|d| modules.contains(*d) && *d != m)
+            .map(str::to_string)
+            .collect();
+        graph.insert(m.clone(), deps);
+    }
+    // Depth-first search for a path back to the start.
+    for start in graph.keys() {
+        let mut stack: Vec<Vec<&String>> = vec![vec![start]];
+        while let Some(path) = stack.pop() {
+            for next in &graph[path[path.len() - 1]] {
+                assert!(next != start, "import cycle: {} -> {start}", path.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" -> "));
+                if !path.contains(&next) {
+                    let mut longer = path.clone();
+                    longer.push(next);
+                    stack.push(longer);
+                }
+            }
+        }
+    }
+    assert!(graph.len() >= 20, "{graph:?}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
+}
