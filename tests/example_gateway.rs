@@ -74,3 +74,36 @@ fn my_gateway_signs_the_platform_paths_and_proxies_the_rest() {
     let got = ordinary.requests.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
     assert_eq!((got.method.as_str(), got.path.as_str()), ("GET", "/orders/42"));
 }
+
+/// The plugin API in-process: with `callers` configured, `Paysign::call` refuses and
+/// `call_as` applies the caller's grants — embedding cannot bypass them.
+#[test]
+fn the_embedding_api_keeps_the_callers_grants() {
+    use paysign_plugin::call::Paysign;
+    use paysign_plugin::error::Delivery;
+
+    let stack = Stack::start(Options::default());
+    let sha = |t: &str| paysign_plugin::config::sha256(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let cfg = stack.dir.join("embedded.yaml");
+    write(
+        &cfg,
+        &format!(
+            "platform:\n  base_url: http://127.0.0.1:{}\ncallers:\n  - name: checkout\n    token_sha256: {}\n    merchants: [\"{MD5_MERCHANT}\"]\n    endpoints: [\"{BINDCARD}\"]\nmerchants:\n  - customer_no: \"{MD5_MERCHANT}\"\n    profile: md5\n    platform_public_key: keys/platform_public.pem\n    md5_key_file: keys/md5.key\n  - customer_no: \"{RSA_MERCHANT}\"\n    profile: rsa\n    platform_public_key: keys/platform_public.pem\n    merchant_private_key: keys/merchant_private.pem\n",
+            stack.sandbox_port,
+            sha("checkout-token")
+        ),
+    );
+    let paysign = Paysign::from_file(&cfg).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let e = paysign.call(Some(MD5_MERCHANT), BINDCARD, bindcard("EMB-1"), "emb-1").await.unwrap_err();
+        assert_eq!((e.status(), e.delivery()), (401, Delivery::NotSent));
+        let e = paysign.call_as(Some("wrong"), Some(MD5_MERCHANT), BINDCARD, bindcard("EMB-2"), "emb-2").await.unwrap_err();
+        assert_eq!((e.status(), e.delivery()), (401, Delivery::NotSent));
+        let e = paysign.call_as(Some("checkout-token"), Some(RSA_MERCHANT), BINDCARD, bindcard("EMB-3"), "emb-3").await.unwrap_err();
+        assert_eq!((e.status(), e.delivery()), (403, Delivery::NotSent));
+        let v = paysign.call_as(Some("checkout-token"), Some(MD5_MERCHANT), BINDCARD, bindcard("EMB-4"), "emb-4").await.unwrap();
+        assert_eq!((v.fields["errCode"].as_str(), v.fields["orderNo"].as_str()), (Some("0000"), Some("EMB-4")));
+    });
+    assert_eq!(stack.sandbox_stats()["received"], 1, "only the granted call reached the platform");
+}

@@ -25,6 +25,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::auth;
+use crate::bearer::Presented;
 use crate::config::{self, Config, ConfigError};
 use crate::error::GatewayError;
 use crate::executor::ExecError;
@@ -90,9 +92,28 @@ impl Paysign {
     /// The whole pipeline for one business object: `merchant` names the `customerNo` (or
     /// `None` when exactly one merchant is configured). `request_id` goes to the platform as
     /// `X-Request-Id`. Dropping the future before it sends sends nothing.
+    ///
+    /// When the configuration names `callers`, this refuses (401): use [`Self::call_as`] with
+    /// the caller's token, so that the grants cannot be bypassed by embedding.
     pub async fn call(&self, merchant: Option<&str>, path: &str, business: Value, request_id: &str) -> Result<Verified, GatewayError> {
+        self.call_as(None, merchant, path, business, request_id).await
+    }
+
+    /// [`Self::call`] on behalf of the caller whose bearer token is `token` (checked against
+    /// `callers`: its merchants and endpoints).
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
+        merchant: Option<&str>,
+        path: &str,
+        business: Value,
+        request_id: &str,
+    ) -> Result<Verified, GatewayError> {
         let rt = self.live.current();
+        let presented = token.map_or(Presented::Missing, Presented::Token);
+        let caller = auth::authenticate(&rt.config, presented)?;
         let merchant = select_merchant(&rt, merchant)?;
+        auth::authorize(caller, path, &merchant.customer_no)?;
         let Value::Object(mut business) = business else {
             return Err(GatewayError::BadBody("is not a JSON object"));
         };

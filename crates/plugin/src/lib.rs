@@ -12,7 +12,7 @@
 //! The modules, in the order a request meets them:
 //! - [`config`]: the gateway's configuration (YAML schema → runtime [`config::Config`], keys
 //!   parsed once); [`live`]: the reloadable state every flow reads;
-//! - [`bearer`], [`cidr`]: who may call (callers' tokens, notification sources);
+//! - [`auth`], [`bearer`], [`cidr`]: who may call (callers' tokens and grants, notification sources);
 //! - [`proxy`]: the `ProxyHttp` application (route, authorise, admit, validate, seal, send,
 //!   open, verify, answer); [`upstream`], [`http_client`], [`addresses`], [`egress`]: the call;
 //! - [`executor`]: the one bounded executor for all private-key work;
@@ -26,6 +26,7 @@
 
 pub mod addresses;
 pub mod admin;
+pub mod auth;
 pub mod bearer;
 pub mod call;
 pub mod cidr;

@@ -14,9 +14,9 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use serde_json::{Map, Value};
 
-use crate::bearer::{self, Presented};
+use crate::auth;
+use crate::bearer;
 use crate::call::{self, Paysign};
-use crate::config::Caller;
 use crate::error::{Delivery, GatewayError};
 use crate::h5;
 use crate::live::Runtime;
@@ -125,19 +125,14 @@ impl Gateway {
             return Err(GatewayError::MethodNotAllowed);
         }
         let wants_html = req.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"));
-        let caller = authenticate(rt, req)?;
+        let caller = auth::authenticate(&rt.config, bearer::presented(&req.headers))?;
         let deadline = deadline(req)?;
 
         let named = single_header(req, MERCHANT_HEADER)?.map(|v| v.to_str().unwrap_or("").trim().to_string());
         ctx.merchant = Self::merchant_label(rt, named.as_deref());
         let merchant = call::select_merchant(rt, named.as_deref())?;
         ctx.merchant = merchant.customer_no.clone();
-        if let Some(c) = caller {
-            if !c.may_call(&path) || !c.may_use(&merchant.customer_no) {
-                metrics::CALLER_REFUSED.with_label_values(&[&c.name, "forbidden"]).inc();
-                return Err(GatewayError::Forbidden);
-            }
-        }
+        auth::authorize(caller, &path, &merchant.customer_no)?;
         // The platform signs the body only: nothing unsigned may ride along in the URL.
         if req.uri.query().is_some() {
             return Err(GatewayError::QueryNotAllowed);
@@ -211,32 +206,6 @@ struct Intake {
     business: Map<String, Value>,
     deadline: Option<Duration>,
     wants_html: bool,
-}
-
-/// The caller named by `Authorization: Bearer <token>` when callers are configured; `None`
-/// when they are not (authentication off).
-fn authenticate<'a>(rt: &'a Runtime, req: &RequestHeader) -> Result<Option<&'a Caller>, GatewayError> {
-    if rt.config.callers.is_empty() {
-        return Ok(None);
-    }
-    let refuse = |reason: &str| {
-        metrics::CALLER_REFUSED.with_label_values(&["anonymous", reason]).inc();
-        GatewayError::Unauthenticated
-    };
-    let token = match bearer::presented(&req.headers) {
-        Presented::Missing => return Err(refuse("missing")),
-        Presented::Malformed => return Err(refuse("malformed")),
-        Presented::Token(t) => t,
-    };
-    let presented = crate::config::sha256(token.as_bytes());
-    // Every caller is compared, in constant time, whichever matches.
-    let mut found = None;
-    for c in &rt.config.callers {
-        if bearer::same(&presented, &c.token_sha256) {
-            found = Some(c);
-        }
-    }
-    found.map(Some).ok_or_else(|| refuse("unknown_token"))
 }
 
 /// Resolves when the caller closes its connection (the request body has been read); pends
