@@ -24,14 +24,32 @@ fn sandbox_yaml(s: &Stack, key: &str, previous: Option<&str>) -> String {
     )
 }
 
+/// The notification listener's part of the gateway's configuration (the same in every
+/// reload: listeners need a restart): notifications go to the sandbox's stand-in inbox.
+fn notify_yaml(notify_port: u16, sandbox_port: u16) -> String {
+    format!("notify:\n  listen: 127.0.0.1:{notify_port}\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:{sandbox_port}/__sandbox/inbox\n")
+}
+
 /// The gateway with platform key `current`, optionally the announced `next` and which seals.
-fn gateway_yaml(s: &Stack, current: &str, next: Option<&str>, seal_with: &str) -> String {
+fn gateway_yaml(s: &Stack, notify_port: u16, current: &str, next: Option<&str>, seal_with: &str) -> String {
     let rollover =
         next.map_or(String::new(), |n| format!("    next_platform_public_key: keys/{n}_public.pem\n    seal_with: {seal_with}\n"));
     format!(
-        "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{}\ngrace_period_seconds: 0\nplatform:\n  base_url: http://127.0.0.1:{}\nmerchants:\n  - customer_no: \"{MD5_MERCHANT}\"\n    profile: md5\n    platform_public_key: keys/{current}_public.pem\n    md5_key_file: keys/md5.key\n{rollover}  - customer_no: \"{RSA_MERCHANT}\"\n    profile: rsa\n    platform_public_key: keys/{current}_public.pem\n    merchant_private_key: keys/merchant_private.pem\n{rollover}",
-        s.proxy, s.admin, s.sandbox_port
+        "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{}\ngrace_period_seconds: 0\nplatform:\n  base_url: http://127.0.0.1:{}\n{}merchants:\n  - customer_no: \"{MD5_MERCHANT}\"\n    profile: md5\n    platform_public_key: keys/{current}_public.pem\n    md5_key_file: keys/md5.key\n{rollover}  - customer_no: \"{RSA_MERCHANT}\"\n    profile: rsa\n    platform_public_key: keys/{current}_public.pem\n    merchant_private_key: keys/merchant_private.pem\n{rollover}",
+        s.proxy,
+        s.admin,
+        s.sandbox_port,
+        notify_yaml(notify_port, s.sandbox_port)
     )
+}
+
+/// The sandbox sends a notification (sealed with its current key pair) to the gateway's
+/// listener: `true` when it was verified, handed on and acknowledged.
+fn notified(s: &Stack, notify_port: u16, merchant: &str, order: &str) -> bool {
+    let req =
+        serde_json::json!({"customerNo": merchant, "orderNo": order, "url": format!("http://127.0.0.1:{notify_port}/notify/bindcard")});
+    let r = request(s.sandbox_port, "POST", "/__sandbox/notify", &[], req.to_string().as_bytes()).json();
+    r["status"] == 200 && r["body"] == "SUCCESS"
 }
 
 fn reload_gateway(s: &Stack, yaml: &str, generation: u64) {
@@ -52,13 +70,15 @@ fn verified_by(s: &Stack, merchant: &str, key: &str) -> f64 {
 
 #[test]
 fn the_platform_rotates_its_key_under_load_without_a_failed_request() {
-    let s = Stack::start(Options::default());
+    let np = free_port();
+    let s = Stack::start(Options { gateway_extra: notify_yaml(np, 9), ..Options::default() });
+    wait_listening(np);
     let merchants = [MD5_MERCHANT, RSA_MERCHANT];
     let load = Load::start(s.proxy, "ROLL", &[MD5_MERCHANT, RSA_MERCHANT]);
     load.progress(10);
 
     // 1. The platform announces its next key: the gateway accepts answers under either.
-    reload_gateway(&s, &gateway_yaml(&s, "platform", Some("platform_next"), "current"), 2);
+    reload_gateway(&s, &gateway_yaml(&s, np, "platform", Some("platform_next"), "current"), 2);
     load.progress(10);
     for m in merchants {
         assert!(verified_by(&s, m, "current") > 0.0);
@@ -70,13 +90,19 @@ fn the_platform_rotates_its_key_under_load_without_a_failed_request() {
     load.progress(10);
     let next_before: Vec<f64> = merchants.iter().map(|m| verified_by(&s, m, "next")).collect();
     assert!(next_before.iter().all(|n| *n > 0.0), "answers under the next key verified: {next_before:?}");
+    // Notifications under the next key verify too.
+    for m in merchants {
+        let before = verified_by(&s, m, "next");
+        assert!(notified(&s, np, m, &format!("ROLL-N-{m}")), "{m}: a notification under the next key");
+        assert_eq!(verified_by(&s, m, "next"), before + 1.0);
+    }
 
     // 3. The gateway seals with the next key (switched by configuration, never by guessing).
-    reload_gateway(&s, &gateway_yaml(&s, "platform", Some("platform_next"), "next"), 3);
+    reload_gateway(&s, &gateway_yaml(&s, np, "platform", Some("platform_next"), "next"), 3);
     load.progress(10);
 
     // 4. The old key is removed: the next key becomes the current one.
-    reload_gateway(&s, &gateway_yaml(&s, "platform_next", None, "current"), 4);
+    reload_gateway(&s, &gateway_yaml(&s, np, "platform_next", None, "current"), 4);
     load.progress(10);
     reload_sandbox(&s, &sandbox_yaml(&s, "platform_next", None), 3);
     load.progress(10);
@@ -102,6 +128,7 @@ fn the_platform_rotates_its_key_under_load_without_a_failed_request() {
         assert_eq!(r.status, 502, "{m}: {}", r.text());
         assert_eq!(r.header("X-Paysign-Delivery"), Some("sent"));
         assert_eq!(r.json()["errMessage"], "the platform's answer could not be verified; it was discarded");
+        assert!(!notified(&s, np, m, &format!("OLD-KEY-N-{m}")), "{m}: a notification under the removed key is refused");
     }
 }
 
