@@ -65,3 +65,24 @@ pub fn answer(profile: &str, size: usize, b: Backend) -> Vec<u8> {
     fields.insert("errCode".into(), Value::String("0000".into()));
     p.seal_response(&pm, fields).unwrap()
 }
+
+/// `openssl speed -seconds N rsa2048`, pinned to `core` with `taskset` when given:
+/// (private ops/s, public ops/s) — its sign and verify rates — or `None` when unavailable.
+pub fn openssl_speed(seconds: u32, core: Option<&str>) -> Option<(f64, f64)> {
+    let secs = seconds.to_string();
+    let mut args = vec!["speed", "-seconds", secs.as_str(), "rsa2048"];
+    let program = match core {
+        Some(c) => {
+            args.splice(0..0, ["-c", c, "openssl"]);
+            "taskset"
+        }
+        None => "openssl",
+    };
+    let out = std::process::Command::new(program).args(&args).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "rsa 2048 bits 0.000771s 0.000023s   1297.0  43478.3"
+    let line = text.lines().find(|l| l.trim_start().starts_with("rsa 2048 bits") || l.trim_start().starts_with("rsa  2048 bits"))?;
+    let nums: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse::<f64>().ok()).collect();
+    let n = nums.len();
+    (n >= 2).then(|| (nums[n - 2], nums[n - 1]))
+}

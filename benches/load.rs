@@ -657,15 +657,6 @@ end
     }
 }
 
-/// `openssl speed rsa2048` on `core`: (private ops/s, public ops/s).
-fn openssl_speed_on(core: &str) -> (f64, f64) {
-    let out = Command::new("taskset").args(["-c", core, "openssl", "speed", "-seconds", "3", "rsa2048"]).output().expect("openssl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.trim_start().starts_with("rsa") && l.contains("2048 bits")).expect("openssl speed rsa2048 output");
-    let nums: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse::<f64>().ok()).collect();
-    (nums[nums.len() - 2], nums[nums.len() - 1])
-}
-
 /// RSA blocks in the `reqmsg` of a sealed request / a platform answer.
 fn blocks(json: &[u8]) -> usize {
     let v: serde_json::Value = serde_json::from_slice(json).unwrap();
@@ -712,7 +703,7 @@ fn floor() {
     let nginx_port = free_port();
     let ng = nginx(&d, nginx_port, s.sandbox_port);
     pin(ng.0.id(), "0");
-    let (priv_rate, pub_rate) = openssl_speed_on("0");
+    let (priv_rate, pub_rate) = fixtures::openssl_speed(3, Some("0")).expect("openssl speed rsa2048 on core 0");
     let (t_priv, t_pub) = (1e6 / priv_rate, 1e6 / pub_rate); // µs per operation
 
     // What one call's crypto is: blocks of the sealed request and of the answer.

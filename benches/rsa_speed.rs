@@ -28,17 +28,6 @@ fn rate(mut f: impl FnMut()) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// `openssl speed -seconds N rsa2048`: (sign/s, verify/s), or None when unavailable.
-fn openssl_speed() -> Option<(f64, f64)> {
-    let out = Command::new("openssl").args(["speed", "-seconds", "2", "rsa2048"]).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "rsa 2048 bits 0.000771s 0.000023s   1297.0  43478.3"
-    let line = text.lines().find(|l| l.trim_start().starts_with("rsa 2048 bits") || l.trim_start().starts_with("rsa  2048 bits"))?;
-    let nums: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse::<f64>().ok()).collect();
-    let n = nums.len();
-    (n >= 2).then(|| (nums[n - 2], nums[n - 1]))
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -97,7 +86,7 @@ fn main() {
         });
         (sign, decrypt)
     });
-    let ossl = openssl_speed();
+    let ossl = openssl_speed(2, None);
     println!("\nRSA-2048, operations per second on one core (one thread, this run):\n");
     println!("| operation | aws-lc | rsa (pure Rust, blinded) | aws-lc / rsa | openssl speed | openssl / aws-lc |");
     println!("|---|---|---|---|---|---|");

@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -54,20 +54,12 @@ fn gateway_yaml(s: &Stack, proxy: u16, admin: u16) -> String {
     )
 }
 
+/// `paysign` with the token's configuration and PIN in its environment: (exit code, stdout and
+/// stderr).
 fn run_tool(conf: &Path, args: &[&str], stdin: &str) -> (i32, String) {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_paysign"))
-        .args(args)
-        .env("SOFTHSM2_CONF", conf)
-        .env("PAYSIGN_TEST_PKCS11_PIN", PIN)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    let conf = conf.to_str().unwrap();
+    let (code, stdout, stderr) = run_paysign(args, &[("SOFTHSM2_CONF", conf), ("PAYSIGN_TEST_PKCS11_PIN", PIN)], stdin);
+    (code, stdout + &stderr)
 }
 
 #[test]

@@ -2,9 +2,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use common::*;
 use serde_json::Value;
 
@@ -26,16 +23,8 @@ fn config(profile: &str) -> std::path::PathBuf {
 const MD5_MERCHANT_VEC: &str = "202112090603";
 
 fn run(args: &[&str], stdin: &str) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_paysign"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    let (code, stdout, _) = run_paysign(args, &[], stdin);
+    (code, stdout)
 }
 
 fn line<'a>(out: &'a str, prefix: &str) -> &'a str {
@@ -180,23 +169,22 @@ fn keys_check_tells_formats_sizes_kinds_and_pairs() {
 
 #[test]
 fn every_subcommand_has_help_and_the_binary_has_a_version() {
-    let run = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_paysign")).args(args).output().unwrap();
+    let run = |args: &[&str]| run_paysign(args, &[], "");
     for sub in ["demo", "run", "sandbox", "check", "seal", "open", "keys", "version"] {
-        let out = run(&[sub, "--help"]);
-        assert!(out.status.success(), "{sub} --help");
-        let text = String::from_utf8(out.stdout).unwrap();
+        let (code, text, _) = run(&[sub, "--help"]);
+        assert_eq!(code, 0, "{sub} --help");
         assert!(text.contains(&format!("Usage: paysign {sub}")), "{sub}: {text}");
     }
-    let keys = String::from_utf8(run(&["keys", "check", "--help"]).stdout).unwrap();
+    let (_, keys, _) = run(&["keys", "check", "--help"]);
     assert!(keys.contains("Usage: paysign keys check [OPTIONS] <FILE>..."), "{keys}");
     assert!(keys.contains("--pkcs11-module <PATH>") && keys.contains("--pin-env <VAR>"), "{keys}");
-    assert_eq!(String::from_utf8(run(&["--version"]).stdout).unwrap(), "paysign 0.1.0\n");
-    assert_eq!(String::from_utf8(run(&["version"]).stdout).unwrap(), "paysign 0.1.0\n");
+    assert_eq!(run(&["--version"]).1, "paysign 0.1.0\n");
+    assert_eq!(run(&["version"]).1, "paysign 0.1.0\n");
     // Wrong use: a clear error on stderr, a failing exit status, nothing run.
-    let out = run(&["run", "--no-such-flag"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("unexpected argument '--no-such-flag'"));
-    let out = run(&["check"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("--config <FILE>"));
+    let (code, _, stderr) = run(&["run", "--no-such-flag"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("unexpected argument '--no-such-flag'"), "{stderr}");
+    let (code, _, stderr) = run(&["check"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--config <FILE>"), "{stderr}");
 }

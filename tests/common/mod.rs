@@ -372,6 +372,22 @@ pub fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Runs the `paysign` binary to completion with `env` added and `stdin` fed in: (exit code,
+/// stdout, stderr).
+pub fn run_paysign(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paysign"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// Spawns any command with stdout and stderr to `log`; killed on drop.
 pub fn spawn_cmd(cmd: &mut Command, log: PathBuf) -> Proc {
     let out = std::fs::File::create(&log).unwrap();
