@@ -55,7 +55,8 @@ impl Drop for Admitted<'_> {
 }
 
 impl PrivateKeyExecutor {
-    /// `offload: false` runs the work inline on the calling event loop (still bounded).
+    /// `offload: false` runs callers' work inline on the calling event loop (still bounded);
+    /// unauthenticated work always runs on the lowest-priority threads.
     pub fn new(workers: usize, queue: usize, offload: bool) -> Self {
         let workers = workers.max(1);
         PrivateKeyExecutor {

@@ -330,7 +330,8 @@ pub fn public_from_components(n: &[u8], e: &[u8], allow_weak: bool) -> Result<Pu
         }
         out.extend_from_slice(v);
     }
-    // PKCS#1 RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }
+    // Through PKCS#1 DER, so the key is decoded exactly as one read from a file (same integer
+    // precision: `is_pair` compares them). RSAPublicKey ::= SEQUENCE { n INTEGER, e INTEGER }
     let mut body = Vec::with_capacity(n.len() + e.len() + 16);
     der_uint(n, &mut body);
     der_uint(e, &mut body);
