@@ -10,7 +10,7 @@
 //!
 //! - Work that anyone can cause (a notification before it verifies) is admitted for at most
 //!   half the workers plus an eighth of the queue ([`PrivateKeyExecutor::run_unauthenticated`]),
-//!   and runs on the executor's own threads at nice +19: a forged flood gets what the cores
+//!   and runs on the executor's own threads in the `SCHED_IDLE` class: a forged flood gets what the cores
 //!   leave over, ordinary calls keep theirs.
 //!
 //! It lives as long as the process (reloads keep it), so the bound holds across reloads.
@@ -41,7 +41,7 @@ pub struct PrivateKeyExecutor {
     /// At most half the workers run unauthenticated work at once.
     unauthenticated_running: tokio::sync::Semaphore,
     running: AtomicUsize,
-    /// The threads (half the workers, nice +19) that run unauthenticated work.
+    /// The threads (half the workers, `SCHED_IDLE`) that run unauthenticated work.
     lowest: LowestPriorityThreads,
 }
 
@@ -150,13 +150,13 @@ impl PrivateKeyExecutor {
 enum Class {
     /// Callers' requests and the answers to them: the blocking pool at nice +10.
     Ordinary,
-    /// Work anyone can cause: the executor's own threads at nice +19.
+    /// Work anyone can cause: the executor's own threads, `SCHED_IDLE`.
     Unauthenticated,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// A fixed set of threads at the lowest priority (nice +19); they end when the executor is
+/// A fixed set of threads at the lowest priority (`SCHED_IDLE`); they end when the executor is
 /// dropped. Admission is bounded before a job gets here, so the channel never grows past it.
 struct LowestPriorityThreads {
     jobs: std::sync::mpsc::Sender<Job>,
@@ -169,8 +169,7 @@ impl LowestPriorityThreads {
         for i in 0..threads {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new().name(format!("paysign-unauth-{i}")).spawn(move || {
-                // SAFETY: setpriority on the calling thread (who = 0) with a constant.
-                let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+                to_idle_scheduling();
                 loop {
                     let job = match rx.lock() {
                         Ok(rx) => rx.recv(),
@@ -199,6 +198,21 @@ impl LowestPriorityThreads {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(_)) => Err(ExecError::Panicked),
             Err(_) => Err(ExecError::Overloaded),
+        }
+    }
+}
+
+/// Puts the calling thread in the `SCHED_IDLE` class: it runs only on what the other threads
+/// leave of a core, and any ordinary thread that wakes up preempts it at once (nice +19 alone
+/// would still give it time slices of several milliseconds in front of the event loops). Where
+/// the policy cannot be set (e.g. a seccomp filter), nice +19 is the fallback.
+fn to_idle_scheduling() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid, initialised
+    // sched_param that outlives the call; setpriority likewise takes plain integers.
+    unsafe {
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            let _ = libc::setpriority(libc::PRIO_PROCESS, 0, 19);
         }
     }
 }
@@ -332,15 +346,15 @@ mod tests {
     #[tokio::test]
     async fn unauthenticated_work_runs_on_the_lowest_priority_threads() {
         let ex = PrivateKeyExecutor::new(4, 4, true);
-        let (name, nice) = ex
+        let (name, policy) = ex
             .run_unauthenticated(|| {
-                // SAFETY: getpriority of the calling thread.
-                (std::thread::current().name().map(str::to_string), unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) })
+                // SAFETY: sched_getscheduler of the calling thread.
+                (std::thread::current().name().map(str::to_string), unsafe { libc::sched_getscheduler(0) })
             })
             .await
             .unwrap();
         assert!(name.unwrap().starts_with("paysign-unauth-"));
-        assert_eq!(nice, 19);
+        assert_eq!(policy, libc::SCHED_IDLE);
         // SAFETY: getpriority of the calling thread.
         let ordinary = ex.run(|| unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }).await.unwrap();
         assert_eq!(ordinary, 10);
