@@ -11,6 +11,9 @@ for p in ports:
         s=socket.socket(); s.connect(("127.0.0.1",p)); socks.append((p,s))
 time.sleep(2)
 peak=rss()
+def hwm():
+    for l in open(f"/proc/{pid}/status"):
+        if l.startswith("VmHWM"): return int(l.split()[1])/1024
 open_=0
 for p,s in socks:
     s.setblocking(False)
@@ -20,7 +23,7 @@ for p,s in socks:
         else: open_+=1
     except BlockingIOError: open_+=1
     except Exception: refused+=1
-print(f"{n} idle connections to each of {ports}: RSS {peak:.0f} MiB, {threads()} threads; {open_} held open, {refused} closed at once")
+print(f"{n} idle connections to each of {ports}: RSS {peak:.0f} MiB (peak {hwm():.0f} MiB), {threads()} threads; {open_} held open, {refused} closed at once")
 for p,s in socks: s.close()
 for t in (5,30):
     time.sleep(t if t==5 else 25)

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use pingora::apps::ServerApp;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -149,22 +150,17 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         let live = Arc::new(Live::new(cfg.source.clone(), cfg));
         reloadable.push(Reloadable::Gateway(live.clone()));
         if let Some(listen) = notify_listen {
-            let mut svc =
-                Service::new("paysign notifications".to_string(), Limited::new(Notifications { live: live.clone() }, "notify", limits));
-            svc.add_tcp(&listen);
+            let mut svc = limited_service("paysign notifications", Notifications { live: live.clone() }, "notify", limits);
+            svc.add_listener(tcp_listener(&listen));
             svc.threads = Some(1);
             server.add_service(svc);
         }
         let mut app = pingora::proxy::HttpProxy::new(Gateway::new(Paysign::from_live(live.clone())?), server.configuration.clone());
         app.handle_init_modules();
-        let mut proxy = Service::new("paysign proxy".to_string(), Limited::new(app, "proxy", limits));
-        // A whole answer (head and body, up to 4 KiB) leaves in one write instead of two.
-        proxy.add_listener(ListenerConfig::tcp(listen.as_str()).l4_buffer(L4BufferSettings::default().write(4096)));
-        let mut admin = Service::new(
-            "paysign admin".to_string(),
-            Limited::new(Admin { proxy_addr, live, registry: registry.clone() }, "admin", admin_limits),
-        );
-        admin.add_tcp(&admin_listen);
+        let mut proxy = limited_service("paysign proxy", app, "proxy", limits);
+        proxy.add_listener(tcp_listener(&listen));
+        let mut admin = limited_service("paysign admin", Admin { proxy_addr, live, registry: registry.clone() }, "admin", admin_limits);
+        admin.add_listener(tcp_listener(&admin_listen));
         admin.threads = Some(1);
         server.add_service(proxy);
         server.add_service(admin);
@@ -204,4 +200,26 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
     }
     reload_on_sighup(reloadable)?;
     server.run_forever();
+}
+
+/// A plain TCP listener: a whole answer (head and body, up to 4 KiB) leaves in one write
+/// instead of two; reads keep pingora's buffer (not resident until used: 0 or 16 KiB instead
+/// changed an idle connection's cost by less than 3 KB).
+fn tcp_listener(addr: &str) -> ListenerConfig {
+    ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::default().write(4096))
+}
+
+/// A pingora service whose listeners bound their connections and head deadlines: the bound is
+/// applied in the accept loop first (nothing allocated for a refused connection), then exactly.
+fn limited_service<A: ServerApp + Send + Sync + 'static>(
+    name: &str,
+    app: A,
+    listener: &'static str,
+    limits: Limits,
+) -> Service<Limited<A>> {
+    let limited = Limited::new(app, listener, limits);
+    let filter = limited.connection_filter();
+    let mut service = Service::new(name.to_string(), limited);
+    service.set_connection_filter(filter);
+    service
 }

@@ -6,7 +6,10 @@
 //! [`Limited`] wraps any pingora [`ServerApp`]:
 //!
 //! - beyond `max_connections` open connections, a new one is closed at once (counted in
-//!   `paysign_connections_refused_total{listener}`);
+//!   `paysign_connections_refused_total{listener}`): in pingora's accept loop, before it
+//!   allocates the connection's buffers ([`Limited::connection_filter`]; a flood of 15,000
+//!   connections otherwise allocated ~200 MB for a moment), and again exactly when the
+//!   connection reaches the app (the filter's check and the count are not one atomic step);
 //! - each connection's stream is wrapped in a [`HeadDeadline`]: from the first read of a
 //!   request (or of the wait for the next one on a kept-alive connection) its head — up to the
 //!   blank line — must arrive within `head_timeout`, or the read fails and pingora closes the
@@ -22,6 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
+use pingora::listeners::ConnectionFilter;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, UniqueID, UniqueIDType};
 use pingora::protocols::{SocketDigest, TimingDigest};
@@ -48,6 +52,31 @@ pub struct Limited<A> {
 impl<A> Limited<A> {
     pub fn new(inner: A, listener: &'static str, limits: Limits) -> Self {
         Limited { inner: Arc::new(inner), listener, limits, open: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    /// The same bound for pingora's accept loop (`Service::set_connection_filter`): a
+    /// connection beyond it is closed before pingora allocates anything for it.
+    pub fn connection_filter(&self) -> Arc<dyn ConnectionFilter> {
+        Arc::new(OpenBelow { open: self.open.clone(), max: self.limits.max_connections, listener: self.listener })
+    }
+}
+
+/// Accepts a connection while fewer than `max` are open.
+#[derive(Debug)]
+struct OpenBelow {
+    open: Arc<AtomicUsize>,
+    max: usize,
+    listener: &'static str,
+}
+
+#[async_trait]
+impl ConnectionFilter for OpenBelow {
+    async fn should_accept(&self, _peer: Option<&std::net::SocketAddr>) -> bool {
+        if self.open.load(Ordering::Acquire) >= self.max {
+            metrics::CONNECTIONS_REFUSED.with_label_values(&[self.listener]).inc();
+            return false;
+        }
+        true
     }
 }
 
@@ -303,7 +332,22 @@ impl Peek for HeadDeadline {
 
 #[cfg(test)]
 mod tests {
-    use super::HeadEnd;
+    use super::*;
+
+    #[tokio::test]
+    async fn the_accept_filter_refuses_at_the_bound_and_counts_it() {
+        let open = Arc::new(AtomicUsize::new(0));
+        let filter = OpenBelow { open: open.clone(), max: 2, listener: "filter-test" };
+        let refused = || metrics::CONNECTIONS_REFUSED.with_label_values(&["filter-test"]).get();
+        assert!(filter.should_accept(None).await);
+        open.store(2, Ordering::Release);
+        assert!(!filter.should_accept(None).await);
+        assert!(!filter.should_accept(None).await);
+        assert_eq!(refused(), 2);
+        open.store(1, Ordering::Release);
+        assert!(filter.should_accept(None).await);
+        assert_eq!(refused(), 2);
+    }
 
     #[test]
     fn the_end_of_a_head_is_found_across_reads() {
