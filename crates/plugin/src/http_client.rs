@@ -1,8 +1,9 @@
-//! Outgoing HTTP/1.1 POSTs over pingora's pooled connector, shared by the platform client
+//! Outgoing HTTP/1.1 POSTs over pingora's pooled connections, shared by the platform client
 //! and the notification forwarder (and the sandbox's notification sender). The rule that
-//! matters for payments lives here: only connection set-up (and writing the request head,
-//! which no server can act on without the body) is ever retried; once the body may have
-//! left, a failure is reported as "unknown", never retried.
+//! matters for payments lives here: only what certainly sent nothing is ever retried —
+//! connection set-up, and a request write the socket refused before accepting a single byte
+//! ([`OneWrite`]: head and body leave in one write); once any byte may have left, a failure is
+//! reported as "unknown", never retried.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,12 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use pingora::connectors::http::Connector;
-use pingora::connectors::ConnectorOptions;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::http::RequestHeader;
+use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::HttpSession as Http1Session;
 use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::Peer;
 
 use crate::addresses::{self, AddressBook};
+use crate::one_write::OneWrite;
 
 /// Idle connections kept per connector.
 const POOL_SIZE: usize = 128;
@@ -161,7 +165,7 @@ impl Route {
 }
 
 pub struct Client {
-    connector: Connector,
+    connector: TransportConnector,
 }
 
 impl Client {
@@ -170,7 +174,45 @@ impl Client {
         let mut opts = ConnectorOptions::new(POOL_SIZE);
         opts.ca_file = ca_file.map(|p| p.display().to_string());
         opts.cert_key_file = client_cert.map(|(c, k)| (c.display().to_string(), k.display().to_string()));
-        Client { connector: Connector::new(Some(opts)) }
+        Client { connector: TransportConnector::new(Some(opts)) }
+    }
+
+    /// An HTTP/1.1 session on a pooled or new connection to `peer`, its stream wrapped so
+    /// that a request leaves in one write.
+    async fn session(&self, peer: &HttpPeer) -> pingora::Result<HttpSession> {
+        let (stream, _reused) = self.connector.get_stream(peer).await?;
+        Ok(HttpSession::H1(Http1Session::new_with_options(OneWrite::wrap(stream), peer)))
+    }
+
+    /// Writes the request: head and body in one write. `Err(true)` when the socket accepted
+    /// none of it (nothing was sent: the request may go elsewhere), `Err(false)` when some of
+    /// it may have left.
+    async fn write_request(session: &mut HttpSession, head: RequestHeader, body: Bytes) -> Result<(), bool> {
+        let HttpSession::H1(h1) = session else { return Err(false) };
+        let Some(w) = OneWrite::of(h1.stream()) else { return Err(false) };
+        w.begin();
+        let head_kept = h1.write_request_header(Box::new(head)).await.is_ok();
+        if let Some(w) = OneWrite::of(h1.stream()) {
+            w.body_follows();
+        }
+        let written = head_kept && session.write_request_body(body, true).await.is_ok() && session.finish_request_body().await.is_ok();
+        let accepted_any = match session {
+            HttpSession::H1(h1) => OneWrite::of(h1.stream()).is_none_or(OneWrite::any_accepted),
+            _ => true,
+        };
+        match (written, accepted_any) {
+            (true, _) => Ok(()),
+            (false, accepted) => Err(!accepted),
+        }
+    }
+
+    /// Returns the connection to the pool when its answer was read to the end.
+    async fn release(&self, session: HttpSession, peer: &HttpPeer, idle_timeout: Duration) {
+        let HttpSession::H1(mut h1) = session else { return };
+        h1.respect_keepalive();
+        if let Some(stream) = h1.reuse().await {
+            self.connector.release_stream(stream, peer.reuse_hash(), Some(idle_timeout));
+        }
     }
 
     /// POSTs `body` to `path` on the route. `on_retry` is told about each retried connection.
@@ -206,19 +248,23 @@ impl Client {
                     }
                     attempt += 1;
                     let peer = route.peer_at(addr);
-                    match self.connector.get_http_session(&peer).await {
-                        Ok((mut s, _reused)) => match s.write_request_header(Box::new(head()?)).await {
+                    match self.session(&peer).await {
+                        // A socket that takes nothing within the read timeout counts as "may have
+                        // left" (it has a request's bytes in its buffers): never retried.
+                        Ok(mut s) => match tokio::time::timeout(route.read_timeout, Self::write_request(&mut s, head()?, body.clone()))
+                            .await
+                            .unwrap_or(Err(false))
+                        {
                             Ok(()) => {
                                 route.addresses.answered(addr);
                                 break 'connected (s, peer);
                             }
-                            Err(e) => {
-                                tracing::debug!(
-                                    "writing request head to {} ({addr}) failed: {}",
-                                    route.target.authority,
-                                    e.etype().as_str()
-                                )
+                            // The socket took none of it: nothing was sent.
+                            Err(true) => {
+                                tracing::debug!("writing the request to {} ({addr}) failed before any byte left", route.target.authority)
                             }
+                            // From here on the server may have the request: no retry.
+                            Err(false) => return Err(SendError::Unknown),
                         },
                         Err(e) => {
                             use pingora::ErrorType::{HandshakeError, InvalidCert, TLSHandshakeFailure};
@@ -249,10 +295,7 @@ impl Client {
             return Err(SendError::NotSent);
         };
 
-        // From here on the server may receive the request: no retry, whatever happens.
-        if session.write_request_body(body, true).await.is_err() || session.finish_request_body().await.is_err() {
-            return Err(SendError::Unknown);
-        }
+        // The request has left: no retry, whatever happens.
         let limit = route.max_response_bytes;
         let read = async {
             session.read_response_header().await.map_err(|_| SendError::Unknown)?;
@@ -271,7 +314,7 @@ impl Client {
             Err(_) => return Err(SendError::Timeout),
         };
         if session.response_done() {
-            self.connector.release_http_session(session, &peer, Some(route.idle_timeout)).await;
+            self.release(session, &peer, route.idle_timeout).await;
         }
         Ok(answer)
     }

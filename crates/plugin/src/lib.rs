@@ -41,10 +41,12 @@ pub mod logging;
 pub mod metrics;
 pub mod notifications;
 pub mod notify;
+pub mod one_write;
 pub mod pkcs11;
 pub mod proxy;
 pub mod reload;
 pub mod serve;
+mod stream_wrap;
 pub mod upstream;
 
 pub use paysign_protocol as protocol;
