@@ -9,8 +9,9 @@
 //! `cargo bench --bench load -- soak minutes=3` (moderate load with a reload every 10 s; RSS
 //! and open descriptors sampled), or
 //! `cargo bench --bench load -- attack` (a forged-notification flood next to ordinary calls,
-//! and 1,000 concurrent rsa calls against the admission bounds; see docs/operations.md). Loopback only; every run is bounded by a request count and a
-//! time limit, and stops by itself.
+//! 1,000 concurrent rsa calls against the admission bounds, and genuine notifications from an
+//! allow-listed platform under a flood from elsewhere; see docs/operations.md). Loopback only;
+//! every run is bounded by a request count and a time limit, and stops by itself.
 
 use std::io::Write as _;
 use std::net::TcpListener;
@@ -456,8 +457,15 @@ fn main() {
 /// One POST on a new connection; the status and `X-Paysign-Delivery` (`None` when the
 /// connection failed).
 async fn one_post(port: u16, path: &str, headers: &str, body: &str, give_up: Duration) -> Option<(u16, String)> {
+    one_post_from([127, 0, 0, 1], port, path, headers, body, give_up).await
+}
+
+/// [`one_post`] from a given loopback source address (a sender outside an allow-list).
+async fn one_post_from(from: [u8; 4], port: u16, path: &str, headers: &str, body: &str, give_up: Duration) -> Option<(u16, String)> {
     let work = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        socket.bind((std::net::Ipv4Addr::from(from), 0).into()).ok()?;
+        let mut s = socket.connect(([127, 0, 0, 1], port).into()).await.ok()?;
         let req = format!("POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}", body.len());
         s.write_all(req.as_bytes()).await.ok()?;
         let mut raw = Vec::new();
@@ -472,7 +480,8 @@ async fn one_post(port: u16, path: &str, headers: &str, body: &str, give_up: Dur
 
 /// `attack`: (1) ordinary md5 calls' p99 alone and next to 64 senders of maximal forged rsa
 /// notifications (16 random blocks each); (2) 1,000 concurrent rsa calls at once: every one
-/// must end 200 `sent` or 503 `not-sent`.
+/// must end 200 `sent` or 503 `not-sent`; (3) genuine notifications from an allow-listed
+/// platform under a flood from elsewhere: each acknowledged, how fast.
 fn attack() {
     use base64::Engine;
     let d = dir();
@@ -581,7 +590,84 @@ fn attack() {
     let _ = writeln!(out, "| 200 sent | 503 not-sent | unknown | anything else |");
     let _ = writeln!(out, "|---|---|---|---|");
     let _ = writeln!(out, "| {ok} | {shed} | {unknown} | {} |", 1000 - ok - shed - unknown);
+    drop(s);
+    allow_listed_platform_under_a_flood(&d, &forged);
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// (3) `notify.allow_from` set to the platform's address (here 127.0.0.1): 64 senders of forged
+/// notifications from elsewhere (127.0.0.2), as fast as they can, while the platform (the
+/// sandbox) sends 20 genuine notifications one after another. Each must be acknowledged; the
+/// time from sending to acknowledgement is reported.
+fn allow_listed_platform_under_a_flood(d: &Path, forged: &str) {
+    let notify_port = free_port();
+    let extra = format!(
+        "notify:\n  listen: 127.0.0.1:{notify_port}\n  allow_from: [\"127.0.0.1/32\"]\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:9/unused\n"
+    );
+    let s = start_with(d, Backend::AwsLc, true, true, &extra);
+    wait_port(notify_port);
+    // The route forwards to the sandbox's inbox (known only now).
+    let gw_conf = d.join(format!("gateway-{}.yaml", s.proxy_port));
+    let conf = std::fs::read_to_string(&gw_conf)
+        .unwrap()
+        .replace("http://127.0.0.1:9/unused", &format!("http://127.0.0.1:{}/__sandbox/inbox", s.sandbox_port));
+    std::fs::write(&gw_conf, conf).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (refused, latencies) = rt.block_on(async {
+        let reload = one_post(s.admin_port, "/-/reload", "", "", Duration::from_secs(10)).await;
+        assert_eq!(reload.map(|r| r.0), Some(200), "reload with the inbox route");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flood: Vec<_> = (0..64)
+            .map(|_| {
+                let (stop, forged) = (stop.clone(), forged.to_string());
+                tokio::spawn(async move {
+                    let mut refused = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match one_post_from([127, 0, 0, 2], notify_port, "/notify/bindcard", "", &forged, Duration::from_secs(10)).await {
+                            Some((403, _)) => refused += 1,
+                            other => panic!("a forged notification from outside the allow-list got {other:?}"),
+                        }
+                    }
+                    refused
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(500)).await; // let the flood ramp up (load, not sync)
+        let url = format!("http://127.0.0.1:{notify_port}/notify/bindcard");
+        let mut latencies = Vec::new();
+        for i in 0..20 {
+            let req = serde_json::json!({"customerNo": RSA, "orderNo": format!("GENUINE-{i}"), "url": url}).to_string();
+            let t = Instant::now();
+            let answer = ask_sandbox_to_notify(s.sandbox_port, &req).await;
+            assert_eq!(answer.as_deref(), Some("SUCCESS"), "genuine notification {i} was not acknowledged");
+            latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut refused = 0;
+        for f in flood {
+            refused += f.await.unwrap_or(0);
+        }
+        (refused, latencies)
+    });
+    let mut sorted = latencies.clone();
+    sorted.sort_by(f64::total_cmp);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "\nAllow-listed platform under a flood: 64 senders of forged rsa notifications from outside `notify.allow_from`, 20 genuine notifications from the platform\n");
+    let _ = writeln!(out, "| forged refused (403, nothing read) | genuine acknowledged | ack ms p50 | ack ms max |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    let _ = writeln!(out, "| {refused} | {} of 20 | {:.1} | {:.1} |", latencies.len(), sorted[sorted.len() / 2], sorted[sorted.len() - 1]);
+}
+
+/// Has the sandbox send one genuine notification; the acknowledgement body it got back.
+async fn ask_sandbox_to_notify(sandbox_port: u16, req: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", sandbox_port)).await.ok()?;
+    let head = format!("POST /__sandbox/notify HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{req}", req.len());
+    s.write_all(head.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let body: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()?;
+    (body["status"] == 200).then(|| body["body"].as_str().unwrap_or("").to_string())
 }
 
 // ---------------------------------------------------------------- floor (issue: performance at the floor)
