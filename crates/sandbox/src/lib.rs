@@ -66,6 +66,8 @@ const NOTIFICATION_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct State {
     /// Bounds the notifications being sent (and the name lookups they need).
     notification_slots: Arc<tokio::sync::Semaphore>,
+    /// Bounds the sandbox's own RSA work: one operation per core at once.
+    crypto_slots: tokio::sync::Semaphore,
     notifications_dropped: AtomicU64,
     generation: AtomicU64,
     opened_previous: AtomicU64,
@@ -84,6 +86,7 @@ impl Default for State {
     fn default() -> Self {
         State {
             notification_slots: Arc::new(tokio::sync::Semaphore::new(NOTIFICATIONS_IN_FLIGHT)),
+            crypto_slots: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
             notifications_dropped: AtomicU64::new(0),
             generation: AtomicU64::default(),
             opened_previous: AtomicU64::default(),
@@ -335,7 +338,16 @@ impl Sandbox {
         Ok((answer.status, text))
     }
 
-    async fn notify_on_demand(&self, body: &[u8]) -> Response<Vec<u8>> {
+    /// The platform side's RSA work (opening requests, sealing answers and notifications): on
+    /// the blocking pool, at most one operation per core at once — a load test cannot grow the
+    /// sandbox's threads without bound, and the event loop never runs RSA.
+    async fn platform_work<T: Send + 'static>(self: &Arc<Self>, f: impl FnOnce(&Sandbox) -> T + Send + 'static) -> Result<T, String> {
+        let _slot = self.state.crypto_slots.acquire().await.map_err(|e| e.to_string())?;
+        let sb = self.clone();
+        tokio::task::spawn_blocking(move || f(&sb)).await.map_err(|e| e.to_string())
+    }
+
+    async fn notify_on_demand(self: &Arc<Self>, body: &[u8]) -> Response<Vec<u8>> {
         let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(body) else {
             return reply(400, "application/json", br#"{"error":"body must be a JSON object"}"#.to_vec());
         };
@@ -347,7 +359,8 @@ impl Sandbox {
             return reply(404, "application/json", br#"{"error":"unknown customerNo"}"#.to_vec());
         };
         let tamper = get("tamper");
-        let result = match self.notification(&m, &order, tamper.as_deref()) {
+        let sealed = self.platform_work(move |sb| sb.notification(&m, &order, tamper.as_deref())).await;
+        let result = match sealed.and_then(|n| n) {
             Ok(n) => self.send_notification(url, n).await,
             Err(e) => Err(e),
         };
@@ -443,9 +456,8 @@ impl ServeHttp for SandboxService {
         if let Ok(mut by_path) = sb.state.by_path.lock() {
             *by_path.entry(path.clone()).or_default() += 1;
         }
-        let worker = sb.clone();
         let p = path.clone();
-        let done = match tokio::task::spawn_blocking(move || worker.process(&p, &body)).await {
+        let done = match sb.platform_work(move |sb| sb.process(&p, &body)).await {
             Ok(r) => r,
             Err(_) => Processed { answer: Answer::Json(500, failure("500", "系统异常")), opened: false, stall: false, notify: None },
         };
@@ -464,12 +476,8 @@ impl ServeHttp for SandboxService {
                             return;
                         };
                         let send = async {
-                            let n = tokio::task::spawn_blocking({
-                                let (sb, order) = (sb.clone(), order.clone());
-                                move || sb.notification(&m, &order, None)
-                            })
-                            .await
-                            .map_err(|e| e.to_string())??;
+                            let order = order.clone();
+                            let n = sb.platform_work(move |sb| sb.notification(&m, &order, None)).await??;
                             sb.send_notification(url, n).await
                         };
                         match tokio::time::timeout(NOTIFICATION_TIMEOUT, send).await {
