@@ -68,6 +68,18 @@ fn bad_configs_are_refused_with_the_setting_and_file_named() {
         &format!("{BASE}{}", MD5.replace("platform_public.pem", "weak1024_public.pem")),
         &["merchants[0].platform_public_key", "weak1024_public.pem", "1024-bit"],
     );
+    refused(
+        &format!("{BASE}{MD5}    md5_key_env: PAYSIGN_TEST_MD5\n"),
+        &["merchants[0].md5_key_file", "set md5_key_file or md5_key_env, not both"],
+    );
+    // The PKCS#11 PIN follows the same rule (one source, never empty).
+    let token_merchant = "  - customer_no: \"202112090604\"\n    profile: rsa\n    platform_public_key: keys/platform_public.pem\n    merchant_private_key: \"pkcs11:token=paysign;object=merchant\"\n";
+    let pkcs11 = |pin: &str| format!("pkcs11:\n  module: /usr/lib/softhsm/libsofthsm2.so\n{pin}{BASE}{token_merchant}");
+    refused(&pkcs11("  pin_file: keys/md5.key\n  pin_env: PAYSIGN_TEST_PIN\n"), &["pkcs11.pin_file", "set pin_file or pin_env, not both"]);
+    refused(&pkcs11(""), &["pkcs11.pin_file", "a pkcs11: key needs pin_file or pin_env"]);
+    let dir = temp_dir();
+    write(&dir.join("empty.pin"), "\n");
+    refused(&pkcs11(&format!("  pin_file: {}\n", dir.join("empty.pin").display())), &["pkcs11.pin", "the PIN is empty"]);
     refused(&format!("{BASE}{}", MD5.replace("md5\n", "rsa\n")), &["merchants[0].md5_key_file", "not used by profile rsa"]);
     refused(&format!("{BASE}{MD5}    chunk_size: 300\n"), &["merchants[0].chunk_size", "245"]);
     refused(&format!("{BASE}{MD5}{MD5}"), &["merchants[1].customer_no", "configured twice"]);

@@ -472,19 +472,35 @@ impl Ctx<'_> {
     }
 
     pub fn md5_key(&self, at: &str, file: &Option<PathBuf>, env: &Option<String>) -> Result<Secret, ConfigError> {
+        self.secret(&format!("{at}.md5_key"), "an md5 merchant", "the MD5 key", file, env)
+    }
+
+    /// A secret read from `<setting>_file` or `<setting>_env` (exactly one of them), without
+    /// the file's trailing newline; never empty. `who` needs it, `what` it is (for messages).
+    pub fn secret(
+        &self,
+        setting: &str,
+        who: &str,
+        what: &str,
+        file: &Option<PathBuf>,
+        env: &Option<String>,
+    ) -> Result<Secret, ConfigError> {
+        let (file_setting, env_setting) = (format!("{setting}_file"), format!("{setting}_env"));
+        let short = |s: &str| s.rsplit('.').next().unwrap_or(s).to_string();
+        let (f, e) = (short(&file_setting), short(&env_setting));
         let raw = match (file, env) {
-            (Some(_), Some(_)) => return Err(self.err(format!("{at}.md5_key_file"), None, "set md5_key_file or md5_key_env, not both")),
-            (None, None) => return Err(self.err(format!("{at}.md5_key_file"), None, "an md5 merchant needs md5_key_file or md5_key_env")),
-            (Some(p), None) => self.read(&format!("{at}.md5_key_file"), p)?.1,
+            (Some(_), Some(_)) => return Err(self.err(file_setting, None, format!("set {f} or {e}, not both"))),
+            (None, None) => return Err(self.err(file_setting, None, format!("{who} needs {f} or {e}"))),
+            (Some(p), None) => self.read(&file_setting, p)?.1,
             (None, Some(var)) => std::env::var(var)
-                .map_err(|_| self.err(format!("{at}.md5_key_env"), None, format!("environment variable {var} is not set or not UTF-8")))?,
+                .map_err(|_| self.err(env_setting, None, format!("environment variable {var} is not set or not UTF-8")))?,
         };
-        // Files usually end with a newline that is not part of the key.
-        let key = raw.trim_end_matches(['\r', '\n']).to_string();
-        if key.is_empty() {
-            return Err(self.err(format!("{at}.md5_key"), file.as_deref().map(|p| self.resolve(p)).as_deref(), "the MD5 key is empty"));
+        // Files usually end with a newline that is not part of the secret.
+        let value = raw.trim_end_matches(['\r', '\n']).to_string();
+        if value.is_empty() {
+            return Err(self.err(setting, file.as_deref().map(|p| self.resolve(p)).as_deref(), format!("{what} is empty")));
         }
-        Ok(Secret::new(key))
+        Ok(Secret::new(value))
     }
 
     /// Two files that go together (a certificate and its key): both existing, or neither set.
@@ -686,20 +702,12 @@ fn validate(file: GatewayFile, path: &Path, resolve: bool) -> Result<Config, Con
 fn token_key(ctx: &Ctx, setting: &str, uri: &str, settings: Option<&Pkcs11File>, allow_weak: bool) -> Result<Arc<PrivateKey>, ConfigError> {
     let p = settings.ok_or_else(|| ctx.err(setting, None, "a pkcs11: key needs the pkcs11 settings (module, pin_file or pin_env)"))?;
     pkcs11::Pkcs11Uri::parse(uri).map_err(|e| ctx.err(setting, None, e))?;
-    let pin = match (&p.pin_file, &p.pin_env) {
-        (Some(f), None) => {
-            let (_, text) = ctx.read("pkcs11.pin_file", f)?;
-            text.trim_end_matches(['\r', '\n']).to_string()
-        }
-        (None, Some(var)) => std::env::var(var)
-            .map_err(|_| ctx.err("pkcs11.pin_env", None, format!("environment variable {var} is not set or not UTF-8")))?,
-        _ => return Err(ctx.err("pkcs11.pin_file", None, "set pkcs11.pin_file or pkcs11.pin_env (one of them)")),
-    };
+    let pin = ctx.secret("pkcs11.pin", "a pkcs11: key", "the PIN", &p.pin_file, &p.pin_env)?;
     if !ctx.resolve {
         return Err(ctx.err(setting, None, "PKCS#11 keys are opened only when the configuration is loaded for real"));
     }
     let module = ctx.resolve(&p.module);
-    pkcs11::open_key(uri, &module, &Secret::new(pin), allow_weak).map(Arc::new).map_err(|e| ctx.err(setting, Some(&module), e))
+    pkcs11::open_key(uri, &module, &pin, allow_weak).map(Arc::new).map_err(|e| ctx.err(setting, Some(&module), e))
 }
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
