@@ -14,7 +14,8 @@
 //!   parsed once); [`live`]: the reloadable state every flow reads;
 //! - [`auth`], [`bearer`], [`cidr`]: who may call (callers' tokens and grants, notification sources);
 //! - [`proxy`]: the `ProxyHttp` application (route, authorise, admit, validate, seal, send,
-//!   open, verify, answer); [`upstream`], [`http_client`], [`addresses`], [`egress`]: the call;
+//!   open, verify, answer); [`upstream`], [`http_client`], [`one_write`], [`addresses`],
+//!   [`egress`]: the call;
 //! - [`executor`]: the one bounded executor for all private-key work;
 //! - [`notify`]: a notification's steps (open, verify, forward); [`notifications`]: the
 //!   listener (a pingora service) that runs them and acknowledges;
