@@ -1,4 +1,4 @@
-//! The platform client: the configured base URL as an [`Route`](crate::http_client::Route), with the
+//! The platform client: the configured base URL as a [`Route`], with the
 //! platform's headers, and failures mapped to what the caller must know about delivery.
 
 use std::time::{Duration, Instant};
