@@ -102,7 +102,7 @@ fn reload_on_sighup(targets: Vec<Reloadable>) -> Result<(), String> {
                     tracing::info!("SIGHUP: reloading");
                     for t in &targets {
                         let result = match t {
-                            Reloadable::Gateway(live) => live.reload().map(|_| ()),
+                            Reloadable::Gateway(live) => live.reload().map(|_| ()).map_err(|e| e.to_string()),
                             Reloadable::Sandbox(sb) => sb.reload(),
                         };
                         if let Err(e) = result {
@@ -155,7 +155,10 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
             svc.threads = Some(1);
             server.add_service(svc);
         }
-        let mut app = pingora::proxy::HttpProxy::new(Gateway::new(Paysign::from_live(live.clone())?), server.configuration.clone());
+        let mut app = pingora::proxy::HttpProxy::new(
+            Gateway::new(Paysign::from_live(live.clone()).map_err(|e| e.to_string())?),
+            server.configuration.clone(),
+        );
         app.handle_init_modules();
         let mut proxy = limited_service("paysign proxy", app, "proxy", limits);
         proxy.add_listener(tcp_listener(&listen));

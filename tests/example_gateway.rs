@@ -93,7 +93,18 @@ fn the_embedding_api_keeps_the_callers_grants() {
             sha("checkout-token")
         ),
     );
+    // A configuration that does not load is a typed error that names the setting.
+    match Paysign::from_file(&stack.dir.join("missing.yaml")) {
+        Err(paysign_plugin::call::StartError::Config(e)) => assert!(e.to_string().contains("missing.yaml"), "{e}"),
+        Err(other) => panic!("expected a configuration error, got {other}"),
+        Ok(_) => panic!("a missing configuration file was accepted"),
+    }
     let paysign = Paysign::from_file(&cfg).unwrap();
+    // A reload that would change a listener is refused as needing a restart; the running
+    // configuration stays.
+    let moved = std::fs::read_to_string(&cfg).unwrap().replacen("platform:", "listen: 127.0.0.1:1\nplatform:", 1);
+    write(&cfg, &moved);
+    assert!(matches!(paysign.live().reload(), Err(paysign_plugin::live::ReloadError::NeedsRestart(_))));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let e = paysign.call(Some(MD5_MERCHANT), BINDCARD, bindcard("EMB-1"), "emb-1").await.unwrap_err();

@@ -87,7 +87,9 @@ impl ServeHttp for Admin {
                 Ok(Ok(generation)) => {
                     reply(200, "application/json", serde_json::json!({"result": "ok", "generation": generation}).to_string().into_bytes())
                 }
-                Ok(Err(e)) => reply(500, "application/json", serde_json::json!({"result": "failed", "error": e}).to_string().into_bytes()),
+                Ok(Err(e)) => {
+                    reply(500, "application/json", serde_json::json!({"result": "failed", "error": e.to_string()}).to_string().into_bytes())
+                }
                 Err(_) => reply(500, "application/json", br#"{"result":"failed","error":"internal"}"#.to_vec()),
             };
         }

@@ -64,21 +64,31 @@ pub struct Sent {
     pub upstream: Option<Duration>,
 }
 
+/// Why a [`Paysign`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration file does not load or validate (the setting and file are named).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The endpoint tables built into this binary do not parse: a defect of the build.
+    #[error("the built-in endpoint tables: {0}")]
+    Endpoints(String),
+}
+
 impl Paysign {
     /// From a validated configuration (reloads read `config.source`).
-    pub fn new(config: Config) -> Result<Self, String> {
+    pub fn new(config: Config) -> Result<Self, StartError> {
         Self::from_live(Arc::new(Live::new(config.source.clone(), config)))
     }
 
     /// Loads and validates the configuration file (keys parsed once).
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let config = config::load(path)?;
-        Self::new(config).map_err(|message| ConfigError { config: path.to_path_buf(), setting: "(endpoints)".into(), file: None, message })
+    pub fn from_file(path: &Path) -> Result<Self, StartError> {
+        Self::new(config::load(path)?)
     }
 
     /// Shares reloadable state with other flows (the notification listener, the admin).
-    pub fn from_live(live: Arc<Live>) -> Result<Self, String> {
-        Ok(Paysign { live, endpoints: Arc::new(Endpoints::builtin()?) })
+    pub fn from_live(live: Arc<Live>) -> Result<Self, StartError> {
+        Ok(Paysign { live, endpoints: Arc::new(Endpoints::builtin().map_err(StartError::Endpoints)?) })
     }
 
     pub fn live(&self) -> &Arc<Live> {

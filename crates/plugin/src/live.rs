@@ -44,6 +44,17 @@ impl Runtime {
     }
 }
 
+/// Why a reload was refused; the running configuration stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file does not load or validate (the setting and file are named).
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// Settings that only a restart (or an upgrade) can change.
+    #[error("{0} cannot change on reload; restart (or upgrade) instead")]
+    NeedsRestart(&'static str),
+}
+
 pub struct Live {
     path: PathBuf,
     /// One reload at a time: each reads the file after the previous one has been swapped in,
@@ -64,7 +75,7 @@ impl Live {
     }
 
     /// Loads the configuration file again and swaps it in, or leaves everything as it was.
-    pub fn reload(&self) -> Result<u64, String> {
+    pub fn reload(&self) -> Result<u64, ReloadError> {
         let result = self
             .state
             .reload_and(
@@ -90,12 +101,12 @@ impl Live {
     }
 
     /// The next runtime: the file read again, checked against what cannot change on reload.
-    fn next(&self, old: &Arc<Runtime>) -> Result<Runtime, String> {
-        let new = config::load(&self.path).map_err(|e| e.to_string())?;
+    fn next(&self, old: &Arc<Runtime>) -> Result<Runtime, ReloadError> {
+        let new = config::load(&self.path)?;
         let o = &old.config;
         let listeners = |c: &Config| (c.listen.clone(), c.admin_listen.clone(), c.notify.as_ref().map(|n| n.listen.clone()));
         if listeners(o) != listeners(&new) {
-            return Err("listen, admin_listen and notify.listen cannot change on reload; restart (or upgrade) instead".into());
+            return Err(ReloadError::NeedsRestart("listen, admin_listen and notify.listen"));
         }
         if o.threads != new.threads || o.grace_period_seconds != new.grace_period_seconds {
             tracing::warn!("threads and grace_period_seconds take effect at the next restart");
