@@ -41,36 +41,54 @@ pub struct Limits {
 /// A pingora app behind a connection bound and a request-head deadline.
 pub struct Limited<A> {
     inner: Arc<A>,
-    listener: &'static str,
-    limits: Limits,
-    open: Arc<AtomicUsize>,
+    bound: Arc<ConnectionBound>,
+    head_timeout: Duration,
 }
 
 impl<A> Limited<A> {
     pub fn new(inner: A, listener: &'static str, limits: Limits) -> Self {
-        Limited { inner: Arc::new(inner), listener, limits, open: Arc::new(AtomicUsize::new(0)) }
+        let bound = Arc::new(ConnectionBound { open: AtomicUsize::new(0), max: limits.max_connections, listener });
+        Limited { inner: Arc::new(inner), bound, head_timeout: limits.head_timeout }
     }
 
     /// The same bound for pingora's accept loop (`Service::set_connection_filter`): a
     /// connection beyond it is closed before pingora allocates anything for it.
     pub fn connection_filter(&self) -> Arc<dyn ConnectionFilter> {
-        Arc::new(OpenBelow { open: self.open.clone(), max: self.limits.max_connections, listener: self.listener })
+        self.bound.clone()
     }
 }
 
-/// Accepts a connection while fewer than `max` are open.
+/// At most `max` open connections on one listener; each refusal counted.
 #[derive(Debug)]
-struct OpenBelow {
-    open: Arc<AtomicUsize>,
+struct ConnectionBound {
+    open: AtomicUsize,
     max: usize,
     listener: &'static str,
 }
 
+impl ConnectionBound {
+    /// Counts a new connection in, or refuses it when `max` are open (exact).
+    fn admit(self: &Arc<Self>) -> Option<Counted> {
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            self.refused();
+            return None;
+        }
+        metrics::CONNECTIONS_OPEN.with_label_values(&[self.listener]).inc();
+        Some(Counted(self.clone()))
+    }
+
+    fn refused(&self) {
+        metrics::CONNECTIONS_REFUSED.with_label_values(&[self.listener]).inc();
+    }
+}
+
+/// The accept loop's check: cheap, not atomic with [`ConnectionBound::admit`], which stays exact.
 #[async_trait]
-impl ConnectionFilter for OpenBelow {
+impl ConnectionFilter for ConnectionBound {
     async fn should_accept(&self, _peer: Option<&std::net::SocketAddr>) -> bool {
         if self.open.load(Ordering::Acquire) >= self.max {
-            metrics::CONNECTIONS_REFUSED.with_label_values(&[self.listener]).inc();
+            self.refused();
             return false;
         }
         true
@@ -88,14 +106,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
         let stream = if stream.as_any().is::<HeadDeadline>() {
             stream
         } else {
-            if self.open.fetch_add(1, Ordering::AcqRel) >= self.limits.max_connections {
-                self.open.fetch_sub(1, Ordering::AcqRel);
-                metrics::CONNECTIONS_REFUSED.with_label_values(&[self.listener]).inc();
-                return None; // dropped: closed at once
-            }
-            metrics::CONNECTIONS_OPEN.with_label_values(&[self.listener]).inc();
-            let counted = Counted { open: self.open.clone(), listener: self.listener };
-            Box::new(HeadDeadline::new(stream, self.limits.head_timeout, self.listener, counted)) as pingora::protocols::Stream
+            let counted = self.bound.admit()?; // None: dropped, closed at once
+            Box::new(HeadDeadline::new(stream, self.head_timeout, self.bound.listener, counted)) as pingora::protocols::Stream
         };
         self.inner.process_new(stream, shutdown).await
     }
@@ -107,15 +119,12 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
 
 /// One open connection, counted until its stream is dropped.
 #[derive(Debug)]
-struct Counted {
-    open: Arc<AtomicUsize>,
-    listener: &'static str,
-}
+struct Counted(Arc<ConnectionBound>);
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::AcqRel);
-        metrics::CONNECTIONS_OPEN.with_label_values(&[self.listener]).dec();
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        metrics::CONNECTIONS_OPEN.with_label_values(&[self.0.listener]).dec();
     }
 }
 
@@ -273,8 +282,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_accept_filter_refuses_at_the_bound_and_counts_it() {
-        let open = Arc::new(AtomicUsize::new(0));
-        let filter = OpenBelow { open: open.clone(), max: 2, listener: "filter-test" };
+        let filter = Arc::new(ConnectionBound { open: AtomicUsize::new(0), max: 2, listener: "filter-test" });
+        let open = &filter.open;
         let refused = || metrics::CONNECTIONS_REFUSED.with_label_values(&["filter-test"]).get();
         assert!(filter.should_accept(None).await);
         open.store(2, Ordering::Release);
