@@ -13,8 +13,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::http::RequestHeader;
-use pingora::protocols::http::client::HttpSession;
-use pingora::protocols::http::v1::client::HttpSession as Http1Session;
+use pingora::protocols::http::v1::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::upstreams::peer::Peer;
 
@@ -181,36 +180,33 @@ impl Client {
     /// that a request leaves in one write.
     async fn session(&self, peer: &HttpPeer) -> pingora::Result<HttpSession> {
         let (stream, _reused) = self.connector.get_stream(peer).await?;
-        Ok(HttpSession::H1(Http1Session::new_with_options(OneWrite::wrap(stream), peer)))
+        Ok(HttpSession::new_with_options(OneWrite::wrap(stream), peer))
     }
 
-    /// Writes the request: head and body in one write. `Err(true)` when the socket accepted
-    /// none of it (nothing was sent: the request may go elsewhere), `Err(false)` when some of
-    /// it may have left.
-    async fn write_request(session: &mut HttpSession, head: RequestHeader, body: Bytes) -> Result<(), bool> {
-        let HttpSession::H1(h1) = session else { return Err(false) };
-        let Some(w) = OneWrite::of(h1.stream()) else { return Err(false) };
+    /// Writes the request, head and body in one write: `NotSent` when the socket accepted
+    /// none of it (the request may go elsewhere), `Unknown` when some of it may have left.
+    async fn write_request(session: &mut HttpSession, head: RequestHeader, body: &[u8]) -> Result<(), SendError> {
+        let Some(w) = OneWrite::of(session.stream()) else { return Err(SendError::Unknown) };
         w.begin();
-        let head_kept = h1.write_request_header(Box::new(head)).await.is_ok();
-        if let Some(w) = OneWrite::of(h1.stream()) {
-            w.body_follows();
-        }
-        let written = head_kept && session.write_request_body(body, true).await.is_ok() && session.finish_request_body().await.is_ok();
-        let accepted_any = match session {
-            HttpSession::H1(h1) => OneWrite::of(h1.stream()).is_none_or(OneWrite::any_accepted),
-            _ => true,
+        let written = async {
+            session.write_request_header(Box::new(head)).await?;
+            if let Some(w) = OneWrite::of(session.stream()) {
+                w.body_follows();
+            }
+            session.write_body(body).await?;
+            session.finish_body().await
         };
-        match (written, accepted_any) {
-            (true, _) => Ok(()),
-            (false, accepted) => Err(!accepted),
+        match written.await {
+            Ok(_) => Ok(()),
+            Err(_) if OneWrite::of(session.stream()).is_some_and(|w| !w.any_accepted()) => Err(SendError::NotSent),
+            Err(_) => Err(SendError::Unknown),
         }
     }
 
     /// Returns the connection to the pool when its answer was read to the end.
-    async fn release(&self, session: HttpSession, peer: &HttpPeer, idle_timeout: Duration) {
-        let HttpSession::H1(mut h1) = session else { return };
-        h1.respect_keepalive();
-        if let Some(stream) = h1.reuse().await {
+    async fn release(&self, mut session: HttpSession, peer: &HttpPeer, idle_timeout: Duration) {
+        session.respect_keepalive();
+        if let Some(stream) = session.reuse().await {
             self.connector.release_stream(stream, peer.reuse_hash(), Some(idle_timeout));
         }
     }
@@ -251,20 +247,20 @@ impl Client {
                     match self.session(&peer).await {
                         // A socket that takes nothing within the read timeout counts as "may have
                         // left" (it has a request's bytes in its buffers): never retried.
-                        Ok(mut s) => match tokio::time::timeout(route.read_timeout, Self::write_request(&mut s, head()?, body.clone()))
+                        Ok(mut s) => match tokio::time::timeout(route.read_timeout, Self::write_request(&mut s, head()?, &body))
                             .await
-                            .unwrap_or(Err(false))
+                            .unwrap_or(Err(SendError::Unknown))
                         {
                             Ok(()) => {
                                 route.addresses.answered(addr);
                                 break 'connected (s, peer);
                             }
                             // The socket took none of it: nothing was sent.
-                            Err(true) => {
+                            Err(SendError::NotSent) => {
                                 tracing::debug!("writing the request to {} ({addr}) failed before any byte left", route.target.authority)
                             }
-                            // From here on the server may have the request: no retry.
-                            Err(false) => return Err(SendError::Unknown),
+                            // The server may have the request: no retry.
+                            Err(e) => return Err(e),
                         },
                         Err(e) => {
                             use pingora::ErrorType::{HandshakeError, InvalidCert, TLSHandshakeFailure};
@@ -298,10 +294,10 @@ impl Client {
         // The request has left: no retry, whatever happens.
         let limit = route.max_response_bytes;
         let read = async {
-            session.read_response_header().await.map_err(|_| SendError::Unknown)?;
-            let status = session.response_header().map_or(0, |h| h.status.as_u16());
+            session.read_response().await.map_err(|_| SendError::Unknown)?;
+            let status = session.resp_header().map_or(0, |h| h.status.as_u16());
             let mut buf = BytesMut::new();
-            while let Some(chunk) = session.read_response_body().await.map_err(|_| SendError::Unknown)? {
+            while let Some(chunk) = session.read_body_bytes().await.map_err(|_| SendError::Unknown)? {
                 if buf.len() + chunk.len() > limit {
                     return Err(SendError::TooLarge(limit));
                 }
@@ -313,7 +309,7 @@ impl Client {
             Ok(r) => r?,
             Err(_) => return Err(SendError::Timeout),
         };
-        if session.response_done() {
+        if session.is_body_done() {
             self.release(session, &peer, route.idle_timeout).await;
         }
         Ok(answer)
