@@ -463,14 +463,7 @@ async fn one_post(port: u16, path: &str, headers: &str, body: &str, give_up: Dur
 /// [`one_post`] from a given loopback source address (a sender outside an allow-list).
 async fn one_post_from(from: [u8; 4], port: u16, path: &str, headers: &str, body: &str, give_up: Duration) -> Option<(u16, String)> {
     let work = async {
-        let socket = tokio::net::TcpSocket::new_v4().ok()?;
-        socket.bind((std::net::Ipv4Addr::from(from), 0).into()).ok()?;
-        let mut s = socket.connect(([127, 0, 0, 1], port).into()).await.ok()?;
-        let req = format!("POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}", body.len());
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.ok()?;
-        let text = String::from_utf8_lossy(&raw);
+        let text = raw_post(from, port, path, headers, body).await?;
         let status = text.get(9..12)?.parse().ok()?;
         let delivery = text.lines().find_map(|l| l.strip_prefix("X-Paysign-Delivery: ").or_else(|| l.strip_prefix("x-paysign-delivery: ")));
         Some((status, delivery.unwrap_or("").trim().to_string()))
@@ -653,19 +646,26 @@ fn allow_listed_platform_under_a_flood(d: &Path, forged: &str) {
     sorted.sort_by(f64::total_cmp);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "\nAllow-listed platform under a flood: 64 senders of forged rsa notifications from outside `notify.allow_from`, 20 genuine notifications from the platform\n");
-    let _ = writeln!(out, "| forged refused (403, nothing read) | genuine acknowledged | ack ms p50 | ack ms max |");
+    let _ = writeln!(out, "| forged refused (403, before the body) | genuine acknowledged | ack ms p50 | ack ms max |");
     let _ = writeln!(out, "|---|---|---|---|");
     let _ = writeln!(out, "| {refused} | {} of 20 | {:.1} | {:.1} |", latencies.len(), sorted[sorted.len() / 2], sorted[sorted.len() - 1]);
 }
 
-/// Has the sandbox send one genuine notification; the acknowledgement body it got back.
-async fn ask_sandbox_to_notify(sandbox_port: u16, req: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", sandbox_port)).await.ok()?;
-    let head = format!("POST /__sandbox/notify HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{req}", req.len());
-    s.write_all(head.as_bytes()).await.ok()?;
+/// One POST on its own connection from a loopback source address; the whole answer as text.
+async fn raw_post(from: [u8; 4], port: u16, path: &str, headers: &str, body: &str) -> Option<String> {
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind((std::net::Ipv4Addr::from(from), 0).into()).ok()?;
+    let mut s = socket.connect(([127, 0, 0, 1], port).into()).await.ok()?;
+    let req = format!("POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}", body.len());
+    s.write_all(req.as_bytes()).await.ok()?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await.ok()?;
-    let text = String::from_utf8_lossy(&raw);
+    Some(String::from_utf8_lossy(&raw).into_owned())
+}
+
+/// Has the sandbox send one genuine notification; the acknowledgement body it got back.
+async fn ask_sandbox_to_notify(sandbox_port: u16, req: &str) -> Option<String> {
+    let text = raw_post([127, 0, 0, 1], sandbox_port, "/__sandbox/notify", "", req).await?;
     let body: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1)?).ok()?;
     (body["status"] == 200).then(|| body["body"].as_str().unwrap_or("").to_string())
 }
