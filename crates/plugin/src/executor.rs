@@ -3,6 +3,10 @@
 //!
 //! - At most `workers` operations run at once, on tokio's blocking pool at nice +10, so that
 //!   cheap requests get a core before bulk RSA does.
+//! - A free worker goes first to work after sending (opening an answer the platform may have
+//!   acted on), then to new calls, then to unauthenticated work ([`Slots`]): calls already
+//!   under way finish before new ones start, so under saturation little work is left half
+//!   done and nothing sent waits behind requests not yet sealed.
 //! - At most `queue` more wait for a worker; beyond that the caller is refused at once
 //!   ([`ExecError::Overloaded`]): the proxy answers 503 `not-sent`, the notification listener
 //!   503 (the platform retries). Nothing unauthenticated can queue unbounded work.
@@ -31,7 +35,7 @@ pub struct PrivateKeyExecutor {
     workers: usize,
     queue: usize,
     offload: bool,
-    permits: tokio::sync::Semaphore,
+    slots: Slots,
     /// Admitted: running or waiting for a worker.
     admitted: AtomicUsize,
     /// Unauthenticated work (notifications, before they verify) may hold at most this many
@@ -63,7 +67,7 @@ impl PrivateKeyExecutor {
             workers,
             queue,
             offload,
-            permits: tokio::sync::Semaphore::new(workers),
+            slots: Slots::new(workers),
             admitted: AtomicUsize::new(0),
             unauthenticated_limit: (workers / 2).max(1) + queue / 8,
             unauthenticated: AtomicUsize::new(0),
@@ -86,7 +90,7 @@ impl PrivateKeyExecutor {
         let _half = self.unauthenticated_running.acquire().await.map_err(|_| ExecError::Overloaded)?;
         self.admit()?;
         let _admitted = Admitted(&self.admitted);
-        self.run_on_worker(Class::Unauthenticated, f).await
+        self.run_on_worker(Priority::Unauthenticated, f).await
     }
 
     pub fn workers(&self) -> usize {
@@ -102,7 +106,7 @@ impl PrivateKeyExecutor {
     pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
         self.admit()?;
         let _admitted = Admitted(&self.admitted);
-        self.run_on_worker(Class::Ordinary, f).await
+        self.run_on_worker(Priority::BeforeSending, f).await
     }
 
     /// Takes an admission slot, or refuses at once when `workers + queue` are taken.
@@ -123,15 +127,15 @@ impl PrivateKeyExecutor {
         self.admitted.fetch_add(1, Ordering::AcqRel);
         metrics::PRIVATE_KEY_QUEUE.inc();
         let _admitted = Admitted(&self.admitted);
-        self.run_on_worker(Class::Ordinary, f).await
+        self.run_on_worker(Priority::AfterSending, f).await
     }
 
-    async fn run_on_worker<T: Send + 'static>(&self, class: Class, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
-        let _permit = self.permits.acquire().await.map_err(|_| ExecError::Overloaded)?;
+    async fn run_on_worker<T: Send + 'static>(&self, priority: Priority, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
+        let _slot = self.slots.acquire(priority).await;
         let now = self.running.fetch_add(1, Ordering::AcqRel) + 1;
         let _running = Running(&self.running);
         metrics::PRIVATE_KEY_RUNNING_MAX.set(metrics::PRIVATE_KEY_RUNNING_MAX.get().max(now as i64));
-        if class == Class::Unauthenticated {
+        if priority == Priority::Unauthenticated {
             self.lowest.run(f).await
         } else if self.offload {
             tokio::task::spawn_blocking(move || {
@@ -146,12 +150,114 @@ impl PrivateKeyExecutor {
     }
 }
 
+/// Who gets the next free worker, highest first. Callers' work runs on the blocking pool at
+/// nice +10; unauthenticated work on the executor's own `SCHED_IDLE` threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Class {
-    /// Callers' requests and the answers to them: the blocking pool at nice +10.
-    Ordinary,
-    /// Work anyone can cause: the executor's own threads, `SCHED_IDLE`.
-    Unauthenticated,
+enum Priority {
+    /// Opening an answer: the platform may have acted; finishing it completes a call.
+    AfterSending = 0,
+    /// Sealing a new call: nothing is sent yet.
+    BeforeSending = 1,
+    /// Work anyone can cause (a notification before it verifies).
+    Unauthenticated = 2,
+}
+
+/// The workers' slots, handed out by [`Priority`] and first come, first served within one.
+/// (tokio's `Semaphore` is first come, first served only: under saturation a call's answer
+/// waited behind every newer call's sealing, and the calls in flight at any moment each held
+/// work half done.)
+struct Slots {
+    state: std::sync::Mutex<SlotState>,
+}
+
+struct SlotState {
+    free: usize,
+    /// Waiters by priority; there are waiters only while no slot is free.
+    waiting: [std::collections::VecDeque<tokio::sync::oneshot::Sender<()>>; 3],
+}
+
+/// A worker slot, given back (to the next waiter by priority) when dropped.
+struct Slot<'a>(&'a Slots);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+impl Slots {
+    fn new(workers: usize) -> Self {
+        Slots { state: std::sync::Mutex::new(SlotState { free: workers, waiting: Default::default() }) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        // The state is a counter and queues, consistent between statements: a panic elsewhere
+        // while it was held leaves nothing half done.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn acquire(&self, priority: Priority) -> Slot<'_> {
+        loop {
+            let granted = {
+                let mut s = self.lock();
+                if s.free > 0 {
+                    s.free -= 1;
+                    return Slot(self);
+                }
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                s.waiting[priority as usize].push_back(tx);
+                rx
+            };
+            let mut waiter = Waiter { granted: Some(granted), slots: self };
+            let handed_over = match waiter.granted.as_mut() {
+                Some(rx) => rx.await.is_ok(),
+                None => false,
+            };
+            // From here the slot (if handed over) is this caller's, held by the `Slot`.
+            waiter.granted = None;
+            if handed_over {
+                return Slot(self);
+            }
+            // A sender is only dropped unsent when its receiver had gone: not this one. Should
+            // it happen anyway, queue again rather than run without a slot.
+        }
+    }
+
+    /// Hands the slot to the first waiter still waiting, by priority; else it becomes free.
+    fn release(&self) {
+        let mut s = self.lock();
+        for queue in s.waiting.iter_mut() {
+            while let Some(waiter) = queue.pop_front() {
+                if waiter.send(()).is_ok() {
+                    return;
+                }
+            }
+        }
+        s.free += 1;
+    }
+
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.lock().waiting.iter().map(|q| q.len()).sum()
+    }
+}
+
+/// A caller waiting for a slot; if it goes away after a slot was handed to it, the slot goes
+/// on to the next waiter instead of being lost.
+struct Waiter<'a> {
+    granted: Option<tokio::sync::oneshot::Receiver<()>>,
+    slots: &'a Slots,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.granted.take() {
+            rx.close();
+            if rx.try_recv().is_ok() {
+                self.slots.release();
+            }
+        }
+    }
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -327,6 +433,88 @@ mod tests {
             assert_eq!(h.await.unwrap(), Ok(()));
         }
         assert_eq!(ex.run_unauthenticated(|| 3).await, Ok(3));
+    }
+
+    /// Occupies the executor's only worker until the returned sender is used.
+    async fn occupy(ex: &Arc<PrivateKeyExecutor>) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<Result<(), ExecError>>) {
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let ex2 = ex.clone();
+        let held = tokio::spawn(async move {
+            ex2.run(move || {
+                let _ = gate.recv();
+            })
+            .await
+        });
+        while ex.running.load(Ordering::Acquire) < 1 {
+            tokio::task::yield_now().await;
+        }
+        (release, held)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_already_sent_for_go_before_new_calls() {
+        let ex = Arc::new(PrivateKeyExecutor::new(1, 8, true));
+        let (release, held) = occupy(&ex).await;
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut waiting = Vec::new();
+        // Two new calls queue first, then one answer to open.
+        for (i, committed) in [(1, false), (2, false), (3, true)] {
+            let (ex2, order) = (ex.clone(), order.clone());
+            waiting.push(tokio::spawn(async move {
+                let work = move || order.lock().unwrap().push(i);
+                if committed {
+                    ex2.run_committed(work).await
+                } else {
+                    ex2.run(work).await
+                }
+            }));
+            while ex.slots.waiting() < i {
+                tokio::task::yield_now().await;
+            }
+        }
+        release.send(()).unwrap();
+        assert_eq!(held.await.unwrap(), Ok(()));
+        for w in waiting {
+            assert_eq!(w.await.unwrap(), Ok(()));
+        }
+        assert_eq!(*order.lock().unwrap(), vec![3, 1, 2]);
+        assert_eq!(ex.admitted.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_that_gives_up_while_waiting_loses_no_worker() {
+        let ex = Arc::new(PrivateKeyExecutor::new(1, 8, true));
+        let (release, held) = occupy(&ex).await;
+        let ran = Arc::new(AtomicUsize::new(0));
+        let gone = {
+            let (ex2, ran) = (ex.clone(), ran.clone());
+            tokio::spawn(async move { ex2.run(move || ran.fetch_add(1, Ordering::AcqRel)).await })
+        };
+        while ex.slots.waiting() < 1 {
+            tokio::task::yield_now().await;
+        }
+        gone.abort();
+        assert!(gone.await.unwrap_err().is_cancelled());
+        release.send(()).unwrap();
+        assert_eq!(held.await.unwrap(), Ok(()));
+        // The slot went back: the work of the caller that left never ran, and the one worker
+        // serves the next caller (twice, so a lost slot would hang here).
+        assert_eq!(ex.run(|| 5).await, Ok(5));
+        assert_eq!(ex.run_committed(|| 6).await, Ok(6));
+        assert_eq!(ran.load(Ordering::Acquire), 0);
+        assert_eq!(ex.slots.lock().free, 1);
+        assert_eq!(ex.admitted.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_slot_handed_to_a_caller_that_has_gone_goes_to_the_next() {
+        let slots = Slots::new(0);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        slots.lock().waiting[Priority::BeforeSending as usize].push_back(tx);
+        // Release hands the slot over, then the caller goes away before it looked.
+        slots.release();
+        drop(Waiter { granted: Some(rx), slots: &slots });
+        assert_eq!(slots.lock().free, 1);
     }
 
     #[tokio::test]
