@@ -221,17 +221,33 @@ fn drive(port: u16, merchant: &'static str, direct: bool, conns: usize, total: u
 
 /// Seconds of crypto paysign itself recorded (sum of `paysign_crypto_duration_seconds`).
 fn crypto_seconds_inside(admin: u16) -> f64 {
+    metric_sum(admin, "paysign_crypto_duration_seconds_sum")
+}
+
+/// The sum of every sample of the metric lines that start with `prefix` (None: no answer).
+fn metric(admin: u16, prefix: &str) -> Option<f64> {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", admin)) else {
-        return 0.0;
-    };
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).ok()?;
     let _ = write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
-    text.lines()
-        .filter(|l| l.starts_with("paysign_crypto_duration_seconds_sum"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    Some(text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum())
+}
+
+fn metric_sum(admin: u16, prefix: &str) -> f64 {
+    metric(admin, prefix).unwrap_or(0.0)
+}
+
+/// Waits until paysign has no request in flight (the calls a load generator left behind when
+/// it stopped are finished), so that the next run measures only its own load.
+fn wait_idle(admin: u16) {
+    for _ in 0..600 {
+        if metric(admin, "paysign_requests_in_flight ") == Some(0.0) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50)); // polling a state, bounded (30 s)
+    }
+    panic!("paysign still had requests in flight 30 s after the load stopped");
 }
 
 fn pct(sorted: &[u32], p: f64) -> f64 {
@@ -824,6 +840,7 @@ fn floor() {
     // saturating rsa calls.
     pin(gw, "0,1");
     pin(s._sandbox.0.id(), "0,1");
+    wait_idle(s.admin_port);
     let alone = wrk(s.proxy_port, MD5, 2, secs, true, None, gw);
     let port = s.proxy_port;
     let saturating = std::thread::spawn(move || wrk(port, RSA, 16, secs + 2, true, None, gw));

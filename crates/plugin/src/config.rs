@@ -113,7 +113,7 @@ pub struct GatewayFile {
     /// `aws-lc` (default) or `rsa` (pure Rust): which implementation does the RSA work.
     #[serde(default)]
     pub crypto_backend: Backend,
-    /// Run private-key operations on the blocking pool (default) instead of the event loop.
+    /// Run private-key operations on the executor's worker threads (default) instead of the event loop.
     #[serde(default = "default_true")]
     pub offload_private_key_ops: bool,
     /// At most this many private-key operations run at once (default: the CPU cores). They

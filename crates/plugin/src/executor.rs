@@ -1,8 +1,9 @@
 //! The one executor for private-key work (RSA signing and decryption), on every path: the
 //! proxy's seal and open, and the notification listener's open.
 //!
-//! - At most `workers` operations run at once, on tokio's blocking pool at nice +10, so that
-//!   cheap requests get a core before bulk RSA does.
+//! - At most `workers` operations run at once, on the executor's own `workers` threads
+//!   (started with it: none is created on a request's path) at nice +10, so that cheap
+//!   requests get a core before bulk RSA does.
 //! - A free worker goes first to work after sending (opening an answer the platform may have
 //!   acted on), then to new calls, then to unauthenticated work ([`Slots`]): calls already
 //!   under way finish before new ones start, so under saturation little work is left half
@@ -46,7 +47,10 @@ pub struct PrivateKeyExecutor {
     unauthenticated_running: tokio::sync::Semaphore,
     running: AtomicUsize,
     /// The threads (half the workers, `SCHED_IDLE`) that run unauthenticated work.
-    lowest: LowestPriorityThreads,
+    /// The threads (`workers`, nice +10) that run callers' work.
+    ordinary: Threads,
+    /// The threads (half the workers, `SCHED_IDLE`) that run unauthenticated work.
+    lowest: Threads,
 }
 
 /// Releases an admission slot however the operation ends (including the caller going away).
@@ -73,7 +77,8 @@ impl PrivateKeyExecutor {
             unauthenticated: AtomicUsize::new(0),
             unauthenticated_running: tokio::sync::Semaphore::new((workers / 2).max(1)),
             running: AtomicUsize::new(0),
-            lowest: LowestPriorityThreads::start((workers / 2).max(1)),
+            ordinary: Threads::start(if offload { workers } else { 0 }, "paysign-pk", to_worker_scheduling),
+            lowest: Threads::start((workers / 2).max(1), "paysign-unauth", to_idle_scheduling),
         }
     }
 
@@ -138,19 +143,14 @@ impl PrivateKeyExecutor {
         if priority == Priority::Unauthenticated {
             self.lowest.run(f).await
         } else if self.offload {
-            tokio::task::spawn_blocking(move || {
-                lower_priority_once();
-                f()
-            })
-            .await
-            .map_err(|_| ExecError::Panicked)
+            self.ordinary.run(f).await
         } else {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ExecError::Panicked)
         }
     }
 }
 
-/// Who gets the next free worker, highest first. Callers' work runs on the blocking pool at
+/// Who gets the next free worker, highest first. Callers' work runs on the worker threads at
 /// nice +10; unauthenticated work on the executor's own `SCHED_IDLE` threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Priority {
@@ -262,20 +262,21 @@ impl Drop for Waiter<'_> {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// A fixed set of threads at the lowest priority (`SCHED_IDLE`); they end when the executor is
-/// dropped. Admission is bounded before a job gets here, so the channel never grows past it.
-struct LowestPriorityThreads {
+/// A fixed set of threads, started with the executor (no thread is created on a request's
+/// path) and ended when it is dropped. Admission and the slots bound the work before a job
+/// gets here, so the channel never grows past them.
+struct Threads {
     jobs: std::sync::mpsc::Sender<Job>,
 }
 
-impl LowestPriorityThreads {
-    fn start(threads: usize) -> Self {
+impl Threads {
+    fn start(threads: usize, name: &str, setup: fn()) -> Self {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         for i in 0..threads {
             let rx = rx.clone();
-            let spawned = std::thread::Builder::new().name(format!("paysign-unauth-{i}")).spawn(move || {
-                to_idle_scheduling();
+            let spawned = std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || {
+                setup();
                 loop {
                     let job = match rx.lock() {
                         Ok(rx) => rx.recv(),
@@ -288,10 +289,10 @@ impl LowestPriorityThreads {
                 }
             });
             if spawned.is_err() {
-                tracing::error!("could not start a thread for unauthenticated private-key work");
+                tracing::error!("could not start a thread for private-key work ({name})");
             }
         }
-        LowestPriorityThreads { jobs }
+        Threads { jobs }
     }
 
     async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
@@ -343,9 +344,9 @@ thread_local! {
     static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Gives the calling (blocking-pool) thread a lower scheduling priority (nice +10), once, so
-/// that on a busy machine the event loops win the CPU over bulk RSA work.
-fn lower_priority_once() {
+/// The callers' workers: nice +10, so that on a busy machine the event loops win the CPU over
+/// bulk RSA work.
+fn to_worker_scheduling() {
     lower_thread_priority_once(10);
 }
 
@@ -544,7 +545,11 @@ mod tests {
         assert!(name.unwrap().starts_with("paysign-unauth-"));
         assert_eq!(policy, libc::SCHED_IDLE);
         // SAFETY: getpriority of the calling thread.
-        let ordinary = ex.run(|| unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }).await.unwrap();
-        assert_eq!(ordinary, 10);
+        let (name, nice) = ex
+            .run(|| (std::thread::current().name().map(str::to_string), unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }))
+            .await
+            .unwrap();
+        assert!(name.unwrap().starts_with("paysign-pk-"));
+        assert_eq!(nice, 10);
     }
 }
