@@ -871,10 +871,12 @@ fn floor() {
         met(ratio2 >= 0.95)
     );
     println!(
-        "| 3. throughput 8 → 256 connections falls ≤ 5 % | md5 {:.0} → {:.0}/s ({:+.1} %); rsa {:.0} → {:.0}/s ({:+.1} %) | {:.3} / {:.3} | ≥ 0.95 | {} |",
+        "| 3. throughput 8 → 256 connections falls ≤ 5 % | md5 {:.0} → {:.0}/s ({:+.1} %; paysign's core {:.0} % → {:.0} % busy); rsa {:.0} → {:.0}/s ({:+.1} %) | {:.3} / {:.3} | ≥ 0.95 | {} |",
         md5_8.rps,
         md5_256.rps,
         -drop_md5 * 100.0,
+        100.0 * md5_8.cpu / secs as f64,
+        100.0 * md5_256.cpu / secs as f64,
         rsa_8.rps,
         rsa_256.rps,
         -drop_rsa * 100.0,
