@@ -46,7 +46,6 @@ pub struct PrivateKeyExecutor {
     /// At most half the workers run unauthenticated work at once.
     unauthenticated_running: tokio::sync::Semaphore,
     running: AtomicUsize,
-    /// The threads (half the workers, `SCHED_IDLE`) that run unauthenticated work.
     /// The threads (`workers`, nice +10) that run callers' work.
     ordinary: Threads,
     /// The threads (half the workers, `SCHED_IDLE`) that run unauthenticated work.
