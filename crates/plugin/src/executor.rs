@@ -5,9 +5,10 @@
 //!   (started with it: none is created on a request's path) at nice +10, so that cheap
 //!   requests get a core before bulk RSA does.
 //! - A free worker goes first to work after sending (opening an answer the platform may have
-//!   acted on), then to new calls, then to unauthenticated work ([`Slots`]): calls already
-//!   under way finish before new ones start, so under saturation little work is left half
-//!   done and nothing sent waits behind requests not yet sealed.
+//!   acted on), then to new calls and notifications in the order they came ([`Slots`]):
+//!   calls already under way finish before new ones start, so under saturation little work is
+//!   left half done and nothing sent waits behind requests not yet sealed. (Notifications are
+//!   not put behind new calls: under a sustained flood of calls they would never be opened.)
 //! - At most `queue` more wait for a worker; beyond that the caller is refused at once
 //!   ([`ExecError::Overloaded`]): the proxy answers 503 `not-sent`, the notification listener
 //!   503 (the platform retries). Nothing unauthenticated can queue unbounded work.
@@ -149,19 +150,31 @@ impl PrivateKeyExecutor {
     }
 }
 
-/// Who gets the next free worker, highest first. Callers' work runs on the worker threads at
-/// nice +10; unauthenticated work on the executor's own `SCHED_IDLE` threads.
+/// What a worker is asked for. Callers' work runs on the worker threads at nice +10;
+/// unauthenticated work on the executor's own `SCHED_IDLE` threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Priority {
     /// Opening an answer: the platform may have acted; finishing it completes a call.
-    AfterSending = 0,
+    AfterSending,
     /// Sealing a new call: nothing is sent yet.
-    BeforeSending = 1,
+    BeforeSending,
     /// Work anyone can cause (a notification before it verifies).
-    Unauthenticated = 2,
+    Unauthenticated,
 }
 
-/// The workers' slots, handed out by [`Priority`] and first come, first served within one.
+impl Priority {
+    /// The queue a waiter joins; lower goes first. Work after sending first (there is at most
+    /// one per admitted call, so it cannot starve the rest); new calls and notifications
+    /// share the next, first come, first served.
+    fn queue(self) -> usize {
+        match self {
+            Priority::AfterSending => 0,
+            Priority::BeforeSending | Priority::Unauthenticated => 1,
+        }
+    }
+}
+
+/// The workers' slots, handed out by [`Priority::queue`] and first come, first served within one.
 /// (tokio's `Semaphore` is first come, first served only: under saturation a call's answer
 /// waited behind every newer call's sealing, and the calls in flight at any moment each held
 /// work half done.)
@@ -172,7 +185,7 @@ struct Slots {
 struct SlotState {
     free: usize,
     /// Waiters by priority; there are waiters only while no slot is free.
-    waiting: [std::collections::VecDeque<tokio::sync::oneshot::Sender<()>>; 3],
+    waiting: [std::collections::VecDeque<tokio::sync::oneshot::Sender<()>>; 2],
 }
 
 /// A worker slot, given back (to the next waiter by priority) when dropped.
@@ -204,7 +217,7 @@ impl Slots {
                     return Slot(self);
                 }
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                s.waiting[priority as usize].push_back(tx);
+                s.waiting[priority.queue()].push_back(tx);
                 rx
             };
             let mut waiter = Waiter { granted: Some(granted), slots: self };
@@ -452,20 +465,20 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn answers_already_sent_for_go_before_new_calls() {
+    async fn answers_already_sent_for_go_first_then_calls_and_notifications_as_they_came() {
         let ex = Arc::new(PrivateKeyExecutor::new(1, 8, true));
         let (release, held) = occupy(&ex).await;
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut waiting = Vec::new();
-        // Two new calls queue first, then one answer to open.
-        for (i, committed) in [(1, false), (2, false), (3, true)] {
+        // A notification and a new call queue first, then an answer.
+        for (i, priority) in [(1, Priority::Unauthenticated), (2, Priority::BeforeSending), (3, Priority::AfterSending)] {
             let (ex2, order) = (ex.clone(), order.clone());
             waiting.push(tokio::spawn(async move {
                 let work = move || order.lock().unwrap().push(i);
-                if committed {
-                    ex2.run_committed(work).await
-                } else {
-                    ex2.run(work).await
+                match priority {
+                    Priority::AfterSending => ex2.run_committed(work).await,
+                    Priority::BeforeSending => ex2.run(work).await,
+                    Priority::Unauthenticated => ex2.run_unauthenticated(work).await,
                 }
             }));
             while ex.slots.waiting() < i {
@@ -510,7 +523,7 @@ mod tests {
     fn a_slot_handed_to_a_caller_that_has_gone_goes_to_the_next() {
         let slots = Slots::new(0);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        slots.lock().waiting[Priority::BeforeSending as usize].push_back(tx);
+        slots.lock().waiting[Priority::BeforeSending.queue()].push_back(tx);
         // Release hands the slot over, then the caller goes away before it looked.
         slots.release();
         drop(Waiter { granted: Some(rx), slots: &slots });
