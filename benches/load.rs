@@ -463,7 +463,7 @@ fn main() {
         let _ = writeln!(
             out,
             "| {} | {a:.2} | {m:.2} | {:.1}x |",
-            if offload { "blocking pool (default)" } else { "inline (event loop)" },
+            if offload { "worker threads (default)" } else { "inline (event loop)" },
             m / a
         );
     }
