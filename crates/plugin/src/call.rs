@@ -238,15 +238,33 @@ async fn private_key_work<T: Send + 'static>(
         Stage::BeforeSending => rt.executor.run(f).await,
         Stage::AfterSending => rt.executor.run_committed(f).await,
     };
-    result.map_err(|e| match e {
-        ExecError::Overloaded => GatewayError::Overloaded,
-        ExecError::Panicked => GatewayError::Internal,
-    })
+    result.map_err(|e| executor_error(stage, e))
+}
+
+/// What an executor failure means for the caller. Before sending, a saturated executor sent
+/// nothing (503 `not-sent`); after sending, the platform may have acted, so whatever kept the
+/// answer from being opened is never "not sent".
+fn executor_error(stage: Stage, e: ExecError) -> GatewayError {
+    match (stage, e) {
+        (Stage::BeforeSending, ExecError::Overloaded) => GatewayError::Overloaded,
+        (Stage::AfterSending, ExecError::Overloaded) | (Stage::BeforeSending | Stage::AfterSending, ExecError::Panicked) => {
+            GatewayError::Internal
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_sending_an_executor_failure_is_never_not_sent() {
+        use crate::error::Delivery;
+        assert_eq!(executor_error(Stage::BeforeSending, ExecError::Overloaded).delivery(), Delivery::NotSent);
+        assert_eq!(executor_error(Stage::AfterSending, ExecError::Overloaded).delivery(), Delivery::Unknown);
+        assert_eq!(executor_error(Stage::BeforeSending, ExecError::Panicked).delivery(), Delivery::Unknown);
+        assert_eq!(executor_error(Stage::AfterSending, ExecError::Panicked).delivery(), Delivery::Unknown);
+    }
 
     #[test]
     fn forwardable_paths() {
