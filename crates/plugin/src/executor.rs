@@ -220,13 +220,10 @@ impl Slots {
                 s.waiting[priority.queue()].push_back(tx);
                 rx
             };
-            let mut waiter = Waiter { granted: Some(granted), slots: self };
-            let handed_over = match waiter.granted.as_mut() {
-                Some(rx) => rx.await.is_ok(),
-                None => false,
-            };
+            let mut waiter = Waiter { granted, slots: self, settled: false };
+            let handed_over = (&mut waiter.granted).await.is_ok();
             // From here the slot (if handed over) is this caller's, held by the `Slot`.
-            waiter.granted = None;
+            waiter.settled = true;
             if handed_over {
                 return Slot(self);
             }
@@ -257,15 +254,17 @@ impl Slots {
 /// A caller waiting for a slot; if it goes away after a slot was handed to it, the slot goes
 /// on to the next waiter instead of being lost.
 struct Waiter<'a> {
-    granted: Option<tokio::sync::oneshot::Receiver<()>>,
+    granted: tokio::sync::oneshot::Receiver<()>,
     slots: &'a Slots,
+    /// The wait ended (the caller owns whatever it got): nothing to give back on drop.
+    settled: bool,
 }
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
-        if let Some(mut rx) = self.granted.take() {
-            rx.close();
-            if rx.try_recv().is_ok() {
+        if !self.settled {
+            self.granted.close();
+            if self.granted.try_recv().is_ok() {
                 self.slots.release();
             }
         }
@@ -526,7 +525,7 @@ mod tests {
         slots.lock().waiting[Priority::BeforeSending.queue()].push_back(tx);
         // Release hands the slot over, then the caller goes away before it looked.
         slots.release();
-        drop(Waiter { granted: Some(rx), slots: &slots });
+        drop(Waiter { granted: rx, slots: &slots, settled: false });
         assert_eq!(slots.lock().free, 1);
     }
 
