@@ -223,7 +223,7 @@ fn drive(port: u16, merchant: &'static str, direct: bool, conns: usize, total: u
 
 /// Seconds of crypto paysign itself recorded (sum of `paysign_crypto_duration_seconds`).
 fn crypto_seconds_inside(admin: u16) -> f64 {
-    metric_sum(admin, "paysign_crypto_duration_seconds_sum")
+    metric(admin, "paysign_crypto_duration_seconds_sum").unwrap_or(0.0)
 }
 
 /// The sum of every sample of the metric lines that start with `prefix` (None: no answer).
@@ -234,10 +234,6 @@ fn metric(admin: u16, prefix: &str) -> Option<f64> {
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
     Some(text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum())
-}
-
-fn metric_sum(admin: u16, prefix: &str) -> f64 {
-    metric(admin, prefix).unwrap_or(0.0)
 }
 
 /// Waits until paysign has no request in flight (the calls a load generator left behind when
