@@ -393,3 +393,38 @@ fn sandbox_rejects_like_the_platform() {
     let stats = s.sandbox_stats();
     assert_eq!((stats["received"].as_u64(), stats["opened"].as_u64(), stats["rejected"].as_u64()), (Some(3), Some(1), Some(2)));
 }
+
+/// `threads: 1` runs a single-threaded event loop (no work stealing): calls from many callers
+/// at once, both profiles, all verified — while another caller holds a half-sent request open.
+#[test]
+fn one_event_loop_serves_concurrent_calls_next_to_a_stalled_caller() {
+    use std::io::Write as _;
+    let s = Stack::start(Options { gateway_extra: "threads: 1\n".into(), ..Options::default() });
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", s.proxy)).unwrap();
+    stalled
+        .write_all(b"POST /api/vborder/shortcut/bindCard/create HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"orderNo\":")
+        .unwrap();
+    let port = s.proxy;
+    let callers: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let merchant = if i % 2 == 0 { MD5_MERCHANT } else { RSA_MERCHANT };
+                (0..3)
+                    .map(|j| {
+                        let order = format!("ONE-{i}-{j}");
+                        let r =
+                            request(port, "POST", BINDCARD, &[("X-Paysign-Merchant", merchant)], bindcard(&order).to_string().as_bytes());
+                        (r.status, r.header("X-Paysign-Delivery").map(str::to_string), r.json()["orderNo"] == order.as_str())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let answers: Vec<_> = callers.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    assert_eq!(answers.len(), 24);
+    assert!(answers.iter().all(|(status, delivery, own)| *status == 200 && delivery.as_deref() == Some("sent") && *own), "{answers:?}");
+    let stats = s.sandbox_stats();
+    assert_eq!(stats["received"], 24);
+    assert_eq!(stats["opened"], 24);
+    drop(stalled);
+}
