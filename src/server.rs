@@ -127,13 +127,6 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
     conf.grace_period_seconds = Some(grace);
     conf.graceful_shutdown_timeout_seconds = Some(grace);
     conf.threads = gateway.as_ref().map_or(2, |g| g.threads);
-    // One event loop (`threads: 1`, e.g. one pinned core): a single-threaded runtime, since
-    // there is no other loop to steal from and the work-stealing scheduler's cross-thread
-    // machinery is pure cost — md5 on one pinned core 255 → 240 µs of CPU per call, +6.5 %
-    // calls/s. With more loops, stealing stays on: without it, connections are spread at
-    // random and an unlucky loop's callers wait (ordinary md5 p99 2.4 → 2.9–5.4 ms at 8
-    // saturating connections, measured).
-    conf.work_stealing = conf.threads > 1;
     if let Some(g) = &gateway {
         conf.upgrade_sock = g.upgrade_sock.display().to_string();
     }

@@ -394,8 +394,8 @@ fn sandbox_rejects_like_the_platform() {
     assert_eq!((stats["received"].as_u64(), stats["opened"].as_u64(), stats["rejected"].as_u64()), (Some(3), Some(1), Some(2)));
 }
 
-/// `threads: 1` runs a single-threaded event loop (no work stealing): calls from many callers
-/// at once, both profiles, all verified — while another caller holds a half-sent request open.
+/// `threads: 1` (one event loop, as the floor bench runs it): calls from many callers at once,
+/// both profiles, all verified — while another caller holds a half-sent request open.
 #[test]
 fn one_event_loop_serves_concurrent_calls_next_to_a_stalled_caller() {
     use std::io::Write as _;
