@@ -415,8 +415,9 @@ fn connections_beyond_the_limit_are_refused_at_once() {
         gateway_extra: "max_connections: 3\nheader_timeout_ms: 30000\n".into(),
         ..Options::default()
     });
-    // The readiness probes' connections (to the proxy port) are gone first.
-    assert!(eventually(10, || sample(&s.metrics(), r#"paysign_connections_open{listener="proxy"}"#).unwrap_or(0.0) == 0.0));
+    // The readiness probe's connection (to the proxy port) is gone first: counted *and* closed
+    // (an absent series means it has not even been accepted yet; it would take a held slot).
+    assert!(eventually(10, || sample(&s.metrics(), r#"paysign_connections_open{listener="proxy"}"#) == Some(0.0)));
     let held: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(("127.0.0.1", s.proxy)).unwrap()).collect();
     assert!(eventually(10, || sample(&s.metrics(), r#"paysign_connections_open{listener="proxy"}"#) == Some(3.0)));
     let mut extra = std::net::TcpStream::connect(("127.0.0.1", s.proxy)).unwrap();
