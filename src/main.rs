@@ -107,6 +107,8 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
+            // The log lines before it first (they leave through the log writer's thread).
+            paysign_plugin::log_writer::flush(paysign_plugin::log_writer::EXIT_WAIT);
             eprintln!("paysign: {msg}");
             ExitCode::FAILURE
         }

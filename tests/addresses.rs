@@ -22,7 +22,7 @@ fn a_dead_address_next_to_a_live_one_is_served_without_error() {
     // One failed attempt on the dead address, once; then the live one is preferred.
     assert_eq!(sample(&s.metrics(), r#"paysign_upstream_connect_retries_total{endpoint="bindcard_create"}"#), Some(1.0));
     assert_eq!(s.sandbox_stats()["received"], 3);
-    let logs = s.gateway.logs();
+    let logs = s.settled_logs();
     assert_eq!(logs.matches("127.0.0.2").count(), 1, "{logs}");
 }
 

@@ -39,15 +39,6 @@ fn sealed(order: &str) -> (String, String) {
     (MD5_MERCHANT.into(), data["reqmsg"].as_str().unwrap().to_string())
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn platform_faults_end_in_the_documented_errors() {
     let fs = fault_server::start();
@@ -129,7 +120,7 @@ fn platform_faults_end_in_the_documented_errors() {
     // Every faulty answer reached the fault server exactly once: nothing was retried.
     assert_eq!(fs.received(), 10);
     // Memory stayed bounded although a 50 MiB answer was offered.
-    assert!(rss_kib(pid) < 64 * 1024, "peak RSS {} KiB", rss_kib(pid));
+    assert!(proc_status(pid, "VmHWM") < 64 * 1024, "peak RSS {} KiB", proc_status(pid, "VmHWM"));
     // And it keeps serving.
     fs.set(Fault::Answer(
         200,

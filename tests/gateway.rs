@@ -294,8 +294,12 @@ fn metrics_count_exactly_what_happened_and_logs_hold_no_secrets() {
     assert_eq!(request(s.admin, "GET", "/readyz", &[], b"").status, 200);
 
     // Logs: one access line per request, with what an operator needs and nothing secret.
-    let logs = s.gateway.logs();
-    let access: Vec<Value> = logs.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["msg"] == "access").collect();
+    let logs = s.settled_logs();
+    let access: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["msg"] == "access" && !v["request_id"].as_str().is_some_and(|id| id.starts_with("log-marker-")))
+        .collect();
     assert_eq!(access.len(), 6, "{logs}");
     assert!(access.iter().any(|a| a["order_no"] == "M-BAD" && a["outcome"] == "invalid" && a["status"] == 400));
     assert!(access.iter().all(|a| a["request_id"].as_str().unwrap().len() == 32));

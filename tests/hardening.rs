@@ -93,7 +93,7 @@ fn admin_reload_needs_the_admin_token() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["generation"], 2);
     assert_eq!(metric(&s, r#"paysign_caller_refusals_total{caller="admin",reason="unauthenticated"}"#), 4.0);
-    assert!(!s.gateway.logs().contains(token), "the admin token reached the logs");
+    assert!(!s.settled_logs().contains(token), "the admin token reached the logs");
 }
 
 /// Every combination of caller × merchant × endpoint: only what a caller is granted reaches
@@ -154,7 +154,7 @@ fn callers_are_authenticated_and_authorised() {
     assert_eq!(sample(&m, r#"paysign_caller_refusals_total{caller="anonymous",reason="missing"}"#), Some(4.0));
     assert_eq!(sample(&m, r#"paysign_caller_refusals_total{caller="anonymous",reason="unknown_token"}"#), Some(4.0));
     assert_eq!(sample(&m, r#"paysign_caller_refusals_total{caller="ops",reason="forbidden"}"#), Some(3.0));
-    let logs = s.gateway.logs();
+    let logs = s.settled_logs();
     assert!(!logs.contains(ops_token) && !logs.contains(all_token), "a caller token reached the logs");
 }
 
@@ -352,7 +352,7 @@ fn requests_whose_callers_hung_up_are_not_sent() {
     let series = format!(r#"paysign_requests_total{{endpoint="bindcard_create",merchant="{RSA_MERCHANT}",outcome="abandoned"}}"#);
     assert!(eventually(10, || metric(&s, &series) == n as f64), "{}", s.metrics());
     assert_eq!(s.sandbox_stats()["received"], 0);
-    let logs = s.gateway.logs();
+    let logs = s.settled_logs();
     assert_eq!(logs.matches(r#""outcome":"abandoned","status":499,"delivery":"not-sent""#).count(), n, "{logs}");
     // A caller that waits is served as usual.
     let r = s.post(BINDCARD, None, bindcard("STAYED").to_string().as_bytes());
@@ -549,6 +549,89 @@ fn parser_refusals_are_counted_and_logged() {
     let m = s.metrics();
     assert_eq!(sample(&m, r#"paysign_bad_http_total{listener="proxy"}"#), Some(refused as f64), "{statuses:?}");
     assert_eq!(sample(&m, r#"paysign_requests_total{endpoint="none",merchant="none",outcome="bad_http"}"#), Some(refused as f64));
-    assert_eq!(s.gateway.logs().matches(r#""outcome":"bad_http""#).count(), refused);
+    assert_eq!(s.settled_logs().matches(r#""outcome":"bad_http""#).count(), refused);
     assert_eq!(s.sandbox_stats()["received"], 0);
+}
+
+/// A log consumer that stops reading (stderr a full pipe: a stalled journald or container log
+/// driver) holds up no request: lines wait in a bounded buffer, beyond it they are dropped and
+/// counted, and once the consumer reads again it gets what waited and how many were dropped.
+/// (Before, the event loop blocked in `write` once the pipe was full, ~200 calls in.)
+#[test]
+fn a_log_consumer_that_stops_reading_holds_up_no_request() {
+    const FLOOD: usize = 6_000;
+    let s = Stack::start(Options { merchants: &[MD5_MERCHANT], ..Options::default() });
+    let (proxy, admin) = (free_port(), free_port());
+    let config = std::fs::read_to_string(s.dir.join("paysign.yaml"))
+        .unwrap()
+        .replace(&format!("listen: 127.0.0.1:{}\n", s.proxy), &format!("listen: 127.0.0.1:{proxy}\n"))
+        .replace(&format!("admin_listen: 127.0.0.1:{}\n", s.admin), &format!("admin_listen: 127.0.0.1:{admin}\n"));
+    let path = s.dir.join("stalled-log.yaml");
+    write(&path, &config);
+    let (gateway, mut stderr) = spawn_with_stderr_pipe(&["run", "-c", path.to_str().unwrap()]);
+    wait_ready(admin, "/readyz");
+    let threads_before = proc_status(gateway.pid(), "Threads");
+
+    // Calls refused by validation (no crypto, nothing sent), each with a long order number:
+    // ~6,000 access lines of ~330 bytes, far more than the pipe and the 1 MiB buffer hold.
+    let refused: Vec<thread::JoinHandle<Vec<u16>>> = (0..4)
+        .map(|t| {
+            thread::spawn(move || {
+                (0..FLOOD / 4)
+                    .map(|i| {
+                        let mut b = bindcard(&format!("LOGFLOOD-{t}-{i:05}-{}", "x".repeat(40)));
+                        b.as_object_mut().unwrap().remove("mobile");
+                        let h = [("Content-Type", "application/json"), ("X-Paysign-Merchant", MD5_MERCHANT)];
+                        request(proxy, "POST", BINDCARD, &h, b.to_string().as_bytes()).status
+                    })
+                    .collect()
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = refused.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    assert_eq!((statuses.len(), statuses.iter().filter(|st| **st == 400).count()), (FLOOD, FLOOD));
+    // A payment while the log is still stalled: served as usual.
+    let h = [("Content-Type", "application/json"), ("X-Paysign-Merchant", MD5_MERCHANT)];
+    let r = request(proxy, "POST", BINDCARD, &h, bindcard("LOGFLOOD-GENUINE").to_string().as_bytes());
+    assert_eq!((r.status, r.json()["errCode"].as_str()), (200, Some("0000")), "{}", r.text());
+    // Bounded meanwhile: no thread per line, and the buffer's megabyte is all the memory it took.
+    assert_eq!(proc_status(gateway.pid(), "Threads"), threads_before);
+    assert!(proc_status(gateway.pid(), "VmHWM") < 64 * 1024, "peak RSS {} KiB", proc_status(gateway.pid(), "VmHWM"));
+
+    // The consumer reads again: what waited arrives, and a note says how many were dropped.
+    let received = Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = received.clone();
+    thread::spawn(move || {
+        let mut chunk = [0u8; 65536];
+        while let Ok(n @ 1..) = std::io::Read::read(&mut stderr, &mut chunk) {
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    });
+    let dropped_in_notes = |text: &str| -> usize {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|l| {
+                l["msg"].as_str()?.strip_suffix(" log line(s) dropped: stderr is not being read fast enough")?.parse::<usize>().ok()
+            })
+            .sum()
+    };
+    let calls = |text: &str| text.matches(r#""order_no":"LOGFLOOD-"#).count();
+    // Every call either reached the consumer or was counted as dropped (nothing else was logged
+    // meanwhile): exactly the flood and the payment.
+    assert!(
+        eventually(20, || {
+            let text = received.lock().unwrap().clone();
+            dropped_in_notes(&text) > 0 && calls(&text) + dropped_in_notes(&text) == FLOOD + 1
+        }),
+        "received {} calls, {} dropped",
+        calls(&received.lock().unwrap()),
+        dropped_in_notes(&received.lock().unwrap())
+    );
+    let dropped = dropped_in_notes(&received.lock().unwrap());
+    let m = request(admin, "GET", "/metrics", &[], b"").text();
+    assert_eq!(sample(&m, "paysign_log_lines_dropped_total"), Some(dropped as f64));
+    // Lines are whole: every line received is one JSON object.
+    let text = received.lock().unwrap().clone();
+    assert!(text.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "a line was torn");
+    assert_eq!(s.sandbox_stats()["received"], 1);
 }

@@ -81,7 +81,7 @@ fn keys_rotate_under_load_without_a_single_failed_request() {
     let m = s.metrics();
     assert_eq!(sample(&m, r#"paysign_config_reloads_total{result="ok"}"#), Some(1.0));
     assert_eq!(sample(&m, "paysign_config_generation"), Some(2.0));
-    let logs = s.gateway.logs();
+    let logs = s.settled_logs();
     assert!(logs.contains("configuration reloaded from"), "{logs}");
     assert!(!logs.contains("rotated-md5-key-0002"), "the MD5 key was logged");
 }
@@ -133,5 +133,5 @@ fn broken_or_listener_changing_reloads_are_refused_and_merchants_come_and_go() {
     assert_eq!(sample(&m, r#"paysign_config_reloads_total{result="failed"}"#), Some(3.0));
     assert_eq!(sample(&m, r#"paysign_config_reloads_total{result="ok"}"#), Some(2.0));
     assert_eq!(sample(&m, r#"paysign_merchants_configured{profile="md5"}"#), Some(1.0));
-    assert!(s.gateway.logs().contains("configuration reload refused"));
+    assert!(s.settled_logs().contains("configuration reload refused"));
 }

@@ -99,7 +99,7 @@ fn an_untrusted_certificate_is_refused_and_nothing_is_sent() {
         sample(&m, &format!(r#"paysign_requests_total{{endpoint="bindcard_create",merchant="{RSA_MERCHANT}",outcome="tls_failed"}}"#)),
         Some(1.0)
     );
-    assert!(s.gateway.logs().contains("TLS with 127.0.0.1"));
+    assert!(s.settled_logs().contains("TLS with 127.0.0.1"));
 }
 
 #[test]

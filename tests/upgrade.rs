@@ -30,7 +30,7 @@ fn sockets_are_handed_to_a_new_process_without_failing_a_request() {
     assert!(Command::new("kill").args(["-QUIT", &old_pid.to_string()]).status().unwrap().success());
     assert!(eventually(30, || !s.gateway.is_running()), "the old process did not exit");
     load.progress(20);
-    let (_, failures) = load.finish();
+    let (done, failures) = load.finish();
     assert!(failures.is_empty(), "{} failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
     // The new process serves, on the same ports.
     let m = s.metrics();
@@ -38,7 +38,13 @@ fn sockets_are_handed_to_a_new_process_without_failing_a_request() {
         sample(&m, &format!(r#"paysign_requests_total{{endpoint="bindcard_create",merchant="{MD5_MERCHANT}",outcome="verified"}}"#))
             .unwrap();
     assert!(served >= 20.0, "{m}");
-    assert!(new.logs().contains("paysign 0.1.0 loaded"));
+    let new_logs = settled_logs(&new, s.proxy);
+    assert!(new_logs.contains("paysign 0.1.0 loaded"));
+    // Every call has its access line, in the old process's log or the new one's: the old one
+    // wrote what was still waiting in its log writer when it exited.
+    let calls = |logs: &str| logs.matches(r#""order_no":"UPG-"#).count();
+    let old_logs = s.gateway.logs();
+    assert_eq!(calls(&old_logs) + calls(&new_logs), done, "old: {old_logs}");
     drop(new);
     let _ = std::fs::remove_file(&dir_sock);
 }

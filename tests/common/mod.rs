@@ -323,6 +323,11 @@ impl Stack {
         request(self.sandbox_port, "GET", "/__sandbox/stats", &[], b"").json()
     }
 
+    /// The gateway's log with every line of what happened before in it (see [`settled_logs`]).
+    pub fn settled_logs(&self) -> String {
+        settled_logs(&self.gateway, self.proxy)
+    }
+
     pub fn metrics(&self) -> String {
         let r = request(self.admin, "GET", "/metrics", &[], b"");
         assert_eq!(r.status, 200);
@@ -386,6 +391,50 @@ pub fn run_paysign(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (i32, St
     child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A gateway's log once every line logged before this call has been written. Lines leave in
+/// batches through one writer thread, in the order they were logged: ask the gateway on
+/// `proxy` for a marker (a 404 with a request id of our own) and wait for the marker's access
+/// line.
+pub fn settled_logs(gateway: &Proc, proxy: u16) -> String {
+    let id = format!("log-marker-{}", SEQ.fetch_add(1, Ordering::SeqCst));
+    let r = request(proxy, "GET", "/log-marker", &[("X-Request-Id", id.as_str())], b"");
+    assert_eq!(r.status, 404, "{}", r.text());
+    let marker = format!(r#""request_id":"{id}""#);
+    let mut logs = String::new();
+    assert!(
+        eventually(20, || {
+            logs = gateway.logs();
+            logs.contains(&marker)
+        }),
+        "the marker {id} never reached the log: {logs}"
+    );
+    logs
+}
+
+/// Spawns `paysign` with its stderr to a pipe whose read end is returned, unread (the log
+/// consumer of the test); killed on drop.
+pub fn spawn_with_stderr_pipe(args: &[&str]) -> (Proc, std::process::ChildStderr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paysign"))
+        .args(args)
+        .env("PAYSIGN_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    (Proc { child, log: PathBuf::new() }, stderr)
+}
+
+/// One number from `/proc/<pid>/status`: `VmHWM` (peak RSS, KiB), `Threads`, …
+pub fn proc_status(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Spawns any command with stdout and stderr to `log`; killed on drop.

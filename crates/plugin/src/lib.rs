@@ -20,7 +20,8 @@
 //! - [`notify`]: a notification's steps (open, verify, forward); [`notifications`]: the
 //!   listener (a pingora service) that runs them and acknowledges;
 //! - [`error`]: every failure and the one place it becomes an answer;
-//! - [`metrics`], [`logging`], [`admin`], [`listener`]: operating it.
+//! - [`metrics`], [`logging`] (written by [`log_writer`]'s thread), [`admin`], [`listener`]:
+//!   operating it.
 //!
 //! The wire protocol itself (keys, seal, open) is the pure crate [`protocol`]
 //! (`paysign-protocol`).
@@ -38,6 +39,7 @@ pub mod executor;
 pub mod http_client;
 pub mod listener;
 pub mod live;
+pub mod log_writer;
 pub mod logging;
 pub mod metrics;
 pub mod notifications;

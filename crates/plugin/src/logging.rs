@@ -1,12 +1,11 @@
 //! Structured logs: one JSON object per line on stderr. Application lines go through `tracing`
 //! (pingora's `log` records are bridged into it); the access line is written by
-//! [`access_line`] with its fields at the top level. Nothing secret or personal is ever passed in: callers log
+//! [`access_line`] with its fields at the top level. Every line leaves through one writer
+//! thread ([`crate::log_writer`]): logging never blocks a request on stderr. Nothing secret or personal is ever passed in: callers log
 //! customer numbers, order numbers, outcomes and sizes, never keys, `sign`, `reqmsg` or the
 //! personal fields of a request.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -15,6 +14,9 @@ use tracing_log::NormalizeEvent;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
+
+use crate::log_writer;
+pub use crate::log_writer::timestamp;
 
 /// The most verbose level written (`tracing::Level` as 1 = error … 5 = trace).
 static MAX_LEVEL: AtomicU8 = AtomicU8::new(3);
@@ -80,15 +82,15 @@ impl<S: Subscriber> Layer<S> for JsonLines {
         for (k, v) in fields.extra {
             m.insert(k.into(), Value::String(v));
         }
-        write_line(&Value::Object(m));
+        write_line(&Value::Object(m), true);
     }
 }
 
-fn write_line(v: &Value) {
+/// Queues one line; `urgent`: without waiting for the batch to fill (all but access lines).
+fn write_line(v: &Value, urgent: bool) {
     let mut line = v.to_string();
     line.push('\n');
-    // One write call per line keeps lines whole across threads.
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    log_writer::write(line.as_bytes(), urgent);
 }
 
 /// Installs the `tracing` subscriber and the bridge for `log` records (pingora logs through
@@ -119,7 +121,7 @@ pub fn access(mut fields: Map<String, Value>) {
     fields.insert("ts".into(), Value::String(timestamp()));
     fields.insert("level".into(), Value::String("info".into()));
     fields.insert("msg".into(), Value::String("access".into()));
-    write_line(&Value::Object(fields));
+    write_line(&Value::Object(fields), false);
 }
 
 /// Writes an access line serialised from `line` (its fields in declaration order), when the
@@ -131,30 +133,11 @@ pub fn access_line<T: serde::Serialize>(line: &T) {
     let mut buf = Vec::with_capacity(320);
     if serde_json::to_writer(&mut buf, line).is_ok() {
         buf.push(b'\n');
-        // One write call per line keeps lines whole across threads.
-        let _ = std::io::stderr().lock().write_all(&buf);
+        log_writer::write(&buf, false);
     }
 }
 
 /// A new request id: 128 random bits as 32 hex digits (for `X-Request-Id`).
 pub fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
-}
-
-/// RFC 3339 UTC with milliseconds, without pulling in a date crate.
-pub fn timestamp() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = now.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil-from-days (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60, now.subsec_millis())
 }

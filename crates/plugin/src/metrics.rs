@@ -161,6 +161,10 @@ lazy_metric!(PLATFORM_KEY_VERIFIED: IntCounterVec = counter_vec!(
     "Answers and notifications verified, by merchant and by which platform key verified them (current or next, during a rollover).",
     &["merchant", "key"]
 ));
+lazy_metric!(LOG_LINES_DROPPED: IntCounter = counter!(
+    "paysign_log_lines_dropped_total",
+    "Log lines dropped because stderr was not read fast enough (more than 1 MiB waiting); requests are never held up by logging."
+));
 lazy_metric!(BUILD_INFO: IntGaugeVec = gauge_vec!(
     "paysign_build_info",
     "Always 1; labels tell the build.",
@@ -197,6 +201,7 @@ fn collectors() -> Vec<Box<dyn Collector>> {
         Box::new(HEADER_TIMEOUTS.clone()),
         Box::new(BAD_HTTP.clone()),
         Box::new(PLATFORM_KEY_VERIFIED.clone()),
+        Box::new(LOG_LINES_DROPPED.clone()),
         Box::new(BUILD_INFO.clone()),
         Box::new(MERCHANTS.clone()),
     ]

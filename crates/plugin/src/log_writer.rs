@@ -1,0 +1,173 @@
+//! The one thread that writes log lines to stderr. Event loops only append a finished line to
+//! a bounded buffer and go on: a log consumer that stops reading (a full pipe, a stalled
+//! journald or container log driver) must not stop payments. Before this, a `write` to a full
+//! stderr pipe blocked the event loop that logged, and with it every connection on that loop.
+//!
+//! - Lines leave in batches: when the batch reaches [`FLUSH_AT`] bytes, [`FLUSH_EVERY`] after
+//!   its first line, or at once for a line marked urgent (anything but an access line).
+//! - At most [`MAX_PENDING`] bytes wait; a line beyond that is dropped and counted
+//!   (`paysign_log_lines_dropped_total`, and one warning line once the writer catches up).
+//! - At exit (`std::process::exit`, also pingora's) what is pending is written, waiting at
+//!   most [`EXIT_WAIT`] for a stalled consumer.
+
+use std::io::Write;
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::metrics;
+
+/// A batch is written once it holds this many bytes …
+pub const FLUSH_AT: usize = 32 * 1024;
+/// … or this long after its first line.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
+/// Bytes that may wait for a consumer that does not read; beyond them lines are dropped.
+pub const MAX_PENDING: usize = 1024 * 1024;
+/// How long exit waits for the pending lines to be written.
+pub const EXIT_WAIT: Duration = Duration::from_secs(1);
+
+struct Pending {
+    lines: Vec<u8>,
+    /// Lines refused since the last batch left (the consumer is not keeping up).
+    dropped: u64,
+    /// A line that should not wait for the batch to fill.
+    urgent: bool,
+    /// The writer thread is writing a batch (taken out of `lines`).
+    writing: bool,
+}
+
+struct Writer {
+    pending: Mutex<Pending>,
+    /// Wakes the writer thread.
+    wake: Condvar,
+    /// Wakes [`flush`] when a batch has been written.
+    written: Condvar,
+}
+
+static WRITER: Writer = Writer {
+    pending: Mutex::new(Pending { lines: Vec::new(), dropped: 0, urgent: false, writing: false }),
+    wake: Condvar::new(),
+    written: Condvar::new(),
+};
+/// Whether the writer thread runs (started on first use).
+static STARTED: OnceLock<bool> = OnceLock::new();
+
+/// The writer, its thread started on first use; `None` if no thread could be started (then
+/// lines are written directly, as a last resort).
+fn writer() -> Option<&'static Writer> {
+    let started = *STARTED.get_or_init(|| {
+        let spawned = std::thread::Builder::new().name("paysign-log".into()).spawn(|| run(&WRITER)).is_ok();
+        if spawned {
+            // SAFETY: registering a plain `extern "C" fn()`; it runs on the exiting thread.
+            unsafe { libc::atexit(flush_at_exit) };
+        }
+        spawned
+    });
+    started.then_some(&WRITER)
+}
+
+fn lock(w: &Writer) -> MutexGuard<'_, Pending> {
+    // A panic while holding the lock leaves plain bytes behind: keep going.
+    w.pending.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Queues one whole line (ending in `\n`) for stderr; never blocks on the consumer.
+/// `urgent`: write it without waiting for the batch to fill (application lines).
+pub fn write(line: &[u8], urgent: bool) {
+    let Some(w) = writer() else {
+        let _ = std::io::stderr().lock().write_all(line);
+        return;
+    };
+    let mut p = lock(w);
+    if p.lines.len() + line.len() > MAX_PENDING {
+        p.dropped += 1;
+        drop(p);
+        metrics::LOG_LINES_DROPPED.inc();
+        return;
+    }
+    let first = p.lines.is_empty();
+    p.lines.extend_from_slice(line);
+    let wake = urgent || first || p.lines.len() >= FLUSH_AT;
+    p.urgent |= urgent;
+    drop(p);
+    if wake {
+        w.wake.notify_one();
+    }
+}
+
+/// Waits (at most `limit`) until every line queued so far has been written.
+pub fn flush(limit: Duration) {
+    if STARTED.get() != Some(&true) {
+        return;
+    }
+    let w = &WRITER;
+    let deadline = Instant::now() + limit;
+    let mut p = lock(w);
+    p.urgent = true;
+    w.wake.notify_one();
+    while !p.lines.is_empty() || p.writing || p.dropped > 0 {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else { return };
+        p = w.written.wait_timeout(p, left).unwrap_or_else(|e| e.into_inner()).0;
+    }
+}
+
+extern "C" fn flush_at_exit() {
+    flush(EXIT_WAIT);
+}
+
+/// The writer thread: take a batch, write it (blocking only this thread), repeat.
+fn run(w: &'static Writer) {
+    let mut spare = Vec::with_capacity(FLUSH_AT);
+    let mut stderr = std::io::stderr();
+    loop {
+        let (mut batch, dropped) = {
+            let mut p = lock(w);
+            while p.lines.is_empty() && p.dropped == 0 {
+                p = w.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+            }
+            // Let the batch gather, unless it is full or a line is urgent.
+            let gather_until = Instant::now() + FLUSH_EVERY;
+            while !p.urgent && p.lines.len() < FLUSH_AT {
+                let Some(left) = gather_until.checked_duration_since(Instant::now()) else { break };
+                p = w.wake.wait_timeout(p, left).unwrap_or_else(|e| e.into_inner()).0;
+            }
+            p.urgent = false;
+            p.writing = true;
+            (std::mem::replace(&mut p.lines, std::mem::take(&mut spare)), std::mem::take(&mut p.dropped))
+        };
+        if dropped > 0 {
+            let note = serde_json::json!({
+                "ts": timestamp(),
+                "level": "warn",
+                "target": "paysign::logging",
+                "msg": format!("{dropped} log line(s) dropped: stderr is not being read fast enough"),
+            });
+            batch.extend_from_slice(format!("{note}\n").as_bytes());
+        }
+        // An error (stderr closed) loses this batch, as a direct write would have.
+        let _ = stderr.write_all(&batch);
+        batch.clear();
+        // A burst may have grown the buffer: do not keep a megabyte for the quiet times after.
+        batch.shrink_to(4 * FLUSH_AT);
+        spare = batch;
+        lock(w).writing = false;
+        w.written.notify_all();
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, without pulling in a date crate.
+pub fn timestamp() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60, now.subsec_millis())
+}
