@@ -432,3 +432,37 @@ fn one_event_loop_serves_concurrent_calls_next_to_a_stalled_caller() {
     assert_eq!(stats["opened"], 24);
     drop(stalled);
 }
+
+/// Up to `max_in_flight` calls (256 by default) can be at the platform at once, and every
+/// connection they open goes back to the pool and is reused. With a pool smaller than that (128
+/// before), a burst beyond it closed connections on release and opened new ones for the next
+/// calls — each a TCP and TLS handshake with a real platform.
+#[test]
+fn connections_to_the_platform_are_reused_after_a_burst() {
+    const BURST: usize = 200;
+    let s = Stack::start(Options { merchants: &[MD5_MERCHANT], stall_ms: 1_000, ..Options::default() });
+    let wave = |n: usize| {
+        let start = std::sync::Arc::new(std::sync::Barrier::new(BURST));
+        let calls: Vec<_> = (0..BURST)
+            .map(|i| {
+                let (start, proxy) = (start.clone(), s.proxy);
+                std::thread::spawn(move || {
+                    let body = bindcard(&format!("STALL-W{n}-{i}")).to_string();
+                    start.wait();
+                    let h = [("Content-Type", "application/json"), ("X-Paysign-Merchant", MD5_MERCHANT)];
+                    request(proxy, "POST", BINDCARD, &h, body.as_bytes())
+                })
+            })
+            .collect();
+        for call in calls {
+            let r = call.join().unwrap();
+            assert_eq!((r.status, r.json()["errCode"].as_str()), (200, Some("0000")), "{}", r.text());
+        }
+    };
+    // The sandbox holds every STALL- call for a second: all 200 are at the platform at once.
+    wave(1);
+    assert_eq!(sample(&s.metrics(), "paysign_upstream_connections_opened_total"), Some(BURST as f64));
+    wave(2);
+    assert_eq!(sample(&s.metrics(), "paysign_upstream_connections_opened_total"), Some(BURST as f64), "a connection was not reused");
+    assert_eq!(s.sandbox_stats()["received"], 2 * BURST);
+}

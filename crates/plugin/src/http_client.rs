@@ -20,8 +20,9 @@ use pingora::upstreams::peer::Peer;
 use crate::addresses::{self, AddressBook};
 use crate::one_write::OneWrite;
 
-/// Idle connections kept per connector.
-const POOL_SIZE: usize = 128;
+/// Idle connections kept per connector, unless the caller knows better (the platform client
+/// keeps one per call that can be at the platform at once: `max_in_flight`).
+pub const DEFAULT_POOL_SIZE: usize = 128;
 
 /// How often a host name is looked up again unless configured otherwise.
 pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(60);
@@ -165,21 +166,33 @@ impl Route {
 
 pub struct Client {
     connector: TransportConnector,
+    /// Counts the connections this client opens (those not taken from the pool).
+    opened: Option<prometheus::IntCounter>,
 }
 
 impl Client {
-    /// `ca_file`: extra trusted CAs; `client_cert`: (chain, key) for mutual TLS.
-    pub fn new(ca_file: Option<&Path>, client_cert: Option<&(std::path::PathBuf, std::path::PathBuf)>) -> Self {
-        let mut opts = ConnectorOptions::new(POOL_SIZE);
+    /// `ca_file`: extra trusted CAs; `client_cert`: (chain, key) for mutual TLS; `pool_size`:
+    /// idle connections kept for reuse.
+    pub fn new(ca_file: Option<&Path>, client_cert: Option<&(std::path::PathBuf, std::path::PathBuf)>, pool_size: usize) -> Self {
+        let mut opts = ConnectorOptions::new(pool_size);
         opts.ca_file = ca_file.map(|p| p.display().to_string());
         opts.cert_key_file = client_cert.map(|(c, k)| (c.display().to_string(), k.display().to_string()));
-        Client { connector: TransportConnector::new(Some(opts)) }
+        Client { connector: TransportConnector::new(Some(opts)), opened: None }
+    }
+
+    /// Counts every new connection in `counter`.
+    pub fn counting_new_connections(mut self, counter: prometheus::IntCounter) -> Self {
+        self.opened = Some(counter);
+        self
     }
 
     /// An HTTP/1.1 session on a pooled or new connection to `peer`, its stream wrapped so
     /// that a request leaves in one write.
     async fn session(&self, peer: &HttpPeer) -> pingora::Result<HttpSession> {
-        let (stream, _reused) = self.connector.get_stream(peer).await?;
+        let (stream, reused) = self.connector.get_stream(peer).await?;
+        if let (false, Some(opened)) = (reused, &self.opened) {
+            opened.inc();
+        }
         Ok(HttpSession::new_with_options(OneWrite::wrap(stream), peer))
     }
 

@@ -30,7 +30,7 @@ impl Runtime {
     fn new(config: Config, generation: u64, previous: Option<&Runtime>) -> Self {
         let client = match previous {
             Some(p) if p.config.upstream == config.upstream => p.client.clone(),
-            _ => Arc::new(PlatformClient::new(&config.upstream)),
+            _ => Arc::new(PlatformClient::new(&config.upstream, config.max_in_flight)),
         };
         let (executor, admission) = match previous {
             Some(p) => (p.executor.clone(), p.admission.clone()),

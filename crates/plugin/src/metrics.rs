@@ -161,6 +161,10 @@ lazy_metric!(PLATFORM_KEY_VERIFIED: IntCounterVec = counter_vec!(
     "Answers and notifications verified, by merchant and by which platform key verified them (current or next, during a rollover).",
     &["merchant", "key"]
 ));
+lazy_metric!(UPSTREAM_CONNECTIONS_OPENED: IntCounter = counter!(
+    "paysign_upstream_connections_opened_total",
+    "Connections opened to the platform (each a TCP and, over https, a TLS handshake); the rest reuse pooled ones."
+));
 lazy_metric!(LOG_LINES_DROPPED: IntCounter = counter!(
     "paysign_log_lines_dropped_total",
     "Log lines dropped because stderr was not read fast enough (more than 1 MiB waiting); requests are never held up by logging."
@@ -201,6 +205,7 @@ fn collectors() -> Vec<Box<dyn Collector>> {
         Box::new(HEADER_TIMEOUTS.clone()),
         Box::new(BAD_HTTP.clone()),
         Box::new(PLATFORM_KEY_VERIFIED.clone()),
+        Box::new(UPSTREAM_CONNECTIONS_OPENED.clone()),
         Box::new(LOG_LINES_DROPPED.clone()),
         Box::new(BUILD_INFO.clone()),
         Box::new(MERCHANTS.clone()),

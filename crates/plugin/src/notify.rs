@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Notify, NotifyRoute};
 use crate::executor::{ExecError, PrivateKeyExecutor};
-use crate::http_client::{Client, Route, SendError};
+use crate::http_client::{Client, Route, SendError, DEFAULT_POOL_SIZE};
 use crate::logging;
 use crate::metrics;
 use crate::protocol::{canonicalize, Merchant, OpenError, Opened, Profile};
@@ -66,7 +66,7 @@ impl NotifyState {
                 (r.path.clone(), (r.clone(), route))
             })
             .collect();
-        Some(NotifyState { notify, merchants: config.merchants.clone(), routes, client: Client::new(None, None) })
+        Some(NotifyState { notify, merchants: config.merchants.clone(), routes, client: Client::new(None, None, DEFAULT_POOL_SIZE) })
     }
 
     pub fn text(status: u16, body: &str) -> Response<Vec<u8>> {

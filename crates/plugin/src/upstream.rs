@@ -8,6 +8,7 @@ use bytes::Bytes;
 use crate::config::Upstream;
 use crate::error::GatewayError;
 use crate::http_client::{Answer, Client, Route, SendError};
+use crate::metrics;
 
 pub struct PlatformClient {
     client: Client,
@@ -18,7 +19,7 @@ pub struct PlatformClient {
 }
 
 impl PlatformClient {
-    pub fn new(up: &Upstream) -> Self {
+    pub fn new(up: &Upstream, max_in_flight: usize) -> Self {
         let mut route = Route::new(up.target.clone(), up.connect_timeout, up.read_timeout, up.tls_verify);
         route.connect_retries = up.connect_retries;
         route.refresh_addresses_every(up.dns_refresh);
@@ -54,7 +55,11 @@ impl PlatformClient {
             });
         }
         let prefix = up.target.path.trim_end_matches('/').to_string();
-        PlatformClient { client: Client::new(up.ca_file.as_deref(), up.client_cert.as_ref()), route, prefix, _bridge: bridge }
+        // One idle connection per call that can be at the platform at once: with fewer, a burst
+        // beyond the pool closes connections on release and opens (TLS handshakes) new ones.
+        let client = Client::new(up.ca_file.as_deref(), up.client_cert.as_ref(), max_in_flight)
+            .counting_new_connections(metrics::UPSTREAM_CONNECTIONS_OPENED.clone());
+        PlatformClient { client, route, prefix, _bridge: bridge }
     }
 
     /// POSTs a sealed body; returns the answer and the time spent on the platform.

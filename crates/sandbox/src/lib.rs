@@ -35,7 +35,7 @@ use sha2::Digest;
 pub mod config;
 
 pub use config::{load_sandbox, load_sandbox_str, SandboxConfig};
-use paysign_plugin::http_client::{parse_url, Client, Route};
+use paysign_plugin::http_client::{parse_url, Client, Route, DEFAULT_POOL_SIZE};
 use paysign_plugin::reload::Reloadable;
 use paysign_plugin::serve::{read_body, reply, BodyError};
 use paysign_protocol::platform::{envelope, failure, Platform, PlatformMerchant};
@@ -122,7 +122,7 @@ impl Sandbox {
     pub fn new(config: SandboxConfig, state: Arc<State>) -> Result<Self, String> {
         let platform = Platform { private: config.platform_private.clone(), previous: config.previous_platform_private.clone() };
         let mut sb = Sandbox {
-            client: Client::new(None, None),
+            client: Client::new(None, None, DEFAULT_POOL_SIZE),
             presealed: HashMap::new(),
             platform,
             config,
