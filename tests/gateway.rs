@@ -442,22 +442,23 @@ fn connections_to_the_platform_are_reused_after_a_burst() {
     const BURST: usize = 200;
     let s = Stack::start(Options { merchants: &[MD5_MERCHANT], stall_ms: 1_000, ..Options::default() });
     let wave = |n: usize| {
-        let start = std::sync::Arc::new(std::sync::Barrier::new(BURST));
-        let calls: Vec<_> = (0..BURST)
-            .map(|i| {
-                let (start, proxy) = (start.clone(), s.proxy);
-                std::thread::spawn(move || {
-                    let body = bindcard(&format!("STALL-W{n}-{i}")).to_string();
-                    start.wait();
-                    let h = [("Content-Type", "application/json"), ("X-Paysign-Merchant", MD5_MERCHANT)];
-                    request(proxy, "POST", BINDCARD, &h, body.as_bytes())
+        let start = std::sync::Barrier::new(BURST);
+        std::thread::scope(|scope| {
+            let calls: Vec<_> = (0..BURST)
+                .map(|i| {
+                    let (s, start) = (&s, &start);
+                    scope.spawn(move || {
+                        let body = bindcard(&format!("STALL-W{n}-{i}"));
+                        start.wait();
+                        s.post_json(MD5_MERCHANT, &body)
+                    })
                 })
-            })
-            .collect();
-        for call in calls {
-            let r = call.join().unwrap();
-            assert_eq!((r.status, r.json()["errCode"].as_str()), (200, Some("0000")), "{}", r.text());
-        }
+                .collect();
+            for call in calls {
+                let r = call.join().unwrap();
+                assert_eq!((r.status, r.json()["errCode"].as_str()), (200, Some("0000")), "{}", r.text());
+            }
+        });
     };
     // The sandbox holds every STALL- call for a second: all 200 are at the platform at once.
     wave(1);

@@ -581,8 +581,7 @@ fn a_log_consumer_that_stops_reading_holds_up_no_request() {
                     .map(|i| {
                         let mut b = bindcard(&format!("LOGFLOOD-{t}-{i:05}-{}", "x".repeat(40)));
                         b.as_object_mut().unwrap().remove("mobile");
-                        let h = [("Content-Type", "application/json"), ("X-Paysign-Merchant", MD5_MERCHANT)];
-                        request(proxy, "POST", BINDCARD, &h, b.to_string().as_bytes()).status
+                        post_to(proxy, BINDCARD, Some(MD5_MERCHANT), b.to_string().as_bytes()).status
                     })
                     .collect()
             })
@@ -591,8 +590,7 @@ fn a_log_consumer_that_stops_reading_holds_up_no_request() {
     let statuses: Vec<u16> = refused.into_iter().flat_map(|t| t.join().unwrap()).collect();
     assert_eq!((statuses.len(), statuses.iter().filter(|st| **st == 400).count()), (FLOOD, FLOOD));
     // A payment while the log is still stalled: served as usual.
-    let h = [("Content-Type", "application/json"), ("X-Paysign-Merchant", MD5_MERCHANT)];
-    let r = request(proxy, "POST", BINDCARD, &h, bindcard("LOGFLOOD-GENUINE").to_string().as_bytes());
+    let r = post_to(proxy, BINDCARD, Some(MD5_MERCHANT), bindcard("LOGFLOOD-GENUINE").to_string().as_bytes());
     assert_eq!((r.status, r.json()["errCode"].as_str()), (200, Some("0000")), "{}", r.text());
     // Bounded meanwhile: no thread per line, and the buffer's megabyte is all the memory it took.
     assert_eq!(proc_status(gateway.pid(), "Threads"), threads_before);

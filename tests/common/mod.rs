@@ -83,15 +83,16 @@ impl Proc {
     }
 }
 
+/// `paysign` with `args`, logging at `info`, its stdout discarded.
+fn paysign(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_paysign"));
+    cmd.args(args).env("PAYSIGN_LOG", "info").stdout(Stdio::null());
+    cmd
+}
+
 pub fn spawn(args: &[&str], log: PathBuf) -> Proc {
     let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_paysign"))
-        .args(args)
-        .env("PAYSIGN_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(out))
-        .spawn()
-        .unwrap();
+    let child = paysign(args).stderr(Stdio::from(out)).spawn().unwrap();
     Proc { child, log }
 }
 
@@ -308,11 +309,7 @@ impl Stack {
     }
 
     pub fn post(&self, path: &str, merchant: Option<&str>, body: &[u8]) -> Response {
-        let mut h = vec![("Content-Type", "application/json")];
-        if let Some(m) = merchant {
-            h.push(("X-Paysign-Merchant", m));
-        }
-        request(self.proxy, "POST", path, &h, body)
+        post_to(self.proxy, path, merchant, body)
     }
 
     pub fn post_json(&self, merchant: &str, v: &Value) -> Response {
@@ -333,6 +330,15 @@ impl Stack {
         assert_eq!(r.status, 200);
         r.text()
     }
+}
+
+/// A JSON `POST` to a gateway on `proxy`, for `merchant` when given.
+pub fn post_to(proxy: u16, path: &str, merchant: Option<&str>, body: &[u8]) -> Response {
+    let mut h = vec![("Content-Type", "application/json")];
+    if let Some(m) = merchant {
+        h.push(("X-Paysign-Merchant", m));
+    }
+    request(proxy, "POST", path, &h, body)
 }
 
 /// The value of one sample line `name{labels} value` (labels in Prometheus' sorted order).
@@ -416,13 +422,7 @@ pub fn settled_logs(gateway: &Proc, proxy: u16) -> String {
 /// Spawns `paysign` with its stderr to a pipe whose read end is returned, unread (the log
 /// consumer of the test); killed on drop.
 pub fn spawn_with_stderr_pipe(args: &[&str]) -> (Proc, std::process::ChildStderr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_paysign"))
-        .args(args)
-        .env("PAYSIGN_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = paysign(args).stderr(Stdio::piped()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     (Proc { child, log: PathBuf::new() }, stderr)
 }

@@ -1,9 +1,9 @@
 //! Structured logs: one JSON object per line on stderr. Application lines go through `tracing`
 //! (pingora's `log` records are bridged into it); the access line is written by
 //! [`access_line`] with its fields at the top level. Every line leaves through one writer
-//! thread ([`crate::log_writer`]): logging never blocks a request on stderr. Nothing secret or personal is ever passed in: callers log
-//! customer numbers, order numbers, outcomes and sizes, never keys, `sign`, `reqmsg` or the
-//! personal fields of a request.
+//! thread ([`crate::log_writer`]): logging never blocks a request on stderr. Nothing secret or
+//! personal is ever passed in: callers log customer numbers, order numbers, outcomes and
+//! sizes, never keys, `sign`, `reqmsg` or the personal fields of a request.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
