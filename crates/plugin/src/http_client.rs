@@ -229,7 +229,7 @@ impl Client {
         &self,
         route: &Route,
         path: &str,
-        headers: &[(&str, &str)],
+        headers: &[(&'static str, &str)],
         body: Bytes,
         on_retry: impl Fn(),
     ) -> Result<Answer, SendError> {
@@ -239,7 +239,7 @@ impl Client {
             req.insert_header("Content-Length", body.len().to_string()).map_err(|_| SendError::NotSent)?;
             req.insert_header("User-Agent", concat!("paysign/", env!("CARGO_PKG_VERSION"))).map_err(|_| SendError::NotSent)?;
             for (k, v) in headers {
-                req.insert_header(k.to_string(), v.to_string()).map_err(|_| SendError::NotSent)?;
+                req.insert_header(*k, *v).map_err(|_| SendError::NotSent)?;
             }
             Ok(req)
         };

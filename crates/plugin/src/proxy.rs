@@ -284,16 +284,16 @@ async fn write_reply(
     status: u16,
     content_type: &str,
     body: Bytes,
-    extra: &[(&str, &str)],
+    extra: &[(&'static str, &str)],
 ) -> pingora::Result<()> {
     let mut resp = ResponseHeader::build(status, Some(6 + extra.len()))?;
-    resp.insert_header("Content-Type", content_type.to_string())?;
+    resp.insert_header("Content-Type", content_type)?;
     resp.insert_header("Content-Length", body.len().to_string())?;
     resp.insert_header("Cache-Control", "no-store")?;
     resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
     resp.insert_header(DELIVERY_HEADER, ctx.delivery.as_str())?;
     for (k, v) in extra {
-        resp.insert_header(k.to_string(), v.to_string())?;
+        resp.insert_header(*k, *v)?;
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;
@@ -352,7 +352,7 @@ impl ProxyHttp for Gateway {
                 if ctx.err_code.is_none() {
                     ctx.err_code = Some(metrics::errcode_label(e.err_code()).to_string());
                 }
-                let extra: &[(&str, &str)] = match e {
+                let extra: &[(&'static str, &str)] = match e {
                     GatewayError::MethodNotAllowed => &[("Allow", "POST")],
                     GatewayError::Overloaded => &[("Retry-After", "1")],
                     GatewayError::Unauthenticated => &[("WWW-Authenticate", "Bearer")],

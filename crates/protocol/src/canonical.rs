@@ -16,7 +16,9 @@ pub fn canonicalize(obj: &Map<String, Value>) -> String {
     // `str` ordering is byte ordering, which is what the protocol specifies.
     members.sort_unstable_by(|a, b| a.0.cmp(b.0));
 
-    let mut out = String::with_capacity(obj.len() * 24);
+    // Names, values (strings exactly; other values guessed) and separators: one allocation.
+    let size: usize = members.iter().map(|(k, v)| k.len() + 2 + if let Value::String(s) = v { s.len() } else { 16 }).sum();
+    let mut out = String::with_capacity(size);
     for (i, (k, v)) in members.into_iter().enumerate() {
         if i > 0 {
             out.push('&');

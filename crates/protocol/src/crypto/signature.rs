@@ -1,8 +1,6 @@
 //! The two `sign` schemes: upper-case hex MD5 over `canonical&key=<md5Key>` (`md5` profile) and
 //! base64 SHA256withRSA (RSASSA-PKCS1-v1_5) over the canonical string (`rsa` profile).
 
-use std::fmt::Write;
-
 use base64::Engine;
 use md5::{Digest, Md5};
 use rsa::sha2::Sha256;
@@ -20,9 +18,11 @@ pub fn md5_sign(canonical: &str, key: &Secret) -> String {
     h.update(b"&key=");
     h.update(key.expose().as_bytes());
     let digest = h.finalize();
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(32);
     for b in digest.iter() {
-        let _ = write!(out, "{b:02X}");
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
     }
     out
 }
