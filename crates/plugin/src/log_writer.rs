@@ -156,7 +156,11 @@ fn run(w: &'static Writer) {
 
 /// RFC 3339 UTC with milliseconds, without pulling in a date crate.
 pub fn timestamp() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    rfc3339(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default())
+}
+
+/// `yyyy-MM-ddTHH:mm:ss.SSSZ` for a time since the Unix epoch.
+fn rfc3339(now: Duration) -> String {
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil-from-days (H. Hinnant's algorithm).
@@ -169,5 +173,39 @@ pub fn timestamp() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60, now.subsec_millis())
+    // Fixed-width digits written in place (one per access line: `format!` cost more here).
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut n: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, y.clamp(0, 9999) as u64);
+    put(5, 2, m as u64);
+    put(8, 2, d as u64);
+    put(11, 2, rem / 3600);
+    put(14, 2, (rem % 3600) / 60);
+    put(17, 2, rem % 60);
+    put(20, 3, u64::from(now.subsec_millis()));
+    out.iter().map(|&b| char::from(b)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_milliseconds() {
+        for (ms, text) in [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (951_782_400_999, "2000-02-29T00:00:00.999Z"),
+            (1_709_164_799_123, "2024-02-28T23:59:59.123Z"),
+            (1_795_737_204_007, "2026-11-26T23:53:24.007Z"),
+            (253_402_300_799_999, "9999-12-31T23:59:59.999Z"),
+        ] {
+            assert_eq!(rfc3339(Duration::from_millis(ms)), text);
+        }
+        assert_eq!(timestamp().len(), 24);
+    }
 }
