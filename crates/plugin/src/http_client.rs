@@ -236,7 +236,7 @@ impl Client {
         let head = || -> Result<RequestHeader, SendError> {
             let mut req = RequestHeader::build("POST", path.as_bytes(), Some(headers.len() + 3)).map_err(|_| SendError::NotSent)?;
             req.insert_header("Host", route.target.authority.as_str()).map_err(|_| SendError::NotSent)?;
-            req.insert_header("Content-Length", body.len().to_string()).map_err(|_| SendError::NotSent)?;
+            req.insert_header("Content-Length", http::HeaderValue::from(body.len())).map_err(|_| SendError::NotSent)?;
             req.insert_header("User-Agent", concat!("paysign/", env!("CARGO_PKG_VERSION"))).map_err(|_| SendError::NotSent)?;
             for (k, v) in headers {
                 req.insert_header(*k, *v).map_err(|_| SendError::NotSent)?;

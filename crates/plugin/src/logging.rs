@@ -139,5 +139,22 @@ pub fn access_line<T: serde::Serialize>(line: &T) {
 
 /// A new request id: 128 random bits as 32 hex digits (for `X-Request-Id`).
 pub fn new_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = rand::random::<u128>();
+    (0..32).rev().map(|i| char::from(HEX[((bits >> (4 * i)) & 15) as usize])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_are_32_lowercase_hex_digits_and_fresh() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| super::new_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{id}");
+        }
+        // Every hex digit position is used (leading zeros are kept, not dropped).
+        assert!(ids.iter().any(|id| id.starts_with('0')));
+    }
 }

@@ -288,7 +288,7 @@ async fn write_reply(
 ) -> pingora::Result<()> {
     let mut resp = ResponseHeader::build(status, Some(6 + extra.len()))?;
     resp.insert_header("Content-Type", content_type)?;
-    resp.insert_header("Content-Length", body.len().to_string())?;
+    resp.insert_header("Content-Length", http::HeaderValue::from(body.len()))?;
     resp.insert_header("Cache-Control", "no-store")?;
     resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
     resp.insert_header(DELIVERY_HEADER, ctx.delivery.as_str())?;

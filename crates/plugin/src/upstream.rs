@@ -71,7 +71,7 @@ impl PlatformClient {
         on_retry: impl Fn(),
     ) -> Result<(Answer, Duration), (GatewayError, Duration)> {
         let start = Instant::now();
-        let uri = format!("{}{}", self.prefix, path_and_query);
+        let uri = [self.prefix.as_str(), path_and_query].concat();
         let headers = [("Content-Type", "application/json;charset=UTF-8"), ("Accept", "application/json"), ("X-Request-Id", request_id)];
         let result = self.client.post(&self.route, &uri, &headers, Bytes::from(body), on_retry).await;
         let took = start.elapsed();
