@@ -104,8 +104,7 @@ impl Gateway {
         if deadline.is_some_and(|d| ctx.start.elapsed() >= d) {
             return Err(GatewayError::DeadlinePassed);
         }
-        let endpoint_label = ctx.endpoint.clone();
-        let retry = || metrics::CONNECT_RETRIES.with_label_values(&[&endpoint_label]).inc();
+        let retry = || metrics::CONNECT_RETRIES.with_label_values(&[&ctx.endpoint]).inc();
         let sent = call::send(&rt, &path, sealed, &ctx.request_id, retry).await;
         ctx.upstream = sent.upstream;
         let verified = sent.result.inspect_err(|e| self.count_refusal(ctx, e))?;

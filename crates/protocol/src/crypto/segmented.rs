@@ -54,13 +54,15 @@ pub fn encrypt(key: &PublicKey, plaintext: &[u8], chunk: usize) -> Result<String
 /// Base64-decodes a `reqmsg` (tolerating the line breaks Java encoders insert) and checks
 /// that it is a non-zero whole number of `k`-byte blocks.
 pub fn decode_blocks(reqmsg: &str, k: usize) -> Result<Vec<u8>, CryptoError> {
-    let raw = if reqmsg.bytes().any(|b| b.is_ascii_whitespace()) {
-        let compact: Vec<u8> = reqmsg.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        B64.decode(compact)
-    } else {
-        B64.decode(reqmsg)
-    }
-    .map_err(|_| CryptoError::Encoding)?;
+    // Decoded as it is first (the common case: one pass); only text that fails is looked at
+    // again without its whitespace.
+    let raw = B64
+        .decode(reqmsg)
+        .or_else(|_| {
+            let compact: Vec<u8> = reqmsg.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+            B64.decode(compact)
+        })
+        .map_err(|_| CryptoError::Encoding)?;
     if raw.is_empty() || raw.len() % k != 0 {
         return Err(CryptoError::Encoding);
     }
