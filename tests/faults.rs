@@ -143,6 +143,15 @@ fn platform_faults_end_in_the_documented_errors() {
             "{outcome}"
         );
     }
+
+    // A verified answer that arrives in 60-byte pieces is put together whole and opened.
+    let whole = good(Value::String(serde_json::json!({"customerNo": customer, "reqmsg": reqmsg}).to_string()));
+    assert!(whole.len() > 5 * 60, "{} bytes: too few pieces", whole.len());
+    fs.set(Fault::Pieces(whole, 60));
+    let r = call("OK-3");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["orderNo"], "OK-1");
+    assert_eq!(fs.received(), 12);
 }
 
 #[test]

@@ -22,6 +22,9 @@ pub enum Fault {
     Huge(usize),
     /// An arbitrary status, content type and body.
     Answer(u16, &'static str, Vec<u8>),
+    /// A 200 JSON answer whose body leaves in pieces of this many bytes, each its own segment
+    /// with a pause after it, so that the reader gets it in several reads.
+    Pieces(Vec<u8>, usize),
 }
 
 pub struct FaultServer {
@@ -87,6 +90,16 @@ fn serve(stream: TcpStream, fault: Arc<Mutex<Fault>>, count: Arc<AtomicUsize>, h
                     w.write_all(b" ")?;
                     w.flush()?;
                     std::thread::sleep(every);
+                }
+                Ok::<(), std::io::Error>(())
+            })(),
+            Fault::Pieces(body, size) => (|| {
+                w.set_nodelay(true)?;
+                write!(w, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len())?;
+                for piece in body.chunks(size.max(1)) {
+                    w.write_all(piece)?;
+                    w.flush()?;
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 Ok::<(), std::io::Error>(())
             })(),

@@ -309,14 +309,27 @@ impl Client {
         let read = async {
             session.read_response().await.map_err(|_| SendError::Unknown)?;
             let status = session.resp_header().map_or(0, |h| h.status.as_u16());
-            let mut buf = BytesMut::new();
+            // The usual answer arrives as one chunk and is kept as it came; only a body in
+            // several chunks is copied together (into one buffer: memory stays at the limit).
+            let mut body = Bytes::new();
+            let mut joined: Option<BytesMut> = None;
             while let Some(chunk) = session.read_body_bytes().await.map_err(|_| SendError::Unknown)? {
-                if buf.len() + chunk.len() > limit {
+                let size = joined.as_ref().map_or(body.len(), BytesMut::len) + chunk.len();
+                if size > limit {
                     return Err(SendError::TooLarge(limit));
                 }
-                buf.extend_from_slice(&chunk);
+                match &mut joined {
+                    Some(j) => j.extend_from_slice(&chunk),
+                    None if body.is_empty() => body = chunk,
+                    None => {
+                        let mut j = BytesMut::with_capacity(size);
+                        j.extend_from_slice(&body);
+                        j.extend_from_slice(&chunk);
+                        joined = Some(j);
+                    }
+                }
             }
-            Ok(Answer { status, body: buf.freeze() })
+            Ok(Answer { status, body: joined.map_or(body, BytesMut::freeze) })
         };
         let answer = match tokio::time::timeout(route.read_timeout, read).await {
             Ok(r) => r?,
