@@ -139,9 +139,7 @@ pub fn access_line<T: serde::Serialize>(line: &T) {
 
 /// A new request id: 128 random bits as 32 hex digits (for `X-Request-Id`).
 pub fn new_request_id() -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bits = rand::random::<u128>();
-    (0..32).rev().map(|i| char::from(HEX[((bits >> (4 * i)) & 15) as usize])).collect()
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ pub fn notification_id(customer_no: &str, fields: &Map<String, Value>) -> String
     h.update(canonicalize(fields).as_bytes());
     h.update(b"\n");
     h.update(fields.get("sign").and_then(Value::as_str).unwrap_or("").as_bytes());
-    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&h.finalize()[..16])
 }
 
 impl NotifyState {

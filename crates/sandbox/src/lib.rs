@@ -287,7 +287,7 @@ impl Sandbox {
             return Ok(b"{\"customerNo\":".to_vec());
         }
         let digest = sha2::Sha256::digest(format!("{}|{order_no}", m.customer_no).as_bytes());
-        let bind_id: String = digest[..8].iter().map(|b| format!("{b:02X}")).collect();
+        let bind_id = hex::encode_upper(&digest[..8]);
         let mut fields = Map::new();
         fields.insert("orderNo".into(), Value::String(order_no.into()));
         fields.insert("customerNo".into(), Value::String(m.customer_no.clone()));

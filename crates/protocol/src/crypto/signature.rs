@@ -17,14 +17,7 @@ pub fn md5_sign(canonical: &str, key: &Secret) -> String {
     h.update(canonical.as_bytes());
     h.update(b"&key=");
     h.update(key.expose().as_bytes());
-    let digest = h.finalize();
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(32);
-    for b in digest.iter() {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 15)] as char);
-    }
-    out
+    hex::encode_upper(h.finalize())
 }
 
 /// Compares case-insensitively and in constant time (for equal lengths).
