@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::http::RequestHeader;
 use pingora::protocols::http::v1::client::HttpSession;
@@ -19,6 +19,7 @@ use pingora::upstreams::peer::Peer;
 
 use crate::addresses::{self, AddressBook};
 use crate::one_write::OneWrite;
+use crate::serve::{Gathered, OverLimit};
 
 /// Idle connections kept per connector, unless the caller knows better (the platform client
 /// keeps one per call that can be at the platform at once: `max_in_flight`).
@@ -309,27 +310,11 @@ impl Client {
         let read = async {
             session.read_response().await.map_err(|_| SendError::Unknown)?;
             let status = session.resp_header().map_or(0, |h| h.status.as_u16());
-            // The usual answer arrives as one chunk and is kept as it came; only a body in
-            // several chunks is copied together (into one buffer: memory stays at the limit).
-            let mut body = Bytes::new();
-            let mut joined: Option<BytesMut> = None;
+            let mut body = Gathered::new(limit);
             while let Some(chunk) = session.read_body_bytes().await.map_err(|_| SendError::Unknown)? {
-                let size = joined.as_ref().map_or(body.len(), BytesMut::len) + chunk.len();
-                if size > limit {
-                    return Err(SendError::TooLarge(limit));
-                }
-                match &mut joined {
-                    Some(j) => j.extend_from_slice(&chunk),
-                    None if body.is_empty() => body = chunk,
-                    None => {
-                        let mut j = BytesMut::with_capacity(size);
-                        j.extend_from_slice(&body);
-                        j.extend_from_slice(&chunk);
-                        joined = Some(j);
-                    }
-                }
+                body.push(chunk).map_err(|OverLimit| SendError::TooLarge(limit))?;
             }
-            Ok(Answer { status, body: joined.map_or(body, BytesMut::freeze) })
+            Ok(Answer { status, body: body.finish() })
         };
         let answer = match tokio::time::timeout(route.read_timeout, read).await {
             Ok(r) => r?,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
@@ -23,6 +23,7 @@ use crate::live::Runtime;
 use crate::logging;
 use crate::metrics;
 use crate::protocol::Merchant;
+use crate::serve::Gathered;
 
 pub const MERCHANT_HEADER: &str = "x-paysign-merchant";
 pub const DELIVERY_HEADER: &str = "X-Paysign-Delivery";
@@ -248,17 +249,16 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gateway
         session.set_keepalive(None);
         return Err(GatewayError::BodyTooLarge { limit });
     }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    let mut body = Gathered::new(limit);
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                if buf.len() + chunk.len() > limit {
+                if body.push(chunk).is_err() {
                     session.set_keepalive(None);
                     return Err(GatewayError::BodyTooLarge { limit });
                 }
-                buf.extend_from_slice(&chunk);
             }
-            Ok(None) => return Ok(buf.freeze()),
+            Ok(None) => return Ok(body.finish()),
             Err(_) => {
                 session.set_keepalive(None);
                 return Err(GatewayError::BadBody("could not be read"));
