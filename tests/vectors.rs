@@ -218,6 +218,95 @@ fn reqmsg_with_java_line_breaks_opens() {
     assert_eq!(m.open_data(&d).unwrap_err(), OpenError::Ciphertext(paysign_protocol::crypto::CryptoError::Encoding));
 }
 
+/// The usual answer is read without building maps; every other shape of envelope takes the
+/// full parse. Both must give exactly the outcome a parsed map gives: a repeated member
+/// counts with its last value, names and strings are compared after unescaping, nothing may
+/// follow the object. (Each expectation here was also checked against the map-only reading.)
+#[test]
+fn every_shape_of_answer_envelope_opens_as_a_parsed_map_would() {
+    let (platform, pm) = platform_side("md5", "k", Backend::AwsLc);
+    let m = merchant("md5", "k", Backend::AwsLc);
+    // A genuine answer whose `reqmsg` holds a '/' (to be escaped as `\/` below).
+    let (genuine, data_text, reqmsg) = (0..64)
+        .find_map(|n| {
+            let mut answer = Map::new();
+            answer.insert("customerNo".into(), Value::String(CUSTOMER.into()));
+            answer.insert("errCode".into(), Value::String("0000".into()));
+            answer.insert("orderNo".into(), Value::String(format!("O{n}")));
+            let body = platform.seal_response(&pm, answer).unwrap();
+            let outer: Value = serde_json::from_slice(&body).unwrap();
+            let data_text = outer["data"].as_str().unwrap().to_string();
+            let data: Value = serde_json::from_str(&data_text).unwrap();
+            let reqmsg = data["reqmsg"].as_str().unwrap().to_string();
+            reqmsg.contains('/').then_some((body, data_text, reqmsg))
+        })
+        .unwrap();
+    // `data` as a JSON string member.
+    let quoted = |text: &str| serde_json::to_string(text).unwrap();
+    let data_member = quoted(&data_text);
+    let with_data = |d: &str| format!(r#"{{"customerNo":"{CUSTOMER}",{d}}}"#);
+    let escaped_slashes = with_data(&format!(r#""reqmsg":"{}""#, reqmsg.replace('/', "\\/")));
+    let escaped_name = with_data(&format!(r#""\u0072eqmsg":"{reqmsg}""#));
+    let other_customer = format!(r#"{{"customerNo":"999","reqmsg":"{reqmsg}"}}"#);
+    let numeric_customer = format!(r#"{{"customerNo":202112090603,"reqmsg":"{reqmsg}"}}"#);
+    let twice = format!(r#"{{"customerNo":"999","reqmsg":"AAAA","customerNo":"{CUSTOMER}","reqmsg":"{reqmsg}"}}"#);
+
+    let verified = || Ok::<_, OpenError>("verified".to_string());
+    let failure = |code: &str, msg: &str| Ok::<_, OpenError>(format!("failure {code} {msg}"));
+    let refused = |e: OpenError| Err::<String, _>(e);
+    let cases: Vec<(String, Result<String, OpenError>)> = vec![
+        (String::from_utf8(genuine.clone()).unwrap(), verified()),
+        (format!(r#"{{"code":200,"success":true,"data":{data_member}}}"#), verified()),
+        (format!(r#" {{ "success" : true , "data" : {data_member} , "code" : "200" , "x" : [1, {{"y": null}}] }} "#), verified()),
+        (format!(r#"{{"code":"\u0032\u0030\u0030","success":true,"data":{data_member}}}"#), verified()),
+        (format!(r#"{{"code":"500","code":"200","success":true,"data":{data_member}}}"#), verified()),
+        (format!(r#"{{"code":"200","success":true,"data":{data_member},"code":"500","msg":"m"}}"#), failure("500", "m")),
+        (format!(r#"{{"code":"200","success":true,"data":"{{}}","data":{data_member}}}"#), verified()),
+        (
+            format!(r#"{{"code":"200","success":true,"data":{data_member},"data":"{{}}"}}"#),
+            refused(OpenError::Envelope("data.customerNo is missing")),
+        ),
+        (format!(r#"{{"code":"200","success":true,"data":{data_text}}}"#), verified()),
+        (format!(r#"{{"code":"200","success":true,"data":{}}}"#, quoted(&escaped_slashes)), verified()),
+        (format!(r#"{{"code":"200","success":true,"data":{}}}"#, quoted(&escaped_name)), verified()),
+        (format!(r#"{{"code":"200","success":true,"data":{}}}"#, quoted(&twice)), verified()),
+        (format!(r#"{{"code":"200","success":true,"data":{}}}"#, quoted(&other_customer)), refused(OpenError::CustomerMismatch)),
+        (
+            format!(r#"{{"code":"200","success":true,"data":{}}}"#, quoted(&numeric_customer)),
+            refused(OpenError::Envelope("data.customerNo is missing")),
+        ),
+        (
+            format!(r#"{{"code":"200","success":true,"data":{}}}"#, quoted(&format!("{data_text} x"))),
+            refused(OpenError::Envelope("data is not JSON text")),
+        ),
+        (r#"{"code":"200","success":true,"data":"[1]"}"#.to_string(), refused(OpenError::Envelope("data is not a JSON object"))),
+        (r#"{"code":"200","success":true}"#.to_string(), refused(OpenError::Envelope("data is missing"))),
+        (r#"{"code":"200","success":true,"data":null}"#.to_string(), refused(OpenError::Envelope("data is missing"))),
+        (format!(r#"{{"code":"200","success":"true","data":{data_member},"msg":"m"}}"#), failure("200", "m")),
+        (format!(r#"{{"code":"200.0","success":true,"data":{data_member}}}"#), failure("200.0", "")),
+        (format!(r#"{{"code":2e2,"success":true,"data":{data_member}}}"#), failure("2e+2", "")),
+        (r#"{"success":false}"#.to_string(), failure("", "")),
+        (r#"{"msg":"m"}"#.to_string(), refused(OpenError::Envelope("no code/success members"))),
+        (format!(r#"{{"code":"200","success":true,"data":{data_member}}} x"#), refused(OpenError::Envelope("body is not JSON"))),
+        (format!(r#"{{"code":"200","success":true,"data":{data_member}}}{{}}"#), refused(OpenError::Envelope("body is not JSON"))),
+        (format!(r#"{{"code":"200","success":true,"data":{data_member},}}"#), refused(OpenError::Envelope("body is not JSON"))),
+        (format!(r#"[{{"code":"200","success":true,"data":{data_member}}}]"#), refused(OpenError::Envelope("body is not a JSON object"))),
+        (String::new(), refused(OpenError::Envelope("body is not JSON"))),
+    ];
+    assert_eq!(cases.len(), 28);
+    for (i, (body, expected)) in cases.iter().enumerate() {
+        let got = match m.open_response(body.as_bytes()) {
+            Ok(Opened::Verified { fields, .. }) => {
+                assert_eq!(fields["errCode"], "0000", "case {i}");
+                Ok("verified".to_string())
+            }
+            Ok(Opened::PlatformFailure { code, msg }) => Ok(format!("failure {code} {msg}")),
+            Err(e) => Err(e),
+        };
+        assert_eq!(&got, expected, "case {i}: {body}");
+    }
+}
+
 #[test]
 fn corrupted_ciphertext_is_refused_like_any_other_tamper() {
     use base64::Engine;

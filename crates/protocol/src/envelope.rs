@@ -1,9 +1,12 @@
 //! Sealing requests and opening responses, per profile (PROTOCOL.md, "Profiles" and
 //! "A call, end to end"). Pure functions over bytes: no I/O, no pingora.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::canonical::canonicalize;
@@ -162,6 +165,92 @@ fn wrap(customer_no: &str, reqmsg: &str) -> Vec<u8> {
     out
 }
 
+/// `data`'s two members, each `None` when missing or not a string.
+struct DataMembers<'a> {
+    customer_no: Option<Cow<'a, str>>,
+    reqmsg: Option<Cow<'a, str>>,
+}
+
+/// The `data` text of the usual successful answer, found without building a map: `None`
+/// unless the body is one JSON object whose `code` is exactly `"200"` or `200`, whose
+/// `success` is `true` and whose `data` is a JSON string. Whatever this turns down goes to the
+/// full parse, which gives the answer (or the refusal) for it.
+fn success_data(body: &[u8]) -> Option<String> {
+    let [code, success, data] = members(body, ["code", "success", "data"])?;
+    let code_ok = code.is_some_and(|c| matches!(c.get(), "\"200\"" | "200"));
+    if !code_ok || success.map(RawValue::get) != Some("true") {
+        return None;
+    }
+    // `data` is JSON text inside a JSON string: unescaped once, then read in place.
+    serde_json::from_str(data?.get()).ok()
+}
+
+/// A JSON string's value, borrowed unless it holds escapes (`None` for any other value).
+fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    match serde_json::from_str::<&str>(raw.get()) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        Err(_) => serde_json::from_str::<String>(raw.get()).ok().map(Cow::Owned),
+    }
+}
+
+/// The raw values of the named members of the JSON object `json` (a member given twice: its
+/// last value, as in a parsed map); `None` if `json` is not exactly one valid JSON object.
+fn members<'a, const N: usize>(json: &'a [u8], names: [&'static str; N]) -> Option<[Option<&'a RawValue>; N]> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let found = de.deserialize_map(Members { names }).ok()?;
+    de.end().ok()?;
+    Some(found)
+}
+
+struct Members<const N: usize> {
+    names: [&'static str; N],
+}
+
+impl<'de, const N: usize> Visitor<'de> for Members<N> {
+    type Value = [Option<&'de RawValue>; N];
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = [None; N];
+        while let Some(index) = map.next_key_seed(Name(&self.names))? {
+            match index {
+                Some(i) => found[i] = Some(map.next_value::<&RawValue>()?),
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A member name, as its index among the wanted names (`None`: not wanted). Names with
+/// escapes are compared after unescaping, as a parsed map would.
+struct Name<'n>(&'n [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for Name<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Name<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|n| *n == name))
+    }
+}
+
 impl Merchant {
     pub fn profile(&self) -> Profile {
         match self.keys {
@@ -227,7 +316,22 @@ impl Merchant {
     }
 
     /// [`Self::open_response`], reporting each step's duration to `obs`.
+    ///
+    /// The usual answer (`"code":"200"`, `"success":true`, `data` a string) is read without
+    /// building maps: its members are borrowed from the body. Anything else takes the full
+    /// parse, which also decides every refusal, so both paths give the same result.
     pub fn open_response_observed(&self, body: &[u8], obs: &dyn Observer) -> Result<Opened, OpenError> {
+        let Some(text) = success_data(body) else {
+            return self.open_response_parsed(body, obs);
+        };
+        let Some([customer_no, reqmsg]) = members(text.as_bytes(), ["customerNo", "reqmsg"]) else {
+            return self.open_response_parsed(body, obs);
+        };
+        self.open_members(DataMembers { customer_no: customer_no.and_then(string), reqmsg: reqmsg.and_then(string) }, obs)
+    }
+
+    /// [`Self::open_response_observed`] over a full `serde_json::Value` parse of the body.
+    fn open_response_parsed(&self, body: &[u8], obs: &dyn Observer) -> Result<Opened, OpenError> {
         let outer: Value = serde_json::from_slice(body).map_err(|_| OpenError::Envelope("body is not JSON"))?;
         let outer = outer.as_object().ok_or(OpenError::Envelope("body is not a JSON object"))?;
         let code_ok = match outer.get("code") {
@@ -269,12 +373,18 @@ impl Merchant {
 
     /// [`Self::open_data`], reporting each step's duration to `obs`.
     pub fn open_data_observed(&self, data: &Map<String, Value>, obs: &dyn Observer) -> Result<Opened, OpenError> {
-        match data.get("customerNo") {
-            Some(Value::String(c)) if *c == self.customer_no => {}
-            Some(Value::String(_)) => return Err(OpenError::CustomerMismatch),
-            _ => return Err(OpenError::Envelope("data.customerNo is missing")),
+        let member = |name| data.get(name).and_then(Value::as_str).map(Cow::Borrowed);
+        self.open_members(DataMembers { customer_no: member("customerNo"), reqmsg: member("reqmsg") }, obs)
+    }
+
+    /// Opens `data` from its two members: `customerNo` checked, `reqmsg` opened and verified.
+    fn open_members(&self, data: DataMembers<'_>, obs: &dyn Observer) -> Result<Opened, OpenError> {
+        match data.customer_no.as_deref() {
+            Some(c) if c == self.customer_no => {}
+            Some(_) => return Err(OpenError::CustomerMismatch),
+            None => return Err(OpenError::Envelope("data.customerNo is missing")),
         }
-        let reqmsg = data.get("reqmsg").and_then(Value::as_str).ok_or(OpenError::Envelope("data.reqmsg is missing"))?;
+        let reqmsg = data.reqmsg.as_deref().ok_or(OpenError::Envelope("data.reqmsg is missing"))?;
 
         // md5 profile: the platform's private key made the blocks, so the key that opens them
         // (strict type-1 padding: a wrong key fails) is the one that verified.
@@ -335,6 +445,32 @@ mod tests {
         let expected = Value::Object(map.clone()).to_string();
         assert_eq!(String::from_utf8(compact_json(&map, 0)).unwrap(), expected);
         assert_eq!(expected, r#"{"b":"x\"y\\z\n","a":"中文 €","n":1.50,"m":-0,"o":{"k":[1,true,null]},"sign":"AB"}"#);
+    }
+
+    /// Which answers are read without maps (the rest take the full parse).
+    #[test]
+    fn success_data_reads_only_the_plain_success_shape() {
+        let read = |body: &str| success_data(body.as_bytes());
+        assert_eq!(read(r#"{"code":"200","success":true,"data":"{\"a\":1}","msg":"ok"}"#).as_deref(), Some(r#"{"a":1}"#));
+        assert_eq!(read(r#"{"data":"x","code":200,"success":true}"#).as_deref(), Some("x"));
+        assert_eq!(read(r#"{"code":"500","success":true,"data":"x","code":"200"}"#).as_deref(), Some("x"));
+        for other in [
+            r#"{"code":"200","success":true,"data":"x","code":"500"}"#,
+            r#"{"code":"\u0032\u0030\u0030","success":true,"data":"x"}"#,
+            r#"{"code":"200","success":1,"data":"x"}"#,
+            r#"{"code":"200","success":true,"data":{"a":1}}"#,
+            r#"{"code":"200","success":true}"#,
+            r#"{"code":"200","success":true,"data":"x"} "x""#,
+            r#"["code"]"#,
+            "",
+        ] {
+            assert_eq!(read(other), None, "{other}");
+        }
+        let [a, b] = members(br#"{"b":[1, {"c":2}],"\u0061":"x","a":"y"}"#, ["a", "b"]).unwrap();
+        assert_eq!((a.map(RawValue::get), b.map(RawValue::get)), (Some(r#""y""#), Some(r#"[1, {"c":2}]"#)));
+        assert_eq!(string(&RawValue::from_string(r#""a\/b""#.into()).unwrap()), Some(Cow::Owned::<str>("a/b".into())));
+        assert!(matches!(string(&RawValue::from_string(r#""ab""#.into()).unwrap()), Some(Cow::Borrowed("ab"))));
+        assert_eq!(string(&RawValue::from_string("12".into()).unwrap()), None);
     }
 
     #[test]
