@@ -3,10 +3,14 @@
 //! Keys are always parsed by the `rsa` crate (every format, size checks) and then, when the
 //! deployment chooses `aws-lc`, also loaded into AWS-LC once. Operations use AWS-LC where it
 //! has them and fall back to the `rsa` crate where it does not:
-//! - the raw public operation of the type-1 open: `aws-lc-rs` exposes none, so [`RawPublic`]
-//!   calls AWS-LC's `RSA_public_decrypt` with `RSA_NO_PADDING` directly (the one `unsafe`
-//!   in paysign) and the padding is then checked strictly in Rust; public-key work needs no
-//!   constant time;
+//! - the public operation `x^e mod n`, for the type-1 open and for encryption: `aws-lc-rs`
+//!   exposes no raw form, so [`RawPublic`] calls AWS-LC's bignum functions directly (the one
+//!   `unsafe` in paysign): AWS-LC's own `BN_mod_exp_mont` (what its `RSA_public_*` functions
+//!   run), with the key's Montgomery context made once at load and a per-thread scratch
+//!   context, so a block costs no allocation. The type-1 padding is checked strictly in Rust;
+//!   the type-2 padding of encryption (`00 02`, at least eight random non-zero bytes, `00`,
+//!   the chunk) is written in Rust from AWS-LC's random generator. Public-key work needs no
+//!   constant time (AWS-LC's public operation is not constant-time either);
 //! - keys under 2048 bits (AWS-LC refuses them; only reachable with `allow_weak_keys`);
 //! - the sandbox's type-1 seal (a raw private operation; test and demo code only).
 //!
@@ -15,10 +19,12 @@
 //! pseudo-random bytes derived from the ciphertext and a per-process secret, and processing
 //! continues to the signature check, which rejects it like any other tampering.
 
+use std::cell::RefCell;
+use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::{Pkcs1PrivateDecryptingKey, Pkcs1PublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey};
+use aws_lc_rs::rsa::{Pkcs1PrivateDecryptingKey, PrivateDecryptingKey, PublicEncryptingKey};
 use aws_lc_rs::signature::{ParsedPublicKey, RsaKeyPair, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256};
 use once_cell::sync::Lazy;
 use rsa::pkcs1::EncodeRsaPublicKey;
@@ -48,21 +54,21 @@ impl Backend {
 }
 
 pub(crate) struct AwsPublic {
-    pub(crate) enc: Pkcs1PublicEncryptingKey,
     pub(crate) verify: ParsedPublicKey,
     pub(crate) raw: RawPublic,
 }
 
-/// An AWS-LC `RSA*` holding only a public key, for the raw public operation `m = c^e mod n`.
+/// An AWS-LC `RSA*` holding only a public key, with its Montgomery context, for the public
+/// operation `x^e mod n`.
 pub(crate) struct RawPublic {
-    rsa: std::ptr::NonNull<aws_lc_sys::RSA>,
+    rsa: NonNull<aws_lc_sys::RSA>,
+    mont: NonNull<aws_lc_sys::BN_MONT_CTX>,
     size: usize,
 }
 
-// SAFETY: AWS-LC documents `RSA` objects as safe for concurrent use by operations that do
-// not change the key; the public operation only reads the key and initialises its cached
-// Montgomery context under the object's internal lock. The pointer is owned (freed on drop)
-// and never handed out.
+// SAFETY: both objects are made at load and only read afterwards: `BN_mod_exp_mont` reads the
+// modulus, exponent and Montgomery context and writes only into the calling thread's
+// [`Scratch`]. The pointers are owned (freed on drop) and never handed out.
 unsafe impl Send for RawPublic {}
 unsafe impl Sync for RawPublic {}
 
@@ -70,11 +76,18 @@ impl RawPublic {
     fn from_pkcs1_der(der: &[u8]) -> Option<Self> {
         // SAFETY: `der` is a valid slice for the duration of the call; AWS-LC copies what it
         // parses and returns either null or a new `RSA*` that we own.
-        let ptr = unsafe { aws_lc_sys::RSA_public_key_from_bytes(der.as_ptr(), der.len()) };
-        let rsa = std::ptr::NonNull::new(ptr)?;
-        // SAFETY: `rsa` is a valid `RSA*` created above.
+        let rsa = NonNull::new(unsafe { aws_lc_sys::RSA_public_key_from_bytes(der.as_ptr(), der.len()) })?;
+        // SAFETY: `rsa` is a valid `RSA*`; its modulus lives as long as it does, and the new
+        // Montgomery context (null on failure) is ours.
+        let mont = unsafe { aws_lc_sys::BN_MONT_CTX_new_for_modulus(aws_lc_sys::RSA_get0_n(rsa.as_ptr()), ptr::null_mut()) };
+        let Some(mont) = NonNull::new(mont) else {
+            // SAFETY: freed exactly once, here.
+            unsafe { aws_lc_sys::RSA_free(rsa.as_ptr()) };
+            return None;
+        };
+        // SAFETY: `rsa` is a valid `RSA*`.
         let size = unsafe { aws_lc_sys::RSA_size(rsa.as_ptr()) } as usize;
-        Some(RawPublic { rsa, size })
+        Some(RawPublic { rsa, mont, size })
     }
 
     /// `c^e mod n` into `out` (exactly the modulus size). False when `block` is not a valid
@@ -83,19 +96,90 @@ impl RawPublic {
         if block.len() != self.size || out.len() != self.size {
             return false;
         }
-        // SAFETY: `block` and `out` are valid for `self.size` bytes (checked above), which is
-        // what RSA_NO_PADDING reads and writes; `self.rsa` is a live `RSA*` we own.
-        let n = unsafe {
-            aws_lc_sys::RSA_public_decrypt(block.len(), block.as_ptr(), out.as_mut_ptr(), self.rsa.as_ptr(), aws_lc_sys::RSA_NO_PADDING)
-        };
-        usize::try_from(n) == Ok(self.size)
+        out.copy_from_slice(block);
+        self.public_op_in_place(out)
+    }
+
+    /// `x^e mod n` for the `k` bytes in `buf`, written back over them.
+    fn public_op_in_place(&self, buf: &mut [u8]) -> bool {
+        if buf.len() != self.size {
+            return false;
+        }
+        Scratch::with(|scratch| {
+            // SAFETY: `buf` is valid for `self.size` bytes, read before it is written; `self.rsa`
+            // and `self.mont` are live objects we own, only read here; the scratch bignums and
+            // context belong to this thread alone (see `Scratch`).
+            unsafe {
+                let n = aws_lc_sys::RSA_get0_n(self.rsa.as_ptr());
+                let e = aws_lc_sys::RSA_get0_e(self.rsa.as_ptr());
+                let ok = !aws_lc_sys::BN_bin2bn(buf.as_ptr(), buf.len(), scratch.x).is_null()
+                    && aws_lc_sys::BN_ucmp(scratch.x, n) < 0
+                    && aws_lc_sys::BN_mod_exp_mont(scratch.y, scratch.x, e, n, scratch.ctx, self.mont.as_ptr()) == 1
+                    && aws_lc_sys::BN_bn2bin_padded(buf.as_mut_ptr(), buf.len(), scratch.y) == 1;
+                // The message does not stay behind in the thread's bignums.
+                aws_lc_sys::BN_clear(scratch.x);
+                aws_lc_sys::BN_clear(scratch.y);
+                ok
+            }
+        })
+        .unwrap_or(false)
     }
 }
 
 impl Drop for RawPublic {
     fn drop(&mut self) {
-        // SAFETY: we own the pointer and it is freed exactly once.
-        unsafe { aws_lc_sys::RSA_free(self.rsa.as_ptr()) }
+        // SAFETY: we own both pointers and each is freed exactly once.
+        unsafe {
+            aws_lc_sys::BN_MONT_CTX_free(self.mont.as_ptr());
+            aws_lc_sys::RSA_free(self.rsa.as_ptr());
+        }
+    }
+}
+
+/// One thread's working memory for the public operation: a bignum context and two bignums,
+/// kept between operations so that a block costs no allocation (AWS-LC's `RSA_public_*`
+/// functions allocate and free about 17 times per block).
+struct Scratch {
+    ctx: *mut aws_lc_sys::BN_CTX,
+    x: *mut aws_lc_sys::BIGNUM,
+    y: *mut aws_lc_sys::BIGNUM,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Option<Scratch>> = const { RefCell::new(None) };
+}
+
+impl Scratch {
+    fn new() -> Option<Self> {
+        // SAFETY: plain constructors; each result is checked and owned by the `Scratch` (freed
+        // on drop, null included).
+        let scratch = unsafe { Scratch { ctx: aws_lc_sys::BN_CTX_new(), x: aws_lc_sys::BN_new(), y: aws_lc_sys::BN_new() } };
+        (!scratch.ctx.is_null() && !scratch.x.is_null() && !scratch.y.is_null()).then_some(scratch)
+    }
+
+    /// Runs `f` with this thread's scratch (made on first use); `None` if it cannot be made.
+    fn with<R>(f: impl FnOnce(&Scratch) -> R) -> Option<R> {
+        SCRATCH
+            .try_with(|cell| {
+                let mut slot = cell.try_borrow_mut().ok()?;
+                if slot.is_none() {
+                    *slot = Scratch::new();
+                }
+                slot.as_ref().map(f)
+            })
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // SAFETY: owned by this `Scratch` and freed exactly once; the `*_free` functions accept null.
+        unsafe {
+            aws_lc_sys::BN_clear_free(self.x);
+            aws_lc_sys::BN_clear_free(self.y);
+            aws_lc_sys::BN_CTX_free(self.ctx);
+        }
     }
 }
 
@@ -108,10 +192,11 @@ pub(crate) struct AwsPrivate {
 pub(crate) fn load_public(key: &rsa::PublicKey) -> Option<Arc<AwsPublic>> {
     let spki = key.to_public_key_der().ok()?;
     let pkcs1 = key.to_pkcs1_der().ok()?;
-    let enc = Pkcs1PublicEncryptingKey::new(PublicEncryptingKey::from_der(spki.as_bytes()).ok()?).ok()?;
+    // aws-lc-rs' own check of the key for encryption (size, exponent), kept as the gate.
+    PublicEncryptingKey::from_der(spki.as_bytes()).ok()?;
     let verify = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, pkcs1.as_bytes()).ok()?;
     let raw = RawPublic::from_pkcs1_der(pkcs1.as_bytes())?;
-    Some(Arc::new(AwsPublic { enc, verify, raw }))
+    Some(Arc::new(AwsPublic { verify, raw }))
 }
 
 pub(crate) fn load_private(key: &rsa::PrivateKey) -> Option<Arc<AwsPrivate>> {
@@ -131,8 +216,42 @@ static REJECTION_KEY: Lazy<[u8; 32]> = Lazy::new(|| {
     k
 });
 
+/// PKCS#1 v1.5 type-2 encryption of one chunk into `out` (the modulus size): `00 02`, random
+/// non-zero bytes (at least eight), `00`, the chunk; then the public operation. False when
+/// the chunk does not fit or the random generator fails.
 pub(crate) fn encrypt_block(key: &AwsPublic, chunk: &[u8], out: &mut [u8]) -> bool {
-    key.enc.encrypt(chunk, out).is_ok()
+    let k = key.raw.size;
+    if out.len() != k || chunk.len() + 11 > k {
+        return false;
+    }
+    let (head, message) = out.split_at_mut(k - chunk.len());
+    message.copy_from_slice(chunk);
+    head[0] = 0x00;
+    head[1] = 0x02;
+    head[k - chunk.len() - 1] = 0x00;
+    non_zero_random(&mut head[2..k - chunk.len() - 1]) && key.raw.public_op_in_place(out)
+}
+
+/// Fills `buf` with random bytes none of which is zero (zeros are drawn again).
+fn non_zero_random(buf: &mut [u8]) -> bool {
+    if aws_lc_rs::rand::fill(buf).is_err() {
+        return false;
+    }
+    let mut spare = [0u8; 32];
+    let mut left = 0;
+    for b in buf.iter_mut().filter(|b| **b == 0) {
+        while *b == 0 {
+            if left == 0 {
+                if aws_lc_rs::rand::fill(&mut spare).is_err() {
+                    return false;
+                }
+                left = spare.len();
+            }
+            left -= 1;
+            *b = spare[left];
+        }
+    }
+    true
 }
 
 /// Decrypts one block; on any failure returns synthetic bytes instead (see the module doc).

@@ -100,24 +100,29 @@ pub fn open_type1(key: &PublicKey, reqmsg: &str) -> Result<Vec<u8>, CryptoError>
     let k = key.size();
     let raw = decode_blocks(reqmsg, k)?;
     let mut out = Vec::with_capacity(raw.len());
+    let mut em = vec![0u8; k];
     for block in raw.chunks(k) {
-        out.extend_from_slice(&open_type1_block(key, block)?);
+        out.extend_from_slice(open_type1_into(key, block, &mut em)?);
     }
     Ok(out)
 }
 
 /// Opens one `k`-byte type-1 block (exposed for `paysign open`, which names the bad block).
 pub fn open_type1_block(key: &PublicKey, block: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    Ok(open_type1_into(key, block, &mut vec![0u8; key.size()])?.to_vec())
+}
+
+/// [`open_type1_block`] with `em` (`k` bytes) as working memory: the data, borrowed from it.
+fn open_type1_into<'a>(key: &PublicKey, block: &[u8], em: &'a mut Vec<u8>) -> Result<&'a [u8], CryptoError> {
     let k = key.size();
     if block.len() != k {
         return Err(CryptoError::Encoding);
     }
     if let Some(aws) = &key.aws {
-        let mut em = vec![0u8; k];
-        if !aws.raw.public_op(block, &mut em) {
+        if !aws.raw.public_op(block, em) {
             return Err(CryptoError::Padding);
         }
-        return Ok(strip_type1(&em)?.to_vec());
+        return strip_type1(em);
     }
     let c = BoxedUint::from_be_slice(block, key.inner.n_bits_precision()).map_err(|_| CryptoError::Padding)?;
     if c >= *key.inner.n().as_ref() {
@@ -128,7 +133,9 @@ pub fn open_type1_block(key: &PublicKey, block: &[u8]) -> Result<Vec<u8>, Crypto
     if wide.len() < k {
         return Err(CryptoError::Padding);
     }
-    Ok(strip_type1(&wide[wide.len() - k..])?.to_vec())
+    em.clear();
+    em.extend_from_slice(&wide[wide.len() - k..]);
+    strip_type1(em)
 }
 
 fn strip_type1(em: &[u8]) -> Result<&[u8], CryptoError> {
@@ -164,6 +171,92 @@ pub fn seal_type1(key: &PrivateKey, plaintext: &[u8], chunk: usize) -> Result<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The test-only platform keys of tests/fixtures (compiled in: this crate does no I/O).
+    const PLATFORM_PUBLIC: &str = include_str!("../../../../tests/fixtures/keys/platform_public.pem");
+    const PLATFORM_PRIVATE: &str = include_str!("../../../../tests/fixtures/keys/platform_private.pem");
+
+    /// The platform's side of the test: its private key in the `rsa` crate, for the raw
+    /// private operation (the block before any padding is checked).
+    fn raw_private(block: &[u8]) -> Vec<u8> {
+        enum NoRng {}
+        impl rsa::rand_core::TryRng for NoRng {
+            type Error = std::convert::Infallible;
+            fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+                match *self {}
+            }
+            fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+                match *self {}
+            }
+            fn try_fill_bytes(&mut self, _: &mut [u8]) -> Result<(), Self::Error> {
+                match *self {}
+            }
+        }
+        impl rsa::rand_core::TryCryptoRng for NoRng {}
+        let key = crate::crypto::keys::load_private(PLATFORM_PRIVATE, false).unwrap();
+        let Held::Memory { inner, .. } = &key.held else { unreachable!() };
+        let c = BoxedUint::from_be_slice(block, inner.n_bits_precision()).unwrap();
+        let m = rsa::hazmat::rsa_decrypt_and_check::<NoRng>(inner, None, &c).unwrap().to_be_bytes();
+        let mut em = vec![0u8; block.len()];
+        em[block.len() - m.len().min(block.len())..].copy_from_slice(&m[m.len().saturating_sub(block.len())..]);
+        em
+    }
+
+    /// paysign writes the type-2 padding itself on the AWS-LC backend: every byte of the
+    /// block is checked after the private operation, at the chunk sizes' edges, on threads
+    /// of their own (each has its own scratch bignums).
+    #[test]
+    fn aws_lc_type2_blocks_are_exactly_pkcs1_v1_5() {
+        let public = crate::crypto::keys::load_public(PLATFORM_PUBLIC, false).unwrap().with_backend(super::super::Backend::AwsLc);
+        let aws = public.aws.clone().unwrap();
+        let k = public.size();
+        assert_eq!(k, 256);
+        std::thread::scope(|scope| {
+            for len in [0, 1, 117, k - 11] {
+                let aws = aws.clone();
+                scope.spawn(move || {
+                    let chunk: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
+                    let (mut a, mut b) = (vec![0u8; k], vec![0u8; k]);
+                    assert!(backend::encrypt_block(&aws, &chunk, &mut a));
+                    assert!(backend::encrypt_block(&aws, &chunk, &mut b));
+                    assert_ne!(a, b, "the padding is random");
+                    for block in [a, b] {
+                        let em = raw_private(&block);
+                        let sep = k - len - 1;
+                        assert_eq!(&em[..2], &[0x00, 0x02]);
+                        assert!(sep - 2 >= 8 && em[2..sep].iter().all(|&x| x != 0), "{len}: {:?}", &em[2..sep]);
+                        assert_eq!(em[sep], 0x00);
+                        assert_eq!(&em[sep + 1..], &chunk[..]);
+                    }
+                });
+            }
+        });
+        // A chunk that leaves less than eight padding bytes, or an output of the wrong size: refused.
+        assert!(!backend::encrypt_block(&aws, &vec![1u8; k - 10], &mut vec![0u8; k]));
+        assert!(!backend::encrypt_block(&aws, b"x", &mut vec![0u8; k - 1]));
+    }
+
+    /// The public operation agrees with the `rsa` crate's, and refuses what is not a block.
+    #[test]
+    fn aws_lc_public_operation_matches_the_rsa_crate() {
+        let public = crate::crypto::keys::load_public(PLATFORM_PUBLIC, false).unwrap().with_backend(super::super::Backend::AwsLc);
+        let aws = public.aws.clone().unwrap();
+        let k = public.size();
+        for seed in 1..=4u8 {
+            let mut x = vec![0u8; k];
+            aws_lc_rs::rand::fill(&mut x[1..]).unwrap();
+            x[1] = seed;
+            let mut ours = vec![0u8; k];
+            assert!(aws.raw.public_op(&x, &mut ours));
+            let c = BoxedUint::from_be_slice(&x, public.inner.n_bits_precision()).unwrap();
+            let theirs = rsa_encrypt(&public.inner, &c).unwrap().to_be_bytes();
+            assert_eq!(&ours[..], &theirs[theirs.len() - k..]);
+        }
+        let mut out = vec![0u8; k];
+        assert!(!aws.raw.public_op(&vec![0xFF; k], &mut out), "not below the modulus");
+        assert!(!aws.raw.public_op(&vec![0x01; k - 1], &mut out), "short");
+        assert!(!aws.raw.public_op(&vec![0x01; k], &mut vec![0u8; k + 1]), "output size");
+    }
 
     #[test]
     fn strip_type1_is_strict() {
