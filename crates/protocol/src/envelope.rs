@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::canonical::canonicalize;
@@ -172,34 +172,98 @@ struct DataMembers<'a> {
 }
 
 /// The `data` text of the usual successful answer, found without building a map: `None`
-/// unless the body is one JSON object whose `code` is exactly `"200"` or `200`, whose
-/// `success` is `true` and whose `data` is a JSON string. Whatever this turns down goes to the
-/// full parse, which gives the answer (or the refusal) for it.
-fn success_data(body: &[u8]) -> Option<String> {
-    let [code, success, data] = members(body, ["code", "success", "data"])?;
-    let code_ok = code.is_some_and(|c| matches!(c.get(), "\"200\"" | "200"));
-    if !code_ok || success.map(RawValue::get) != Some("true") {
-        return None;
-    }
-    // `data` is JSON text inside a JSON string: unescaped once, then read in place.
-    serde_json::from_str(data?.get()).ok()
-}
-
-/// A JSON string's value, borrowed unless it holds escapes (`None` for any other value).
-fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
-    match serde_json::from_str::<&str>(raw.get()) {
-        Ok(s) => Some(Cow::Borrowed(s)),
-        Err(_) => serde_json::from_str::<String>(raw.get()).ok().map(Cow::Owned),
+/// unless the body is one JSON object whose `code` is the string `"200"`, whose `success` is
+/// `true` and whose `data` is a JSON string. Whatever this turns down goes to the full parse,
+/// which gives the answer (or the refusal) for it.
+fn success_data(body: &[u8]) -> Option<Cow<'_, str>> {
+    match members(body, ["code", "success", "data"])? {
+        [Some(Scalar::Str(code)), Some(Scalar::Bool(true)), Some(Scalar::Str(data))] if code == "200" => Some(data),
+        _ => None,
     }
 }
 
-/// The raw values of the named members of the JSON object `json` (a member given twice: its
-/// last value, as in a parsed map); `None` if `json` is not exactly one valid JSON object.
-fn members<'a, const N: usize>(json: &'a [u8], names: [&'static str; N]) -> Option<[Option<&'a RawValue>; N]> {
+/// A string member's value (`None` when missing or not a string).
+fn text(member: Option<Scalar<'_>>) -> Option<Cow<'_, str>> {
+    match member? {
+        Scalar::Str(s) => Some(s),
+        Scalar::Bool(_) | Scalar::Other => None,
+    }
+}
+
+/// The named members of the JSON object `json`, each read in one pass (a member given twice:
+/// its last value, as in a parsed map); `None` if `json` is not exactly one valid JSON object.
+fn members<'a, const N: usize>(json: &'a [u8], names: [&'static str; N]) -> Option<[Option<Scalar<'a>>; N]> {
     let mut de = serde_json::Deserializer::from_slice(json);
     let found = de.deserialize_map(Members { names }).ok()?;
     de.end().ok()?;
     Some(found)
+}
+
+/// A member's value as far as the fast path looks: a string (borrowed unless it holds
+/// escapes), a boolean, or anything else (read to its end and not kept).
+enum Scalar<'a> {
+    Str(Cow<'a, str>),
+    Bool(bool),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v)))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Bool(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Scalar::Other)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Scalar::Other)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Scalar::Other)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Other)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+
+    // Objects, and numbers (which arbitrary_precision hands over as a one-member map).
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
 }
 
 struct Members<const N: usize> {
@@ -207,17 +271,17 @@ struct Members<const N: usize> {
 }
 
 impl<'de, const N: usize> Visitor<'de> for Members<N> {
-    type Value = [Option<&'de RawValue>; N];
+    type Value = [Option<Scalar<'de>>; N];
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = [None; N];
+        let mut found = std::array::from_fn(|_| None);
         while let Some(index) = map.next_key_seed(Name(&self.names))? {
             match index {
-                Some(i) => found[i] = Some(map.next_value::<&RawValue>()?),
+                Some(i) => found[i] = Some(map.next_value::<Scalar<'de>>()?),
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -321,13 +385,13 @@ impl Merchant {
     /// building maps: its members are borrowed from the body. Anything else takes the full
     /// parse, which also decides every refusal, so both paths give the same result.
     pub fn open_response_observed(&self, body: &[u8], obs: &dyn Observer) -> Result<Opened, OpenError> {
-        let Some(text) = success_data(body) else {
+        let Some(data) = success_data(body) else {
             return self.open_response_parsed(body, obs);
         };
-        let Some([customer_no, reqmsg]) = members(text.as_bytes(), ["customerNo", "reqmsg"]) else {
+        let Some([customer_no, reqmsg]) = members(data.as_bytes(), ["customerNo", "reqmsg"]) else {
             return self.open_response_parsed(body, obs);
         };
-        self.open_members(DataMembers { customer_no: customer_no.and_then(string), reqmsg: reqmsg.and_then(string) }, obs)
+        self.open_members(DataMembers { customer_no: text(customer_no), reqmsg: text(reqmsg) }, obs)
     }
 
     /// [`Self::open_response_observed`] over a full `serde_json::Value` parse of the body.
@@ -450,13 +514,14 @@ mod tests {
     /// Which answers are read without maps (the rest take the full parse).
     #[test]
     fn success_data_reads_only_the_plain_success_shape() {
-        let read = |body: &str| success_data(body.as_bytes());
+        let read = |body: &'static str| success_data(body.as_bytes());
         assert_eq!(read(r#"{"code":"200","success":true,"data":"{\"a\":1}","msg":"ok"}"#).as_deref(), Some(r#"{"a":1}"#));
-        assert_eq!(read(r#"{"data":"x","code":200,"success":true}"#).as_deref(), Some("x"));
+        assert!(matches!(read(r#"{"data":"x","n":[1,{"m":2.50}],"code":"200","success":true}"#), Some(Cow::Borrowed("x"))));
         assert_eq!(read(r#"{"code":"500","success":true,"data":"x","code":"200"}"#).as_deref(), Some("x"));
+        assert_eq!(read(r#"{"code":"\u0032\u0030\u0030","success":true,"data":"x"}"#).as_deref(), Some("x"));
         for other in [
             r#"{"code":"200","success":true,"data":"x","code":"500"}"#,
-            r#"{"code":"\u0032\u0030\u0030","success":true,"data":"x"}"#,
+            r#"{"code":200,"success":true,"data":"x"}"#,
             r#"{"code":"200","success":1,"data":"x"}"#,
             r#"{"code":"200","success":true,"data":{"a":1}}"#,
             r#"{"code":"200","success":true}"#,
@@ -466,11 +531,11 @@ mod tests {
         ] {
             assert_eq!(read(other), None, "{other}");
         }
-        let [a, b] = members(br#"{"b":[1, {"c":2}],"\u0061":"x","a":"y"}"#, ["a", "b"]).unwrap();
-        assert_eq!((a.map(RawValue::get), b.map(RawValue::get)), (Some(r#""y""#), Some(r#"[1, {"c":2}]"#)));
-        assert_eq!(string(&RawValue::from_string(r#""a\/b""#.into()).unwrap()), Some(Cow::Owned::<str>("a/b".into())));
-        assert!(matches!(string(&RawValue::from_string(r#""ab""#.into()).unwrap()), Some(Cow::Borrowed("ab"))));
-        assert_eq!(string(&RawValue::from_string("12".into()).unwrap()), None);
+        let [a, b] = members(br#"{"b":[1, {"c":2}],"\u0061":"x","a":"y\/z"}"#, ["a", "b"]).unwrap();
+        assert_eq!(text(a), Some(Cow::Owned::<str>("y/z".into())));
+        assert!(matches!(b, Some(Scalar::Other)));
+        let [n, t, f] = members(br#"{"n":12,"t":true,"f":"ab"}"#, ["n", "t", "f"]).unwrap();
+        assert!(matches!((n, t, f), (Some(Scalar::Other), Some(Scalar::Bool(true)), Some(Scalar::Str(Cow::Borrowed("ab"))))));
     }
 
     #[test]
