@@ -2,7 +2,6 @@
 //! base64 SHA256withRSA (RSASSA-PKCS1-v1_5) over the canonical string (`rsa` profile).
 
 use base64::Engine;
-use md5::{Digest, Md5};
 use rsa::sha2::Sha256;
 use subtle::ConstantTimeEq;
 
@@ -13,7 +12,7 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 
 /// `UPPERCASE_HEX(MD5(UTF8(canonical + "&key=" + md5Key)))`.
 pub fn md5_sign(canonical: &str, key: &Secret) -> String {
-    let mut h = Md5::new();
+    let mut h = backend::Md5::new();
     h.update(canonical.as_bytes());
     h.update(b"&key=");
     h.update(key.expose().as_bytes());
