@@ -382,8 +382,9 @@ fn sandbox_rejects_like_the_platform() {
     let sealed = m(MD5_KEY).seal(missing).unwrap();
     let r = request(s.sandbox_port, "POST", BINDCARD, &[], &sealed.body);
     match m(MD5_KEY).open_response(&r.body).unwrap() {
-        Opened::Verified { fields, .. } => {
-            assert_eq!(fields["errCode"], "1003");
+        Opened::Verified { plaintext, err_code } => {
+            let fields = paysign_protocol::fields_of(&plaintext);
+            assert_eq!((fields["errCode"].as_str(), err_code.as_deref()), (Some("1003"), Some("1003")));
             assert_eq!(fields["errMessage"], "required field 'mobile' is missing or empty");
         }
         other => panic!("{other:?}"),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use paysign_protocol::crypto::keys::{self, AnyKey, KeyError, KeyFormat};
 use paysign_protocol::crypto::{segmented, signature, Backend, PrivateKey, PublicKey, Secret};
 use paysign_protocol::platform::{Platform, PlatformMerchant, PlatformMerchantKeys};
-use paysign_protocol::{canonicalize, Merchant, MerchantKeys, OpenError, Opened};
+use paysign_protocol::{canonicalize, fields_of, Merchant, MerchantKeys, OpenError, Opened};
 use serde_json::{Map, Value};
 
 fn fixture(name: &str) -> PathBuf {
@@ -192,7 +192,10 @@ fn multi_block_round_trip_both_profiles_and_chunk_sizes() {
             answer.insert("errCode".into(), Value::String("0000".into()));
             let body = platform.seal_response(&pm, answer).unwrap();
             match m.open_response(&body).unwrap() {
-                Opened::Verified { fields, .. } => assert_eq!(fields["note"], business["note"]),
+                Opened::Verified { plaintext, err_code } => {
+                    assert_eq!(fields_of(&plaintext)["note"], business["note"]);
+                    assert_eq!(err_code.as_deref(), Some("0000"));
+                }
                 other => panic!("{other:?}"),
             }
         }
@@ -296,8 +299,8 @@ fn every_shape_of_answer_envelope_opens_as_a_parsed_map_would() {
     assert_eq!(cases.len(), 28);
     for (i, (body, expected)) in cases.iter().enumerate() {
         let got = match m.open_response(body.as_bytes()) {
-            Ok(Opened::Verified { fields, .. }) => {
-                assert_eq!(fields["errCode"], "0000", "case {i}");
+            Ok(Opened::Verified { err_code, .. }) => {
+                assert_eq!(err_code.as_deref(), Some("0000"), "case {i}");
                 Ok("verified".to_string())
             }
             Ok(Opened::PlatformFailure { code, msg }) => Ok(format!("failure {code} {msg}")),

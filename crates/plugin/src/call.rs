@@ -34,7 +34,7 @@ use crate::http_client::Answer;
 use crate::live::{Live, Runtime};
 use crate::metrics;
 use crate::protocol::schema::Endpoints;
-use crate::protocol::{Merchant, OpenError, Opened, Profile};
+use crate::protocol::{fields_of, Merchant, OpenError, Opened, Profile};
 
 /// paysign for your own pingora gateway: the reloadable configuration and the call pipeline.
 pub struct Paysign {
@@ -45,9 +45,18 @@ pub struct Paysign {
 /// The platform's verified answer.
 #[derive(Debug)]
 pub struct Verified {
-    /// Exactly the bytes the platform sealed (JSON).
+    /// Exactly the bytes the platform sealed (a JSON object).
     pub plaintext: String,
-    pub fields: Map<String, Value>,
+    /// Its `errCode` member, when a string.
+    pub err_code: Option<String>,
+}
+
+impl Verified {
+    /// The answer's members as a map (the plaintext parsed again; verifying it reads only what
+    /// the signature needs).
+    pub fn fields(&self) -> Map<String, Value> {
+        fields_of(&self.plaintext)
+    }
 }
 
 /// A request sealed for one merchant, admitted, ready to send.
@@ -182,7 +191,7 @@ async fn open(rt: &Runtime, merchant: &Arc<Merchant>, answer: Answer) -> Result<
         private_key_work(rt, merchant.profile(), Stage::AfterSending, move || m.open_response_observed(&body, &metrics::CryptoTimings))
             .await?;
     match opened {
-        Ok(Opened::Verified { plaintext, fields }) => Ok(Verified { plaintext, fields }),
+        Ok(Opened::Verified { plaintext, err_code }) => Ok(Verified { plaintext, err_code }),
         Ok(Opened::PlatformFailure { code, msg }) => Err(GatewayError::PlatformFailure { code, msg }),
         // Not the platform's envelope at all (an HTML error page): say what HTTP status came.
         Err(OpenError::Envelope(_)) if status != 200 => Err(GatewayError::UpstreamHttp(status)),

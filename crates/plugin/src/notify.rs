@@ -20,7 +20,7 @@ use crate::executor::{ExecError, PrivateKeyExecutor};
 use crate::http_client::{Client, Route, SendError, DEFAULT_POOL_SIZE};
 use crate::logging;
 use crate::metrics;
-use crate::protocol::{canonicalize, Merchant, OpenError, Opened, Profile};
+use crate::protocol::{canonicalize, fields_of, Merchant, OpenError, Opened, Profile};
 use crate::serve::{read_body, reply, BodyError};
 
 pub const NOTIFICATION_ID_HEADER: &str = "X-Paysign-Notification-Id";
@@ -222,7 +222,10 @@ async fn open(
         Profile::Md5 => m.open_data_observed(&data, &metrics::CryptoTimings),
     };
     match opened {
-        Ok(Opened::Verified { plaintext, fields }) => Ok((plaintext, fields)),
+        Ok(Opened::Verified { plaintext, .. }) => {
+            let fields = fields_of(&plaintext);
+            Ok((plaintext, fields))
+        }
         Ok(Opened::PlatformFailure { .. }) => Err(outcome("malformed", 400)),
         Err(e) => {
             metrics::VERIFY_FAILURES.with_label_values(&[e.reason()]).inc();

@@ -157,12 +157,15 @@ impl Gateway {
 
     /// The verified plaintext as JSON, or the bank page when a browser asked for it.
     fn answer(&self, ctx: &mut Ctx, verified: call::Verified, wants_html: bool) -> Result<Reply, GatewayError> {
-        let code = verified.fields.get("errCode").and_then(Value::as_str).unwrap_or("");
+        let code = verified.err_code.as_deref().unwrap_or("");
         metrics::PLATFORM_ERRCODES.with_label_values(&[&ctx.endpoint, metrics::errcode_label(code)]).inc();
         ctx.err_code = Some(metrics::errcode_label(code).to_string());
-        if wants_html && h5::wants_form(&verified.fields) {
-            let page = h5::render(&verified.fields).map_err(GatewayError::Form)?;
-            return Ok(Reply { body: Bytes::from(page.body), content_type: page.content_type, csp: Some(page.csp) });
+        if wants_html {
+            let fields = verified.fields();
+            if h5::wants_form(&fields) {
+                let page = h5::render(&fields).map_err(GatewayError::Form)?;
+                return Ok(Reply { body: Bytes::from(page.body), content_type: page.content_type, csp: Some(page.csp) });
+            }
         }
         Ok(Reply { body: Bytes::from(verified.plaintext), content_type: JSON.into(), csp: None })
     }

@@ -8,16 +8,36 @@ use serde_json::{Map, Value};
 ///
 /// Works on whatever fields arrive: fields the platform adds later are covered automatically.
 pub fn canonicalize(obj: &Map<String, Value>) -> String {
-    let mut members: Vec<(&str, &Value)> = obj
-        .iter()
-        .filter(|(k, v)| k.as_str() != "sign" && !v.is_null() && !matches!(v, Value::String(s) if s.is_empty()))
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
+    canonical_of(obj.iter().map(|(k, v)| (k.as_str(), Part::of(v))))
+}
+
+/// A member's value as the canonical string takes it.
+#[derive(Clone, Copy)]
+pub enum Part<'a> {
+    /// A string's value, written verbatim.
+    Text(&'a str),
+    /// Any other value, written as compact JSON text (`null` is left out).
+    Json(&'a Value),
+}
+
+impl<'a> Part<'a> {
+    pub fn of(v: &'a Value) -> Self {
+        match v {
+            Value::String(s) => Part::Text(s),
+            other => Part::Json(other),
+        }
+    }
+}
+
+/// [`canonicalize`] over members given one by one (names unique, in any order).
+pub fn canonical_of<'a>(members: impl Iterator<Item = (&'a str, Part<'a>)>) -> String {
+    let mut members: Vec<(&str, Part)> =
+        members.filter(|(k, v)| *k != "sign" && !matches!(v, Part::Json(Value::Null) | Part::Text(""))).collect();
     // `str` ordering is byte ordering, which is what the protocol specifies.
     members.sort_unstable_by(|a, b| a.0.cmp(b.0));
 
     // Names, values (strings exactly; other values guessed) and separators: one allocation.
-    let size: usize = members.iter().map(|(k, v)| k.len() + 2 + if let Value::String(s) = v { s.len() } else { 16 }).sum();
+    let size: usize = members.iter().map(|(k, v)| k.len() + 2 + if let Part::Text(s) = v { s.len() } else { 16 }).sum();
     let mut out = String::with_capacity(size);
     for (i, (k, v)) in members.into_iter().enumerate() {
         if i > 0 {
@@ -26,10 +46,10 @@ pub fn canonicalize(obj: &Map<String, Value>) -> String {
         out.push_str(k);
         out.push('=');
         match v {
-            Value::String(s) => out.push_str(s),
+            Part::Text(s) => out.push_str(s),
             // Compact JSON of a number (its text as received, with arbitrary_precision),
             // bool, object or array cannot fail to serialize.
-            other => out.push_str(&other.to_string()),
+            Part::Json(other) => out.push_str(&other.to_string()),
         }
     }
     out

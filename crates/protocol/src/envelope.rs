@@ -9,7 +9,7 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::canonical::canonicalize;
+use super::canonical::{canonical_of, canonicalize, Part};
 use crate::crypto::{segmented, signature, CryptoError, PrivateKey, PublicKey, Secret};
 
 /// Which signing/encryption scheme a merchant uses.
@@ -83,8 +83,9 @@ pub struct Sealed {
 /// What opening a platform response produced.
 #[derive(Debug)]
 pub enum Opened {
-    /// Opened and verified: `plaintext` is exactly the bytes inside `reqmsg`.
-    Verified { plaintext: String, fields: Map<String, Value> },
+    /// Opened and verified: `plaintext` is exactly the bytes inside `reqmsg`, a JSON object
+    /// ([`fields_of`] gives its members); `err_code` is its `errCode` member, when a string.
+    Verified { plaintext: String, err_code: Option<String> },
     /// The platform answered `code` ≠ 200 or `success` false (no `reqmsg` to open).
     PlatformFailure { code: String, msg: String },
 }
@@ -177,93 +178,26 @@ struct DataMembers<'a> {
 /// which gives the answer (or the refusal) for it.
 fn success_data(body: &[u8]) -> Option<Cow<'_, str>> {
     match members(body, ["code", "success", "data"])? {
-        [Some(Scalar::Str(code)), Some(Scalar::Bool(true)), Some(Scalar::Str(data))] if code == "200" => Some(data),
+        [Some(Member::Str(code)), Some(Member::Json(Value::Bool(true))), Some(Member::Str(data))] if code == "200" => Some(data),
         _ => None,
     }
 }
 
 /// A string member's value (`None` when missing or not a string).
-fn text(member: Option<Scalar<'_>>) -> Option<Cow<'_, str>> {
+fn text(member: Option<Member<'_>>) -> Option<Cow<'_, str>> {
     match member? {
-        Scalar::Str(s) => Some(s),
-        Scalar::Bool(_) | Scalar::Other => None,
+        Member::Str(s) => Some(s),
+        Member::Json(_) => None,
     }
 }
 
 /// The named members of the JSON object `json`, each read in one pass (a member given twice:
 /// its last value, as in a parsed map); `None` if `json` is not exactly one valid JSON object.
-fn members<'a, const N: usize>(json: &'a [u8], names: [&'static str; N]) -> Option<[Option<Scalar<'a>>; N]> {
+fn members<'a, const N: usize>(json: &'a [u8], names: [&'static str; N]) -> Option<[Option<Member<'a>>; N]> {
     let mut de = serde_json::Deserializer::from_slice(json);
     let found = de.deserialize_map(Members { names }).ok()?;
     de.end().ok()?;
     Some(found)
-}
-
-/// A member's value as far as the fast path looks: a string (borrowed unless it holds
-/// escapes), a boolean, or anything else (read to its end and not kept).
-enum Scalar<'a> {
-    Str(Cow<'a, str>),
-    Bool(bool),
-    Other,
-}
-
-impl<'de> Deserialize<'de> for Scalar<'de> {
-    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        de.deserialize_any(ScalarVisitor)
-    }
-}
-
-struct ScalarVisitor;
-
-impl<'de> Visitor<'de> for ScalarVisitor {
-    type Value = Scalar<'de>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Scalar::Str(Cow::Borrowed(v)))
-    }
-
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Scalar::Str(Cow::Owned(v.to_owned())))
-    }
-
-    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Scalar::Str(Cow::Owned(v)))
-    }
-
-    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Scalar::Bool(v))
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Scalar::Other)
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Scalar::Other)
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Scalar::Other)
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Scalar::Other)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Scalar::Other)
-    }
-
-    // Objects, and numbers (which arbitrary_precision hands over as a one-member map).
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Scalar::Other)
-    }
 }
 
 struct Members<const N: usize> {
@@ -271,7 +205,7 @@ struct Members<const N: usize> {
 }
 
 impl<'de, const N: usize> Visitor<'de> for Members<N> {
-    type Value = [Option<Scalar<'de>>; N];
+    type Value = [Option<Member<'de>>; N];
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON object")
@@ -281,7 +215,7 @@ impl<'de, const N: usize> Visitor<'de> for Members<N> {
         let mut found = std::array::from_fn(|_| None);
         while let Some(index) = map.next_key_seed(Name(&self.names))? {
             match index {
-                Some(i) => found[i] = Some(map.next_value::<Scalar<'de>>()?),
+                Some(i) => found[i] = Some(map.next_value::<Member<'de>>()?),
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -312,6 +246,148 @@ impl<'de> Visitor<'de> for Name<'_> {
 
     fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Self::Value, E> {
         Ok(self.0.iter().position(|n| *n == name))
+    }
+}
+
+/// The members of a verified plaintext (a JSON object) as a map. The plaintext is read again:
+/// opening an answer reads only what verifying it needs.
+pub fn fields_of(plaintext: &str) -> Map<String, Value> {
+    match serde_json::from_str(plaintext) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+/// An answer's plaintext read member by member without building a map: sorted by name, a
+/// member given twice counted with its last value (as in a parsed map).
+struct Plaintext<'a>(Vec<(Cow<'a, str>, Member<'a>)>);
+
+/// A member's value: a string (borrowed unless it holds escapes), or any other JSON value.
+enum Member<'a> {
+    Str(Cow<'a, str>),
+    Json(Value),
+}
+
+impl<'a> Plaintext<'a> {
+    /// `None` unless `text` is exactly one JSON object.
+    fn parse(text: &'a str) -> Option<Self> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let mut members = de.deserialize_map(AllMembers).ok()?;
+        de.end().ok()?;
+        // Stable: of equal names, the last one read stays last, and is the one kept.
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut unique: Vec<(Cow<'a, str>, Member<'a>)> = Vec::with_capacity(members.len());
+        for (name, value) in members {
+            match unique.last_mut() {
+                Some(last) if last.0 == name => last.1 = value,
+                _ => unique.push((name, value)),
+            }
+        }
+        Some(Plaintext(unique))
+    }
+
+    fn get(&self, name: &str) -> Option<&Member<'a>> {
+        let i = self.0.binary_search_by(|(n, _)| n.as_ref().cmp(name)).ok()?;
+        Some(&self.0[i].1)
+    }
+
+    /// The canonical string `sign` covers (the same as [`canonicalize`] over the parsed map).
+    fn canonical(&self) -> String {
+        canonical_of(self.0.iter().map(|(name, value)| {
+            let part = match value {
+                Member::Str(s) => Part::Text(s),
+                Member::Json(v) => Part::Json(v),
+            };
+            (name.as_ref(), part)
+        }))
+    }
+}
+
+struct AllMembers;
+
+impl<'de> Visitor<'de> for AllMembers {
+    type Value = Vec<(Cow<'de, str>, Member<'de>)>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
+        while let Some(Text(name)) = map.next_key::<Text<'de>>()? {
+            members.push((name, map.next_value::<Member<'de>>()?));
+        }
+        Ok(members)
+    }
+}
+
+/// A JSON string, borrowed unless it holds escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        match de.deserialize_any(MemberVisitor)? {
+            Member::Str(s) => Ok(Text(s)),
+            Member::Json(_) => Err(serde::de::Error::custom("a member name is a string")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Member<'de> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_any(MemberVisitor)
+    }
+}
+
+/// Strings kept as text; every other value handed to `serde_json::Value`'s own reading (so
+/// numbers keep the text arbitrary_precision gives them).
+struct MemberVisitor;
+
+impl<'de> Visitor<'de> for MemberVisitor {
+    type Value = Member<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Member::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Member::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Member::Str(Cow::Owned(v)))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Member::Json(Value::Bool(v)))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Member::Json(Value::from(v)))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Member::Json(Value::from(v)))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Member::Json(Value::from(v)))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Member::Json(Value::Null))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(Member::Json)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Value::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Member::Json)
     }
 }
 
@@ -469,17 +545,17 @@ impl Merchant {
         }
         .map_err(OpenError::Ciphertext)?;
         let plaintext = String::from_utf8(raw).map_err(|_| OpenError::Plaintext)?;
-        let fields = match serde_json::from_str::<Value>(&plaintext) {
-            Ok(Value::Object(m)) => m,
-            _ => return Err(OpenError::Plaintext),
-        };
-        match fields.get("customerNo") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(c)) if *c == self.customer_no => {}
+        let answer = Plaintext::parse(&plaintext).ok_or(OpenError::Plaintext)?;
+        match answer.get("customerNo") {
+            None | Some(Member::Json(Value::Null)) => {}
+            Some(Member::Str(c)) if *c == self.customer_no => {}
             Some(_) => return Err(OpenError::CustomerMismatch),
         }
-        let sign = fields.get("sign").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(OpenError::Signature)?;
-        let canonical = timed(obs, "canonicalize", || canonicalize(&fields));
+        let sign = match answer.get("sign") {
+            Some(Member::Str(s)) if !s.is_empty() => s,
+            _ => return Err(OpenError::Signature),
+        };
+        let canonical = timed(obs, "canonicalize", || answer.canonical());
         let ok = match &self.keys {
             MerchantKeys::Md5 { md5_key, .. } => timed(obs, "md5_verify", || signature::md5_verify(&canonical, md5_key, sign)),
             // rsa profile: the platform's signature says which key made it.
@@ -491,8 +567,13 @@ impl Merchant {
         if !ok {
             return Err(OpenError::Signature);
         }
+        let err_code = match answer.get("errCode") {
+            Some(Member::Str(c)) => Some(c.to_string()),
+            _ => None,
+        };
+        drop(answer);
         obs.platform_key(&self.customer_no, verified_by);
-        Ok(Opened::Verified { plaintext, fields })
+        Ok(Opened::Verified { plaintext, err_code })
     }
 }
 
@@ -533,9 +614,43 @@ mod tests {
         }
         let [a, b] = members(br#"{"b":[1, {"c":2}],"\u0061":"x","a":"y\/z"}"#, ["a", "b"]).unwrap();
         assert_eq!(text(a), Some(Cow::Owned::<str>("y/z".into())));
-        assert!(matches!(b, Some(Scalar::Other)));
-        let [n, t, f] = members(br#"{"n":12,"t":true,"f":"ab"}"#, ["n", "t", "f"]).unwrap();
-        assert!(matches!((n, t, f), (Some(Scalar::Other), Some(Scalar::Bool(true)), Some(Scalar::Str(Cow::Borrowed("ab"))))));
+        let Some(Member::Json(b)) = b else { panic!("b is not read as JSON") };
+        assert_eq!(b.to_string(), r#"[1,{"c":2}]"#);
+        let [n, t, f] = members(br#"{"n":12.50,"t":true,"f":"ab"}"#, ["n", "t", "f"]).unwrap();
+        let Some(Member::Json(n)) = n else { panic!("n is not read as JSON") };
+        assert_eq!(n.to_string(), "12.50");
+        assert!(matches!((t, f), (Some(Member::Json(Value::Bool(true))), Some(Member::Str(Cow::Borrowed("ab"))))));
+    }
+
+    /// Reading the answer member by member gives what the parsed map gives: the canonical
+    /// string, and the members verification looks at.
+    #[test]
+    fn plaintext_members_agree_with_the_parsed_map() {
+        let texts = [
+            r#"{"errCode":"0000","sign":"AB","customerNo":"1","orderNo":"O-1"}"#,
+            r#"{ "b" : "2" , "a" : "x&y" , "c" : "" , "n" : 10 , "z" : null , "sign" : "s" }"#,
+            r#"{"a":"first","b":1,"a":"last","sign":"x","sign":""}"#,
+            r#"{"\u0061":"escaped name","a\"q":"v\n\u4e2d","€":"non-ascii 中文","A":"upper"}"#,
+            r#"{"amt":1.50,"neg":-0,"exp":2e2,"t":true,"f":false,"o":{"k": [1, {"x": 2.50}], "e": {}},"arr":[ ]}"#,
+            r#"{"errCode":1000,"customerNo":null}"#,
+            r#"{}"#,
+        ];
+        for text in texts {
+            let map = fields_of(text);
+            let members = Plaintext::parse(text).unwrap();
+            assert_eq!(members.canonical(), canonicalize(&map), "{text}");
+            for name in ["customerNo", "sign", "errCode", "a", "amt", "o", "missing"] {
+                let ours = members.get(name).map(|m| match m {
+                    Member::Str(s) => Value::String(s.to_string()),
+                    Member::Json(v) => v.clone(),
+                });
+                assert_eq!(ours.as_ref(), map.get(name), "{text}: {name}");
+            }
+        }
+        for not_an_object in ["", "[]", "\"s\"", "{} {}", r#"{"a":1,}"#, r#"{"a":1"#, "{\"a\":\"\\x\"}"] {
+            assert!(Plaintext::parse(not_an_object).is_none(), "{not_an_object}");
+            assert!(serde_json::from_str::<Map<String, Value>>(not_an_object).is_err(), "{not_an_object}");
+        }
     }
 
     #[test]

@@ -26,4 +26,4 @@ pub mod platform;
 pub mod schema;
 
 pub use canonical::canonicalize;
-pub use envelope::{Merchant, MerchantKeys, Observer, OpenError, Opened, PlatformKey, Profile, Rollover, SealError, Sealed};
+pub use envelope::{fields_of, Merchant, MerchantKeys, Observer, OpenError, Opened, PlatformKey, Profile, Rollover, SealError, Sealed};
