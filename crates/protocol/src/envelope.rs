@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -177,75 +177,10 @@ struct DataMembers<'a> {
 /// `true` and whose `data` is a JSON string. Whatever this turns down goes to the full parse,
 /// which gives the answer (or the refusal) for it.
 fn success_data(body: &[u8]) -> Option<Cow<'_, str>> {
-    match members(body, ["code", "success", "data"])? {
-        [Some(Member::Str(code)), Some(Member::Json(Value::Bool(true))), Some(Member::Str(data))] if code == "200" => Some(data),
+    let mut outer = Object::parse(body)?;
+    match (outer.get("code"), outer.get("success")) {
+        (Some(Member::Str(code)), Some(Member::Json(Value::Bool(true)))) if code == "200" => outer.take_str("data"),
         _ => None,
-    }
-}
-
-/// A string member's value (`None` when missing or not a string).
-fn text(member: Option<Member<'_>>) -> Option<Cow<'_, str>> {
-    match member? {
-        Member::Str(s) => Some(s),
-        Member::Json(_) => None,
-    }
-}
-
-/// The named members of the JSON object `json`, each read in one pass (a member given twice:
-/// its last value, as in a parsed map); `None` if `json` is not exactly one valid JSON object.
-fn members<'a, const N: usize>(json: &'a [u8], names: [&'static str; N]) -> Option<[Option<Member<'a>>; N]> {
-    let mut de = serde_json::Deserializer::from_slice(json);
-    let found = de.deserialize_map(Members { names }).ok()?;
-    de.end().ok()?;
-    Some(found)
-}
-
-struct Members<const N: usize> {
-    names: [&'static str; N],
-}
-
-impl<'de, const N: usize> Visitor<'de> for Members<N> {
-    type Value = [Option<Member<'de>>; N];
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = std::array::from_fn(|_| None);
-        while let Some(index) = map.next_key_seed(Name(&self.names))? {
-            match index {
-                Some(i) => found[i] = Some(map.next_value::<Member<'de>>()?),
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(found)
-    }
-}
-
-/// A member name, as its index among the wanted names (`None`: not wanted). Names with
-/// escapes are compared after unescaping, as a parsed map would.
-struct Name<'n>(&'n [&'static str]);
-
-impl<'de> DeserializeSeed<'de> for Name<'_> {
-    type Value = Option<usize>;
-
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        de.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Name<'_> {
-    type Value = Option<usize>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a member name")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Self::Value, E> {
-        Ok(self.0.iter().position(|n| *n == name))
     }
 }
 
@@ -258,9 +193,10 @@ pub fn fields_of(plaintext: &str) -> Map<String, Value> {
     }
 }
 
-/// An answer's plaintext read member by member without building a map: sorted by name, a
-/// member given twice counted with its last value (as in a parsed map).
-struct Plaintext<'a>(Vec<(Cow<'a, str>, Member<'a>)>);
+/// A JSON object read member by member without building a map (the envelope, its `data`, an
+/// answer's plaintext): sorted by name, a member given twice counted with its last value (as
+/// in a parsed map).
+struct Object<'a>(Vec<(Cow<'a, str>, Member<'a>)>);
 
 /// A member's value: a string (borrowed unless it holds escapes), or any other JSON value.
 enum Member<'a> {
@@ -268,10 +204,10 @@ enum Member<'a> {
     Json(Value),
 }
 
-impl<'a> Plaintext<'a> {
-    /// `None` unless `text` is exactly one JSON object.
-    fn parse(text: &'a str) -> Option<Self> {
-        let mut de = serde_json::Deserializer::from_str(text);
+impl<'a> Object<'a> {
+    /// `None` unless `json` is exactly one JSON object.
+    fn parse(json: &'a [u8]) -> Option<Self> {
+        let mut de = serde_json::Deserializer::from_slice(json);
         let mut members = de.deserialize_map(AllMembers).ok()?;
         de.end().ok()?;
         // Stable: of equal names, the last one read stays last, and is the one kept.
@@ -283,12 +219,21 @@ impl<'a> Plaintext<'a> {
                 _ => unique.push((name, value)),
             }
         }
-        Some(Plaintext(unique))
+        Some(Object(unique))
     }
 
     fn get(&self, name: &str) -> Option<&Member<'a>> {
         let i = self.0.binary_search_by(|(n, _)| n.as_ref().cmp(name)).ok()?;
         Some(&self.0[i].1)
+    }
+
+    /// A string member's value, taken out (`None` when missing or not a string).
+    fn take_str(&mut self, name: &str) -> Option<Cow<'a, str>> {
+        let i = self.0.binary_search_by(|(n, _)| n.as_ref().cmp(name)).ok()?;
+        match self.0.remove(i).1 {
+            Member::Str(s) => Some(s),
+            Member::Json(_) => None,
+        }
     }
 
     /// The canonical string `sign` covers (the same as [`canonicalize`] over the parsed map).
@@ -464,10 +409,10 @@ impl Merchant {
         let Some(data) = success_data(body) else {
             return self.open_response_parsed(body, obs);
         };
-        let Some([customer_no, reqmsg]) = members(data.as_bytes(), ["customerNo", "reqmsg"]) else {
+        let Some(mut data) = Object::parse(data.as_bytes()) else {
             return self.open_response_parsed(body, obs);
         };
-        self.open_members(DataMembers { customer_no: text(customer_no), reqmsg: text(reqmsg) }, obs)
+        self.open_members(DataMembers { customer_no: data.take_str("customerNo"), reqmsg: data.take_str("reqmsg") }, obs)
     }
 
     /// [`Self::open_response_observed`] over a full `serde_json::Value` parse of the body.
@@ -545,7 +490,7 @@ impl Merchant {
         }
         .map_err(OpenError::Ciphertext)?;
         let plaintext = String::from_utf8(raw).map_err(|_| OpenError::Plaintext)?;
-        let answer = Plaintext::parse(&plaintext).ok_or(OpenError::Plaintext)?;
+        let answer = Object::parse(plaintext.as_bytes()).ok_or(OpenError::Plaintext)?;
         match answer.get("customerNo") {
             None | Some(Member::Json(Value::Null)) => {}
             Some(Member::Str(c)) if *c == self.customer_no => {}
@@ -612,14 +557,15 @@ mod tests {
         ] {
             assert_eq!(read(other), None, "{other}");
         }
-        let [a, b] = members(br#"{"b":[1, {"c":2}],"\u0061":"x","a":"y\/z"}"#, ["a", "b"]).unwrap();
-        assert_eq!(text(a), Some(Cow::Owned::<str>("y/z".into())));
-        let Some(Member::Json(b)) = b else { panic!("b is not read as JSON") };
+        let mut o = Object::parse(br#"{"b":[1, {"c":2}],"\u0061":"x","a":"y\/z","n":12.50,"t":true,"f":"ab"}"#).unwrap();
+        let Some(Member::Json(b)) = o.get("b") else { panic!("b is not read as JSON") };
         assert_eq!(b.to_string(), r#"[1,{"c":2}]"#);
-        let [n, t, f] = members(br#"{"n":12.50,"t":true,"f":"ab"}"#, ["n", "t", "f"]).unwrap();
-        let Some(Member::Json(n)) = n else { panic!("n is not read as JSON") };
+        let Some(Member::Json(n)) = o.get("n") else { panic!("n is not read as JSON") };
         assert_eq!(n.to_string(), "12.50");
-        assert!(matches!((t, f), (Some(Member::Json(Value::Bool(true))), Some(Member::Str(Cow::Borrowed("ab"))))));
+        assert!(matches!(o.get("t"), Some(Member::Json(Value::Bool(true)))));
+        assert!(matches!(o.get("f"), Some(Member::Str(Cow::Borrowed("ab")))));
+        assert_eq!(o.take_str("a"), Some(Cow::Owned::<str>("y/z".into())));
+        assert_eq!((o.take_str("a"), o.take_str("b"), o.take_str("missing")), (None, None, None));
     }
 
     /// Reading the answer member by member gives what the parsed map gives: the canonical
@@ -637,7 +583,7 @@ mod tests {
         ];
         for text in texts {
             let map = fields_of(text);
-            let members = Plaintext::parse(text).unwrap();
+            let members = Object::parse(text.as_bytes()).unwrap();
             assert_eq!(members.canonical(), canonicalize(&map), "{text}");
             for name in ["customerNo", "sign", "errCode", "a", "amt", "o", "missing"] {
                 let ours = members.get(name).map(|m| match m {
@@ -648,7 +594,7 @@ mod tests {
             }
         }
         for not_an_object in ["", "[]", "\"s\"", "{} {}", r#"{"a":1,}"#, r#"{"a":1"#, "{\"a\":\"\\x\"}"] {
-            assert!(Plaintext::parse(not_an_object).is_none(), "{not_an_object}");
+            assert!(Object::parse(not_an_object.as_bytes()).is_none(), "{not_an_object}");
             assert!(serde_json::from_str::<Map<String, Value>>(not_an_object).is_err(), "{not_an_object}");
         }
     }
