@@ -172,18 +172,6 @@ struct DataMembers<'a> {
     reqmsg: Option<Cow<'a, str>>,
 }
 
-/// The `data` text of the usual successful answer, found without building a map: `None`
-/// unless the body is one JSON object whose `code` is the string `"200"`, whose `success` is
-/// `true` and whose `data` is a JSON string. Whatever this turns down goes to the full parse,
-/// which gives the answer (or the refusal) for it.
-fn success_data(body: &[u8]) -> Option<Cow<'_, str>> {
-    let mut outer = Object::parse(body)?;
-    match (outer.get("code"), outer.get("success")) {
-        (Some(Member::Str(code)), Some(Member::Json(Value::Bool(true)))) if code == "200" => outer.take_str("data"),
-        _ => None,
-    }
-}
-
 /// The members of a verified plaintext (a JSON object) as a map. The plaintext is read again:
 /// opening an answer reads only what verifying it needs.
 pub fn fields_of(plaintext: &str) -> Map<String, Value> {
@@ -204,12 +192,26 @@ enum Member<'a> {
     Json(Value),
 }
 
+/// Why a text is not one JSON object.
+#[derive(Debug, PartialEq)]
+enum NotAnObject {
+    /// Not JSON at all (or more than one value).
+    NotJson,
+    /// One JSON value, but not an object.
+    OtherValue,
+}
+
 impl<'a> Object<'a> {
-    /// `None` unless `json` is exactly one JSON object.
-    fn parse(json: &'a [u8]) -> Option<Self> {
+    /// The members of `json`, which must be exactly one JSON object.
+    fn parse(json: &'a [u8]) -> Result<Self, NotAnObject> {
         let mut de = serde_json::Deserializer::from_slice(json);
-        let mut members = de.deserialize_map(AllMembers).ok()?;
-        de.end().ok()?;
+        let Ok(mut members) = de.deserialize_map(AllMembers).and_then(|m| de.end().map(|()| m)) else {
+            // The rare case, told apart by reading the text once more.
+            return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(json) {
+                Ok(_) => NotAnObject::OtherValue,
+                Err(_) => NotAnObject::NotJson,
+            });
+        };
         // Stable: of equal names, the last one read stays last, and is the one kept.
         members.sort_by(|a, b| a.0.cmp(&b.0));
         let mut unique: Vec<(Cow<'a, str>, Member<'a>)> = Vec::with_capacity(members.len());
@@ -219,7 +221,7 @@ impl<'a> Object<'a> {
                 _ => unique.push((name, value)),
             }
         }
-        Some(Object(unique))
+        Ok(Object(unique))
     }
 
     fn get(&self, name: &str) -> Option<&Member<'a>> {
@@ -227,10 +229,15 @@ impl<'a> Object<'a> {
         Some(&self.0[i].1)
     }
 
+    /// A member, taken out.
+    fn take(&mut self, name: &str) -> Option<Member<'a>> {
+        let i = self.0.binary_search_by(|(n, _)| n.as_ref().cmp(name)).ok()?;
+        Some(self.0.remove(i).1)
+    }
+
     /// A string member's value, taken out (`None` when missing or not a string).
     fn take_str(&mut self, name: &str) -> Option<Cow<'a, str>> {
-        let i = self.0.binary_search_by(|(n, _)| n.as_ref().cmp(name)).ok()?;
-        match self.0.remove(i).1 {
+        match self.take(name)? {
             Member::Str(s) => Some(s),
             Member::Json(_) => None,
         }
@@ -402,53 +409,49 @@ impl Merchant {
 
     /// [`Self::open_response`], reporting each step's duration to `obs`.
     ///
-    /// The usual answer (`"code":"200"`, `"success":true`, `data` a string) is read without
-    /// building maps: its members are borrowed from the body. Anything else takes the full
-    /// parse, which also decides every refusal, so both paths give the same result.
+    /// The envelope and its `data` are read member by member (no maps built; strings borrowed
+    /// from the body unless escaped).
     pub fn open_response_observed(&self, body: &[u8], obs: &dyn Observer) -> Result<Opened, OpenError> {
-        let Some(data) = success_data(body) else {
-            return self.open_response_parsed(body, obs);
-        };
-        let Some(mut data) = Object::parse(data.as_bytes()) else {
-            return self.open_response_parsed(body, obs);
-        };
-        self.open_members(DataMembers { customer_no: data.take_str("customerNo"), reqmsg: data.take_str("reqmsg") }, obs)
-    }
-
-    /// [`Self::open_response_observed`] over a full `serde_json::Value` parse of the body.
-    fn open_response_parsed(&self, body: &[u8], obs: &dyn Observer) -> Result<Opened, OpenError> {
-        let outer: Value = serde_json::from_slice(body).map_err(|_| OpenError::Envelope("body is not JSON"))?;
-        let outer = outer.as_object().ok_or(OpenError::Envelope("body is not a JSON object"))?;
+        let mut outer = Object::parse(body).map_err(|e| {
+            OpenError::Envelope(match e {
+                NotAnObject::NotJson => "body is not JSON",
+                NotAnObject::OtherValue => "body is not a JSON object",
+            })
+        })?;
         let code_ok = match outer.get("code") {
-            Some(Value::String(s)) => s == "200",
-            Some(Value::Number(n)) => n.to_string() == "200",
+            Some(Member::Str(s)) => s == "200",
+            Some(Member::Json(Value::Number(n))) => n.to_string() == "200",
             _ => false,
         };
-        let success = outer.get("success").and_then(Value::as_bool) == Some(true);
+        let success = matches!(outer.get("success"), Some(Member::Json(Value::Bool(true))));
         if !code_ok || !success {
             let code = match outer.get("code") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
+                Some(Member::Str(s)) => s.to_string(),
+                Some(Member::Json(Value::Null)) | None => String::new(),
+                Some(Member::Json(other)) => other.to_string(),
             };
-            let msg = outer.get("msg").and_then(Value::as_str).unwrap_or_default().to_string();
-            if code.is_empty() && !outer.contains_key("success") {
+            let msg = match outer.get("msg") {
+                Some(Member::Str(s)) => s.to_string(),
+                _ => String::new(),
+            };
+            if code.is_empty() && outer.get("success").is_none() {
                 return Err(OpenError::Envelope("no code/success members"));
             }
             return Ok(Opened::PlatformFailure { code, msg });
         }
-        let data = match outer.get("data") {
-            Some(Value::String(s)) => {
-                let v: Value = serde_json::from_str(s).map_err(|_| OpenError::Envelope("data is not JSON text"))?;
-                match v {
-                    Value::Object(m) => m,
-                    _ => return Err(OpenError::Envelope("data is not a JSON object")),
-                }
+        match outer.take("data") {
+            Some(Member::Str(text)) => {
+                let mut data = Object::parse(text.as_bytes()).map_err(|e| {
+                    OpenError::Envelope(match e {
+                        NotAnObject::NotJson => "data is not JSON text",
+                        NotAnObject::OtherValue => "data is not a JSON object",
+                    })
+                })?;
+                self.open_members(DataMembers { customer_no: data.take_str("customerNo"), reqmsg: data.take_str("reqmsg") }, obs)
             }
-            Some(Value::Object(m)) => m.clone(),
-            _ => return Err(OpenError::Envelope("data is missing")),
-        };
-        self.open_data_observed(&data, obs)
+            Some(Member::Json(Value::Object(data))) => self.open_data_observed(&data, obs),
+            _ => Err(OpenError::Envelope("data is missing")),
+        }
     }
 
     /// Opens `{"customerNo", "reqmsg"}` (a response's `data`, or a notification body).
@@ -490,7 +493,7 @@ impl Merchant {
         }
         .map_err(OpenError::Ciphertext)?;
         let plaintext = String::from_utf8(raw).map_err(|_| OpenError::Plaintext)?;
-        let answer = Object::parse(plaintext.as_bytes()).ok_or(OpenError::Plaintext)?;
+        let answer = Object::parse(plaintext.as_bytes()).map_err(|_| OpenError::Plaintext)?;
         match answer.get("customerNo") {
             None | Some(Member::Json(Value::Null)) => {}
             Some(Member::Str(c)) if *c == self.customer_no => {}
@@ -537,26 +540,9 @@ mod tests {
         assert_eq!(expected, r#"{"b":"x\"y\\z\n","a":"中文 €","n":1.50,"m":-0,"o":{"k":[1,true,null]},"sign":"AB"}"#);
     }
 
-    /// Which answers are read without maps (the rest take the full parse).
+    /// How an object's members are read, and how a text that is not one object is told apart.
     #[test]
-    fn success_data_reads_only_the_plain_success_shape() {
-        let read = |body: &'static str| success_data(body.as_bytes());
-        assert_eq!(read(r#"{"code":"200","success":true,"data":"{\"a\":1}","msg":"ok"}"#).as_deref(), Some(r#"{"a":1}"#));
-        assert!(matches!(read(r#"{"data":"x","n":[1,{"m":2.50}],"code":"200","success":true}"#), Some(Cow::Borrowed("x"))));
-        assert_eq!(read(r#"{"code":"500","success":true,"data":"x","code":"200"}"#).as_deref(), Some("x"));
-        assert_eq!(read(r#"{"code":"\u0032\u0030\u0030","success":true,"data":"x"}"#).as_deref(), Some("x"));
-        for other in [
-            r#"{"code":"200","success":true,"data":"x","code":"500"}"#,
-            r#"{"code":200,"success":true,"data":"x"}"#,
-            r#"{"code":"200","success":1,"data":"x"}"#,
-            r#"{"code":"200","success":true,"data":{"a":1}}"#,
-            r#"{"code":"200","success":true}"#,
-            r#"{"code":"200","success":true,"data":"x"} "x""#,
-            r#"["code"]"#,
-            "",
-        ] {
-            assert_eq!(read(other), None, "{other}");
-        }
+    fn object_members_and_what_is_not_an_object() {
         let mut o = Object::parse(br#"{"b":[1, {"c":2}],"\u0061":"x","a":"y\/z","n":12.50,"t":true,"f":"ab"}"#).unwrap();
         let Some(Member::Json(b)) = o.get("b") else { panic!("b is not read as JSON") };
         assert_eq!(b.to_string(), r#"[1,{"c":2}]"#);
@@ -566,6 +552,17 @@ mod tests {
         assert!(matches!(o.get("f"), Some(Member::Str(Cow::Borrowed("ab")))));
         assert_eq!(o.take_str("a"), Some(Cow::Owned::<str>("y/z".into())));
         assert_eq!((o.take_str("a"), o.take_str("b"), o.take_str("missing")), (None, None, None));
+        for (text, why) in [
+            ("", NotAnObject::NotJson),
+            ("{} x", NotAnObject::NotJson),
+            ("[1,", NotAnObject::NotJson),
+            (r#"{"a":1,}"#, NotAnObject::NotJson),
+            ("[1]", NotAnObject::OtherValue),
+            ("\"s\"", NotAnObject::OtherValue),
+            (" 12 ", NotAnObject::OtherValue),
+        ] {
+            assert_eq!(Object::parse(text.as_bytes()).err(), Some(why), "{text}");
+        }
     }
 
     /// Reading the answer member by member gives what the parsed map gives: the canonical
@@ -594,7 +591,7 @@ mod tests {
             }
         }
         for not_an_object in ["", "[]", "\"s\"", "{} {}", r#"{"a":1,}"#, r#"{"a":1"#, "{\"a\":\"\\x\"}"] {
-            assert!(Object::parse(not_an_object.as_bytes()).is_none(), "{not_an_object}");
+            assert!(Object::parse(not_an_object.as_bytes()).is_err(), "{not_an_object}");
             assert!(serde_json::from_str::<Map<String, Value>>(not_an_object).is_err(), "{not_an_object}");
         }
     }
