@@ -68,7 +68,7 @@ fn whole(c: &mut Criterion) {
                 let m = merchant(profile, be);
                 let obj = business(size);
                 g.bench_with_input(BenchmarkId::new(format!("seal/{profile}/{}", be.as_str()), size), &obj, |b, o| {
-                    b.iter(|| m.seal(o.clone()).unwrap())
+                    b.iter(|| m.seal(paysign_protocol::Business::from_map(o)).unwrap())
                 });
                 let body = answer(profile, size, be);
                 g.bench_with_input(BenchmarkId::new(format!("open/{profile}/{}", be.as_str()), size), &body, |b, body| {

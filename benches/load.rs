@@ -278,7 +278,7 @@ fn crypto_ms(profile: &str, backend: Backend, answer: &[u8]) -> f64 {
     let n = if profile == "rsa" && backend == Backend::RustCrypto { 40 } else { 300 };
     let t = Instant::now();
     for _ in 0..n {
-        m.seal(business.clone()).unwrap();
+        m.seal(paysign_protocol::Business::from_map(&business)).unwrap();
         m.open_response(answer).unwrap();
     }
     t.elapsed().as_secs_f64() * 1000.0 / n as f64
@@ -886,7 +886,8 @@ fn floor() {
 
     // What one call's crypto is: blocks of the sealed request and of the answer.
     let business: serde_json::Map<String, serde_json::Value> = serde_json::from_str(BODY).unwrap();
-    let req_blocks = |profile| blocks(&fixtures::merchant(profile, Backend::AwsLc).seal(business.clone()).unwrap().body);
+    let req_blocks =
+        |profile| blocks(&fixtures::merchant(profile, Backend::AwsLc).seal(paysign_protocol::Business::from_map(&business)).unwrap().body);
     let (md5_req, md5_resp) = (req_blocks("md5"), blocks(&presealed_answer(s.sandbox_port, MD5)));
     let (rsa_req, rsa_resp) = (req_blocks("rsa"), blocks(&presealed_answer(s.sandbox_port, RSA)));
     // md5: encrypt the request (public) + type-1 open of the answer (public).
@@ -898,7 +899,7 @@ fn floor() {
     // paysign sends for BODY, and the presealed answer it gets back.
     let mut md5_merchant = fixtures::merchant("md5", Backend::AwsLc);
     md5_merchant.customer_no = MD5.into();
-    let sealed = String::from_utf8(md5_merchant.seal(business.clone()).unwrap().body).unwrap();
+    let sealed = String::from_utf8(md5_merchant.seal(paysign_protocol::Business::from_map(&business)).unwrap().body).unwrap();
     let answer = String::from_utf8(presealed_answer(s.sandbox_port, MD5)).unwrap();
     let hop_load = Load::Hop { sealed: &sealed, answer: &answer };
 

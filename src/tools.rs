@@ -12,7 +12,7 @@ use paysign_plugin::config::Config;
 use paysign_protocol::crypto::keys::{self, AnyKey};
 use paysign_protocol::crypto::{segmented, signature, CryptoError};
 use paysign_protocol::schema::Endpoints;
-use paysign_protocol::{canonicalize, Merchant, MerchantKeys};
+use paysign_protocol::{canonicalize, Business, Merchant, MerchantKeys};
 
 /// Picks `--merchant`, or the only configured merchant.
 pub fn merchant(cfg: &Config, named: Option<&str>) -> Result<Arc<Merchant>, String> {
@@ -47,16 +47,15 @@ pub fn seal(m: &Merchant, path: Option<&str>, input: &str) -> Result<String, Str
             }
         }
     }
-    let mut unsigned = business.clone();
-    unsigned.remove("sign");
-    let canonical = canonicalize(&unsigned);
+    let business = Business::from_map(&business);
+    let canonical = business.canonical();
     let _ = writeln!(out, "canonical: {canonical}");
     let sign = match &m.keys {
         MerchantKeys::Md5 { md5_key, .. } => signature::md5_sign(&canonical, md5_key),
         MerchantKeys::Rsa { merchant_private, .. } => signature::rsa_sign(merchant_private, &canonical).map_err(|e| e.to_string())?,
     };
     let _ = writeln!(out, "sign:      {sign}");
-    let sealed = m.seal(unsigned).map_err(|e| e.to_string())?;
+    let sealed = m.seal(business).map_err(|e| e.to_string())?;
     let _ = writeln!(out, "chunk:     {} bytes per RSA block", m.chunk_size);
     let _ = writeln!(out, "envelope:  {}", String::from_utf8_lossy(&sealed.body));
     Ok(out)

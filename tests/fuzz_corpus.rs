@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use paysign_protocol::canonical::Part;
 use paysign_protocol::crypto::{keys, Backend, Secret};
 use paysign_protocol::schema::Endpoints;
-use paysign_protocol::{canonicalize, Merchant, MerchantKeys, Opened};
+use paysign_protocol::{canonicalize, Business, Merchant, MerchantKeys, Opened};
 use serde_json::Value;
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -55,20 +56,30 @@ fn open_response_corpus_never_verifies_or_panics() {
 #[test]
 fn canonical_corpus_keeps_its_invariants() {
     let eps = Endpoints::builtin().unwrap();
+    let mut objects = 0;
     for (path, data) in corpus("canonical") {
-        let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(&data) else {
+        let parsed = serde_json::from_slice::<Value>(&data);
+        let business = Business::parse(&data);
+        assert_eq!(business.is_ok(), matches!(parsed, Ok(Value::Object(_))), "{}", path.display());
+        let (Ok(Value::Object(mut obj)), Ok(business)) = (parsed, business) else {
             continue;
         };
+        objects += 1;
         let c = canonicalize(&obj);
+        assert_eq!(business.canonical(), c, "{}", path.display());
+        for (name, value) in &obj {
+            assert_eq!(business.get(name), Some(Part::of(value)), "{}: {name}", path.display());
+        }
+        for ep in eps.iter() {
+            assert_eq!(ep.validate(&obj), ep.validate(&business), "{}", path.display());
+        }
         obj.insert("sign".into(), Value::String("x".into()));
         assert_eq!(c, canonicalize(&obj), "{}", path.display());
-        for ep in eps.iter() {
-            let _ = ep.validate(&obj);
-        }
         if let Ok(page) = paysign_protocol::h5::render(&obj) {
             assert_eq!(String::from_utf8_lossy(&page.body).matches("<script").count(), 1, "{}", path.display());
         }
     }
+    assert!(objects > 0, "the canonical corpus holds JSON objects");
 }
 
 #[test]

@@ -379,7 +379,7 @@ fn sandbox_rejects_like_the_platform() {
     };
     let mut missing = bindcard("SB-1").as_object().unwrap().clone();
     missing.remove("mobile");
-    let sealed = m(MD5_KEY).seal(missing).unwrap();
+    let sealed = m(MD5_KEY).seal(paysign_protocol::Business::from_map(&missing)).unwrap();
     let r = request(s.sandbox_port, "POST", BINDCARD, &[], &sealed.body);
     match m(MD5_KEY).open_response(&r.body).unwrap() {
         Opened::Verified { plaintext, err_code } => {
@@ -390,7 +390,7 @@ fn sandbox_rejects_like_the_platform() {
         other => panic!("{other:?}"),
     }
     // Signed with the wrong MD5 key: the platform refuses it.
-    let sealed = m("wrong-key").seal(bindcard("SB-2").as_object().unwrap().clone()).unwrap();
+    let sealed = m("wrong-key").seal(paysign_protocol::Business::from_map(bindcard("SB-2").as_object().unwrap())).unwrap();
     let r = request(s.sandbox_port, "POST", BINDCARD, &[], &sealed.body);
     assert_eq!(r.json(), serde_json::json!({"code": "402", "success": false, "data": null, "msg": "验签失败"}));
     let r = request(s.sandbox_port, "POST", BINDCARD, &[], br#"{"customerNo":"1","reqmsg":"AAAA"}"#);

@@ -147,7 +147,7 @@ fn our_sealing_matches_the_jdk_requests() {
 
         let mut business: Map<String, Value> = serde_json::from_str(expected).unwrap();
         business.remove("sign");
-        let sealed = merchant(profile, md5_key, b).seal(business).unwrap();
+        let sealed = merchant(profile, md5_key, b).seal(paysign_protocol::Business::from_map(&business)).unwrap();
         let env: Value = serde_json::from_slice(&sealed.body).unwrap();
         assert_eq!(env["customerNo"], CUSTOMER);
         assert_eq!(env.as_object().unwrap().len(), 2);
@@ -173,7 +173,7 @@ fn multi_block_round_trip_both_profiles_and_chunk_sizes() {
             m.chunk_size = segmented::chunk_size_for(&public("platform_public.pem"), chunk).unwrap();
             let (platform, pm) = platform_side(profile, "k-123", b);
             let business = multiblock_business();
-            let sealed = m.seal(business.clone()).unwrap();
+            let sealed = m.seal(paysign_protocol::Business::from_map(&business)).unwrap();
             let env: Value = serde_json::from_slice(&sealed.body).unwrap();
             let reqmsg = env["reqmsg"].as_str().unwrap();
             let blocks = segmented::decode_blocks(reqmsg, 256).unwrap().len() / 256;

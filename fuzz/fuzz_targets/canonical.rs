@@ -1,23 +1,32 @@
 //! The canonical string, the schema check and the bank page on arbitrary JSON objects: no
 //! panic; `sign` never influences the canonical string; the page never carries more than its
-//! one script.
+//! one script; the caller's fields read member by member (`Business`) are what the parsed map
+//! holds — the same objects accepted, the same canonical string, the same schema verdicts.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use paysign_protocol::canonicalize;
+use paysign_protocol::canonical::Part;
 use paysign_protocol::schema::Endpoints;
+use paysign_protocol::{canonicalize, Business};
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(data) else { return };
+    let parsed = serde_json::from_slice::<Value>(data);
+    let business = Business::parse(data);
+    assert_eq!(business.is_ok(), matches!(parsed, Ok(Value::Object(_))));
+    let (Ok(Value::Object(mut obj)), Ok(business)) = (parsed, business) else { return };
     let c = canonicalize(&obj);
-    obj.insert("sign".into(), Value::String("anything".into()));
-    assert_eq!(c, canonicalize(&obj));
+    assert_eq!(business.canonical(), c);
+    for (name, value) in &obj {
+        assert_eq!(business.get(name), Some(Part::of(value)), "{name}");
+    }
     if let Ok(eps) = Endpoints::builtin() {
         for ep in eps.iter() {
-            let _ = ep.validate(&obj);
+            assert_eq!(ep.validate(&obj), ep.validate(&business));
         }
     }
+    obj.insert("sign".into(), Value::String("anything".into()));
+    assert_eq!(c, canonicalize(&obj));
     if let Ok(page) = paysign_protocol::h5::render(&obj) {
         let html = String::from_utf8_lossy(&page.body);
         assert_eq!(html.matches("<script").count(), 1, "{html}");

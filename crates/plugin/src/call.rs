@@ -33,8 +33,9 @@ use crate::executor::ExecError;
 use crate::http_client::Answer;
 use crate::live::{Live, Runtime};
 use crate::metrics;
+use crate::protocol::canonical::Part;
 use crate::protocol::schema::Endpoints;
-use crate::protocol::{fields_of, Merchant, OpenError, Opened, Profile};
+use crate::protocol::{fields_of, Business, Merchant, OpenError, Opened, Profile};
 
 /// paysign for your own pingora gateway: the reloadable configuration and the call pipeline.
 pub struct Paysign {
@@ -133,9 +134,10 @@ impl Paysign {
         let caller = auth::authenticate(&rt.config, presented)?;
         let merchant = select_merchant(&rt, merchant)?;
         auth::authorize(caller, path, &merchant.customer_no)?;
-        let Value::Object(mut business) = business else {
+        let Value::Object(fields) = business else {
             return Err(GatewayError::BadBody("is not a JSON object"));
         };
+        let mut business = Business::from_map(&fields);
         validate(&self.endpoints, path, &mut business, &merchant)?;
         let sealed = seal(&rt, &merchant, business).await?;
         send(&rt, path, sealed, request_id, || {}).await.result
@@ -151,7 +153,7 @@ pub fn select_merchant(rt: &Runtime, named: Option<&str>) -> Result<Arc<Merchant
 }
 
 /// Step 2: fields paysign owns (`sign`, `customerNo`) and the endpoint's schema.
-pub fn validate(endpoints: &Endpoints, path: &str, business: &mut Map<String, Value>, merchant: &Merchant) -> Result<(), GatewayError> {
+pub fn validate(endpoints: &Endpoints, path: &str, business: &mut Business<'_>, merchant: &Merchant) -> Result<(), GatewayError> {
     if !is_forwardable_path(path) {
         return Err(GatewayError::NotFound);
     }
@@ -162,13 +164,18 @@ pub fn validate(endpoints: &Endpoints, path: &str, business: &mut Map<String, Va
     Ok(())
 }
 
-/// Step 3: admission, then `sign` and `reqmsg` (private-key work on the bounded executor).
+/// Step 3: admission, then `sign` and `reqmsg` (private-key work on the bounded executor, on
+/// fields it owns; MD5 and public-key work inline, on the caller's text).
 /// Beyond either bound: [`GatewayError::Overloaded`], nothing sent.
-pub async fn seal(rt: &Runtime, merchant: &Arc<Merchant>, business: Map<String, Value>) -> Result<Sealed, GatewayError> {
+pub async fn seal(rt: &Runtime, merchant: &Arc<Merchant>, business: Business<'_>) -> Result<Sealed, GatewayError> {
     let admitted = rt.admission.clone().try_acquire_owned().map_err(|_| GatewayError::Overloaded)?;
-    let m = merchant.clone();
-    let sealed = private_key_work(rt, merchant.profile(), Stage::BeforeSending, move || m.seal_observed(business, &metrics::CryptoTimings))
-        .await??;
+    let sealed = match merchant.profile() {
+        Profile::Md5 => merchant.seal_observed(business, &metrics::CryptoTimings),
+        Profile::Rsa => {
+            let (m, business) = (merchant.clone(), business.into_owned());
+            private_key_work(rt, Profile::Rsa, Stage::BeforeSending, move || m.seal_observed(business, &metrics::CryptoTimings)).await?
+        }
+    }?;
     Ok(Sealed { merchant: merchant.clone(), body: sealed.body, _admitted: admitted })
 }
 
@@ -211,13 +218,13 @@ pub fn is_forwardable_path(path: &str) -> bool {
 }
 
 /// `sign` is computed by paysign and `customerNo` comes from the configuration.
-fn check_reserved(business: &mut Map<String, Value>, customer_no: &str) -> Result<(), GatewayError> {
-    if business.contains_key("sign") {
+fn check_reserved(business: &mut Business<'_>, customer_no: &str) -> Result<(), GatewayError> {
+    if business.get("sign").is_some() {
         return Err(GatewayError::ReservedField("sign", "paysign computes it"));
     }
     match business.get("customerNo") {
         None => Ok(()),
-        Some(Value::String(c)) if c == customer_no => {
+        Some(Part::Text(c)) if c == customer_no => {
             business.remove("customerNo");
             Ok(())
         }

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
-use serde_json::{Map, Value};
 
 use crate::auth;
 use crate::bearer;
@@ -22,7 +21,9 @@ use crate::h5;
 use crate::live::Runtime;
 use crate::logging;
 use crate::metrics;
-use crate::protocol::Merchant;
+use crate::protocol::canonical::Part;
+use crate::protocol::envelope::NotAnObject;
+use crate::protocol::{Business, Merchant};
 use crate::serve::Gathered;
 
 pub const MERCHANT_HEADER: &str = "x-paysign-merchant";
@@ -88,13 +89,19 @@ impl Gateway {
         }
     }
 
-    /// The steps of one call: intake (route, authenticate, merchant, body) → validate → seal
+    /// The steps of one call: intake (route, authenticate, merchant, body) → the body's
+    /// fields → validate → seal
     /// → send → open and verify (see `call.rs`) → answer (JSON, or the bank page).
     async fn handle(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Reply, GatewayError> {
         // One configuration for the whole request, whatever reloads happen meanwhile.
         let rt = self.paysign.live().current();
         let intake = self.intake(&rt, session, ctx).await?;
-        let Intake { path, merchant, mut business, deadline, wants_html } = intake;
+        let Intake { path, merchant, body, deadline, wants_html } = intake;
+        let mut business = business_of(&body)?;
+        ctx.order_no = match business.get("orderNo") {
+            Some(Part::Text(s)) => Some(s.chars().take(64).collect()),
+            _ => None,
+        };
         call::validate(self.paysign.endpoints(), &path, &mut business, &merchant)?;
         // A caller that hangs up while its request waits to be sealed is not sent for.
         let sealed = tokio::select! {
@@ -112,7 +119,7 @@ impl Gateway {
         self.answer(ctx, verified, wants_html)
     }
 
-    /// Route, method, caller, deadline, merchant, query, then the body as a JSON object.
+    /// Route, method, caller, deadline, merchant, query, then the body.
     async fn intake(&self, rt: &Runtime, session: &mut Session, ctx: &mut Ctx) -> Result<Intake, GatewayError> {
         let req = session.req_header();
         let path = req.uri.path().to_string();
@@ -145,14 +152,7 @@ impl Gateway {
                 return Err(GatewayError::ClientTimeout);
             }
         };
-        let text = std::str::from_utf8(&body).map_err(|_| GatewayError::BadBody("is not UTF-8"))?;
-        let business = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => return Err(GatewayError::BadBody("is not a JSON object")),
-            Err(_) => return Err(GatewayError::BadBody("is not JSON")),
-        };
-        ctx.order_no = business.get("orderNo").and_then(Value::as_str).map(|s| s.chars().take(64).collect());
-        Ok(Intake { path, merchant, business, deadline, wants_html })
+        Ok(Intake { path, merchant, body, deadline, wants_html })
     }
 
     /// The verified plaintext as JSON, or the bank page when a browser asked for it.
@@ -206,9 +206,20 @@ struct AccessLine<'a> {
 struct Intake {
     path: String,
     merchant: Arc<Merchant>,
-    business: Map<String, Value>,
+    body: Bytes,
     deadline: Option<Duration>,
     wants_html: bool,
+}
+
+/// The request body's fields: UTF-8 text of one JSON object, read once (see [`Business`]).
+fn business_of(body: &[u8]) -> Result<Business<'_>, GatewayError> {
+    std::str::from_utf8(body).map_err(|_| GatewayError::BadBody("is not UTF-8"))?;
+    Business::parse(body).map_err(|e| {
+        GatewayError::BadBody(match e {
+            NotAnObject::NotJson => "is not JSON",
+            NotAnObject::OtherValue => "is not a JSON object",
+        })
+    })
 }
 
 /// Resolves when the caller closes its connection (the request body has been read); pends

@@ -12,7 +12,7 @@ pub fn canonicalize(obj: &Map<String, Value>) -> String {
 }
 
 /// A member's value as the canonical string takes it.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Part<'a> {
     /// A string's value, written verbatim.
     Text(&'a str),

@@ -9,7 +9,7 @@ use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::canonical::{canonical_of, canonicalize, Part};
+use super::canonical::{canonical_of, Part};
 use crate::crypto::{segmented, signature, CryptoError, PrivateKey, PublicKey, Secret};
 
 /// Which signing/encryption scheme a merchant uses.
@@ -146,14 +146,6 @@ fn timed<T>(obs: &dyn Observer, op: &'static str, f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// Compact JSON of an object, written into one buffer of about `capacity` bytes.
-fn compact_json(obj: &Map<String, Value>, capacity: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(capacity);
-    // Writing a map of strings and numbers to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, obj);
-    out
-}
-
 /// `{"customerNo":…,"reqmsg":…}` (the members in this order; `reqmsg` is base64, which JSON
 /// needs no escape for, but both go through the JSON string writer all the same).
 fn wrap(customer_no: &str, reqmsg: &str) -> Vec<u8> {
@@ -182,9 +174,16 @@ pub fn fields_of(plaintext: &str) -> Map<String, Value> {
 }
 
 /// A JSON object read member by member without building a map (the envelope, its `data`, an
-/// answer's plaintext): sorted by name, a member given twice counted with its last value (as
-/// in a parsed map).
-struct Object<'a>(Vec<(Cow<'a, str>, Member<'a>)>);
+/// answer's plaintext, a caller's business fields): sorted by name, a member given twice
+/// counted with its last value at its first place (as in a parsed map).
+struct Object<'a>(Vec<Named<'a>>);
+
+/// One member: its name, its value, and its place in the text (the first, if given twice).
+struct Named<'a> {
+    name: Cow<'a, str>,
+    value: Member<'a>,
+    at: usize,
+}
 
 /// A member's value: a string (borrowed unless it holds escapes), or any other JSON value.
 enum Member<'a> {
@@ -193,8 +192,8 @@ enum Member<'a> {
 }
 
 /// Why a text is not one JSON object.
-#[derive(Debug, PartialEq)]
-enum NotAnObject {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAnObject {
     /// Not JSON at all (or more than one value).
     NotJson,
     /// One JSON value, but not an object.
@@ -205,34 +204,43 @@ impl<'a> Object<'a> {
     /// The members of `json`, which must be exactly one JSON object.
     fn parse(json: &'a [u8]) -> Result<Self, NotAnObject> {
         let mut de = serde_json::Deserializer::from_slice(json);
-        let Ok(mut members) = de.deserialize_map(AllMembers).and_then(|m| de.end().map(|()| m)) else {
+        let Ok(members) = de.deserialize_map(AllMembers).and_then(|m| de.end().map(|()| m)) else {
             // The rare case, told apart by reading the text once more.
             return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(json) {
                 Ok(_) => NotAnObject::OtherValue,
                 Err(_) => NotAnObject::NotJson,
             });
         };
-        // Stable: of equal names, the last one read stays last, and is the one kept.
-        members.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut unique: Vec<(Cow<'a, str>, Member<'a>)> = Vec::with_capacity(members.len());
-        for (name, value) in members {
-            match unique.last_mut() {
-                Some(last) if last.0 == name => last.1 = value,
-                _ => unique.push((name, value)),
+        Ok(Object::sorted(members))
+    }
+
+    /// `members` in text order, sorted by name; of equal names the first keeps its place and
+    /// takes the last one's value.
+    fn sorted(mut members: Vec<Named<'a>>) -> Self {
+        // Stable: equal names stay in text order.
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        members.dedup_by(|later, kept| {
+            let same = later.name == kept.name;
+            if same {
+                std::mem::swap(&mut later.value, &mut kept.value);
             }
-        }
-        Ok(Object(unique))
+            same
+        });
+        Object(members)
+    }
+
+    fn find(&self, name: &str) -> Option<usize> {
+        self.0.binary_search_by(|m| m.name.as_ref().cmp(name)).ok()
     }
 
     fn get(&self, name: &str) -> Option<&Member<'a>> {
-        let i = self.0.binary_search_by(|(n, _)| n.as_ref().cmp(name)).ok()?;
-        Some(&self.0[i].1)
+        Some(&self.0[self.find(name)?].value)
     }
 
     /// A member, taken out.
     fn take(&mut self, name: &str) -> Option<Member<'a>> {
-        let i = self.0.binary_search_by(|(n, _)| n.as_ref().cmp(name)).ok()?;
-        Some(self.0.remove(i).1)
+        let i = self.find(name)?;
+        Some(self.0.remove(i).value)
     }
 
     /// A string member's value, taken out (`None` when missing or not a string).
@@ -243,22 +251,118 @@ impl<'a> Object<'a> {
         }
     }
 
-    /// The canonical string `sign` covers (the same as [`canonicalize`] over the parsed map).
+    /// The canonical string `sign` covers (the same as [`crate::canonicalize`] over the parsed map).
     fn canonical(&self) -> String {
-        canonical_of(self.0.iter().map(|(name, value)| {
-            let part = match value {
-                Member::Str(s) => Part::Text(s),
-                Member::Json(v) => Part::Json(v),
+        canonical_of(self.0.iter().map(|m| (m.name.as_ref(), m.value.part())))
+    }
+}
+
+/// The caller's business fields, what [`Merchant::seal`] takes: one JSON object read once,
+/// member by member (no map built), names and strings borrowed from the caller's text unless
+/// they hold escapes. A name given twice counts with its last value at its first place, as in
+/// a parsed map.
+pub struct Business<'a>(Object<'a>);
+
+impl<'a> Business<'a> {
+    /// The members of `json`, which must be exactly one JSON object.
+    pub fn parse(json: &'a [u8]) -> Result<Self, NotAnObject> {
+        Object::parse(json).map(Business)
+    }
+
+    /// The members of a parsed map, in its order (names and strings borrowed, other values
+    /// copied).
+    pub fn from_map(map: &'a Map<String, Value>) -> Self {
+        let members = map
+            .iter()
+            .enumerate()
+            .map(|(at, (name, value))| {
+                let value = match value {
+                    Value::String(s) => Member::Str(Cow::Borrowed(s.as_str())),
+                    other => Member::Json(other.clone()),
+                };
+                Named { name: Cow::Borrowed(name.as_str()), value, at }
+            })
+            .collect();
+        Business(Object::sorted(members))
+    }
+
+    /// A member's value as the canonical string and the schema read it.
+    pub fn get(&self, name: &str) -> Option<Part<'_>> {
+        self.0.get(name).map(Member::part)
+    }
+
+    /// The canonical string `sign` covers (any `sign` member left out).
+    pub fn canonical(&self) -> String {
+        self.0.canonical()
+    }
+
+    /// Leaves `name` out; whether it was there.
+    pub fn remove(&mut self, name: &str) -> bool {
+        self.0.take(name).is_some()
+    }
+
+    /// The same fields, owning their text (to be sealed on another thread).
+    pub fn into_owned(self) -> Business<'static> {
+        let members = self.0 .0.into_iter().map(|m| Named { name: Cow::Owned(m.name.into_owned()), value: m.value.into_owned(), at: m.at });
+        Business(Object(members.collect()))
+    }
+
+    /// How many members there are.
+    fn len(&self) -> usize {
+        self.0 .0.len()
+    }
+
+    /// Compact JSON of the members in the caller's order (any `sign` left out), then `"sign"`:
+    /// the plaintext that is encrypted into `reqmsg`, written into one buffer of about
+    /// `capacity` bytes.
+    fn signed_json(&self, sign: &str, capacity: usize) -> Vec<u8> {
+        let mut in_order: Vec<&Named> = self.0 .0.iter().filter(|m| m.name != "sign").collect();
+        in_order.sort_unstable_by_key(|m| m.at);
+        let mut out = Vec::with_capacity(capacity);
+        out.push(b'{');
+        // Writing strings and JSON values to a Vec cannot fail.
+        for m in in_order {
+            let _ = serde_json::to_writer(&mut out, m.name.as_ref());
+            out.push(b':');
+            let _ = match &m.value {
+                Member::Str(s) => serde_json::to_writer(&mut out, s.as_ref()),
+                Member::Json(v) => serde_json::to_writer(&mut out, v),
             };
-            (name.as_ref(), part)
-        }))
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"sign\":");
+        let _ = serde_json::to_writer(&mut out, sign);
+        out.push(b'}');
+        out
+    }
+}
+
+impl Member<'_> {
+    fn part(&self) -> Part<'_> {
+        match self {
+            Member::Str(s) => Part::Text(s),
+            Member::Json(v) => Part::Json(v),
+        }
+    }
+
+    fn into_owned(self) -> Member<'static> {
+        match self {
+            Member::Str(s) => Member::Str(Cow::Owned(s.into_owned())),
+            Member::Json(v) => Member::Json(v),
+        }
+    }
+}
+
+impl crate::schema::Fields for Business<'_> {
+    fn field(&self, name: &str) -> Option<Part<'_>> {
+        self.get(name)
     }
 }
 
 struct AllMembers;
 
 impl<'de> Visitor<'de> for AllMembers {
-    type Value = Vec<(Cow<'de, str>, Member<'de>)>;
+    type Value = Vec<Named<'de>>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON object")
@@ -267,7 +371,8 @@ impl<'de> Visitor<'de> for AllMembers {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
         while let Some(Text(name)) = map.next_key::<Text<'de>>()? {
-            members.push((name, map.next_value::<Member<'de>>()?));
+            let at = members.len();
+            members.push(Named { name, value: map.next_value::<Member<'de>>()?, at });
         }
         Ok(members)
     }
@@ -380,24 +485,23 @@ impl Merchant {
         std::iter::once((PlatformKey::Current, self.platform_public())).chain(self.rollover.as_ref().map(|r| (PlatformKey::Next, &*r.next)))
     }
 
-    /// Computes `sign` over `business`, appends it, encrypts the plaintext into `reqmsg` with
-    /// the platform's public key, and wraps it with our `customerNo`.
-    pub fn seal(&self, business: Map<String, Value>) -> Result<Sealed, SealError> {
+    /// Computes `sign` over `business` (any `sign` it holds is left out), appends it, encrypts
+    /// the plaintext into `reqmsg` with the platform's public key, and wraps it with our
+    /// `customerNo`.
+    pub fn seal(&self, business: Business<'_>) -> Result<Sealed, SealError> {
         self.seal_observed(business, &())
     }
 
     /// [`Self::seal`], reporting each step's duration to `obs`.
-    pub fn seal_observed(&self, mut business: Map<String, Value>, obs: &dyn Observer) -> Result<Sealed, SealError> {
-        business.remove("sign");
-        let canonical = timed(obs, "canonicalize", || canonicalize(&business));
+    pub fn seal_observed(&self, business: Business<'_>, obs: &dyn Observer) -> Result<Sealed, SealError> {
+        let canonical = timed(obs, "canonicalize", || business.canonical());
         let sign = match &self.keys {
             MerchantKeys::Md5 { md5_key, .. } => timed(obs, "md5_sign", || signature::md5_sign(&canonical, md5_key)),
             MerchantKeys::Rsa { merchant_private, .. } => {
                 timed(obs, "rsa_sign", || signature::rsa_sign(merchant_private, &canonical)).map_err(SealError)?
             }
         };
-        business.insert("sign".into(), Value::String(sign));
-        let plaintext = compact_json(&business, canonical.len() + 6 * business.len() + 64);
+        let plaintext = business.signed_json(&sign, canonical.len() + 6 * business.len() + 64);
         let reqmsg = timed(obs, "encrypt", || segmented::encrypt(self.sealing_key(), &plaintext, self.chunk_size)).map_err(SealError)?;
         Ok(Sealed { body: wrap(&self.customer_no, &reqmsg) })
     }
@@ -528,16 +632,45 @@ impl Merchant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::canonicalize;
 
-    /// The request plaintext is the same text `Value::to_string` gave: escapes, non-ASCII,
-    /// number text as received, member order as received.
+    /// The request plaintext: the caller's members as `serde_json` writes them (escapes,
+    /// non-ASCII, number text as received) in the caller's order, the caller's `sign` left
+    /// out and ours appended — the same text as the parsed map with `sign` moved to the end.
     #[test]
-    fn compact_json_is_serde_json_compact_text() {
-        let text = r#"{"b":"x\"y\\z\n","a":"中文 €","n":1.50,"m":-0,"o":{"k":[1,true,null]},"sign":"AB"}"#;
-        let Value::Object(map) = serde_json::from_str::<Value>(text).unwrap() else { panic!("object") };
-        let expected = Value::Object(map.clone()).to_string();
-        assert_eq!(String::from_utf8(compact_json(&map, 0)).unwrap(), expected);
-        assert_eq!(expected, r#"{"b":"x\"y\\z\n","a":"中文 €","n":1.50,"m":-0,"o":{"k":[1,true,null]},"sign":"AB"}"#);
+    fn request_plaintext_is_the_callers_members_and_sign() {
+        let text = r#"{"b":"x\"y\\z\n","a":"中文 €","sign":"caller's","n":1.50,"m":-0,"o":{"k":[1,true,null]},"a2":"\u0041"}"#;
+        let business = Business::parse(text.as_bytes()).unwrap();
+        let plaintext = String::from_utf8(business.signed_json("AB", 0)).unwrap();
+        assert_eq!(plaintext, r#"{"b":"x\"y\\z\n","a":"中文 €","n":1.50,"m":-0,"o":{"k":[1,true,null]},"a2":"A","sign":"AB"}"#);
+        let mut map = fields_of(text);
+        map.shift_remove("sign");
+        map.insert("sign".into(), Value::String("AB".into()));
+        assert_eq!(Value::Object(map.clone()).to_string(), plaintext);
+        // The same fields from a map: the same plaintext and the same canonical string.
+        map.shift_remove("sign");
+        let from_map = Business::from_map(&map);
+        assert_eq!(String::from_utf8(from_map.signed_json("AB", 0)).unwrap(), plaintext);
+        assert_eq!(from_map.0.canonical(), canonicalize(&map));
+        assert_eq!(business.0.canonical(), canonicalize(&map));
+        // Owned for another thread: unchanged.
+        assert_eq!(String::from_utf8(business.into_owned().signed_json("AB", 0)).unwrap(), plaintext);
+    }
+
+    /// What the schema and the reserved-field checks read, and leaving a member out.
+    #[test]
+    fn business_members() {
+        let mut b = Business::parse(br#"{"customerNo":"1","n":null,"e":"","x":"a","x":"b","j":{"k":1}}"#).unwrap();
+        assert!(matches!(b.get("x"), Some(Part::Text("b"))));
+        assert!(matches!(b.get("n"), Some(Part::Json(Value::Null))));
+        assert!(matches!(b.get("e"), Some(Part::Text(""))));
+        assert!(matches!(b.get("j"), Some(Part::Json(Value::Object(_)))));
+        assert!(b.get("missing").is_none());
+        assert!(b.remove("customerNo"));
+        assert!(!b.remove("customerNo"));
+        assert_eq!(String::from_utf8(b.signed_json("S", 0)).unwrap(), r#"{"n":null,"e":"","x":"b","j":{"k":1},"sign":"S"}"#);
+        assert_eq!(Business::parse(b"[1]").err(), Some(NotAnObject::OtherValue));
+        assert_eq!(Business::parse(b"{").err(), Some(NotAnObject::NotJson));
     }
 
     /// How an object's members are read, and how a text that is not one object is told apart.

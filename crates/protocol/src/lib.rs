@@ -26,4 +26,6 @@ pub mod platform;
 pub mod schema;
 
 pub use canonical::canonicalize;
-pub use envelope::{fields_of, Merchant, MerchantKeys, Observer, OpenError, Opened, PlatformKey, Profile, Rollover, SealError, Sealed};
+pub use envelope::{
+    fields_of, Business, Merchant, MerchantKeys, Observer, OpenError, Opened, PlatformKey, Profile, Rollover, SealError, Sealed,
+};

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::canonical::Part;
+
 /// The endpoint documents compiled in.
 const BUILTIN: &[&str] = &[include_str!("endpoints/bindcard-create.json")];
 
@@ -76,13 +78,24 @@ impl Endpoints {
     }
 }
 
+/// Named members, as the field table reads them: a parsed map, or the caller's
+/// [`Business`](crate::envelope::Business) fields.
+pub trait Fields {
+    fn field(&self, name: &str) -> Option<Part<'_>>;
+}
+
+impl Fields for Map<String, Value> {
+    fn field(&self, name: &str) -> Option<Part<'_>> {
+        self.get(name).map(Part::of)
+    }
+}
+
 impl Endpoint {
     /// Checks `obj` against the table, in table order; the first problem wins.
-    pub fn validate(&self, obj: &Map<String, Value>) -> Result<(), Invalid> {
+    pub fn validate(&self, obj: &impl Fields) -> Result<(), Invalid> {
         for f in &self.fields {
-            let value = match obj.get(&f.name) {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) if s.is_empty() => None,
+            let value = match obj.field(&f.name) {
+                None | Some(Part::Json(Value::Null) | Part::Text("")) => None,
                 Some(v) => Some(v),
             };
             let Some(value) = value else {
@@ -95,7 +108,7 @@ impl Endpoint {
                 }
                 continue;
             };
-            let Value::String(s) = value else {
+            let Part::Text(s) = value else {
                 return Err(invalid(f, format!("'{}' must be a JSON string", f.name)));
             };
             if let Some(max) = f.max_len {
