@@ -221,3 +221,35 @@ fn misbehaving_callers_cost_nothing_and_reach_nothing() {
     drop(lorises);
     assert_eq!(request(s.admin, "GET", "/readyz", &[], b"").status, 200);
 }
+
+/// Kept-alive connections to the platform are reused, and one the platform closed while it
+/// waited idle is not: the next call goes out on a new connection and is answered (a dead
+/// connection taken from the pool would lose that call as "unknown").
+#[test]
+fn an_idle_connection_the_platform_closed_is_not_reused() {
+    let fs = fault_server::start();
+    let s = Stack::start(Options { sandbox: false, platform_port: Some(fs.port), merchants: &[MD5_MERCHANT], ..Options::default() });
+    let (customer, reqmsg) = sealed("OK-1");
+    let ok = serde_json::json!({"code": "200", "success": true, "data": serde_json::json!({"customerNo": customer, "reqmsg": reqmsg}).to_string(), "msg": "ok"})
+        .to_string()
+        .into_bytes();
+    let call = |order: &str| s.post(BINDCARD, None, bindcard(order).to_string().as_bytes());
+    let opened = || sample(&s.metrics(), "paysign_upstream_connections_opened_total");
+
+    fs.set(Fault::Answer(200, "application/json", ok.clone()));
+    for i in 0..3 {
+        assert_eq!(call(&format!("KEPT-{i}")).status, 200);
+    }
+    assert_eq!(opened(), Some(1.0), "three calls in a row share one connection");
+
+    fs.set(Fault::AnswerThenClose(200, "application/json", ok.clone()));
+    assert_eq!(call("CLOSED-1").status, 200);
+    // Closed while paysign keeps it idle (after it was put back).
+    fs.close_idle();
+    assert!(eventually(5, || fs.closed() == 1), "the fault server closed the connection");
+    fs.set(Fault::Answer(200, "application/json", ok));
+    let r = call("AFTER-CLOSE");
+    assert_eq!((r.status, r.header("X-Paysign-Delivery")), (200, Some("sent")), "{}", r.text());
+    assert_eq!(opened(), Some(2.0), "the closed connection was replaced, not reused");
+    assert_eq!(fs.received(), 5, "every call reached the platform once");
+}

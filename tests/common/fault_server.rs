@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -22,6 +22,10 @@ pub enum Fault {
     Huge(usize),
     /// An arbitrary status, content type and body.
     Answer(u16, &'static str, Vec<u8>),
+    /// An arbitrary status, content type and body (nothing said about the connection); then,
+    /// once [`FaultServer::close_idle`] is called, the connection closed: what a server's idle
+    /// timeout does to a kept-alive connection.
+    AnswerThenClose(u16, &'static str, Vec<u8>),
     /// A 200 JSON answer whose body leaves in pieces of this many bytes, each its own segment
     /// with a pause after it, so that the reader gets it in several reads.
     Pieces(Vec<u8>, usize),
@@ -33,6 +37,10 @@ pub struct FaultServer {
     pub requests: Arc<AtomicUsize>,
     /// The head (request line and header lines) of the last request received.
     pub last_head: Arc<Mutex<Vec<String>>>,
+    /// Connections closed by `AnswerThenClose` (counted once the close has been sent).
+    pub closed: Arc<AtomicUsize>,
+    /// Set by `close_idle`: `AnswerThenClose` connections close.
+    pub close_now: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl FaultServer {
@@ -41,6 +49,14 @@ impl FaultServer {
     }
     pub fn received(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+    /// Closes the connections `AnswerThenClose` answered on.
+    pub fn close_idle(&self) {
+        *self.close_now.0.lock().unwrap() = true;
+        self.close_now.1.notify_all();
+    }
+    pub fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
     }
     pub fn last_head(&self) -> Vec<String> {
         self.last_head.lock().unwrap().clone()
@@ -71,7 +87,14 @@ fn read_request(r: &mut BufReader<TcpStream>, head: &Mutex<Vec<String>>) -> Opti
     Some(body)
 }
 
-fn serve(stream: TcpStream, fault: Arc<Mutex<Fault>>, count: Arc<AtomicUsize>, head: Arc<Mutex<Vec<String>>>) {
+fn serve(
+    stream: TcpStream,
+    fault: Arc<Mutex<Fault>>,
+    count: Arc<AtomicUsize>,
+    head: Arc<Mutex<Vec<String>>>,
+    closed: Arc<AtomicUsize>,
+    close_now: Arc<(Mutex<bool>, Condvar)>,
+) {
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
     while read_request(&mut r, &head).is_some() {
@@ -122,6 +145,16 @@ fn serve(stream: TcpStream, fault: Arc<Mutex<Fault>>, count: Arc<AtomicUsize>, h
                 }
                 Ok(())
             })(),
+            Fault::AnswerThenClose(status, ct, body) => {
+                let _ = w
+                    .write_all(format!("HTTP/1.1 {status} X\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes())
+                    .and_then(|_| w.write_all(&body));
+                let (flag, signal) = &*close_now;
+                drop(signal.wait_while(flag.lock().unwrap(), |now| !*now).unwrap());
+                let _ = w.shutdown(std::net::Shutdown::Both);
+                closed.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
             Fault::Answer(status, ct, body) => w
                 .write_all(format!("HTTP/1.1 {status} X\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes())
                 .and_then(|_| w.write_all(&body)),
@@ -138,12 +171,14 @@ pub fn start() -> FaultServer {
     let fault = Arc::new(Mutex::new(Fault::NeverAnswer));
     let requests = Arc::new(AtomicUsize::new(0));
     let last_head = Arc::new(Mutex::new(Vec::new()));
-    let (f, c, h) = (fault.clone(), requests.clone(), last_head.clone());
+    let closed = Arc::new(AtomicUsize::new(0));
+    let close_now = Arc::new((Mutex::new(false), Condvar::new()));
+    let (f, c, h, x, n) = (fault.clone(), requests.clone(), last_head.clone(), closed.clone(), close_now.clone());
     std::thread::spawn(move || {
         for s in listener.incoming().flatten() {
-            let (f, c, h) = (f.clone(), c.clone(), h.clone());
-            std::thread::spawn(move || serve(s, f, c, h));
+            let (f, c, h, x, n) = (f.clone(), c.clone(), h.clone(), x.clone(), n.clone());
+            std::thread::spawn(move || serve(s, f, c, h, x, n));
         }
     });
-    FaultServer { port, fault, requests, last_head }
+    FaultServer { port, fault, requests, last_head, closed, close_now }
 }

@@ -1,4 +1,4 @@
-//! Outgoing HTTP/1.1 POSTs over pingora's pooled connections, shared by the platform client
+//! Outgoing HTTP/1.1 POSTs over pooled connections (made by pingora's connector), shared by the platform client
 //! and the notification forwarder (and the sandbox's notification sender). The rule that
 //! matters for payments lives here: only what certainly sent nothing is ever retried —
 //! connection set-up, and a request write the socket refused before accepting a single byte
@@ -18,6 +18,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::upstreams::peer::Peer;
 
 use crate::addresses::{self, AddressBook};
+use crate::idle_pool::IdlePool;
 use crate::one_write::OneWrite;
 use crate::serve::{Gathered, OverLimit};
 
@@ -166,7 +167,10 @@ impl Route {
 }
 
 pub struct Client {
+    /// Makes new connections (TCP, TLS, an egress proxy's CONNECT).
     connector: TransportConnector,
+    /// Connections whose answer was read to the end, for the next call.
+    idle: IdlePool,
     /// Counts the connections this client opens (those not taken from the pool).
     opened: Option<prometheus::IntCounter>,
 }
@@ -178,7 +182,7 @@ impl Client {
         let mut opts = ConnectorOptions::new(pool_size);
         opts.ca_file = ca_file.map(|p| p.display().to_string());
         opts.cert_key_file = client_cert.map(|(c, k)| (c.display().to_string(), k.display().to_string()));
-        Client { connector: TransportConnector::new(Some(opts)), opened: None }
+        Client { connector: TransportConnector::new(Some(opts)), idle: IdlePool::new(pool_size), opened: None }
     }
 
     /// Counts every new connection in `counter`.
@@ -190,10 +194,16 @@ impl Client {
     /// An HTTP/1.1 session on a pooled or new connection to `peer`, its stream wrapped so
     /// that a request leaves in one write.
     async fn session(&self, peer: &HttpPeer) -> pingora::Result<HttpSession> {
-        let (stream, reused) = self.connector.get_stream(peer).await?;
-        if let (false, Some(opened)) = (reused, &self.opened) {
-            opened.inc();
-        }
+        let stream = match self.idle.take(peer.reuse_hash()) {
+            Some(stream) => stream,
+            None => {
+                let stream = self.connector.new_stream(peer).await?;
+                if let Some(opened) = &self.opened {
+                    opened.inc();
+                }
+                stream
+            }
+        };
         Ok(HttpSession::new_with_options(OneWrite::wrap(stream), peer))
     }
 
@@ -221,7 +231,7 @@ impl Client {
     async fn release(&self, mut session: HttpSession, peer: &HttpPeer, idle_timeout: Duration) {
         session.respect_keepalive();
         if let Some(stream) = session.reuse().await {
-            self.connector.release_stream(stream, peer.reuse_hash(), Some(idle_timeout));
+            self.idle.put(peer.reuse_hash(), stream, idle_timeout);
         }
     }
 

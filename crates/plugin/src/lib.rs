@@ -37,6 +37,7 @@ pub mod egress;
 pub mod error;
 pub mod executor;
 pub mod http_client;
+pub mod idle_pool;
 pub mod listener;
 pub mod live;
 pub mod log_writer;
