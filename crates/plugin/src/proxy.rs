@@ -89,19 +89,16 @@ impl Gateway {
         }
     }
 
-    /// The steps of one call: intake (route, authenticate, merchant, body) → the body's
-    /// fields → validate → seal
-    /// → send → open and verify (see `call.rs`) → answer (JSON, or the bank page).
+    /// The steps of one call: intake (route, authenticate, merchant, body) → the body's fields
+    /// → validate → seal → send → open and verify (see `call.rs`) → answer (JSON, or the bank
+    /// page).
     async fn handle(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Reply, GatewayError> {
         // One configuration for the whole request, whatever reloads happen meanwhile.
         let rt = self.paysign.live().current();
         let intake = self.intake(&rt, session, ctx).await?;
         let Intake { path, merchant, body, deadline, wants_html } = intake;
         let mut business = business_of(&body)?;
-        ctx.order_no = match business.get("orderNo") {
-            Some(Part::Text(s)) => Some(s.chars().take(64).collect()),
-            _ => None,
-        };
+        ctx.order_no = order_no(&business);
         call::validate(self.paysign.endpoints(), &path, &mut business, &merchant)?;
         // A caller that hangs up while its request waits to be sealed is not sent for.
         let sealed = tokio::select! {
@@ -220,6 +217,14 @@ fn business_of(body: &[u8]) -> Result<Business<'_>, GatewayError> {
             NotAnObject::OtherValue => "is not a JSON object",
         })
     })
+}
+
+/// `orderNo` for the access line (at most 64 characters).
+fn order_no(business: &Business<'_>) -> Option<String> {
+    match business.get("orderNo") {
+        Some(Part::Text(s)) => Some(s.chars().take(64).collect()),
+        _ => None,
+    }
 }
 
 /// Resolves when the caller closes its connection (the request body has been read); pends
