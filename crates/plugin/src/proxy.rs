@@ -1,8 +1,9 @@
 //! The `ProxyHttp` implementation. paysign's status codes depend on verifying the platform's
 //! whole answer, which pingora's streaming filters cannot express (the status line would
 //! leave before the body is verified), so everything happens in `request_filter`: read the
-//! body, validate, seal, call the platform through pingora's pooled connector, open, verify,
-//! and write the final status with an exact `Content-Length`. `upstream_peer` is never reached.
+//! body, validate, seal, call the platform over pooled connections (made by pingora's
+//! connector), open, verify, and write the final status with an exact `Content-Length`.
+//! `upstream_peer` is never reached.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
