@@ -1,19 +1,33 @@
 //! Idle connections kept for the next call. pingora's own pool watches every idle connection
 //! with a task of its own (spawned, with a timer, each time a connection is released); this one
-//! does no work while a connection waits: a connection is checked when it is taken — closed by
-//! the server, broken, holding bytes nobody asked for, or idle past its timeout: closed, and the
-//! next one tried. The most recently released connection is taken first (it is the least likely
-//! to have been closed by the server); beyond `size`, the oldest is closed.
+//! does no work per call beyond a list push and pop: a connection is checked when it is taken —
+//! closed by the server, broken, holding bytes nobody asked for, or idle past its timeout:
+//! closed, and the next one tried — and one sweeper task per pool does the same check over the
+//! parked connections once a second, so that a connection the server closed does not linger
+//! while no call comes. The most recently released connection is taken first (it is the least
+//! likely to have been closed by the server); beyond `size`, the oldest is closed.
 
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use pingora::protocols::Stream;
 use tokio::io::AsyncReadExt;
 
+/// How often the sweeper looks over the parked connections.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 pub struct IdlePool {
+    shared: Arc<Shared>,
+    /// Whether the sweeper has been started (on the first connection parked, from within the
+    /// event loop that parks it).
+    sweeping: AtomicBool,
+    sweep_every: Duration,
+}
+
+struct Shared {
     /// Oldest first.
     parked: Mutex<Vec<Parked>>,
     size: usize,
@@ -28,14 +42,19 @@ struct Parked {
 impl IdlePool {
     /// A pool that keeps at most `size` idle connections.
     pub fn new(size: usize) -> Self {
-        IdlePool { parked: Mutex::new(Vec::new()), size }
+        Self::sweeping_every(size, SWEEP_EVERY)
+    }
+
+    /// [`Self::new`], its sweeper running every `every`.
+    pub fn sweeping_every(size: usize, every: Duration) -> Self {
+        IdlePool { shared: Arc::new(Shared { parked: Mutex::new(Vec::new()), size }), sweeping: AtomicBool::new(false), sweep_every: every }
     }
 
     /// The most recently parked connection for `key` that is still usable.
     pub fn take(&self, key: u64) -> Option<Stream> {
         loop {
             let Parked { mut stream, until, .. } = {
-                let mut parked = self.lock();
+                let mut parked = self.shared.lock();
                 let i = parked.iter().rposition(|p| p.key == key)?;
                 parked.remove(i)
             };
@@ -49,15 +68,16 @@ impl IdlePool {
     /// Parks `stream` (whose answer was read to the end) for `idle_timeout`, closing the
     /// connections that waited longer and, beyond `size`, the oldest.
     pub fn put(&self, key: u64, mut stream: Stream, idle_timeout: Duration) {
-        if self.size == 0 || !usable(&mut stream) {
+        if self.shared.size == 0 || !usable(&mut stream) {
             return;
         }
+        self.start_sweeper();
         let now = Instant::now();
         let closed: Vec<Parked> = {
-            let mut parked = self.lock();
+            let mut parked = self.shared.lock();
             parked.push(Parked { key, stream, until: now + idle_timeout });
             let expired = parked.iter().take_while(|p| p.until <= now).count();
-            let over = parked.len().saturating_sub(self.size);
+            let over = parked.len().saturating_sub(self.shared.size);
             let n = expired.max(over);
             if n == 0 {
                 return;
@@ -69,11 +89,41 @@ impl IdlePool {
 
     /// How many connections are parked.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.shared.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// One task per pool, ending within `sweep_every` of the pool being dropped.
+    fn start_sweeper(&self) {
+        if self.sweeping.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        if self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let (shared, every) = (Arc::downgrade(&self.shared), self.sweep_every);
+        runtime.spawn(sweep_while_alive(shared, every));
+    }
+}
+
+async fn sweep_while_alive(shared: Weak<Shared>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(shared) = shared.upgrade() else { return };
+        shared.sweep();
+    }
+}
+
+impl Shared {
+    /// Closes the parked connections that are past their time or no longer usable.
+    fn sweep(&self) {
+        let now = Instant::now();
+        let closed: Vec<Parked> = self.lock().extract_if(.., |p| p.until <= now || !usable(&mut p.stream)).collect();
+        drop(closed);
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Parked>> {
@@ -150,6 +200,30 @@ mod tests {
         let (g, _sg) = pair(&listener).await;
         none.put(1, g, long);
         assert!(none.is_empty());
+    }
+
+    /// Without any call, the sweeper closes a connection the server closed and one past its
+    /// idle timeout; it ends once the pool is gone.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_sweeper_closes_what_no_call_takes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = IdlePool::sweeping_every(4, Duration::from_millis(5));
+        let (a, sa) = pair(&listener).await;
+        let (b, mut sb) = pair(&listener).await;
+        let (c, _sc) = pair(&listener).await;
+        pool.put(1, a, Duration::from_secs(60));
+        pool.put(1, b, Duration::from_millis(50));
+        pool.put(1, c, Duration::from_secs(60));
+        drop(sa);
+        let waited = Instant::now();
+        while pool.len() > 1 && waited.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(pool.len(), 1, "the closed and the expired connections are swept");
+        assert_eq!(sb.read(&mut [0u8; 1]).await.unwrap(), 0, "the expired connection was closed");
+        let weak = Arc::downgrade(&pool.shared);
+        drop(pool);
+        assert!(weak.upgrade().is_none());
     }
 
     #[tokio::test(flavor = "current_thread")]
