@@ -1,9 +1,9 @@
-//! Outgoing HTTP/1.1 POSTs over pooled connections (made by pingora's connector), shared by the platform client
-//! and the notification forwarder (and the sandbox's notification sender). The rule that
-//! matters for payments lives here: only what certainly sent nothing is ever retried —
-//! connection set-up, and a request write the socket refused before accepting a single byte
-//! ([`OneWrite`]: head and body leave in one write); once any byte may have left, a failure is
-//! reported as "unknown", never retried.
+//! Outgoing HTTP/1.1 POSTs over pooled connections (made by pingora's connector, kept in
+//! [`IdlePool`]), shared by the platform client and the notification forwarder (and the
+//! sandbox's notification sender). The rule that matters for payments lives here: only what
+//! certainly sent nothing is ever retried — connection set-up, and a request write the socket
+//! refused before accepting a single byte ([`OneWrite`]: head and body leave in one write);
+//! once any byte may have left, a failure is reported as "unknown", never retried.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -179,7 +179,8 @@ impl Client {
     /// `ca_file`: extra trusted CAs; `client_cert`: (chain, key) for mutual TLS; `pool_size`:
     /// idle connections kept for reuse.
     pub fn new(ca_file: Option<&Path>, client_cert: Option<&(std::path::PathBuf, std::path::PathBuf)>, pool_size: usize) -> Self {
-        let mut opts = ConnectorOptions::new(pool_size);
+        // The connector only makes connections: its own keep-alive pool is not used.
+        let mut opts = ConnectorOptions::new(0);
         opts.ca_file = ca_file.map(|p| p.display().to_string());
         opts.cert_key_file = client_cert.map(|(c, k)| (c.display().to_string(), k.display().to_string()));
         Client { connector: TransportConnector::new(Some(opts)), idle: IdlePool::new(pool_size), opened: None }

@@ -7,6 +7,7 @@
 //! while no call comes. Connections are taken in turn, the longest-parked first; beyond
 //! `size`, the oldest is closed.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -28,8 +29,8 @@ pub struct IdlePool {
 }
 
 struct Shared {
-    /// Oldest first.
-    parked: Mutex<Vec<Parked>>,
+    /// Oldest first (taken from the front, parked at the back).
+    parked: Mutex<VecDeque<Parked>>,
     size: usize,
 }
 
@@ -47,7 +48,11 @@ impl IdlePool {
 
     /// [`Self::new`], its sweeper running every `every`.
     pub fn sweeping_every(size: usize, every: Duration) -> Self {
-        IdlePool { shared: Arc::new(Shared { parked: Mutex::new(Vec::new()), size }), sweeping: AtomicBool::new(false), sweep_every: every }
+        IdlePool {
+            shared: Arc::new(Shared { parked: Mutex::new(VecDeque::new()), size }),
+            sweeping: AtomicBool::new(false),
+            sweep_every: every,
+        }
     }
 
     /// The longest-parked connection for `key` that is still usable (connections are used in
@@ -59,7 +64,7 @@ impl IdlePool {
             let Parked { mut stream, until, .. } = {
                 let mut parked = self.shared.lock();
                 let i = parked.iter().position(|p| p.key == key)?;
-                parked.remove(i)
+                parked.remove(i)?
             };
             if Instant::now() < until && usable(&mut stream) {
                 return Some(stream);
@@ -78,7 +83,7 @@ impl IdlePool {
         let now = Instant::now();
         let closed: Vec<Parked> = {
             let mut parked = self.shared.lock();
-            parked.push(Parked { key, stream, until: now + idle_timeout });
+            parked.push_back(Parked { key, stream, until: now + idle_timeout });
             let expired = parked.iter().take_while(|p| p.until <= now).count();
             let over = parked.len().saturating_sub(self.shared.size);
             let n = expired.max(over);
@@ -125,11 +130,21 @@ impl Shared {
     /// Closes the parked connections that are past their time or no longer usable.
     fn sweep(&self) {
         let now = Instant::now();
-        let closed: Vec<Parked> = self.lock().extract_if(.., |p| p.until <= now || !usable(&mut p.stream)).collect();
+        let mut closed = Vec::new();
+        {
+            let mut parked = self.lock();
+            for mut p in std::mem::take(&mut *parked) {
+                if p.until > now && usable(&mut p.stream) {
+                    parked.push_back(p);
+                } else {
+                    closed.push(p);
+                }
+            }
+        }
         drop(closed);
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<Parked>> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Parked>> {
         // A panic while holding the lock leaves a list of streams, still a valid list.
         self.parked.lock().unwrap_or_else(|e| e.into_inner())
     }
