@@ -198,7 +198,9 @@ impl Client {
         let stream = match self.idle.take(peer.reuse_hash()) {
             Some(stream) => stream,
             None => {
-                let stream = self.connector.new_stream(peer).await?;
+                // Boxed: making a connection (TLS included) is a ~8 KiB state machine; inline,
+                // it would make every call's future that large, allocated and copied per call.
+                let stream = Box::pin(self.connector.new_stream(peer)).await?;
                 if let Some(opened) = &self.opened {
                     opened.inc();
                 }
