@@ -253,3 +253,26 @@ fn an_idle_connection_the_platform_closed_is_not_reused() {
     assert_eq!(opened(), Some(2.0), "the closed connection was replaced, not reused");
     assert_eq!(fs.received(), 5, "every call reached the platform once");
 }
+
+/// An answer that says `Connection: close` ends its connection: paysign closes it and does not
+/// reuse it, even though the platform leaves it open (each call opens its own; every one of
+/// them is closed by paysign, none left behind).
+#[test]
+fn a_connection_the_platform_said_close_on_is_closed_not_reused() {
+    let fs = fault_server::start();
+    let s = Stack::start(Options { sandbox: false, platform_port: Some(fs.port), merchants: &[MD5_MERCHANT], ..Options::default() });
+    let (customer, reqmsg) = sealed("OK-1");
+    let ok = serde_json::json!({"code": "200", "success": true, "data": serde_json::json!({"customerNo": customer, "reqmsg": reqmsg}).to_string(), "msg": "ok"})
+        .to_string()
+        .into_bytes();
+    let opened = || sample(&s.metrics(), "paysign_upstream_connections_opened_total");
+
+    fs.set(Fault::AnswerSayingClose(200, "application/json", ok));
+    for i in 0..3 {
+        let r = s.post(BINDCARD, None, bindcard(&format!("CLOSE-{i}")).to_string().as_bytes());
+        assert_eq!((r.status, r.header("X-Paysign-Delivery")), (200, Some("sent")), "{}", r.text());
+    }
+    assert_eq!(opened(), Some(3.0), "no connection that said close was reused");
+    assert!(eventually(5, || fs.ended_by_client() == 3), "paysign closed all three: {} closed", fs.ended_by_client());
+    assert_eq!(fs.received(), 3, "every call reached the platform once");
+}

@@ -26,6 +26,9 @@ pub enum Fault {
     /// once [`FaultServer::close_idle`] is called, the connection closed: what a server's idle
     /// timeout does to a kept-alive connection.
     AnswerThenClose(u16, &'static str, Vec<u8>),
+    /// An arbitrary status, content type and body with `Connection: close`; the connection is
+    /// then left open (the client must close it, not reuse it).
+    AnswerSayingClose(u16, &'static str, Vec<u8>),
     /// A 200 JSON answer whose body leaves in pieces of this many bytes, each its own segment
     /// with a pause after it, so that the reader gets it in several reads.
     Pieces(Vec<u8>, usize),
@@ -39,6 +42,8 @@ pub struct FaultServer {
     pub last_head: Arc<Mutex<Vec<String>>>,
     /// Connections closed by `AnswerThenClose` (counted once the close has been sent).
     pub closed: Arc<AtomicUsize>,
+    /// Connections the client closed (their end of file read between requests).
+    pub ended_by_client: Arc<AtomicUsize>,
     /// Set by `close_idle`: `AnswerThenClose` connections close.
     pub close_now: Arc<(Mutex<bool>, Condvar)>,
 }
@@ -57,6 +62,9 @@ impl FaultServer {
     }
     pub fn closed(&self) -> usize {
         self.closed.load(Ordering::SeqCst)
+    }
+    pub fn ended_by_client(&self) -> usize {
+        self.ended_by_client.load(Ordering::SeqCst)
     }
     pub fn last_head(&self) -> Vec<String> {
         self.last_head.lock().unwrap().clone()
@@ -93,11 +101,16 @@ fn serve(
     count: Arc<AtomicUsize>,
     head: Arc<Mutex<Vec<String>>>,
     closed: Arc<AtomicUsize>,
+    ended: Arc<AtomicUsize>,
     close_now: Arc<(Mutex<bool>, Condvar)>,
 ) {
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
-    while read_request(&mut r, &head).is_some() {
+    loop {
+        if read_request(&mut r, &head).is_none() {
+            ended.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
         count.fetch_add(1, Ordering::SeqCst);
         let f = fault.lock().unwrap().clone();
         let res = match f {
@@ -155,6 +168,12 @@ fn serve(
                 closed.fetch_add(1, Ordering::SeqCst);
                 return;
             }
+            Fault::AnswerSayingClose(status, ct, body) => w
+                .write_all(
+                    format!("HTTP/1.1 {status} X\r\nContent-Type: {ct}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len())
+                        .as_bytes(),
+                )
+                .and_then(|_| w.write_all(&body)),
             Fault::Answer(status, ct, body) => w
                 .write_all(format!("HTTP/1.1 {status} X\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes())
                 .and_then(|_| w.write_all(&body)),
@@ -173,12 +192,14 @@ pub fn start() -> FaultServer {
     let last_head = Arc::new(Mutex::new(Vec::new()));
     let closed = Arc::new(AtomicUsize::new(0));
     let close_now = Arc::new((Mutex::new(false), Condvar::new()));
-    let (f, c, h, x, n) = (fault.clone(), requests.clone(), last_head.clone(), closed.clone(), close_now.clone());
+    let ended_by_client = Arc::new(AtomicUsize::new(0));
+    let (f, c, h, x, e, n) =
+        (fault.clone(), requests.clone(), last_head.clone(), closed.clone(), ended_by_client.clone(), close_now.clone());
     std::thread::spawn(move || {
         for s in listener.incoming().flatten() {
-            let (f, c, h, x, n) = (f.clone(), c.clone(), h.clone(), x.clone(), n.clone());
-            std::thread::spawn(move || serve(s, f, c, h, x, n));
+            let (f, c, h, x, e, n) = (f.clone(), c.clone(), h.clone(), x.clone(), e.clone(), n.clone());
+            std::thread::spawn(move || serve(s, f, c, h, x, e, n));
         }
     });
-    FaultServer { port, fault, requests, last_head, closed, close_now }
+    FaultServer { port, fault, requests, last_head, closed, ended_by_client, close_now }
 }

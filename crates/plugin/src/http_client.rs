@@ -5,9 +5,11 @@
 //! refused before accepting a single byte ([`OneWrite`]: head and body leave in one write);
 //! once any byte may have left, a failure is reported as "unknown", never retried.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -193,9 +195,10 @@ impl Client {
     }
 
     /// An HTTP/1.1 session on a pooled or new connection to `peer`, its stream wrapped so
-    /// that a request leaves in one write.
-    async fn session(&self, peer: &HttpPeer) -> pingora::Result<HttpSession> {
-        let stream = match self.idle.take(peer.reuse_hash()) {
+    /// that a request leaves in one write, and the pool's key for `peer` (to give it back).
+    async fn session(&self, peer: &HttpPeer) -> pingora::Result<(HttpSession, u64)> {
+        let key = peer.reuse_hash();
+        let stream = match self.idle.take(key) {
             Some(stream) => stream,
             None => {
                 // Boxed: making a connection (TLS included) is a ~8 KiB state machine; inline,
@@ -207,7 +210,7 @@ impl Client {
                 stream
             }
         };
-        Ok(HttpSession::new_with_options(OneWrite::wrap(stream), peer))
+        Ok((HttpSession::new_with_options(OneWrite::wrap(stream), peer), key))
     }
 
     /// Writes the request, head and body in one write: `NotSent` when the socket accepted
@@ -230,11 +233,14 @@ impl Client {
         }
     }
 
-    /// Returns the connection to the pool when its answer was read to the end.
-    async fn release(&self, mut session: HttpSession, peer: &HttpPeer, idle_timeout: Duration) {
+    /// Returns the connection to the pool when its answer was read to the end. Not async:
+    /// a connection kept alive is handed back at once; one that is not is closed (pingora's
+    /// `reuse` shuts it down, polled once here; what is left of that is done by dropping it).
+    fn release(&self, mut session: HttpSession, key: u64, idle_timeout: Duration) {
         session.respect_keepalive();
-        if let Some(stream) = session.reuse().await {
-            self.idle.put(peer.reuse_hash(), stream, idle_timeout);
+        let reuse = std::pin::pin!(session.reuse());
+        if let Poll::Ready(Some(stream)) = reuse.poll(&mut Context::from_waker(Waker::noop())) {
+            self.idle.put(key, stream, idle_timeout);
         }
     }
 
@@ -262,7 +268,7 @@ impl Client {
         // Through an egress proxy the proxy resolves the name: one address, the proxy's.
         route.addresses.refresh_if_due();
         let mut attempt = 0;
-        let (mut session, peer) = 'connected: {
+        let (mut session, key) = 'connected: {
             for round in 0..=route.connect_retries {
                 let candidates = if route.peer.proxy.is_some() { vec![route.target.addrs[0]] } else { route.addresses.candidates() };
                 for addr in candidates {
@@ -270,25 +276,10 @@ impl Client {
                         on_retry();
                     }
                     attempt += 1;
-                    let peer = route.peer_at(addr);
-                    match self.session(&peer).await {
-                        // A socket that takes nothing within the read timeout counts as "may have
-                        // left" (it has a request's bytes in its buffers): never retried.
-                        Ok(mut s) => match tokio::time::timeout(route.read_timeout, Self::write_request(&mut s, head()?, &body))
-                            .await
-                            .unwrap_or(Err(SendError::Unknown))
-                        {
-                            Ok(()) => {
-                                route.addresses.answered(addr);
-                                break 'connected (s, peer);
-                            }
-                            // The socket took none of it: nothing was sent.
-                            Err(SendError::NotSent) => {
-                                tracing::debug!("writing the request to {} ({addr}) failed before any byte left", route.target.authority)
-                            }
-                            // The server may have the request: no retry.
-                            Err(e) => return Err(e),
-                        },
+                    // The peer (~700 bytes) lives only while the session is made: the
+                    // call's future does not carry it across the exchange.
+                    let (mut s, key) = match self.session(&route.peer_at(addr)).await {
+                        Ok(made) => made,
                         Err(e) => {
                             use pingora::ErrorType::{HandshakeError, InvalidCert, TLSHandshakeFailure};
                             if matches!(e.etype(), TLSHandshakeFailure | InvalidCert | HandshakeError) {
@@ -300,8 +291,26 @@ impl Client {
                                 "connection attempt {attempt} to {} ({addr}) failed: {}",
                                 route.target.authority,
                                 e.etype().as_str()
-                            )
+                            );
+                            continue;
                         }
+                    };
+                    // A socket that takes nothing within the read timeout counts as "may have
+                    // left" (it has a request's bytes in its buffers): never retried.
+                    match tokio::time::timeout(route.read_timeout, Self::write_request(&mut s, head()?, &body))
+                        .await
+                        .unwrap_or(Err(SendError::Unknown))
+                    {
+                        Ok(()) => {
+                            route.addresses.answered(addr);
+                            break 'connected (s, key);
+                        }
+                        // The socket took none of it: nothing was sent.
+                        Err(SendError::NotSent) => {
+                            tracing::debug!("writing the request to {} ({addr}) failed before any byte left", route.target.authority)
+                        }
+                        // The server may have the request: no retry.
+                        Err(e) => return Err(e),
                     }
                 }
                 // No address answered: look the name up again, waiting for it only when
@@ -334,7 +343,7 @@ impl Client {
             Err(_) => return Err(SendError::Timeout),
         };
         if session.is_body_done() {
-            self.release(session, &peer, route.idle_timeout).await;
+            self.release(session, key, route.idle_timeout);
         }
         Ok(answer)
     }
