@@ -917,14 +917,25 @@ fn floor() {
         md5_256.push(wrk(s.proxy_port, MD5, 256, secs, &Load::Paysign, Some("1"), gw));
     }
     let speed_b = speed();
-    let (mut rsa_8, mut rsa_256) = (Vec::new(), Vec::new());
+    // Beside the gateway as shipped, a diagnostic one with its private-key work on the event
+    // loop (`offload_private_key_ops: false`), pinned the same way: their difference at 8
+    // connections is what handing the work to the worker thread costs per rsa call.
+    let inline = start_with(&d, Backend::AwsLc, false, true, "private_key_queue: 512\nmax_in_flight: 1024\nthreads: 1\n");
+    let inline_gw = inline.gateway.as_ref().unwrap().0.id();
+    pin(inline_gw, "0");
+    pin(inline._sandbox.0.id(), "1");
+    wrk(inline.proxy_port, RSA, 8, 1, &Load::Paysign, Some("1"), inline_gw);
+    let (mut rsa_8, mut rsa_256, mut rsa_inline) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..2 {
         rsa_8.push(wrk(s.proxy_port, RSA, 8, secs, &Load::Paysign, Some("1"), gw));
+        rsa_inline.push(wrk(inline.proxy_port, RSA, 8, secs, &Load::Paysign, Some("1"), inline_gw));
         rsa_256.push(wrk(s.proxy_port, RSA, 256, secs, &Load::Paysign, Some("1"), gw));
     }
+    drop(inline);
     let speed_c = speed();
     let both = |w: &[Wrk]| w[0].and(&w[1]);
-    let (hop, md5_8, md5_256, rsa_8, rsa_256) = (both(&hop), both(&md5_8), both(&md5_256), both(&rsa_8), both(&rsa_256));
+    let (hop, md5_8, md5_256, rsa_8, rsa_256, rsa_inline) =
+        (both(&hop), both(&md5_8), both(&md5_256), both(&rsa_8), both(&rsa_256), both(&rsa_inline));
     // µs per operation: md5 priced at the public rate around its runs, rsa at the rates
     // around its runs.
     let mean = |a: (f64, f64), b: (f64, f64)| (1e6 / ((a.0 + b.0) / 2.0), 1e6 / ((a.1 + b.1) / 2.0));
@@ -956,7 +967,7 @@ fn floor() {
     let rsa_mixed = saturating.join().unwrap();
     let ratio4 = mixed.p99_ms / alone.p99_ms;
 
-    let bad: u64 = [&md5_8, &md5_256, &rsa_8, &rsa_256, &alone, &mixed, &rsa_mixed].iter().map(|w| w.bad).sum();
+    let bad: u64 = [&md5_8, &md5_256, &rsa_8, &rsa_256, &rsa_inline, &alone, &mixed, &rsa_mixed].iter().map(|w| w.bad).sum();
     println!(
         "\npaysign at the floor: paysign and nginx pinned to core 0, wrk and the presealed sandbox on core 1; `openssl speed rsa2048` on core 0 before, between and after: {:.0} / {:.0} / {:.0} private/s, {:.0} / {:.0} / {:.0} public/s (md5 priced at {t_pub_md5:.1} µs per public operation, rsa at {t_priv:.0} µs per private and {t_pub:.1} µs per public).",
         speed_a.0, speed_b.0, speed_c.0, speed_a.1, speed_b.1, speed_c.1
@@ -1000,6 +1011,15 @@ fn floor() {
         mixed.p99_ms,
         rsa_mixed.rps,
         met(ratio4 <= 2.0)
+    );
+    // What the hand-off to the private-key worker costs (target 2's gap, in part).
+    println!(
+        "\nDiagnostic (target 2): the same rsa calls at 8 connections with the private-key work on the event loop (`offload_private_key_ops: false`, not shipped: it puts up to 2 ms of RSA in front of every cheap call): {:.0} calls/s, {:.2} ms of CPU per call ({:.3} of the crypto limit) against {:.2} ms offloaded — the hand-off to the worker costs {:.0} µs per rsa call.",
+        rsa_inline.rps,
+        per_req(&rsa_inline) / 1000.0,
+        rsa_inline.rps / rsa_limit,
+        per_req(&rsa_8) / 1000.0,
+        per_req(&rsa_8) - per_req(&rsa_inline)
     );
     // Why target 4 fails here: what this VM does to a core when the other one is busy.
     let (quiet, quiet_max) = vcpu_gaps(4, false);
