@@ -39,6 +39,14 @@ fn sealed(order: &str) -> (String, String) {
     (MD5_MERCHANT.into(), data["reqmsg"].as_str().unwrap().to_string())
 }
 
+/// The platform's envelope around [`sealed`]'s answer: a `200` that paysign verifies.
+fn verified_answer(order: &str) -> Vec<u8> {
+    let (customer, reqmsg) = sealed(order);
+    serde_json::json!({"code": "200", "success": true, "data": serde_json::json!({"customerNo": customer, "reqmsg": reqmsg}).to_string(), "msg": "ok"})
+        .to_string()
+        .into_bytes()
+}
+
 #[test]
 fn platform_faults_end_in_the_documented_errors() {
     let fs = fault_server::start();
@@ -164,9 +172,7 @@ fn misbehaving_callers_cost_nothing_and_reach_nothing() {
         gateway_extra: "client_body_timeout_ms: 2000\n".into(),
         ..Options::default()
     });
-    let (customer, reqmsg) = sealed("OK-1");
-    let ok = serde_json::json!({"code": "200", "success": true, "data": serde_json::json!({"customerNo": customer, "reqmsg": reqmsg}).to_string(), "msg": "ok"});
-    fs.set(Fault::Answer(200, "application/json", ok.to_string().into_bytes()));
+    fs.set(Fault::Answer(200, "application/json", verified_answer("OK-1")));
 
     // 100 slowloris connections: half a request head each, then silence.
     let lorises: Vec<TcpStream> = (0..100)
@@ -229,10 +235,7 @@ fn misbehaving_callers_cost_nothing_and_reach_nothing() {
 fn an_idle_connection_the_platform_closed_is_not_reused() {
     let fs = fault_server::start();
     let s = Stack::start(Options { sandbox: false, platform_port: Some(fs.port), merchants: &[MD5_MERCHANT], ..Options::default() });
-    let (customer, reqmsg) = sealed("OK-1");
-    let ok = serde_json::json!({"code": "200", "success": true, "data": serde_json::json!({"customerNo": customer, "reqmsg": reqmsg}).to_string(), "msg": "ok"})
-        .to_string()
-        .into_bytes();
+    let ok = verified_answer("OK-1");
     let call = |order: &str| s.post(BINDCARD, None, bindcard(order).to_string().as_bytes());
     let opened = || sample(&s.metrics(), "paysign_upstream_connections_opened_total");
 
@@ -261,10 +264,7 @@ fn an_idle_connection_the_platform_closed_is_not_reused() {
 fn a_connection_the_platform_said_close_on_is_closed_not_reused() {
     let fs = fault_server::start();
     let s = Stack::start(Options { sandbox: false, platform_port: Some(fs.port), merchants: &[MD5_MERCHANT], ..Options::default() });
-    let (customer, reqmsg) = sealed("OK-1");
-    let ok = serde_json::json!({"code": "200", "success": true, "data": serde_json::json!({"customerNo": customer, "reqmsg": reqmsg}).to_string(), "msg": "ok"})
-        .to_string()
-        .into_bytes();
+    let ok = verified_answer("OK-1");
     let opened = || sample(&s.metrics(), "paysign_upstream_connections_opened_total");
 
     fs.set(Fault::AnswerSayingClose(200, "application/json", ok));
