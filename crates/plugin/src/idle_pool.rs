@@ -40,6 +40,14 @@ struct Parked {
     until: Instant,
 }
 
+impl Parked {
+    /// Still within its idle timeout at `now`, and usable: the one rule for taking a
+    /// connection and for keeping it through a sweep.
+    fn reusable(&mut self, now: Instant) -> bool {
+        now < self.until && usable(&mut self.stream)
+    }
+}
+
 impl IdlePool {
     /// A pool that keeps at most `size` idle connections.
     pub fn new(size: usize) -> Self {
@@ -61,13 +69,13 @@ impl IdlePool {
     /// platform's keep-alive timeout).
     pub fn take(&self, key: u64) -> Option<Stream> {
         loop {
-            let Parked { mut stream, until, .. } = {
+            let mut p = {
                 let mut parked = self.shared.lock();
                 let i = parked.iter().position(|p| p.key == key)?;
                 parked.remove(i)?
             };
-            if Instant::now() < until && usable(&mut stream) {
-                return Some(stream);
+            if p.reusable(Instant::now()) {
+                return Some(p.stream);
             }
             // Dropped here, outside the lock: closed.
         }
@@ -134,7 +142,7 @@ impl Shared {
         {
             let mut parked = self.lock();
             for mut p in std::mem::take(&mut *parked) {
-                if p.until > now && usable(&mut p.stream) {
+                if p.reusable(now) {
                     parked.push_back(p);
                 } else {
                     closed.push(p);
