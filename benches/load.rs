@@ -866,18 +866,25 @@ fn vcpu_gaps(secs: u64, core1_busy: bool) -> (usize, f64) {
     (gaps.len(), gaps.iter().cloned().fold(0.0, f64::max))
 }
 
+/// A gateway (and its presealed sandbox) for the floor: the gateway pinned to core 0, the
+/// sandbox to core 1; private-key work offloaded or inline. Queue room for every connection: at
+/// 256 connections nothing is shed, every call counts. One event loop for the one core, as
+/// nginx has one worker process (two event loops on one core only switch between each other:
+/// twice the context switches, measured). Returns the stack and the gateway's pid.
+fn pinned(d: &Path, offload: bool) -> (Stack, u32) {
+    let s = start_with(d, Backend::AwsLc, offload, true, "private_key_queue: 512\nmax_in_flight: 1024\nthreads: 1\n");
+    let gw = s.gateway.as_ref().unwrap().0.id();
+    pin(gw, "0");
+    pin(s._sandbox.0.id(), "1");
+    (s, gw)
+}
+
 /// `floor`: paysign pinned to core 0, the load generator (wrk) and the presealed sandbox on
 /// core 1; nginx as the plain-hop floor on core 0; `openssl speed` on core 0 — all in this run.
 /// Every paysign answer must be a verified `0000`. Prints issue 12's four ratios.
 fn floor() {
     let d = dir();
-    // Queue room for every connection: at 256 connections nothing is shed, every call counts.
-    // One event loop for the one core, as nginx has one worker process (two event loops on one
-    // core only switch between each other: twice the context switches, measured).
-    let s = start_with(&d, Backend::AwsLc, true, true, "private_key_queue: 512\nmax_in_flight: 1024\nthreads: 1\n");
-    let gw = s.gateway.as_ref().unwrap().0.id();
-    pin(gw, "0");
-    pin(s._sandbox.0.id(), "1");
+    let (s, gw) = pinned(&d, true);
     let nginx_port = free_port();
     let ng = nginx(&d, nginx_port, s.sandbox_port);
     pin(ng.0.id(), "0");
@@ -920,10 +927,7 @@ fn floor() {
     // Beside the gateway as shipped, a diagnostic one with its private-key work on the event
     // loop (`offload_private_key_ops: false`), pinned the same way: their difference at 8
     // connections is what handing the work to the worker thread costs per rsa call.
-    let inline = start_with(&d, Backend::AwsLc, false, true, "private_key_queue: 512\nmax_in_flight: 1024\nthreads: 1\n");
-    let inline_gw = inline.gateway.as_ref().unwrap().0.id();
-    pin(inline_gw, "0");
-    pin(inline._sandbox.0.id(), "1");
+    let (inline, inline_gw) = pinned(&d, false);
     wrk(inline.proxy_port, RSA, 8, 1, &Load::Paysign, Some("1"), inline_gw);
     let (mut rsa_8, mut rsa_256, mut rsa_inline) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..2 {
