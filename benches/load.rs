@@ -10,7 +10,11 @@
 //! and open descriptors sampled), or
 //! `cargo bench --bench load -- attack` (a forged-notification flood next to ordinary calls,
 //! 1,000 concurrent rsa calls against the admission bounds, and genuine notifications from an
-//! allow-listed platform under a flood from elsewhere; see docs/operations.md). Loopback only;
+//! allow-listed platform under a flood from elsewhere; see docs/operations.md), or
+//! `cargo bench --bench load -- floor` (paysign against a plain nginx hop and `openssl speed`
+//! on one pinned core; see docs/performance.md), or
+//! `cargo bench --bench load -- profile [profile=rsa] [conns=N]` (where a call's CPU goes: the
+//! floor's pinned gateway under `perf record`, a flame graph and a table). Loopback only;
 //! every run is bounded by a request count and a time limit, and stops by itself.
 
 use std::io::Write as _;
@@ -362,6 +366,12 @@ fn main() {
     }
     if args.iter().any(|a| a == "floor") {
         floor();
+        return;
+    }
+    if args.iter().any(|a| a == "profile") {
+        let rsa = args.iter().any(|a| a == "profile=rsa");
+        let conns = args.iter().find_map(|a| a.strip_prefix("conns=")?.parse().ok()).unwrap_or(8);
+        profile(rsa, conns);
         return;
     }
     if args.iter().any(|a| a == "soak") {
@@ -1033,4 +1043,119 @@ fn floor() {
     );
     assert_eq!(bad, 0, "every answer must be a verified 0000");
     assert_eq!(hop.bad, 0, "every answer through nginx must be the presealed answer");
+}
+
+// ---------------------------------------------------------------- profile (where a call's CPU goes)
+
+/// `profile`: the floor's pinned gateway under wrk (md5 calls, or rsa with `profile=rsa`; 8
+/// connections or `conns=N`), `perf record` with DWARF call graphs on the gateway's threads,
+/// then a flame graph (`inferno`) in `target/profile/` and the CPU of a call by where it is
+/// spent: the crypto, the kernel, memory copies, the allocator, and each crate.
+fn profile(rsa: bool, conns: usize) {
+    let (merchant, name) = if rsa { (RSA, format!("rsa-{conns}")) } else { (MD5, format!("md5-{conns}")) };
+    let d = dir();
+    let (s, gw) = pinned(&d, true);
+    wrk(s.proxy_port, merchant, conns, 1, &Load::Paysign, Some("1"), gw); // warm up
+    let unprofiled = wrk(s.proxy_port, merchant, conns, 4, &Load::Paysign, Some("1"), gw);
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/profile");
+    std::fs::create_dir_all(&out).unwrap();
+    let (data, folded, svg) = (out.join(format!("{name}.perf.data")), out.join(format!("{name}.folded")), out.join(format!("{name}.svg")));
+    let _ = std::fs::remove_file(&data); // else perf keeps the last one as `.old`
+    let secs = 6;
+    let port = s.proxy_port;
+    let load = std::thread::spawn(move || wrk(port, merchant, conns, secs + 2, &Load::Paysign, Some("1"), gw));
+    std::thread::sleep(Duration::from_secs(1)); // inside the load's run (load, not sync)
+                                                // perf itself on core 1, beside wrk and the sandbox, not on the measured core.
+    let recorded = Command::new("taskset")
+        .args(["-c", "1", "perf", "record", "-F", "299", "--call-graph", "dwarf,16384", "-p", &gw.to_string(), "-o"])
+        .arg(&data)
+        .args(["--", "sleep", &secs.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let w = load.join().unwrap();
+    assert!(recorded.is_ok_and(|s| s.success()), "perf record (Debian: linux-perf)");
+    assert_eq!(w.bad + unprofiled.bad, 0, "every answer must be a verified 0000");
+    let sh = |script: String, what: &str| {
+        let ok = Command::new("sh").args(["-c", &script]).status().is_ok_and(|s| s.success());
+        assert!(ok, "{what}");
+    };
+    sh(
+        format!("perf script -i '{}' 2>/dev/null | inferno-collapse-perf --all > '{}'", data.display(), folded.display()),
+        "perf script | inferno-collapse-perf (cargo install inferno)",
+    );
+    sh(
+        format!(
+            "inferno-flamegraph --title 'paysign, {name} connections, pinned core ({} µs of CPU per call)' < '{}' > '{}'",
+            (w.cpu * 1e6 / w.requests.max(1) as f64).round(),
+            folded.display(),
+            svg.display()
+        ),
+        "inferno-flamegraph",
+    );
+
+    // Each sample by its innermost frame (a folded line's count is CPU time in ns).
+    let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+    let text = std::fs::read_to_string(&folded).unwrap();
+    for line in text.lines() {
+        let Some((stack, n)) = line.rsplit_once(' ') else { continue };
+        *by.entry(where_spent(stack)).or_default() += n.parse::<u64>().unwrap_or(0);
+    }
+    let total: u64 = by.values().sum();
+    let per_call = w.cpu * 1e6 / w.requests.max(1) as f64;
+    let mut rows: Vec<(String, u64)> = by.into_iter().collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+    println!(
+        "\nWhere a call's CPU goes: {name} connections, paysign pinned to core 0 (one event loop), wrk, the presealed sandbox and perf on core 1. Profiled: {:.0} calls/s, {per_call:.0} µs of CPU per call, {:.2} s of it sampled (299 Hz, DWARF call graphs); the same load unprofiled just before: {:.0} calls/s, {:.0} µs per call (the two differ by the profiler's cost and this VM's minute-to-minute noise). Flame graph: {}\n",
+        w.rps,
+        total as f64 / 1e9,
+        unprofiled.rps,
+        unprofiled.cpu * 1e6 / unprofiled.requests.max(1) as f64,
+        svg.display()
+    );
+    println!("| where | µs per call | share |");
+    println!("|---|---|---|");
+    for (k, n) in rows.iter().take(14) {
+        println!("| {k} | {:.1} | {:.1} % |", per_call * *n as f64 / total.max(1) as f64, 100.0 * *n as f64 / total.max(1) as f64);
+    }
+    let rest: u64 = rows.iter().skip(14).map(|r| r.1).sum();
+    println!("| the rest | {:.1} | {:.1} % |", per_call * rest as f64 / total.max(1) as f64, 100.0 * rest as f64 / total.max(1) as f64);
+}
+
+/// Where a sample belongs, by its innermost frame: the crypto, the kernel, memory copies, the
+/// allocator, or the crate its symbol is from — for the standard library's generic code
+/// (`core`, `alloc`, `std`, inlined into its caller), the crate that called it.
+fn where_spent(stack: &str) -> String {
+    for frame in stack.rsplit(';') {
+        let fixed = if frame.ends_with("_[k]") {
+            "kernel"
+        } else if frame.contains("aws_lc")
+            || ["bn_", "BN_", "constant_time_", "ctr_drbg", "CRYPTO_", "OPENSSL_", "RSA_"].iter().any(|p| frame.starts_with(p))
+        {
+            "crypto (AWS-LC)"
+        } else if ["memmove", "memcpy", "memset", "memcmp"].iter().any(|m| frame.contains(m)) {
+            "memory copies (libc)"
+        } else if ["_rjem", "jemalloc", "imalloc", "free_fastpath", "cache_bin_", "sz_", "arena_", "tcache_"]
+            .iter()
+            .any(|m| frame.contains(m))
+        {
+            "allocator (jemalloc)"
+        } else {
+            let symbol = frame.trim_start_matches(['<', '&', '*', '(', '[']).replace("mut ", "").replace("dyn ", "");
+            // A blanket impl (`<T as pingora_core::apps::ServerApp>::…`): the trait's crate.
+            let symbol = match symbol.split_once(" as ") {
+                Some((ty, tr)) if ty.len() <= 2 && ty.bytes().all(|b| b.is_ascii_uppercase()) => tr.to_string(),
+                _ => symbol,
+            };
+            match symbol.split(['<', ':', ' ']).next() {
+                // The standard library, or a method of a primitive type (`<u64>::wrapping_mul`).
+                Some("core" | "alloc" | "std") => continue,
+                Some(krate) if !krate.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => continue,
+                Some(krate) if symbol.contains("::") && !krate.is_empty() => return krate.to_string(),
+                _ => "other (libc, vdso, unknown)",
+            }
+        };
+        return fixed.to_string();
+    }
+    "the standard library".to_string()
 }
