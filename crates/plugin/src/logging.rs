@@ -18,6 +18,16 @@ use tracing_subscriber::Layer;
 use crate::log_writer;
 pub use crate::log_writer::timestamp;
 
+/// A line's `ts`, formatted (RFC 3339, see [`timestamp`]) only when the line is serialised:
+/// nothing is formatted for an access line that is not written.
+pub struct Now;
+
+impl serde::Serialize for Now {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&timestamp())
+    }
+}
+
 /// The most verbose level written (`tracing::Level` as 1 = error … 5 = trace).
 static MAX_LEVEL: AtomicU8 = AtomicU8::new(3);
 
@@ -144,6 +154,16 @@ pub fn new_request_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn now_is_serialised_as_the_moment_of_writing_in_rfc3339() {
+        let before = super::timestamp();
+        let json = serde_json::to_string(&super::Now).unwrap();
+        let after = super::timestamp();
+        let ts: String = serde_json::from_str(&json).unwrap();
+        assert_eq!((ts.len(), &ts[4..5], &ts[10..11], &ts[19..20], &ts[23..]), (24, "-", "T", ".", "Z"), "{ts}");
+        assert!(before <= ts && ts <= after, "{before} {ts} {after}");
+    }
+
     #[test]
     fn request_ids_are_32_lowercase_hex_digits_and_fresh() {
         let ids: std::collections::HashSet<String> = (0..1000).map(|_| super::new_request_id()).collect();

@@ -195,7 +195,7 @@ struct AccessLine<'a> {
     err_code: Option<&'a str>,
     latency_ms: f64,
     upstream_ms: Option<f64>,
-    ts: String,
+    ts: logging::Now,
     level: &'static str,
     msg: &'static str,
 }
@@ -416,7 +416,7 @@ impl ProxyHttp for Gateway {
             err_code: ctx.err_code.as_deref(),
             latency_ms: ms(took),
             upstream_ms: ctx.upstream.map(ms),
-            ts: logging::timestamp(),
+            ts: logging::Now,
             level: "info",
             msg: "access",
         });
