@@ -742,6 +742,33 @@ impl Wrk {
     }
 }
 
+/// A ratio measured in rounds: its median and every round's value.
+struct Rounds {
+    values: Vec<f64>,
+    median: f64,
+    /// The round whose value is the median.
+    median_round: usize,
+}
+
+impl Rounds {
+    fn of(n: usize, f: impl Fn(usize) -> f64) -> Rounds {
+        let values: Vec<f64> = (0..n).map(f).collect();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|a, b| values[*a].total_cmp(&values[*b]));
+        let median_round = order[n / 2];
+        Rounds { median: values[median_round], median_round, values }
+    }
+}
+
+impl std::fmt::Display for Rounds {
+    /// `1.128 (1.101 / 1.128 / 1.245)`: the median, then every round in the order they ran.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let digits = if self.median.abs() >= 10.0 { 0 } else { 3 };
+        let each: Vec<String> = self.values.iter().map(|v| format!("{v:.digits$}")).collect();
+        write!(f, "{:.digits$} ({})", self.median, each.join(" / "))
+    }
+}
+
 /// What `wrk` sends and what every answer must be.
 enum Load<'a> {
     /// The plaintext bindCard body to paysign: every answer a verified `0000`.
@@ -914,11 +941,12 @@ fn floor() {
     let nginx_port = free_port();
     let ng = nginx(&d, nginx_port, s.sandbox_port);
     pin(ng.0.id(), "0");
-    // This VM's cores change speed from one minute to the next (±20 % seen): each ratio's
-    // two sides are measured at the same moments. `openssl speed` runs before, between and
-    // after the paysign runs; each target prices its crypto at the two that bracket it.
-    let speed = || fixtures::openssl_speed(2, Some("0")).expect("openssl speed rsa2048 on core 0");
-    let speed_a = speed();
+    // This VM's cores change speed from one second to the next (±20 % within a minute seen):
+    // each ratio's two sides are measured at the same moments. The runs come in short rounds;
+    // `openssl speed` runs before every round and after the last, each round's crypto is priced
+    // at the two that bracket it, and each target is the median of its rounds (every round is
+    // printed).
+    let speed = || fixtures::openssl_speed(1, Some("0")).expect("openssl speed rsa2048 on core 0");
 
     // What one call's crypto is: blocks of the sealed request and of the answer.
     let business: serde_json::Map<String, serde_json::Value> = serde_json::from_str(BODY).unwrap();
@@ -936,55 +964,57 @@ fn floor() {
     let answer = String::from_utf8(presealed_answer(s.sandbox_port, MD5)).unwrap();
     let hop_load = Load::Hop { sealed: &sealed, answer: &answer };
 
-    let secs = 6;
+    let secs = 3;
     // Warm both up (connection pools, caches).
     wrk(s.proxy_port, MD5, 8, 1, &Load::Paysign, Some("1"), gw);
     wrk(nginx_port, MD5, 8, 1, &hop_load, Some("1"), ng.0.id());
-    // The nginx hop and md5 at 8 and 256 connections in turn, ROUNDS times, and rsa at 8 and
-    // 256 in turn, ROUNDS times, so that a slow moment of this VM does not land on one side
-    // only; each side is the sum of its runs, and targets 1 and 3 are also shown per round.
-    const ROUNDS: usize = 3;
+    // md5 rounds: the nginx hop, md5 at 8 and at 256 connections.
+    const MD5_ROUNDS: usize = 7;
+    let mut md5_speeds = vec![speed()];
     let (mut hop, mut md5_8, mut md5_256) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
+    for _ in 0..MD5_ROUNDS {
         hop.push(wrk(nginx_port, MD5, 8, secs, &hop_load, Some("1"), ng.0.id()));
         md5_8.push(wrk(s.proxy_port, MD5, 8, secs, &Load::Paysign, Some("1"), gw));
         md5_256.push(wrk(s.proxy_port, MD5, 256, secs, &Load::Paysign, Some("1"), gw));
+        md5_speeds.push(speed());
     }
-    let speed_b = speed();
-    // Beside the gateway as shipped, a diagnostic one with its private-key work on the event
-    // loop (`offload_private_key_ops: false`), pinned the same way: their difference at 8
-    // connections is what handing the work to the worker thread costs per rsa call.
+    // rsa rounds: at 8 connections, the same beside a diagnostic gateway with its private-key
+    // work on the event loop (`offload_private_key_ops: false`, pinned the same way: the
+    // difference is what handing the work to the worker thread costs per rsa call), at 256.
+    const RSA_ROUNDS: usize = 5;
     let (inline, inline_gw) = pinned(&d, false);
     wrk(inline.proxy_port, RSA, 8, 1, &Load::Paysign, Some("1"), inline_gw);
+    let mut rsa_speeds = vec![speed()];
     let (mut rsa_8, mut rsa_256, mut rsa_inline) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
+    for _ in 0..RSA_ROUNDS {
         rsa_8.push(wrk(s.proxy_port, RSA, 8, secs, &Load::Paysign, Some("1"), gw));
         rsa_inline.push(wrk(inline.proxy_port, RSA, 8, secs, &Load::Paysign, Some("1"), inline_gw));
         rsa_256.push(wrk(s.proxy_port, RSA, 256, secs, &Load::Paysign, Some("1"), gw));
+        rsa_speeds.push(speed());
     }
     drop(inline);
-    let speed_c = speed();
-    let (hop_runs, md5_8_runs, md5_256_runs) = (hop, md5_8, md5_256);
-    let (hop, md5_8, md5_256, rsa_8, rsa_256, rsa_inline) =
-        (Wrk::sum(&hop_runs), Wrk::sum(&md5_8_runs), Wrk::sum(&md5_256_runs), Wrk::sum(&rsa_8), Wrk::sum(&rsa_256), Wrk::sum(&rsa_inline));
-    // µs per operation: md5 priced at the public rate around its runs, rsa at the rates
-    // around its runs.
-    let mean = |a: (f64, f64), b: (f64, f64)| (1e6 / ((a.0 + b.0) / 2.0), 1e6 / ((a.1 + b.1) / 2.0));
-    let (_, t_pub_md5) = mean(speed_a, speed_b);
-    let (t_priv, t_pub) = mean(speed_b, speed_c);
-    // md5: encrypt the request (public) + type-1 open of the answer (public).
-    let md5_crypto = (md5_req + md5_resp) as f64 * t_pub_md5;
-    let rsa_limit = 1e6 / (rsa_priv as f64 * t_priv + rsa_pub as f64 * t_pub);
 
+    // µs per operation in round i: the mean of the rates measured before and after it.
+    let price = |speeds: &[(f64, f64)], i: usize| (2e6 / (speeds[i].0 + speeds[i + 1].0), 2e6 / (speeds[i].1 + speeds[i + 1].1));
     let per_req = |w: &Wrk| w.cpu * 1e6 / w.requests.max(1) as f64;
-    let (paysign_md5, nginx_hop) = (per_req(&md5_8), per_req(&hop));
-    let ratio1 = paysign_md5 / (nginx_hop + md5_crypto);
-    let rounds = |f: &dyn Fn(usize) -> f64| (0..ROUNDS).map(|i| format!("{:.3}", f(i))).collect::<Vec<_>>().join(" / ");
-    let ratio1_rounds = rounds(&|i| per_req(&md5_8_runs[i]) / (per_req(&hop_runs[i]) + md5_crypto));
-    let ratio3_rounds = rounds(&|i| md5_256_runs[i].rps / md5_8_runs[i].rps);
-    let ratio2 = rsa_8.rps.min(rsa_256.rps) / rsa_limit;
-    let drop_md5 = 1.0 - md5_256.rps / md5_8.rps;
-    let drop_rsa = 1.0 - rsa_256.rps / rsa_8.rps;
+    // md5: encrypt the request (public) + type-1 open of the answer (public).
+    let md5_crypto = |i: usize| (md5_req + md5_resp) as f64 * price(&md5_speeds, i).1;
+    let rsa_limit = |i: usize| {
+        let (t_priv, t_pub) = price(&rsa_speeds, i);
+        1e6 / (rsa_priv as f64 * t_priv + rsa_pub as f64 * t_pub)
+    };
+    let ratio1 = Rounds::of(MD5_ROUNDS, |i| per_req(&md5_8[i]) / (per_req(&hop[i]) + md5_crypto(i)));
+    let ratio2 = Rounds::of(RSA_ROUNDS, |i| rsa_8[i].rps.min(rsa_256[i].rps) / rsa_limit(i));
+    let ratio3_md5 = Rounds::of(MD5_ROUNDS, |i| md5_256[i].rps / md5_8[i].rps);
+    let ratio3_rsa = Rounds::of(RSA_ROUNDS, |i| rsa_256[i].rps / rsa_8[i].rps);
+    let inline_ratio = Rounds::of(RSA_ROUNDS, |i| rsa_inline[i].rps / rsa_limit(i));
+    let handoff = Rounds::of(RSA_ROUNDS, |i| per_req(&rsa_8[i]) - per_req(&rsa_inline[i]));
+    // The median round's figures, for the printout.
+    let (m1, m2) = (ratio1.median_round, ratio2.median_round);
+    let (hop_m, md5_8_m, rsa_8_m, rsa_256_m) = (&hop[m1], &md5_8[m1], &rsa_8[m2], &rsa_256[m2]);
+    let md5_all = (Wrk::sum(&md5_8), Wrk::sum(&md5_256));
+    let (hop, md5_8, md5_256, rsa_8, rsa_256, rsa_inline) =
+        (Wrk::sum(&hop), md5_all.0, md5_all.1, Wrk::sum(&rsa_8), Wrk::sum(&rsa_256), Wrk::sum(&rsa_inline));
 
     // Mixed load, the two cores shared as they are: a fresh paysign as shipped (two event
     // loops, nothing pinned); cheap md5 calls alone, then next to saturating rsa calls.
@@ -993,51 +1023,54 @@ fn floor() {
     let gw = s.gateway.as_ref().unwrap().0.id();
     wrk(s.proxy_port, MD5, 2, 1, &Load::Paysign, None, gw); // warm up
     wait_idle(s.admin_port);
-    let alone = wrk(s.proxy_port, MD5, 2, secs, &Load::Paysign, None, gw);
+    let mixed_secs = 6;
+    let alone = wrk(s.proxy_port, MD5, 2, mixed_secs, &Load::Paysign, None, gw);
     let port = s.proxy_port;
-    let saturating = std::thread::spawn(move || wrk(port, RSA, 16, secs + 2, &Load::Paysign, None, gw));
+    let saturating = std::thread::spawn(move || wrk(port, RSA, 16, mixed_secs + 2, &Load::Paysign, None, gw));
     std::thread::sleep(Duration::from_millis(700)); // let the rsa load ramp up (load, not sync)
-    let mixed = wrk(s.proxy_port, MD5, 2, secs, &Load::Paysign, None, gw);
+    let mixed = wrk(s.proxy_port, MD5, 2, mixed_secs, &Load::Paysign, None, gw);
     let rsa_mixed = saturating.join().unwrap();
     let ratio4 = mixed.p99_ms / alone.p99_ms;
 
     let bad: u64 = [&md5_8, &md5_256, &rsa_8, &rsa_256, &rsa_inline, &alone, &mixed, &rsa_mixed].iter().map(|w| w.bad).sum();
+    let speeds =
+        |v: &[(f64, f64)], which: fn(&(f64, f64)) -> f64| v.iter().map(|x| format!("{:.0}", which(x))).collect::<Vec<_>>().join(" / ");
     println!(
-        "\npaysign at the floor: paysign and nginx pinned to core 0, wrk and the presealed sandbox on core 1; `openssl speed rsa2048` on core 0 before, between and after: {:.0} / {:.0} / {:.0} private/s, {:.0} / {:.0} / {:.0} public/s (md5 priced at {t_pub_md5:.1} µs per public operation, rsa at {t_priv:.0} µs per private and {t_pub:.1} µs per public).",
-        speed_a.0, speed_b.0, speed_c.0, speed_a.1, speed_b.1, speed_c.1
+        "\npaysign at the floor: paysign and nginx pinned to core 0, wrk and the presealed sandbox on core 1; {MD5_ROUNDS} md5 rounds (the nginx hop, md5 at 8 and at 256 connections, {secs} s each) and {RSA_ROUNDS} rsa rounds (rsa at 8, inline at 8, rsa at 256), `openssl speed rsa2048` on core 0 before each round and after the last: md5 rounds {} public/s; rsa rounds {} private/s, {} public/s. Each target is the median of its rounds, each round priced at the speeds around it.",
+        speeds(&md5_speeds, |x| x.1),
+        speeds(&rsa_speeds, |x| x.0),
+        speeds(&rsa_speeds, |x| x.1)
     );
     println!("Calls: md5 = {md5_req} + {md5_resp} public blocks; rsa = {rsa_priv} private + {rsa_pub} public operations. Answers not verified (must be 0): {bad}; nginx hop answers not the presealed answer (must be 0): {}.\n", hop.bad);
-    println!("| target | measured | ratio | target ratio | met |");
+    println!("| target | measured (the median round) | ratio: median (every round) | target ratio | met |");
     println!("|---|---|---|---|---|");
     let met = |ok: bool| if ok { "yes" } else { "no" };
+    let (paysign_md5, nginx_hop, crypto_md5) = (per_req(md5_8_m), per_req(hop_m), md5_crypto(m1));
     println!(
-        "| 1. md5 CPU per request ≤ 1.15 × (nginx hop + crypto at openssl speed) | paysign {paysign_md5:.0} µs; nginx hop {nginx_hop:.0} µs + crypto {md5_crypto:.0} µs = {:.0} µs ({:.0} µs of paysign's own work above the hop) | {ratio1:.3} (rounds {ratio1_rounds}) | ≤ 1.15 | {} |",
-        nginx_hop + md5_crypto,
-        paysign_md5 - nginx_hop - md5_crypto,
-        met(ratio1 <= 1.15)
+        "| 1. md5 CPU per request ≤ 1.15 × (nginx hop + crypto at openssl speed) | paysign {paysign_md5:.0} µs; nginx hop {nginx_hop:.0} µs + crypto {crypto_md5:.0} µs = {:.0} µs ({:.0} µs of paysign's own work above the hop) | {ratio1} | ≤ 1.15 | {} |",
+        nginx_hop + crypto_md5,
+        paysign_md5 - nginx_hop - crypto_md5,
+        met(ratio1.median <= 1.15)
     );
     println!(
-        "| 2. rsa calls/s ≥ 0.95 × crypto limit at 8 and 256 connections | {:.0} / {:.0} calls/s; limit {rsa_limit:.0}; paysign CPU {:.2} ms per call ({:.0} % of the core) against {:.2} ms of crypto | {ratio2:.3} | ≥ 0.95 | {} |",
-        rsa_8.rps,
-        rsa_256.rps,
-        per_req(&rsa_8) / 1000.0,
-        100.0 * rsa_8.cpu / (ROUNDS as u64 * secs) as f64,
-        1000.0 / rsa_limit,
-        met(ratio2 >= 0.95)
+        "| 2. rsa calls/s ≥ 0.95 × crypto limit at 8 and 256 connections | {:.0} / {:.0} calls/s; limit {:.0}; paysign CPU {:.2} ms per call ({:.0} % of the core) against {:.2} ms of crypto | {ratio2} | ≥ 0.95 | {} |",
+        rsa_8_m.rps,
+        rsa_256_m.rps,
+        rsa_limit(m2),
+        per_req(rsa_8_m) / 1000.0,
+        100.0 * rsa_8_m.cpu / secs as f64,
+        1000.0 / rsa_limit(m2),
+        met(ratio2.median >= 0.95)
     );
     println!(
-        "| 3. throughput 8 → 256 connections falls ≤ 5 % | md5 {:.0} → {:.0}/s ({:+.1} %, {ROUNDS} alternating runs each; paysign's core {:.0} % → {:.0} % busy); rsa {:.0} → {:.0}/s ({:+.1} %) | {:.3} (md5 rounds {ratio3_rounds}) / {:.3} | ≥ 0.95 | {} |",
+        "| 3. throughput 8 → 256 connections falls ≤ 5 % | all rounds: md5 {:.0} → {:.0}/s (paysign's core {:.0} % → {:.0} % busy); rsa {:.0} → {:.0}/s | md5 {ratio3_md5}; rsa {ratio3_rsa} | ≥ 0.95 | {} |",
         md5_8.rps,
         md5_256.rps,
-        -drop_md5 * 100.0,
-        100.0 * md5_8.cpu / (ROUNDS as u64 * secs) as f64,
-        100.0 * md5_256.cpu / (ROUNDS as u64 * secs) as f64,
+        100.0 * md5_8.cpu / (MD5_ROUNDS as u64 * secs) as f64,
+        100.0 * md5_256.cpu / (MD5_ROUNDS as u64 * secs) as f64,
         rsa_8.rps,
         rsa_256.rps,
-        -drop_rsa * 100.0,
-        1.0 - drop_md5,
-        1.0 - drop_rsa,
-        met(drop_md5 <= 0.05 && drop_rsa <= 0.05)
+        met(ratio3_md5.median >= 0.95 && ratio3_rsa.median >= 0.95)
     );
     println!(
         "| 4. cheap md5 calls' p99 next to saturating rsa calls ≤ 2 × alone (2 cores shared) | {:.2} ms alone → {:.2} ms mixed ({:.0} rsa calls/s beside) | {ratio4:.2} | ≤ 2 | {} |",
@@ -1048,12 +1081,10 @@ fn floor() {
     );
     // What the hand-off to the private-key worker costs (target 2's gap, in part).
     println!(
-        "\nDiagnostic (target 2): the same rsa calls at 8 connections with the private-key work on the event loop (`offload_private_key_ops: false`, not shipped: it puts up to 2 ms of RSA in front of every cheap call): {:.0} calls/s, {:.2} ms of CPU per call ({:.3} of the crypto limit) against {:.2} ms offloaded — the hand-off to the worker costs {:.0} µs per rsa call.",
+        "\nDiagnostic (target 2): the same rsa calls at 8 connections with the private-key work on the event loop (`offload_private_key_ops: false`, not shipped: it puts up to 2 ms of RSA in front of every cheap call): all rounds {:.0} calls/s, {:.2} ms of CPU per call against {:.2} ms offloaded; of the crypto limit {inline_ratio}; the hand-off to the worker costs {handoff} µs per rsa call.",
         rsa_inline.rps,
         per_req(&rsa_inline) / 1000.0,
-        rsa_inline.rps / rsa_limit,
         per_req(&rsa_8) / 1000.0,
-        per_req(&rsa_8) - per_req(&rsa_inline)
     );
     // Why target 4 fails here: what this VM does to a core when the other one is busy.
     let (quiet, quiet_max) = vcpu_gaps(4, false);
