@@ -1177,12 +1177,33 @@ fn profile(rsa: bool, conns: usize) {
 /// allocator, or the crate its symbol is from — for the standard library's generic code
 /// (`core`, `alloc`, `std`, inlined into its caller), the crate that called it.
 fn where_spent(stack: &str) -> String {
+    // AWS-LC's exported symbols carry its prefix; its internal ones (which a truncated DWARF
+    // unwind through its assembly may leave without an exported caller) are named by family.
+    let aws_lc = |frame: &str| {
+        frame.contains("aws_lc")
+            || [
+                "bn_",
+                "BN_",
+                "rsaz_",
+                "RSAZ_",
+                "rsa_",
+                "RSA_",
+                "pkey_",
+                "EVP_",
+                "constant_time_",
+                "ctr_drbg",
+                "rand_",
+                "CRYPTO_",
+                "OPENSSL_",
+            ]
+            .iter()
+            .any(|p| frame.starts_with(p))
+    };
     for frame in stack.rsplit(';') {
         let fixed = if frame.ends_with("_[k]") {
             "kernel"
-        } else if frame.contains("aws_lc")
-            || ["bn_", "BN_", "constant_time_", "ctr_drbg", "CRYPTO_", "OPENSSL_", "RSA_"].iter().any(|p| frame.starts_with(p))
-        {
+        } else if stack.split(';').any(aws_lc) {
+            // Work on the crypto's behalf (its copies, its allocations through libc) is the crypto's.
             "crypto (AWS-LC)"
         } else if ["memmove", "memcpy", "memset", "memcmp"].iter().any(|m| frame.contains(m)) {
             "memory copies (libc)"
