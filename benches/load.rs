@@ -934,7 +934,8 @@ fn pinned(d: &Path, offload: bool) -> (Stack, u32) {
 
 /// `floor`: paysign pinned to core 0, the load generator (wrk) and the presealed sandbox on
 /// core 1; nginx as the plain-hop floor on core 0; `openssl speed` on core 0 — all in this run.
-/// Every paysign answer must be a verified `0000`. Prints issue 12's four ratios.
+/// Every paysign answer must be a verified `0000`. Prints issue 12's four ratios, each the
+/// median of short rounds priced at the `openssl speed` measured around each round.
 fn floor() {
     let d = dir();
     let (s, gw) = pinned(&d, true);
