@@ -1138,7 +1138,7 @@ fn profile(rsa: bool, conns: usize) {
     );
     sh(
         format!(
-            "inferno-flamegraph --title 'paysign, {name} connections, pinned core ({} µs of CPU per call)' < '{}' > '{}'",
+            "inferno-flamegraph --countname ns --title 'paysign, {name} connections, pinned core ({} µs of CPU per call)' < '{}' > '{}'",
             (w.cpu * 1e6 / w.requests.max(1) as f64).round(),
             folded.display(),
             svg.display()
