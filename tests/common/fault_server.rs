@@ -159,29 +159,27 @@ fn serve(
                 Ok(())
             })(),
             Fault::AnswerThenClose(status, ct, body) => {
-                let _ = w
-                    .write_all(format!("HTTP/1.1 {status} X\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes())
-                    .and_then(|_| w.write_all(&body));
+                let _ = answer(&mut w, status, ct, "", &body);
                 let (flag, signal) = &*close_now;
                 drop(signal.wait_while(flag.lock().unwrap(), |now| !*now).unwrap());
                 let _ = w.shutdown(std::net::Shutdown::Both);
                 closed.fetch_add(1, Ordering::SeqCst);
                 return;
             }
-            Fault::AnswerSayingClose(status, ct, body) => w
-                .write_all(
-                    format!("HTTP/1.1 {status} X\r\nContent-Type: {ct}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len())
-                        .as_bytes(),
-                )
-                .and_then(|_| w.write_all(&body)),
-            Fault::Answer(status, ct, body) => w
-                .write_all(format!("HTTP/1.1 {status} X\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes())
-                .and_then(|_| w.write_all(&body)),
+            Fault::AnswerSayingClose(status, ct, body) => answer(&mut w, status, ct, "Connection: close\r\n", &body),
+            Fault::Answer(status, ct, body) => answer(&mut w, status, ct, "", &body),
         };
         if res.is_err() {
             return;
         }
     }
+}
+
+/// A complete answer: the status line, `Content-Type`, any `extra` header lines (each ending in
+/// CRLF), `Content-Length`, then the body.
+fn answer(w: &mut TcpStream, status: u16, ct: &str, extra: &str, body: &[u8]) -> std::io::Result<()> {
+    w.write_all(format!("HTTP/1.1 {status} X\r\nContent-Type: {ct}\r\n{extra}Content-Length: {}\r\n\r\n", body.len()).as_bytes())?;
+    w.write_all(body)
 }
 
 pub fn start() -> FaultServer {
