@@ -1013,9 +1013,8 @@ fn floor() {
     // The median round's figures, for the printout.
     let (m1, m2) = (ratio1.median_round, ratio2.median_round);
     let (hop_m, md5_8_m, rsa_8_m, rsa_256_m) = (&hop[m1], &md5_8[m1], &rsa_8[m2], &rsa_256[m2]);
-    let md5_all = (Wrk::sum(&md5_8), Wrk::sum(&md5_256));
     let (hop, md5_8, md5_256, rsa_8, rsa_256, rsa_inline) =
-        (Wrk::sum(&hop), md5_all.0, md5_all.1, Wrk::sum(&rsa_8), Wrk::sum(&rsa_256), Wrk::sum(&rsa_inline));
+        (Wrk::sum(&hop), Wrk::sum(&md5_8), Wrk::sum(&md5_256), Wrk::sum(&rsa_8), Wrk::sum(&rsa_256), Wrk::sum(&rsa_inline));
 
     // Mixed load, the two cores shared as they are: a fresh paysign as shipped (two event
     // loops, nothing pinned); cheap md5 calls alone, then next to saturating rsa calls.
@@ -1200,13 +1199,16 @@ fn where_spent(stack: &str) -> String {
             .iter()
             .any(|p| frame.starts_with(p))
     };
+    // Kernel frames are the innermost; work on the crypto's behalf (its copies, its allocations
+    // through libc) is the crypto's.
+    if stack.rsplit(';').next().is_some_and(|leaf| leaf.ends_with("_[k]")) {
+        return "kernel".to_string();
+    }
+    if stack.split(';').any(aws_lc) {
+        return "crypto (AWS-LC)".to_string();
+    }
     for frame in stack.rsplit(';') {
-        let fixed = if frame.ends_with("_[k]") {
-            "kernel"
-        } else if stack.split(';').any(aws_lc) {
-            // Work on the crypto's behalf (its copies, its allocations through libc) is the crypto's.
-            "crypto (AWS-LC)"
-        } else if ["memmove", "memcpy", "memset", "memcmp"].iter().any(|m| frame.contains(m)) {
+        let fixed = if ["memmove", "memcpy", "memset", "memcmp"].iter().any(|m| frame.contains(m)) {
             "memory copies (libc)"
         } else if ["_rjem", "jemalloc", "imalloc", "free_fastpath", "cache_bin_", "sz_", "arena_", "tcache_"]
             .iter()
