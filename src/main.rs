@@ -58,7 +58,7 @@ enum Command {
         #[arg(short, long = "config", value_name = "FILE", required = true)]
         configs: Vec<PathBuf>,
     },
-    /// Print the canonical string, sign and envelope that would be sent for stdin's plaintext.
+    /// Print the canonical string, sign and envelope that would be sent for stdin's plaintext (exit 1 when --path validation refuses it).
     Seal {
         #[arg(short, long, default_value = "conf/paysign.yaml")]
         config: PathBuf,
@@ -223,8 +223,12 @@ fn dispatch(command: Command) -> Result<(), String> {
         Command::Check { configs } => check(&configs),
         Command::Seal { config, merchant, path } => {
             let m = tools::merchant(&gateway(&config)?, merchant.as_deref())?;
-            print!("{}", tools::seal(&m, path.as_deref(), &stdin()?)?);
-            Ok(())
+            let report = tools::seal(&m, path.as_deref(), &stdin()?)?;
+            print!("{}", report.text);
+            match report.refused {
+                Some(code) => Err(format!("validation refuses this request (errCode {code}); the gateway would not send it")),
+                None => Ok(()),
+            }
         }
         Command::Open { config, merchant } => {
             let m = tools::merchant(&gateway(&config)?, merchant.as_deref())?;

@@ -10,9 +10,11 @@ use serde_json::{Map, Value};
 
 use paysign_plugin::config::Config;
 use paysign_protocol::crypto::keys::{self, AnyKey};
+use paysign_protocol::canonical::Part;
 use paysign_protocol::crypto::{segmented, signature, CryptoError};
 use paysign_protocol::schema::Endpoints;
-use paysign_protocol::{canonicalize, Business, Merchant, MerchantKeys};
+use paysign_protocol::envelope::{ANSWER_ONLY, NOTIFICATION_REQUIRED};
+use paysign_protocol::{Business, Merchant, MerchantKeys, OpenError, Opened};
 
 /// Picks `--merchant`, or the only configured merchant.
 pub fn merchant(cfg: &Config, named: Option<&str>) -> Result<Arc<Merchant>, String> {
@@ -22,14 +24,26 @@ pub fn merchant(cfg: &Config, named: Option<&str>) -> Result<Arc<Merchant>, Stri
     }
 }
 
-/// `paysign seal`: the canonical string, `sign` and the envelope that would be sent.
-pub fn seal(m: &Merchant, path: Option<&str>, input: &str) -> Result<String, String> {
-    let business = match serde_json::from_str::<Value>(input) {
-        Ok(Value::Object(o)) => o,
-        Ok(_) => return Err("input is not a JSON object".into()),
-        Err(e) => return Err(format!("input is not JSON: {e}")),
+/// What `paysign seal` printed, and the errCode of the validation that refused the request
+/// (the command then exits 1: the gateway would not send it).
+pub struct SealReport {
+    pub text: String,
+    pub refused: Option<&'static str>,
+}
+
+/// `paysign seal`: the canonical string, `sign` and the envelope that would be sent. The
+/// input is read as the gateway reads a caller's body (numbers keep the caller's text).
+pub fn seal(m: &Merchant, path: Option<&str>, input: &str) -> Result<SealReport, String> {
+    let business = match Business::parse(input.as_bytes()) {
+        Ok(b) => b,
+        Err(paysign_protocol::envelope::NotAnObject::OtherValue) => return Err("input is not a JSON object".into()),
+        Err(paysign_protocol::envelope::NotAnObject::NotJson) => {
+            let why = serde_json::from_str::<Value>(input).err().map(|e| e.to_string()).unwrap_or_default();
+            return Err(format!("input is not JSON: {why}"));
+        }
     };
     let mut out = String::new();
+    let mut refused = None;
     let _ = writeln!(out, "merchant:  {} (profile {})", m.customer_no, m.profile().as_str());
     if let Some(p) = path {
         let endpoints = Endpoints::builtin()?;
@@ -40,6 +54,7 @@ pub fn seal(m: &Merchant, path: Option<&str>, input: &str) -> Result<String, Str
                 }
                 Err(bad) => {
                     let _ = writeln!(out, "validate:  errCode {} — {} (paysign would refuse this request)", bad.code, bad.message);
+                    refused = Some(bad.code);
                 }
             },
             None => {
@@ -47,7 +62,6 @@ pub fn seal(m: &Merchant, path: Option<&str>, input: &str) -> Result<String, Str
             }
         }
     }
-    let business = Business::from_map(&business);
     let canonical = business.canonical();
     let _ = writeln!(out, "canonical: {canonical}");
     let sign = match &m.keys {
@@ -58,20 +72,56 @@ pub fn seal(m: &Merchant, path: Option<&str>, input: &str) -> Result<String, Str
     let sealed = m.seal(business).map_err(|e| e.to_string())?;
     let _ = writeln!(out, "chunk:     {} bytes per RSA block", m.chunk_size);
     let _ = writeln!(out, "envelope:  {}", String::from_utf8_lossy(&sealed.body));
-    Ok(out)
+    Ok(SealReport { text: out, refused })
 }
 
 /// `paysign open`: every step of opening a response or notification, and whether it
 /// verifies. Returns the report and whether the signature verified.
+///
+/// The verdict is the gateway's own: a response envelope goes through
+/// [`Merchant::open_response`] and `{"customerNo","reqmsg"}` (a notification) through
+/// [`Merchant::open_notification_observed`], the functions the proxy and the notification
+/// listener call; the steps before it only explain.
 pub fn open(m: &Merchant, input: &str) -> (String, bool) {
     let mut out = String::new();
-    let verified = open_steps(m, input.trim(), &mut out).is_ok();
+    let input = input.trim();
+    let steps_ok = open_steps(m, input, &mut out).is_ok();
+    let notification = matches!(serde_json::from_str::<Value>(input), Ok(Value::Object(ref o)) if o.contains_key("reqmsg"));
+    let verdict = if notification {
+        match serde_json::from_str::<Value>(input) {
+            Ok(Value::Object(data)) => m.open_notification_observed(&data, &()),
+            _ => Err(OpenError::Envelope("body is not a JSON object")),
+        }
+    } else {
+        m.open_response(input.as_bytes())
+    };
+    let verified = matches!(verdict, Ok(Opened::Verified { .. }));
+    if let Err(e) = &verdict {
+        if steps_ok {
+            // The gateway refuses what the steps above let through: say why.
+            let step = if *e == OpenError::NotANotification { "notification:" } else { "gateway:" };
+            let _ = writeln!(out, "{step:<10} FAILED: {e}");
+        }
+        if *e == OpenError::NotANotification {
+            let _ = writeln!(
+                out,
+                "           a notification carries {} and none of {} (an answer cannot pose as one)",
+                NOTIFICATION_REQUIRED.join(", "),
+                ANSWER_ONLY.join(", ")
+            );
+        }
+    } else if verified && notification {
+        let _ = writeln!(out, "notification: ok ({} present)", NOTIFICATION_REQUIRED.join(", "));
+    }
+    let _ = writeln!(out, "result:    {}", if verified { "VERIFIED" } else { "NOT VERIFIED" });
+    if let Err(e) = &verdict {
+        let _ = writeln!(out, "reason:    {} (the gateway's metric label)", e.reason());
+    }
     (out, verified)
 }
 
 fn fail(out: &mut String, step: &str, why: String) -> Result<(), ()> {
     let _ = writeln!(out, "{step:<10} FAILED: {why}");
-    let _ = writeln!(out, "result:    NOT VERIFIED");
     Err(())
 }
 
@@ -82,7 +132,7 @@ fn open_steps(m: &Merchant, input: &str, out: &mut String) -> Result<(), ()> {
         _ => return fail(out, "input:", "not a JSON object".into()),
     };
     let data: Map<String, Value> = if outer.contains_key("reqmsg") {
-        let _ = writeln!(out, "input:     notification (or response data): {{customerNo, reqmsg}}");
+        let _ = writeln!(out, "input:     notification: {{customerNo, reqmsg}} (to open an answer, give its whole envelope)");
         outer
     } else {
         let code = outer.get("code").map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_string)).unwrap_or_default();
@@ -166,20 +216,34 @@ fn open_steps(m: &Merchant, input: &str, out: &mut String) -> Result<(), ()> {
             return fail(out, "plaintext:", why.into());
         }
     };
-    let _ = writeln!(out, "plaintext: {text}");
-    let fields = match serde_json::from_str::<Value>(&text) {
-        Ok(Value::Object(f)) => f,
-        _ => return fail(out, "plaintext:", "not a JSON object".into()),
+    let text = match text.strip_prefix('\u{feff}') {
+        Some(rest) => {
+            let _ = writeln!(out, "bom:       a UTF-8 byte-order mark before the JSON, skipped");
+            rest
+        }
+        None => text.as_str(),
     };
-    if let Some(c) = fields.get("customerNo").and_then(Value::as_str) {
-        if c != m.customer_no {
-            return fail(out, "customerNo:", format!("customerNo mismatch inside the plaintext: {c:?}, the merchant is {}", m.customer_no));
+    let _ = writeln!(out, "plaintext: {text}");
+    // Read as the gateway reads it: numbers keep their text as the platform wrote it.
+    let Ok(fields) = Business::parse(text.as_bytes()) else {
+        return fail(out, "plaintext:", "not a JSON object".into());
+    };
+    match fields.get("customerNo") {
+        None | Some(Part::Json("null")) => {}
+        Some(Part::Text(c)) if c == m.customer_no => {}
+        Some(other) => {
+            return fail(
+                out,
+                "customerNo:",
+                format!("customerNo mismatch inside the plaintext: {}, the merchant is {}", other.to_value(), m.customer_no),
+            )
         }
     }
-    let canonical = canonicalize(&fields);
+    let canonical = fields.canonical();
     let _ = writeln!(out, "canonical: {canonical}");
-    let Some(sign) = fields.get("sign").and_then(Value::as_str) else {
-        return fail(out, "signature:", "the plaintext has no sign".into());
+    let sign = match fields.get("sign") {
+        Some(Part::Text(s)) if !s.is_empty() => s,
+        _ => return fail(out, "signature:", "the plaintext has no sign".into()),
     };
     let ok = match &m.keys {
         MerchantKeys::Md5 { md5_key, .. } => {
@@ -200,7 +264,6 @@ fn open_steps(m: &Merchant, input: &str, out: &mut String) -> Result<(), ()> {
         return fail(out, "signature:", "SHA256withRSA does not verify under the platform public key".into());
     }
     let _ = writeln!(out, "signature: ok ({})", m.profile().as_str());
-    let _ = writeln!(out, "result:    VERIFIED");
     Ok(())
 }
 

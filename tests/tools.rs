@@ -188,3 +188,26 @@ fn every_subcommand_has_help_and_the_binary_has_a_version() {
     assert_eq!(code, 2);
     assert!(stderr.contains("--config <FILE>"), "{stderr}");
 }
+
+/// `seal` exits 1 when its own validation says the gateway would refuse the request (it still
+/// prints what it found), and signs the caller's number text as written, as the gateway does.
+#[test]
+fn seal_exits_1_when_validation_refuses_and_keeps_the_callers_number_text() {
+    let cfg = config("md5");
+    let cfg = cfg.to_str().unwrap();
+    let mut missing = bindcard("SEAL-1");
+    missing.as_object_mut().unwrap().remove("mobile");
+    let mut invalid = bindcard("SEAL-2");
+    invalid["userType"] = Value::String("NOBODY".into());
+    for (body, code) in [(missing, "1003"), (invalid, "1002")] {
+        let (status, out, stderr) = run_paysign(&["seal", "-c", cfg, "--path", BINDCARD], &[], &body.to_string());
+        assert_eq!(status, 1, "{out}");
+        assert!(line(&out, "validate:").starts_with(&format!("errCode {code} — ")), "{out}");
+        assert!(out.contains("\nenvelope:  {"), "{out}");
+        assert_eq!(stderr.trim_end().lines().last(), Some(&*format!("paysign: validation refuses this request (errCode {code}); the gateway would not send it")));
+    }
+    // Without --path nothing is validated: exit 0. Numbers keep the caller's text.
+    let (status, out, _) = run_paysign(&["seal", "-c", cfg], &[], r#"{"orderNo":"SEAL-3","amount":1.0E10,"o":{"r": 5.0E-4}}"#);
+    assert_eq!(status, 0, "{out}");
+    assert_eq!(line(&out, "canonical:"), r#"amount=1.0E10&o={"r":5.0E-4}&orderNo=SEAL-3"#);
+}

@@ -5,7 +5,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use paysign_protocol::canonical::Part;
 use paysign_protocol::schema::Endpoints;
 use paysign_protocol::{canonicalize, Business};
 use serde_json::Value;
@@ -16,9 +15,12 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(business.is_ok(), matches!(parsed, Ok(Value::Object(_))));
     let (Ok(Value::Object(mut obj)), Ok(business)) = (parsed, business) else { return };
     let c = canonicalize(&obj);
-    assert_eq!(business.canonical(), c);
+    // A parsed map rewrites an exponent (`1E3` → `1e+3`); the business keeps the text.
+    if !has_exponent(&Value::Object(obj.clone())) {
+        assert_eq!(business.canonical(), c);
+    }
     for (name, value) in &obj {
-        assert_eq!(business.get(name), Some(Part::of(value)), "{name}");
+        assert_eq!(business.get(name).map(|p| p.to_value()).as_ref(), Some(value), "{name}");
     }
     if let Ok(eps) = Endpoints::builtin() {
         for ep in eps.iter() {
@@ -32,3 +34,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(html.matches("<script").count(), 1, "{html}");
     }
 });
+
+fn has_exponent(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.to_string().contains(['e', 'E']),
+        Value::Array(a) => a.iter().any(has_exponent),
+        Value::Object(o) => o.values().any(has_exponent),
+        _ => false,
+    }
+}

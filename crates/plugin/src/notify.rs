@@ -214,12 +214,12 @@ async fn open(
 ) -> Result<(String, Map<String, Value>), Outcome> {
     let m = merchant.clone();
     let opened = match merchant.profile() {
-        Profile::Rsa => match executor.run_unauthenticated(move || m.open_data_observed(&data, &metrics::CryptoTimings)).await {
+        Profile::Rsa => match executor.run_unauthenticated(move || m.open_notification_observed(&data, &metrics::CryptoTimings)).await {
             Ok(opened) => opened,
             Err(ExecError::Overloaded) => return Err(outcome("shed", 503)),
             Err(ExecError::Panicked) => return Err(outcome("internal", 500)),
         },
-        Profile::Md5 => m.open_data_observed(&data, &metrics::CryptoTimings),
+        Profile::Md5 => m.open_notification_observed(&data, &metrics::CryptoTimings),
     };
     match opened {
         Ok(Opened::Verified { plaintext, .. }) => {
@@ -233,6 +233,12 @@ async fn open(
             Err(match e {
                 OpenError::Envelope(_) => outcome("malformed", 400),
                 OpenError::CustomerMismatch => outcome("wrong_merchant", 400),
+                // Genuine (md5: a valid type-1 block) but not UTF-8: a charset problem to fix
+                // with the platform, not a forgery.
+                OpenError::NotUtf8 => outcome("not_utf8", 400),
+                // Signed by the platform, but an answer (or another message) posing as a
+                // notification: never forwarded.
+                OpenError::NotANotification => outcome("not_notification", 400),
                 // One answer for every cryptographic failure: no oracle.
                 OpenError::Ciphertext(_) | OpenError::Plaintext | OpenError::Signature => outcome("forged", 400),
             })

@@ -5,11 +5,12 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::canonical::{canonical_of, Part};
+use super::canonical::{canonical_of, push_compact, Part};
 use crate::crypto::{segmented, signature, CryptoError, PrivateKey, PublicKey, Secret};
 
 /// Which signing/encryption scheme a merchant uses.
@@ -100,10 +101,15 @@ pub enum OpenError {
     CustomerMismatch,
     #[error("reqmsg does not decode: {0}")]
     Ciphertext(CryptoError),
-    #[error("opened reqmsg is not a UTF-8 JSON object")]
+    #[error("opened reqmsg is not UTF-8")]
+    NotUtf8,
+    #[error("opened reqmsg is not a JSON object")]
     Plaintext,
     #[error("sign is missing or does not verify")]
     Signature,
+    /// Verified, but not shaped as a notification (an answer posing as one).
+    #[error("verified, but not a notification (an answer's shape, or a notification's fields missing)")]
+    NotANotification,
 }
 
 impl OpenError {
@@ -114,7 +120,9 @@ impl OpenError {
             OpenError::CustomerMismatch => "customer_mismatch",
             OpenError::Ciphertext(CryptoError::Encoding) => "encoding",
             OpenError::Ciphertext(_) => "padding",
+            OpenError::NotUtf8 => "not_utf8",
             OpenError::Plaintext => "plaintext",
+            OpenError::NotANotification => "not_notification",
             OpenError::Signature => "signature",
         }
     }
@@ -185,10 +193,13 @@ struct Named<'a> {
     at: usize,
 }
 
-/// A member's value: a string (borrowed unless it holds escapes), or any other JSON value.
+/// A member's value: a string (borrowed unless it holds escapes), or any other JSON value as
+/// its text exactly as written (borrowed): a number keeps the sender's text (Java writes
+/// `1.0E10`, which serde_json's own reading would turn into `1.0e+10`), and that text is what
+/// the sender signed.
 enum Member<'a> {
     Str(Cow<'a, str>),
-    Json(Value),
+    Json(Cow<'a, str>),
 }
 
 /// Why a text is not one JSON object.
@@ -278,7 +289,7 @@ impl<'a> Business<'a> {
             .map(|(at, (name, value))| {
                 let value = match value {
                     Value::String(s) => Member::Str(Cow::Borrowed(s.as_str())),
-                    other => Member::Json(other.clone()),
+                    other => Member::Json(Cow::Owned(other.to_string())),
                 };
                 Named { name: Cow::Borrowed(name.as_str()), value, at }
             })
@@ -324,10 +335,17 @@ impl<'a> Business<'a> {
         for m in in_order {
             let _ = serde_json::to_writer(&mut out, m.name.as_ref());
             out.push(b':');
-            let _ = match &m.value {
-                Member::Str(s) => serde_json::to_writer(&mut out, s.as_ref()),
-                Member::Json(v) => serde_json::to_writer(&mut out, v),
-            };
+            match &m.value {
+                Member::Str(s) => {
+                    let _ = serde_json::to_writer(&mut out, s.as_ref());
+                }
+                // The caller's number text is what is signed, so it is what is sent.
+                Member::Json(text) => {
+                    let mut compact = String::with_capacity(text.len());
+                    push_compact(&mut compact, text);
+                    out.extend_from_slice(compact.as_bytes());
+                }
+            }
             out.push(b',');
         }
         out.extend_from_slice(b"\"sign\":");
@@ -341,14 +359,14 @@ impl Member<'_> {
     fn part(&self) -> Part<'_> {
         match self {
             Member::Str(s) => Part::Text(s),
-            Member::Json(v) => Part::Json(v),
+            Member::Json(t) => Part::Json(t),
         }
     }
 
     fn into_owned(self) -> Member<'static> {
         match self {
             Member::Str(s) => Member::Str(Cow::Owned(s.into_owned())),
-            Member::Json(v) => Member::Json(v),
+            Member::Json(t) => Member::Json(Cow::Owned(t.into_owned())),
         }
     }
 }
@@ -383,68 +401,44 @@ struct Text<'a>(Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for Text<'de> {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        match de.deserialize_any(MemberVisitor)? {
-            Member::Str(s) => Ok(Text(s)),
-            Member::Json(_) => Err(serde::de::Error::custom("a member name is a string")),
-        }
+        de.deserialize_str(TextVisitor).map(Text)
     }
 }
 
-impl<'de> Deserialize<'de> for Member<'de> {
-    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        de.deserialize_any(MemberVisitor)
-    }
-}
+struct TextVisitor;
 
-/// Strings kept as text; every other value handed to `serde_json::Value`'s own reading (so
-/// numbers keep the text arbitrary_precision gives them).
-struct MemberVisitor;
-
-impl<'de> Visitor<'de> for MemberVisitor {
-    type Value = Member<'de>;
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Cow<'de, str>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
+        f.write_str("a JSON string")
     }
 
     fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Member::Str(Cow::Borrowed(v)))
+        Ok(Cow::Borrowed(v))
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Member::Str(Cow::Owned(v.to_owned())))
+        Ok(Cow::Owned(v.to_owned()))
     }
 
     fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Member::Str(Cow::Owned(v)))
+        Ok(Cow::Owned(v))
     }
+}
 
-    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Member::Json(Value::Bool(v)))
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Member::Json(Value::from(v)))
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Member::Json(Value::from(v)))
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Member::Json(Value::from(v)))
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Member::Json(Value::Null))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(Member::Json)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        Value::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Member::Json)
+/// Every value is first taken as its raw text (borrowed from the input); a string is then
+/// decoded (borrowed when it holds no escape), anything else kept as written.
+impl<'de> Deserialize<'de> for Member<'de> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let raw = <&'de RawValue>::deserialize(de)?.get();
+        match raw.as_bytes().first() {
+            Some(b'"') => match raw.get(1..raw.len() - 1) {
+                Some(inner) if !inner.contains('\\') => Ok(Member::Str(Cow::Borrowed(inner))),
+                _ => serde_json::from_str::<String>(raw).map(|s| Member::Str(Cow::Owned(s))).map_err(serde::de::Error::custom),
+            },
+            _ => Ok(Member::Json(Cow::Borrowed(raw))),
+        }
     }
 }
 
@@ -524,15 +518,20 @@ impl Merchant {
         })?;
         let code_ok = match outer.get("code") {
             Some(Member::Str(s)) => s == "200",
-            Some(Member::Json(Value::Number(n))) => n.to_string() == "200",
-            _ => false,
+            Some(Member::Json(n)) => n == "200",
+            None => false,
         };
-        let success = matches!(outer.get("success"), Some(Member::Json(Value::Bool(true))));
+        let success = matches!(outer.get("success"), Some(Member::Json(t)) if t == "true");
         if !code_ok || !success {
             let code = match outer.get("code") {
                 Some(Member::Str(s)) => s.to_string(),
-                Some(Member::Json(Value::Null)) | None => String::new(),
-                Some(Member::Json(other)) => other.to_string(),
+                Some(Member::Json(t)) if t == "null" => String::new(),
+                None => String::new(),
+                Some(Member::Json(other)) => {
+                    let mut code = String::with_capacity(other.len());
+                    push_compact(&mut code, other);
+                    code
+                }
             };
             let msg = match outer.get("msg") {
                 Some(Member::Str(s)) => s.to_string(),
@@ -543,19 +542,19 @@ impl Merchant {
             }
             return Ok(Opened::PlatformFailure { code, msg });
         }
-        match outer.take("data") {
-            Some(Member::Str(text)) => {
-                let mut data = Object::parse(text.as_bytes()).map_err(|e| {
-                    OpenError::Envelope(match e {
-                        NotAnObject::NotJson => "data is not JSON text",
-                        NotAnObject::OtherValue => "data is not a JSON object",
-                    })
-                })?;
-                self.open_members(DataMembers { customer_no: data.take_str("customerNo"), reqmsg: data.take_str("reqmsg") }, obs)
-            }
-            Some(Member::Json(Value::Object(data))) => self.open_data_observed(&data, obs),
-            _ => Err(OpenError::Envelope("data is missing")),
-        }
+        let (text, what) = match outer.take("data") {
+            Some(Member::Str(text)) => (text, "data is not JSON text"),
+            // Already an object (written as received: its raw text, read once more below).
+            Some(Member::Json(text)) if text.starts_with('{') => (text, "data is not JSON text"),
+            _ => return Err(OpenError::Envelope("data is missing")),
+        };
+        let mut data = Object::parse(text.as_bytes()).map_err(|e| {
+            OpenError::Envelope(match e {
+                NotAnObject::NotJson => what,
+                NotAnObject::OtherValue => "data is not a JSON object",
+            })
+        })?;
+        self.open_members(DataMembers { customer_no: data.take_str("customerNo"), reqmsg: data.take_str("reqmsg") }, obs)
     }
 
     /// Opens `{"customerNo", "reqmsg"}` (a response's `data`, or a notification body).
@@ -571,6 +570,11 @@ impl Merchant {
 
     /// Opens `data` from its two members: `customerNo` checked, `reqmsg` opened and verified.
     fn open_members(&self, data: DataMembers<'_>, obs: &dyn Observer) -> Result<Opened, OpenError> {
+        self.open_members_as(data, obs, None)
+    }
+
+    /// [`Self::open_members`], then (when `kind` is given) the verified plaintext's shape.
+    fn open_members_as(&self, data: DataMembers<'_>, obs: &dyn Observer, kind: Option<Domain>) -> Result<Opened, OpenError> {
         match data.customer_no.as_deref() {
             Some(c) if c == self.customer_no => {}
             Some(_) => return Err(OpenError::CustomerMismatch),
@@ -596,10 +600,22 @@ impl Merchant {
             }
         }
         .map_err(OpenError::Ciphertext)?;
-        let plaintext = String::from_utf8(raw).map_err(|_| OpenError::Plaintext)?;
+        // md5: the bytes came out of valid type-1 blocks, so the platform really sent them and
+        // a charset problem gets its own reason. rsa: implicit rejection turns a forged block
+        // into random bytes, so bytes that are not UTF-8 are what a forgery looks like.
+        let mut plaintext = String::from_utf8(raw).map_err(|_| match self.keys {
+            MerchantKeys::Md5 { .. } => OpenError::NotUtf8,
+            MerchantKeys::Rsa { .. } => OpenError::Plaintext,
+        })?;
+        // Java writers may put a UTF-8 BOM first; `sign` covers the canonical string, not the
+        // bytes, so skipping one weakens nothing (and the plaintext handed on starts with `{`).
+        if plaintext.starts_with(BOM) {
+            plaintext.drain(..BOM.len_utf8());
+        }
         let answer = Object::parse(plaintext.as_bytes()).map_err(|_| OpenError::Plaintext)?;
         match answer.get("customerNo") {
-            None | Some(Member::Json(Value::Null)) => {}
+            None => {}
+            Some(Member::Json(t)) if t == "null" => {}
             Some(Member::Str(c)) if *c == self.customer_no => {}
             Some(_) => return Err(OpenError::CustomerMismatch),
         }
@@ -623,9 +639,55 @@ impl Merchant {
             Some(Member::Str(c)) => Some(c.to_string()),
             _ => None,
         };
+        if let Some(kind) = kind {
+            kind.check(&answer)?;
+        }
         drop(answer);
         obs.platform_key(&self.customer_no, verified_by);
         Ok(Opened::Verified { plaintext, err_code })
+    }
+
+    /// Opens a notification body `{"customerNo", "reqmsg"}` like an answer's `data`, and
+    /// accepts it only when its verified plaintext is shaped as a notification (see
+    /// [`NOTIFICATION_REQUIRED`]): an answer, which is signed by the same key, cannot pose
+    /// as one. The gateway's notification listener and `paysign open` both use this.
+    pub fn open_notification_observed(&self, data: &Map<String, Value>, obs: &dyn Observer) -> Result<Opened, OpenError> {
+        let member = |name| data.get(name).and_then(Value::as_str).map(Cow::Borrowed);
+        self.open_members_as(DataMembers { customer_no: member("customerNo"), reqmsg: member("reqmsg") }, obs, Some(Domain::Notification))
+    }
+}
+
+/// A leading byte-order mark, as some Java writers emit before JSON.
+const BOM: char = '\u{feff}';
+
+/// Members a verified notification must carry (non-empty): a bindCard notification's result.
+/// The platform's answers never carry `bindStatus`.
+pub const NOTIFICATION_REQUIRED: &[&str] = &["orderNo", "bindStatus"];
+
+/// Members only an answer carries (the bank form of a bindCard answer): a message holding any
+/// of them is never a notification.
+pub const ANSWER_ONLY: &[&str] = &["submitUrl", "submitMethod", "submitParams"];
+
+/// Which kind of signed message is expected, where the kinds must not be confused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Domain {
+    Notification,
+}
+
+impl Domain {
+    fn check(self, fields: &Object<'_>) -> Result<(), OpenError> {
+        match self {
+            Domain::Notification => {
+                if ANSWER_ONLY.iter().any(|name| fields.get(name).is_some()) {
+                    return Err(OpenError::NotANotification);
+                }
+                let present = |name: &&str| fields.get(name).is_some_and(|m| !m.part().is_absent());
+                if !NOTIFICATION_REQUIRED.iter().all(present) {
+                    return Err(OpenError::NotANotification);
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -662,9 +724,9 @@ mod tests {
     fn business_members() {
         let mut b = Business::parse(br#"{"customerNo":"1","n":null,"e":"","x":"a","x":"b","j":{"k":1}}"#).unwrap();
         assert!(matches!(b.get("x"), Some(Part::Text("b"))));
-        assert!(matches!(b.get("n"), Some(Part::Json(Value::Null))));
+        assert!(matches!(b.get("n"), Some(Part::Json("null"))));
         assert!(matches!(b.get("e"), Some(Part::Text(""))));
-        assert!(matches!(b.get("j"), Some(Part::Json(Value::Object(_)))));
+        assert!(matches!(b.get("j"), Some(Part::Json(r#"{"k":1}"#))));
         assert!(b.get("missing").is_none());
         assert!(b.remove("customerNo"));
         assert!(!b.remove("customerNo"));
@@ -678,10 +740,10 @@ mod tests {
     fn object_members_and_what_is_not_an_object() {
         let mut o = Object::parse(br#"{"b":[1, {"c":2}],"\u0061":"x","a":"y\/z","n":12.50,"t":true,"f":"ab"}"#).unwrap();
         let Some(Member::Json(b)) = o.get("b") else { panic!("b is not read as JSON") };
-        assert_eq!(b.to_string(), r#"[1,{"c":2}]"#);
+        assert_eq!(b, r#"[1, {"c":2}]"#, "kept as written");
         let Some(Member::Json(n)) = o.get("n") else { panic!("n is not read as JSON") };
         assert_eq!(n.to_string(), "12.50");
-        assert!(matches!(o.get("t"), Some(Member::Json(Value::Bool(true)))));
+        assert!(matches!(o.get("t"), Some(Member::Json(Cow::Borrowed("true")))));
         assert!(matches!(o.get("f"), Some(Member::Str(Cow::Borrowed("ab")))));
         assert_eq!(o.take_str("a"), Some(Cow::Owned::<str>("y/z".into())));
         assert_eq!((o.take_str("a"), o.take_str("b"), o.take_str("missing")), (None, None, None));
@@ -707,7 +769,7 @@ mod tests {
             r#"{ "b" : "2" , "a" : "x&y" , "c" : "" , "n" : 10 , "z" : null , "sign" : "s" }"#,
             r#"{"a":"first","b":1,"a":"last","sign":"x","sign":""}"#,
             r#"{"\u0061":"escaped name","a\"q":"v\n\u4e2d","€":"non-ascii 中文","A":"upper"}"#,
-            r#"{"amt":1.50,"neg":-0,"exp":2e2,"t":true,"f":false,"o":{"k": [1, {"x": 2.50}], "e": {}},"arr":[ ]}"#,
+            r#"{"amt":1.50,"neg":-0,"exp":2e+2,"t":true,"f":false,"o":{"k": [1, {"x": 2.50}], "e": {}},"arr":[ ]}"#,
             r#"{"errCode":1000,"customerNo":null}"#,
             r#"{}"#,
         ];
@@ -716,10 +778,7 @@ mod tests {
             let members = Object::parse(text.as_bytes()).unwrap();
             assert_eq!(members.canonical(), canonicalize(&map), "{text}");
             for name in ["customerNo", "sign", "errCode", "a", "amt", "o", "missing"] {
-                let ours = members.get(name).map(|m| match m {
-                    Member::Str(s) => Value::String(s.to_string()),
-                    Member::Json(v) => v.clone(),
-                });
+                let ours = members.get(name).map(|m| m.part().to_value());
                 assert_eq!(ours.as_ref(), map.get(name), "{text}: {name}");
             }
         }
@@ -735,5 +794,91 @@ mod tests {
         // A customerNo that needs escaping is escaped (configuration is checked, but the
         // envelope never depends on that).
         assert_eq!(wrap("a\"b", "QQ=="), br#"{"customerNo":"a\"b","reqmsg":"QQ=="}"#);
+    }
+
+    /// Numbers as Java prints doubles keep their text: in the canonical string (what the
+    /// platform signed) and in a request's plaintext (what the caller signed through us).
+    #[test]
+    fn exponent_numbers_keep_the_text_as_written() {
+        let text = r#"{"amount":1.0E10,"rate":5.0E-4,"limits":{"max":2.5E3, "min":1e2},"n":-1E+2,"orderNo":"J1","sign":"S"}"#;
+        let o = Object::parse(text.as_bytes()).unwrap();
+        assert_eq!(o.canonical(), r#"amount=1.0E10&limits={"max":2.5E3,"min":1e2}&n=-1E+2&orderNo=J1&rate=5.0E-4"#);
+        // A parsed map cannot say it: the reason messages are verified from their text.
+        assert_eq!(canonicalize(&fields_of(text)), r#"amount=1.0e+10&limits={"max":2.5e+3,"min":1e+2}&n=-1e+2&orderNo=J1&rate=5.0e-4"#);
+        let business = Business::parse(text.as_bytes()).unwrap();
+        assert_eq!(
+            String::from_utf8(business.signed_json("X", 0)).unwrap(),
+            r#"{"amount":1.0E10,"rate":5.0E-4,"limits":{"max":2.5E3,"min":1e2},"n":-1E+2,"orderNo":"J1","sign":"X"}"#
+        );
+    }
+
+    #[cfg(feature = "platform")]
+    fn md5_pair() -> (Merchant, crate::platform::Platform, crate::platform::PlatformMerchant) {
+        // The test-only platform key of tests/fixtures (compiled in: this crate does no I/O).
+        let pem = include_str!("../../../tests/fixtures/keys/platform_private.pem");
+        let private = Arc::new(crate::crypto::keys::load_private(pem, false).unwrap());
+        let public = Arc::new(private.public().clone());
+        let key = Secret::new("k".into());
+        let m = Merchant {
+            customer_no: "C1".into(),
+            keys: MerchantKeys::Md5 { md5_key: key.clone(), platform_public: public },
+            chunk_size: 245,
+            rollover: None,
+        };
+        let p = crate::platform::Platform { private, previous: None };
+        let pm = crate::platform::PlatformMerchant {
+            customer_no: "C1".into(),
+            keys: crate::platform::PlatformMerchantKeys::Md5 { md5_key: key },
+            previous: None,
+        };
+        (m, p, pm)
+    }
+
+    /// Signs `text` (JSON without `sign`) over its own canonical string, as the platform would.
+    #[cfg(feature = "platform")]
+    fn platform_message(p: &crate::platform::Platform, pm: &crate::platform::PlatformMerchant, text: &str, bom: bool) -> Map<String, Value> {
+        let canonical = Object::parse(text.as_bytes()).unwrap().canonical();
+        let sign = p.sign_canonical(pm, &canonical).unwrap();
+        let mut signed = format!("{},\"sign\":\"{sign}\"}}", &text[..text.len() - 1]);
+        if bom {
+            signed.insert(0, BOM);
+        }
+        let reqmsg = p.encrypt(pm, signed.as_bytes()).unwrap();
+        let mut data = Map::new();
+        data.insert("customerNo".into(), Value::String("C1".into()));
+        data.insert("reqmsg".into(), Value::String(reqmsg));
+        data
+    }
+
+    #[cfg(feature = "platform")]
+    #[test]
+    fn java_numbers_a_bom_and_the_notification_domain() {
+        let (m, p, pm) = md5_pair();
+        let answer = r#"{"orderNo":"J1","customerNo":"C1","errCode":"0000","submitUrl":"https://b","amount":1.0E10}"#;
+        let notification = r#"{"orderNo":"J1","customerNo":"C1","bindStatus":"SUCCESS","errCode":"0000","rate":5.0E-4}"#;
+        for bom in [false, true] {
+            let Ok(Opened::Verified { plaintext, err_code }) = m.open_data(&platform_message(&p, &pm, answer, bom)) else {
+                panic!("the answer does not verify (bom {bom})")
+            };
+            assert!(plaintext.starts_with("{\"orderNo\":\"J1\"") && plaintext.contains("\"amount\":1.0E10,"), "{plaintext}");
+            assert_eq!(err_code.as_deref(), Some("0000"));
+            // The same answer offered as a notification: refused after verifying.
+            assert_eq!(m.open_notification_observed(&platform_message(&p, &pm, answer, bom), &()).unwrap_err(), OpenError::NotANotification);
+            assert!(matches!(m.open_notification_observed(&platform_message(&p, &pm, notification, bom), &()), Ok(Opened::Verified { .. })));
+        }
+        // An answer without the bank form (a 2104) lacks the notification's own fields.
+        let repeated = r#"{"orderNo":"J1","customerNo":"C1","errCode":"2104","errMessage":"dup"}"#;
+        assert_eq!(m.open_notification_observed(&platform_message(&p, &pm, repeated, false), &()).unwrap_err(), OpenError::NotANotification);
+        // A customerNo that is a number is another merchant's, however it is written.
+        let numeric = r#"{"orderNo":"J1","customerNo":1,"bindStatus":"SUCCESS"}"#;
+        assert_eq!(m.open_data(&platform_message(&p, &pm, numeric, false)).unwrap_err(), OpenError::CustomerMismatch);
+        // Two BOMs are not JSON; bytes that are not UTF-8 (md5: genuinely sent) have their own reason.
+        let mut two = platform_message(&p, &pm, notification, true);
+        let twice = format!("{BOM}{BOM}{notification}");
+        two.insert("reqmsg".into(), Value::String(p.encrypt(&pm, twice.as_bytes()).unwrap()));
+        assert_eq!(m.open_data(&two).unwrap_err(), OpenError::Plaintext);
+        let mut gbk = two;
+        gbk.insert("reqmsg".into(), Value::String(p.encrypt(&pm, b"{\"a\":\"\xd6\xd0\"}").unwrap()));
+        assert_eq!(m.open_data(&gbk).unwrap_err().reason(), "not_utf8");
     }
 }

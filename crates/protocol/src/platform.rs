@@ -77,7 +77,7 @@ impl Platform {
         reqmsg: &str,
     ) -> Result<(String, Map<String, Value>, bool), OpenError> {
         let raw = segmented::decrypt(private, reqmsg).map_err(OpenError::Ciphertext)?;
-        let text = String::from_utf8(raw).map_err(|_| OpenError::Plaintext)?;
+        let text = String::from_utf8(raw).map_err(|_| OpenError::NotUtf8)?;
         let fields = match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(f)) => f,
             _ => return Err(OpenError::Plaintext),
@@ -99,10 +99,15 @@ impl Platform {
 
     /// Computes the response `sign` for `fields` (md5: shared key; rsa: platform private key).
     pub fn sign(&self, m: &PlatformMerchant, fields: &Map<String, Value>) -> Result<String, CryptoError> {
-        let canonical = canonicalize(fields);
+        self.sign_canonical(m, &canonicalize(fields))
+    }
+
+    /// The response `sign` over a canonical string made elsewhere (e.g. from JSON text whose
+    /// numbers must keep their exact text).
+    pub fn sign_canonical(&self, m: &PlatformMerchant, canonical: &str) -> Result<String, CryptoError> {
         match &m.keys {
-            PlatformMerchantKeys::Md5 { md5_key } => Ok(signature::md5_sign(&canonical, md5_key)),
-            PlatformMerchantKeys::Rsa { .. } => signature::rsa_sign(&self.private, &canonical),
+            PlatformMerchantKeys::Md5 { md5_key } => Ok(signature::md5_sign(canonical, md5_key)),
+            PlatformMerchantKeys::Rsa { .. } => signature::rsa_sign(&self.private, canonical),
         }
     }
 

@@ -94,10 +94,7 @@ impl Endpoint {
     /// Checks `obj` against the table, in table order; the first problem wins.
     pub fn validate(&self, obj: &impl Fields) -> Result<(), Invalid> {
         for f in &self.fields {
-            let value = match obj.field(&f.name) {
-                None | Some(Part::Json(Value::Null) | Part::Text("")) => None,
-                Some(v) => Some(v),
-            };
+            let value = obj.field(&f.name).filter(|v| !v.is_absent());
             let Some(value) = value else {
                 if f.required {
                     return Err(Invalid {

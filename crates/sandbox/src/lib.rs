@@ -8,6 +8,9 @@
 //! `TAMPER-SIGN-` (sign no longer matches), `TAMPER-CUSTOMER-` (another customerNo),
 //! `TAMPER-CIPHER-` (a corrupted ciphertext byte), `TAMPER-PLATFORM-` (platform failure
 //! envelope), `TAMPER-HTML-` (an HTML 502 page), `STALL-` (answers after `stall_ms`).
+//! Java platforms' quirks, in answers and in notifications: `JDK-NUM-` adds numbers as Java
+//! prints doubles (`"amount":1.0E10,"rate":5.0E-4,"limits":{"max":2.5E3}`, signed as written),
+//! `JDK-BOM-` puts a UTF-8 BOM before the plaintext's JSON (`JDK-NUM-BOM-`: both).
 //!
 //! Notifications: after a successful bindCard/create the sandbox POSTs a sealed notification
 //! to the request's `bindNotifyUrl` (loopback addresses only), and `POST /__sandbox/notify`
@@ -218,7 +221,7 @@ impl Sandbox {
             }
         }
         // Fault-injection and page-test orders may be repeated; real ones are unique.
-        let fresh = !["TAMPER-", "STALL-", "H5-"].iter().any(|p| order_no.starts_with(p));
+        let fresh = !["TAMPER-", "STALL-", "H5-", "JDK-"].iter().any(|p| order_no.starts_with(p));
         let first =
             self.state.orders.lock().map(|mut seen| !fresh || seen.insert((m.customer_no.clone(), order_no.to_string()))).unwrap_or(false);
         if !first {
@@ -261,12 +264,17 @@ impl Sandbox {
             customer = "999999999999".into();
             fields.insert("customerNo".into(), Value::String(customer.clone()));
         }
-        let sign = self.platform.sign(m, fields)?;
-        fields.insert("sign".into(), Value::String(sign));
-        if order_no.starts_with("TAMPER-SIGN-") {
-            fields.insert("errMessage".into(), Value::String("成功!".into()));
-        }
-        let plaintext = Value::Object(fields.clone()).to_string();
+        let plaintext = match java_quirks(order_no) {
+            Some(quirks) => self.java_plaintext(m, fields, quirks)?,
+            None => {
+                let sign = self.platform.sign(m, fields)?;
+                fields.insert("sign".into(), Value::String(sign));
+                if order_no.starts_with("TAMPER-SIGN-") {
+                    fields.insert("errMessage".into(), Value::String("成功!".into()));
+                }
+                Value::Object(fields.clone()).to_string()
+            }
+        };
         let mut reqmsg = self.platform.encrypt(m, plaintext.as_bytes())?;
         if order_no.starts_with("TAMPER-CIPHER-") {
             let b64 = base64::engine::general_purpose::STANDARD;
@@ -300,12 +308,17 @@ impl Sandbox {
             customer = "999999999999".into();
             fields.insert("customerNo".into(), Value::String(customer.clone()));
         }
-        let sign = self.platform.sign(m, &fields).map_err(|e| e.to_string())?;
-        fields.insert("sign".into(), Value::String(sign));
-        if tamper == Some("sign") {
-            fields.insert("bindStatus".into(), Value::String("FAILED".into()));
-        }
-        let plaintext = Value::Object(fields).to_string();
+        let plaintext = match java_quirks(order_no) {
+            Some(quirks) => self.java_plaintext(m, &fields, quirks).map_err(|e| e.to_string())?,
+            None => {
+                let sign = self.platform.sign(m, &fields).map_err(|e| e.to_string())?;
+                fields.insert("sign".into(), Value::String(sign));
+                if tamper == Some("sign") {
+                    fields.insert("bindStatus".into(), Value::String("FAILED".into()));
+                }
+                Value::Object(fields).to_string()
+            }
+        };
         let mut reqmsg = self.platform.encrypt(m, plaintext.as_bytes()).map_err(|e| e.to_string())?;
         if tamper == Some("cipher") {
             let b64 = base64::engine::general_purpose::STANDARD;
@@ -369,6 +382,45 @@ impl Sandbox {
             Err(e) => serde_json::json!({ "error": e }),
         };
         reply(200, "application/json", out.to_string().into_bytes())
+    }
+}
+
+/// Which Java quirks an order asks for: (exponent numbers, a leading BOM).
+fn java_quirks(order_no: &str) -> Option<(bool, bool)> {
+    let rest = order_no.strip_prefix("JDK-")?;
+    let numbers = rest.starts_with("NUM-");
+    let bom = rest.strip_prefix("NUM-").unwrap_or(rest).starts_with("BOM-");
+    (numbers || bom).then_some((numbers, bom))
+}
+
+impl Sandbox {
+    /// The signed plaintext as a Java-built platform writes it: with `numbers`, members whose
+    /// numbers Java prints in exponent form, signed over their text exactly as written; with
+    /// `bom`, a UTF-8 byte-order mark before the JSON.
+    fn java_plaintext(
+        &self,
+        m: &PlatformMerchant,
+        fields: &Map<String, Value>,
+        (numbers, bom): (bool, bool),
+    ) -> Result<String, paysign_protocol::crypto::CryptoError> {
+        use paysign_protocol::canonical::{canonical_of, Part};
+        // As Java prints these doubles. Written into the canonical string verbatim (as text),
+        // not through any JSON reading: a parsed map would rewrite `1.0E10` as `1.0e+10`.
+        let java: &[(&str, &str)] = if numbers { &[("amount", "1.0E10"), ("rate", "5.0E-4"), ("limits", r#"{"max":2.5E3}"#)] } else { &[] };
+        let members = fields.iter().map(|(k, v)| (k.as_str(), Part::of(v))).chain(java.iter().map(|(k, v)| (*k, Part::Text(v))));
+        let sign = self.platform.sign_canonical(m, &canonical_of(members))?;
+        let mut text = Value::Object(fields.clone()).to_string();
+        text.pop();
+        for (k, v) in java {
+            text.push_str(&format!(",\"{k}\":{v}"));
+        }
+        text.push_str(",\"sign\":");
+        text.push_str(&Value::String(sign).to_string());
+        text.push('}');
+        if bom {
+            text.insert(0, '\u{feff}');
+        }
+        Ok(text)
     }
 }
 
