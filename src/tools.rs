@@ -9,11 +9,11 @@ use base64::Engine;
 use serde_json::{Map, Value};
 
 use paysign_plugin::config::Config;
-use paysign_protocol::crypto::keys::{self, AnyKey};
 use paysign_protocol::canonical::Part;
+use paysign_protocol::crypto::keys::{self, AnyKey};
 use paysign_protocol::crypto::{segmented, signature, CryptoError};
-use paysign_protocol::schema::Endpoints;
 use paysign_protocol::envelope::{ANSWER_ONLY, NOTIFICATION_REQUIRED};
+use paysign_protocol::schema::Endpoints;
 use paysign_protocol::{Business, Merchant, MerchantKeys, OpenError, Opened};
 
 /// Picks `--merchant`, or the only configured merchant.

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 /// The members the sandbox adds to `JDK-NUM-` orders, exactly as it writes them.
 const JAVA_NUMBERS: &str = r#""amount":1.0E10,"rate":5.0E-4,"limits":{"max":2.5E3}"#;
-const PREFIXES: [&str; 3] = ["JDK-NUM-", "JDK-BOM-", "JDK-NUM-BOM-"];
+const PREFIXES: [&str; 3] = ["JDK-BOM-", "JDK-NUM-", "JDK-NUM-BOM-"];
 
 struct Setup {
     stack: Stack,
@@ -177,20 +177,21 @@ fn paysign_open_and_the_gateway_agree_on_every_quirk() {
     let s = setup();
     let cfg = s.stack.dir.join("paysign.yaml");
     let cfg = cfg.to_str().unwrap();
-    let notification = |merchant: &str| {
-        serde_json::json!({"orderNo": "AGREE-1", "customerNo": merchant, "bindStatus": "SUCCESS", "bindId": "B1", "errCode": "0000"})
-    };
+    let notification = |merchant: &str| serde_json::json!({"orderNo": "AGREE-1", "customerNo": merchant, "bindStatus": "SUCCESS", "bindId": "B1", "errCode": "0000"});
     let java: &[(&str, &str)] = &[("amount", "1.0E10"), ("rate", "5.0E-4"), ("limits", r#"{"max":2.5E3}"#)];
     let mut forwarded = 0;
     for merchant in [MD5_MERCHANT, RSA_MERCHANT] {
         let numeric_customer = serde_json::json!({"orderNo": "AGREE-2", "bindStatus": "SUCCESS"});
-        let answer =
-            serde_json::json!({"orderNo": "AGREE-3", "customerNo": merchant, "errCode": "0000", "submitUrl": "https://bank.example.test/b"});
+        let answer = serde_json::json!({"orderNo": "AGREE-3", "customerNo": merchant, "errCode": "0000", "submitUrl": "https://bank.example.test/b"});
         let cases: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
             ("plain", platform_signed(merchant, notification(merchant), &[], false), None),
             ("java numbers", platform_signed(merchant, notification(merchant), java, false), None),
             ("bom", platform_signed(merchant, notification(merchant), &[], true), None),
-            ("numeric customerNo", platform_signed(merchant, numeric_customer, &[("customerNo", merchant)], false), Some("customer_mismatch")),
+            (
+                "numeric customerNo",
+                platform_signed(merchant, numeric_customer, &[("customerNo", merchant)], false),
+                Some("customer_mismatch"),
+            ),
             ("answer", platform_signed(merchant, answer, &[], false), Some("not_notification")),
         ];
         for (what, signed, refused) in cases {

@@ -204,7 +204,10 @@ fn seal_exits_1_when_validation_refuses_and_keeps_the_callers_number_text() {
         assert_eq!(status, 1, "{out}");
         assert!(line(&out, "validate:").starts_with(&format!("errCode {code} — ")), "{out}");
         assert!(out.contains("\nenvelope:  {"), "{out}");
-        assert_eq!(stderr.trim_end().lines().last(), Some(&*format!("paysign: validation refuses this request (errCode {code}); the gateway would not send it")));
+        assert_eq!(
+            stderr.trim_end().lines().last(),
+            Some(&*format!("paysign: validation refuses this request (errCode {code}); the gateway would not send it"))
+        );
     }
     // Without --path nothing is validated: exit 0. Numbers keep the caller's text.
     let (status, out, _) = run_paysign(&["seal", "-c", cfg], &[], r#"{"orderNo":"SEAL-3","amount":1.0E10,"o":{"r": 5.0E-4}}"#);

@@ -836,7 +836,12 @@ mod tests {
 
     /// Signs `text` (JSON without `sign`) over its own canonical string, as the platform would.
     #[cfg(feature = "platform")]
-    fn platform_message(p: &crate::platform::Platform, pm: &crate::platform::PlatformMerchant, text: &str, bom: bool) -> Map<String, Value> {
+    fn platform_message(
+        p: &crate::platform::Platform,
+        pm: &crate::platform::PlatformMerchant,
+        text: &str,
+        bom: bool,
+    ) -> Map<String, Value> {
         let canonical = Object::parse(text.as_bytes()).unwrap().canonical();
         let sign = p.sign_canonical(pm, &canonical).unwrap();
         let mut signed = format!("{},\"sign\":\"{sign}\"}}", &text[..text.len() - 1]);
@@ -863,12 +868,21 @@ mod tests {
             assert!(plaintext.starts_with("{\"orderNo\":\"J1\"") && plaintext.contains("\"amount\":1.0E10,"), "{plaintext}");
             assert_eq!(err_code.as_deref(), Some("0000"));
             // The same answer offered as a notification: refused after verifying.
-            assert_eq!(m.open_notification_observed(&platform_message(&p, &pm, answer, bom), &()).unwrap_err(), OpenError::NotANotification);
-            assert!(matches!(m.open_notification_observed(&platform_message(&p, &pm, notification, bom), &()), Ok(Opened::Verified { .. })));
+            assert_eq!(
+                m.open_notification_observed(&platform_message(&p, &pm, answer, bom), &()).unwrap_err(),
+                OpenError::NotANotification
+            );
+            assert!(matches!(
+                m.open_notification_observed(&platform_message(&p, &pm, notification, bom), &()),
+                Ok(Opened::Verified { .. })
+            ));
         }
         // An answer without the bank form (a 2104) lacks the notification's own fields.
         let repeated = r#"{"orderNo":"J1","customerNo":"C1","errCode":"2104","errMessage":"dup"}"#;
-        assert_eq!(m.open_notification_observed(&platform_message(&p, &pm, repeated, false), &()).unwrap_err(), OpenError::NotANotification);
+        assert_eq!(
+            m.open_notification_observed(&platform_message(&p, &pm, repeated, false), &()).unwrap_err(),
+            OpenError::NotANotification
+        );
         // A customerNo that is a number is another merchant's, however it is written.
         let numeric = r#"{"orderNo":"J1","customerNo":1,"bindStatus":"SUCCESS"}"#;
         assert_eq!(m.open_data(&platform_message(&p, &pm, numeric, false)).unwrap_err(), OpenError::CustomerMismatch);
