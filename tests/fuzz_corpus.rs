@@ -80,7 +80,6 @@ fn canonical_corpus_keeps_its_invariants() {
     assert!(objects > 0, "the canonical corpus holds JSON objects");
 }
 
-
 #[test]
 fn keys_and_config_corpora_only_produce_errors() {
     for (_, data) in corpus("keys") {

@@ -103,6 +103,19 @@ fn java_exponent_numbers_and_a_bom_in_notifications_are_verified_and_forwarded()
     assert_eq!(verification_failures(&m), Vec::<String>::new(), "{m}");
 }
 
+/// The request side: a caller's number text is what is signed and what is sent, so a platform
+/// that reads the text as received (as PROTOCOL.md says) verifies it.
+#[test]
+fn a_callers_exponent_numbers_are_signed_and_sent_as_written() {
+    let s = setup();
+    for merchant in [MD5_MERCHANT, RSA_MERCHANT] {
+        let body = format!(r#"{{"orderNo":"REQ-{merchant}","amount":1.0E10,"o":{{"r": 5.0E-4}}}}"#);
+        let r = s.stack.post("/api/vborder/some/other", Some(merchant), body.as_bytes());
+        assert_eq!(r.status, 200, "{merchant}: {}", r.text());
+        assert_eq!(r.json()["errCode"], "0000", "{merchant}: the platform did not verify the request");
+    }
+}
+
 /// Key material of the test platform and merchants (tests/fixtures).
 fn key(name: &str) -> String {
     std::fs::read_to_string(fixtures().join("keys").join(name)).unwrap()

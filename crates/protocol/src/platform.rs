@@ -83,7 +83,8 @@ impl Platform {
             _ => return Err(OpenError::Plaintext),
         };
         let sign = fields.get("sign").and_then(Value::as_str).ok_or(OpenError::Signature)?;
-        let canonical = canonicalize(&fields);
+        // From the text as received (numbers as the merchant wrote them), as paysign does.
+        let canonical = crate::envelope::Business::parse(text.as_bytes()).map_err(|_| OpenError::Plaintext)?.canonical();
         let verifies = |keys: &PlatformMerchantKeys| match keys {
             PlatformMerchantKeys::Md5 { md5_key } => signature::md5_verify(&canonical, md5_key, sign),
             PlatformMerchantKeys::Rsa { merchant_public } => signature::rsa_verify(merchant_public, &canonical, sign),
