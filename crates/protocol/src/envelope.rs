@@ -542,15 +542,15 @@ impl Merchant {
             }
             return Ok(Opened::PlatformFailure { code, msg });
         }
-        let (text, what) = match outer.take("data") {
-            Some(Member::Str(text)) => (text, "data is not JSON text"),
-            // Already an object (written as received: its raw text, read once more below).
-            Some(Member::Json(text)) if text.starts_with('{') => (text, "data is not JSON text"),
+        let text = match outer.take("data") {
+            Some(Member::Str(text)) => text,
+            // Already an object: its text as received, read below like a string's.
+            Some(Member::Json(text)) if text.starts_with('{') => text,
             _ => return Err(OpenError::Envelope("data is missing")),
         };
         let mut data = Object::parse(text.as_bytes()).map_err(|e| {
             OpenError::Envelope(match e {
-                NotAnObject::NotJson => what,
+                NotAnObject::NotJson => "data is not JSON text",
                 NotAnObject::OtherValue => "data is not a JSON object",
             })
         })?;
