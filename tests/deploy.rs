@@ -92,7 +92,7 @@ fn promtool_accepts_rules_and_config() {
 }
 
 /// Alert summaries print counts as whole numbers: `increase()` extrapolates (one message in
-/// 5 minutes reads 1.2224), checked with promtool's rule unit tests.
+/// 5 minutes read "rejected 1.25" here before), checked with promtool's rule unit tests.
 #[test]
 fn alert_summaries_print_whole_numbers() {
     let alerts = std::fs::read_to_string(deploy("alerts.yml")).unwrap();
@@ -105,7 +105,7 @@ fn alert_summaries_print_whole_numbers() {
     write(
         &test,
         &format!(
-            "rule_files: [\"{}\"]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n      - series: 'paysign_verification_failures_total{{instance=\"p:9091\",reason=\"signature\"}}'\n        values: '0 0 0 0 1 1 1 1 1'\n    alert_rule_test:\n      - eval_time: 5m\n        alertname: PaysignVerificationFailures\n        exp_alerts:\n          - exp_labels: {{severity: page, instance: \"p:9091\", reason: signature}}\n            exp_annotations:\n              summary: \"paysign rejected 1 unverifiable platform messages (signature)\"\n              description: \"Check the platform public key / MD5 key, and whether messages are forged.\"\n",
+            "rule_files: [\"{}\"]\nevaluation_interval: 30s\ntests:\n  - interval: 1m\n    input_series:\n      - series: 'paysign_verification_failures_total{{instance=\"p:9091\",reason=\"signature\"}}'\n        values: '5 5 5 5 5 6 6 6'\n    alert_rule_test:\n      - eval_time: 5m30s\n        alertname: PaysignVerificationFailures\n        exp_alerts:\n          - exp_labels: {{severity: page, instance: \"p:9091\", reason: signature}}\n            exp_annotations:\n              summary: \"paysign rejected 1 unverifiable platform messages (signature)\"\n              description: \"Check the platform public key / MD5 key, and whether messages are forged.\"\n",
             deploy("alerts.yml").display()
         ),
     );
