@@ -98,7 +98,11 @@ fn alert_summaries_print_whole_numbers() {
     let alerts = std::fs::read_to_string(deploy("alerts.yml")).unwrap();
     for (i, _) in alerts.match_indices("{{ $value") {
         let rest = &alerts[i + "{{ $value".len()..];
-        assert!(rest.starts_with(r#" | printf \"%.0f\" }}"#) || rest.starts_with(" | humanize }}"), "a summary prints a raw value: {}", &alerts[i..i + 40]);
+        assert!(
+            rest.starts_with(r#" | printf \"%.0f\" }}"#) || rest.starts_with(" | humanize }}"),
+            "a summary prints a raw value: {}",
+            &alerts[i..i + 40]
+        );
     }
     let dir = temp_dir();
     let test = dir.join("alerts_test.yml");

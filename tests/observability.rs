@@ -19,7 +19,9 @@ fn sha256_hex(s: &str) -> String {
 /// never forward), and `allow_from` when given.
 fn notify_section(port: u16, allow_from: Option<&str>) -> String {
     let allow = allow_from.map_or(String::new(), |a| format!("  allow_from: [\"{a}\"]\n"));
-    format!("notify:\n  listen: 127.0.0.1:{port}\n{allow}  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:9/internal\n")
+    format!(
+        "notify:\n  listen: 127.0.0.1:{port}\n{allow}  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:9/internal\n"
+    )
 }
 
 /// Lines of a JSON log (other lines, e.g. a panic's text, are skipped).
@@ -72,7 +74,8 @@ fn a_fresh_process_shows_every_family_with_zero_series_and_the_process_metrics()
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     assert!(started > now - 120.0 && started <= now + 1.0, "{started} {now}");
     assert!(sample(&m, "process_cpu_seconds_total").is_some_and(|v| v >= 0.0));
-    for name in ["process_resident_memory_bytes", "process_open_fds", "process_max_fds", "process_threads", "process_virtual_memory_bytes"] {
+    for name in ["process_resident_memory_bytes", "process_open_fds", "process_max_fds", "process_threads", "process_virtual_memory_bytes"]
+    {
         assert!(sample(&m, name).is_some_and(|v| v > 0.0), "{name}");
     }
 }
@@ -141,7 +144,13 @@ fn the_documented_label_values_are_the_codes() {
         let listed = &documented[name].iter().find(|(l, _)| l == label).unwrap().1;
         // "as above": the values are those of the row above with the same label.
         let listed = if listed.is_empty() {
-            documented["paysign_requests_total"].iter().chain(&documented["paysign_connections_open"]).find(|(l, _)| l == label).unwrap().1.clone()
+            documented["paysign_requests_total"]
+                .iter()
+                .chain(&documented["paysign_connections_open"])
+                .find(|(l, _)| l == label)
+                .unwrap()
+                .1
+                .clone()
         } else {
             listed.clone()
         };
@@ -203,7 +212,8 @@ fn a_refused_admin_write_is_logged() {
     assert_eq!(request(s.admin, "POST", "/-/reload", &[("Authorization", wrong)], b"").status, 401);
     assert_eq!(request(s.admin, "POST", "/-/reload", &[], b"").status, 401);
     let logs = s.settled_logs();
-    let refused: Vec<Value> = lines(&logs).into_iter().filter(|l| l["msg"].as_str().is_some_and(|m| m.starts_with("admin refused"))).collect();
+    let refused: Vec<Value> =
+        lines(&logs).into_iter().filter(|l| l["msg"].as_str().is_some_and(|m| m.starts_with("admin refused"))).collect();
     assert_eq!(refused.len(), 2, "{logs}");
     for l in &refused {
         assert_eq!(l["level"], "warn");
@@ -234,15 +244,23 @@ fn pingora_lifecycle_lines_are_debug() {
     let s = Stack::start(Options::default());
     assert_eq!(s.post_json(MD5_MERCHANT, &bindcard("LIFECYCLE-1")).status, 200);
     let logs = s.settled_logs();
-    let foreign_info: Vec<Value> =
-        lines(&logs).into_iter().filter(|l| l["level"] == "info" && l["target"].as_str().is_some_and(|t| !t.starts_with("paysign"))).collect();
+    let foreign_info: Vec<Value> = lines(&logs)
+        .into_iter()
+        .filter(|l| l["level"] == "info" && l["target"].as_str().is_some_and(|t| !t.starts_with("paysign")))
+        .collect();
     assert!(foreign_info.is_empty(), "other crates' info lines at info: {foreign_info:?}");
     assert!(logs.contains("merchant 202112090603 profile=md5"), "paysign's own start-up lines stay: {logs}");
 
     // At debug they are there, as debug.
     let (dir, gateway, _sandbox, proxy, _) = start_at("debug");
     let bearer = format!("Bearer {CALLER_TOKEN}");
-    let r = request(proxy, "POST", BINDCARD, &[("X-Paysign-Merchant", MD5_MERCHANT), ("Authorization", &bearer)], bindcard("LIFECYCLE-2").to_string().as_bytes());
+    let r = request(
+        proxy,
+        "POST",
+        BINDCARD,
+        &[("X-Paysign-Merchant", MD5_MERCHANT), ("Authorization", &bearer)],
+        bindcard("LIFECYCLE-2").to_string().as_bytes(),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let logs = settled_logs(&gateway, proxy);
     let pingora: Vec<Value> = lines(&logs).into_iter().filter(|l| l["target"].as_str().is_some_and(|t| t.starts_with("pingora"))).collect();
@@ -317,7 +335,13 @@ fn no_level_logs_a_secret() {
             signs.push(r.json()["sign"].as_str().unwrap().to_string());
         }
         // Refused with a wrong token, and a platform failure's answer, then a good reload.
-        let r = request(proxy, "POST", BINDCARD, &[("X-Paysign-Merchant", MD5_MERCHANT), ("Authorization", &format!("Bearer {WRONG_TOKEN}"))], b"{}");
+        let r = request(
+            proxy,
+            "POST",
+            BINDCARD,
+            &[("X-Paysign-Merchant", MD5_MERCHANT), ("Authorization", &format!("Bearer {WRONG_TOKEN}"))],
+            b"{}",
+        );
         assert_eq!(r.status, 401);
         assert_eq!(request(admin, "POST", "/-/reload", &[("Authorization", &format!("Bearer {WRONG_TOKEN}"))], b"").status, 401);
         let r = request(admin, "POST", "/-/reload", &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))], b"");

@@ -280,11 +280,14 @@ Authorization: Bearer tok-456
 Host: h
 
 '";
-        assert_eq!(super::redact(raw), r"Writing request header: b'POST / HTTP/1.1
+        assert_eq!(
+            super::redact(raw),
+            r"Writing request header: b'POST / HTTP/1.1
 Authorization: [redacted]
 Host: h
 
-'");
+'"
+        );
         let body = r#"Response body: Some(b"{"certNo":"110101","mobile":"139","sign":"AB","orderNo":"O-1"}")"#;
         assert_eq!(
             super::redact(body),
