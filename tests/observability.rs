@@ -276,6 +276,11 @@ const WRONG_TOKEN: &str = "wrong-secret-token-0f9e8d7c6b5a4938271605f4";
 /// The gateway (a caller token, an admin token, both profiles) and the sandbox, both logging at
 /// `level`: (dir, gateway, sandbox, proxy port, admin port).
 fn start_at(level: &str) -> (PathBuf, Proc, Proc, u16, u16) {
+    start_with(level, "")
+}
+
+/// [`start_at`] with `extra` YAML in the gateway's configuration.
+fn start_with(level: &str, extra: &str) -> (PathBuf, Proc, Proc, u16, u16) {
     let dir = temp_dir();
     let (proxy, admin, sandbox) = (free_port(), free_port(), free_port());
     write(
@@ -288,7 +293,7 @@ fn start_at(level: &str) -> (PathBuf, Proc, Proc, u16, u16) {
     write(
         &dir.join("paysign.yaml"),
         &format!(
-            "listen: 127.0.0.1:{proxy}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: 0\nadmin_token_file: admin.token\ncallers:\n  - name: ops\n    token_sha256: {}\n    merchants: [\"*\"]\n    endpoints: [\"*\"]\nplatform:\n  base_url: http://127.0.0.1:{sandbox}\nmerchants:\n  - customer_no: \"{MD5_MERCHANT}\"\n    profile: md5\n    platform_public_key: keys/platform_public.pem\n    md5_key_file: keys/md5.key\n  - customer_no: \"{RSA_MERCHANT}\"\n    profile: rsa\n    platform_public_key: keys/platform_public.pem\n    merchant_private_key: keys/merchant_private.pem\n",
+            "listen: 127.0.0.1:{proxy}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: 0\nadmin_token_file: admin.token\ncallers:\n  - name: ops\n    token_sha256: {}\n    merchants: [\"*\"]\n    endpoints: [\"*\"]\nplatform:\n  base_url: http://127.0.0.1:{sandbox}\n{extra}merchants:\n  - customer_no: \"{MD5_MERCHANT}\"\n    profile: md5\n    platform_public_key: keys/platform_public.pem\n    md5_key_file: keys/md5.key\n  - customer_no: \"{RSA_MERCHANT}\"\n    profile: rsa\n    platform_public_key: keys/platform_public.pem\n    merchant_private_key: keys/merchant_private.pem\n",
             sha256_hex(CALLER_TOKEN)
         ),
     );
@@ -305,9 +310,10 @@ fn start_at(level: &str) -> (PathBuf, Proc, Proc, u16, u16) {
 }
 
 /// No level logs a token, a key or personal data: at each of the five levels, a call with a
-/// caller token and every personal field (both profiles), an admin reload with the admin
-/// token and one with a wrong token; neither process's log has any of those strings, the
-/// MD5 key or an answer's `sign`.
+/// caller token and every personal field (both profiles) and the notification that follows
+/// it, an admin reload with the admin token and one with a wrong token; neither process's log
+/// has any of those strings, the MD5 key, the private key, an answer's or a notification's
+/// `sign`.
 #[test]
 fn no_level_logs_a_secret() {
     let personal = bindcard("SECRETS-0");
@@ -317,13 +323,23 @@ fn no_level_logs_a_secret() {
     }
     let key = std::fs::read_to_string(fixtures().join("keys/merchant_private.pem")).unwrap();
     secrets.push(key.lines().nth(1).unwrap().to_string());
+    let target = common::http_server::start(std::sync::Arc::new(|_r| (200, "text/plain".into(), b"ok".to_vec())));
     for level in ["error", "warn", "info", "debug", "trace"] {
-        let (dir, gateway, sandbox, proxy, admin) = start_at(level);
+        let notify_port = free_port();
+        let extra = format!(
+            "notify:\n  listen: 127.0.0.1:{notify_port}\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:{}/internal\n",
+            target.port
+        );
+        let (dir, gateway, sandbox, proxy, admin) = start_with(level, &extra);
+        wait_listening(notify_port);
         let bearer = format!("Bearer {CALLER_TOKEN}");
         let mut signs = Vec::new();
         for (i, merchant) in [MD5_MERCHANT, RSA_MERCHANT].iter().enumerate() {
             let mut b = personal.clone();
             b["orderNo"] = Value::String(format!("SECRETS-{level}-{i}"));
+            // The sandbox notifies the gateway, which hands the verified plaintext (with its
+            // `sign`) to the target.
+            b["bindNotifyUrl"] = Value::String(format!("http://127.0.0.1:{notify_port}/notify/bindcard"));
             let r = request(
                 proxy,
                 "POST",
@@ -333,6 +349,9 @@ fn no_level_logs_a_secret() {
             );
             assert_eq!(r.status, 200, "{level}: {}", r.text());
             signs.push(r.json()["sign"].as_str().unwrap().to_string());
+            let notified = target.requests.recv_timeout(std::time::Duration::from_secs(15)).expect("no notification forwarded");
+            let notified: Value = serde_json::from_slice(&notified.body).unwrap();
+            signs.push(notified["sign"].as_str().unwrap().to_string());
         }
         // Refused with a wrong token, and a platform failure's answer, then a good reload.
         let r = request(
