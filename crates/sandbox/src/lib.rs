@@ -10,7 +10,8 @@
 //! envelope), `TAMPER-HTML-` (an HTML 502 page), `STALL-` (answers after `stall_ms`).
 //!
 //! Notifications: after a successful bindCard/create the sandbox POSTs a sealed notification
-//! to the request's `bindNotifyUrl` (loopback addresses only), and `POST /__sandbox/notify`
+//! to the request's `bindNotifyUrl` (loopback addresses only; a reserved documentation name
+//! such as the README's `merchant.example` is skipped with an `info` line), and `POST /__sandbox/notify`
 //! with `{"customerNo","orderNo","url","tamper"?}` sends one on demand (`tamper`: `sign`,
 //! `customer`, `cipher` or `malformed`) and reports the answer.
 //!
