@@ -106,7 +106,10 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    paysign_plugin::logging::init();
+    if let Err(e) = paysign_plugin::logging::init() {
+        eprintln!("paysign: {e}");
+        return ExitCode::FAILURE;
+    }
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {

@@ -101,12 +101,16 @@ fn reload_on_sighup(targets: Vec<Reloadable>) -> Result<(), String> {
                 while hup.recv().await.is_some() {
                     tracing::info!("SIGHUP: reloading");
                     for t in &targets {
-                        let result = match t {
-                            Reloadable::Gateway(live) => live.reload().map(|_| ()).map_err(|e| e.to_string()),
-                            Reloadable::Sandbox(sb) => sb.reload(),
-                        };
-                        if let Err(e) = result {
-                            tracing::error!("reload failed: {e}");
+                        match t {
+                            // `Live::reload` logs its own refusal: one line per failed reload.
+                            Reloadable::Gateway(live) => {
+                                let _ = live.reload();
+                            }
+                            Reloadable::Sandbox(sb) => {
+                                if let Err(e) = sb.reload() {
+                                    tracing::error!("sandbox reload failed: {e}");
+                                }
+                            }
                         }
                     }
                 }

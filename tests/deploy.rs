@@ -91,6 +91,32 @@ fn promtool_accepts_rules_and_config() {
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
+/// Alert summaries print counts as whole numbers: `increase()` extrapolates (one message in
+/// 5 minutes read "rejected 1.25" here before), checked with promtool's rule unit tests.
+#[test]
+fn alert_summaries_print_whole_numbers() {
+    let alerts = std::fs::read_to_string(deploy("alerts.yml")).unwrap();
+    for (i, _) in alerts.match_indices("{{ $value") {
+        let rest = &alerts[i + "{{ $value".len()..];
+        assert!(
+            rest.starts_with(r#" | printf \"%.0f\" }}"#) || rest.starts_with(" | humanize }}"),
+            "a summary prints a raw value: {}",
+            &alerts[i..i + 40]
+        );
+    }
+    let dir = temp_dir();
+    let test = dir.join("alerts_test.yml");
+    write(
+        &test,
+        &format!(
+            "rule_files: [\"{}\"]\nevaluation_interval: 30s\ntests:\n  - interval: 1m\n    input_series:\n      - series: 'paysign_verification_failures_total{{instance=\"p:9091\",reason=\"signature\"}}'\n        values: '5 5 5 5 5 6 6 6'\n    alert_rule_test:\n      - eval_time: 5m30s\n        alertname: PaysignVerificationFailures\n        exp_alerts:\n          - exp_labels: {{severity: page, instance: \"p:9091\", reason: signature}}\n            exp_annotations:\n              summary: \"paysign rejected 1 unverifiable platform messages (signature)\"\n              description: \"Check the platform public key / MD5 key, and whether messages are forged.\"\n",
+            deploy("alerts.yml").display()
+        ),
+    );
+    let out = Command::new(tool("promtool")).args(["test", "rules"]).arg(&test).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn a_real_prometheus_scrapes_paysign() {
     let prometheus = tool("prometheus");

@@ -50,6 +50,7 @@ impl Admin {
                     return Ok(());
                 }
                 metrics::CALLER_REFUSED.with_label_values(&["admin", "unauthenticated"]).inc();
+                refused(session, 401, "no valid admin token");
                 let mut r = reply(401, "application/json", br#"{"result":"refused","error":"admin token required"}"#.to_vec());
                 r.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
                 Err(r)
@@ -60,6 +61,7 @@ impl Admin {
                     return Ok(());
                 }
                 metrics::CALLER_REFUSED.with_label_values(&["admin", "not_loopback"]).inc();
+                refused(session, 403, "not from loopback and no admin_token_file is configured");
                 Err(reply(
                     403,
                     "application/json",
@@ -68,6 +70,13 @@ impl Admin {
             }
         }
     }
+}
+
+/// One `warn` line per refused admin write: who tried what (never the token presented).
+fn refused(session: &ServerSession, status: u16, why: &str) {
+    let req = session.req_header();
+    let peer = session.client_addr().and_then(|a| a.as_inet()).map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+    tracing::warn!("admin refused {} {} from {peer}: {status}, {why}", req.method, req.uri.path());
 }
 
 #[async_trait]

@@ -312,6 +312,7 @@ mod tests {
                 (*status, *code, *source, *delivery, *outcome),
                 "{e:?}"
             );
+            assert!(crate::metrics::REQUEST_OUTCOMES.contains(outcome), "{outcome} is not in metrics::REQUEST_OUTCOMES");
             let body: Value = serde_json::from_slice(&e.body()).unwrap();
             assert_eq!(body["errCode"], *code);
             assert_eq!(body["source"], *source);

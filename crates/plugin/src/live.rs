@@ -64,7 +64,7 @@ pub struct Live {
 
 impl Live {
     pub fn new(path: PathBuf, config: Config) -> Self {
-        metrics::set_merchants(config.merchants.values().map(|m| &**m));
+        metrics::set_config(&config);
         metrics::CONFIG_GENERATION.set(1);
         Live { path, state: Reloadable::new(Runtime::new(config, 1, None)) }
     }
@@ -82,7 +82,7 @@ impl Live {
                 |old| self.next(old),
                 // Once it is in force, before the next reload: the metrics follow the swaps in order.
                 |rt| {
-                    metrics::set_merchants(rt.config.merchants.values().map(|m| &**m));
+                    metrics::set_config(&rt.config);
                     metrics::CONFIG_GENERATION.set(rt.generation as i64);
                 },
             )

@@ -70,6 +70,71 @@ impl Visit for Fields {
     }
 }
 
+/// Whether a record is paysign's own (its crates are `paysign`, `paysign_plugin`, …): those
+/// never carry a secret (see the module doc); every other crate's records are bridged through
+/// [`foreign_level`] and [`redact`].
+fn is_own(target: &str) -> bool {
+    target.starts_with("paysign")
+}
+
+/// The level another crate's record is written at, or `None` when it is never written.
+/// pingora's lifecycle lines (bootstrap, each service starting, shutdown steps: ~60 per run)
+/// say nothing an operator acts on: `info` becomes `debug`, where paysign's own lines say
+/// what was loaded and what listens. `trace` records of other crates are wire dumps — pingora
+/// traces every request head (bearer tokens in `Authorization`) and response body (`reqmsg`,
+/// personal data) — so they are not written at any level.
+fn foreign_level(level: Level) -> Option<Level> {
+    match level {
+        Level::TRACE => None,
+        Level::INFO => Some(Level::DEBUG),
+        other => Some(other),
+    }
+}
+
+/// Headers whose values are credentials, blanked wherever another crate's record prints a
+/// header map or a request head (`"authorization": "Bearer …"` or `authorization: Bearer …`).
+const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie", "set-cookie"];
+/// JSON fields that are secret or personal (the platform's `sign` and `reqmsg`, the request's
+/// personal fields), blanked wherever another crate's record prints a body.
+const SECRET_FIELDS: &[&str] = &["sign", "reqmsg", "certNo", "mobile", "bankCardName", "identifyId", "md5Key", "key"];
+const REDACTED: &str = "[redacted]";
+
+/// Another crate's message with every credential and personal value replaced: the values of
+/// [`SECRET_HEADERS`], anything after `Bearer `, and the string values of [`SECRET_FIELDS`]
+/// (also when escaped inside a printed string, `\"certNo\":\"…\"`).
+fn redact(msg: &str) -> String {
+    let mut out = msg.to_string();
+    for h in SECRET_HEADERS {
+        out = blank_after(&out, &format!("\"{h}\": \""), "\"", true);
+        out = blank_after(&out, &format!("{h}: "), "\\\r\n", true);
+    }
+    out = blank_after(&out, "Bearer ", " \"\\,;}", false);
+    out = blank_after(&out, "bearer ", " \"\\,;}", false);
+    for f in SECRET_FIELDS {
+        out = blank_after(&out, &format!("\"{f}\":\""), "\"", false);
+        out = blank_after(&out, &format!("\\\"{f}\\\":\\\""), "\\\"", false);
+        out = blank_after(&out, &format!("\"{f}\": \""), "\"", false);
+    }
+    out
+}
+
+/// `text` with what follows each `marker` (until the first character of `stop`, or the end)
+/// replaced by [`REDACTED`]; `any_case`: the marker matched without regard to ASCII case.
+fn blank_after(text: &str, marker: &str, stop: &str, any_case: bool) -> String {
+    let hay = if any_case { text.to_ascii_lowercase() } else { text.to_string() };
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    while let Some(i) = hay[from..].find(marker) {
+        let start = from + i + marker.len();
+        out.push_str(&text[from..start]);
+        out.push_str(REDACTED);
+        let end = text[start..].find(|c: char| stop.contains(c)).map_or(text.len(), |j| start + j);
+        from = end;
+    }
+    out.push_str(&text[from..]);
+    out
+}
+
 impl<S: Subscriber> Layer<S> for JsonLines {
     fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
         rank(metadata.level()) <= MAX_LEVEL.load(Ordering::Relaxed)
@@ -79,18 +144,21 @@ impl<S: Subscriber> Layer<S> for JsonLines {
         // A bridged `log` record carries its real target and level in its normalized metadata.
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        if rank(meta.level()) > MAX_LEVEL.load(Ordering::Relaxed) {
+        let own = is_own(meta.target());
+        let level = if own { Some(*meta.level()) } else { foreign_level(*meta.level()) };
+        let Some(level) = level.filter(|l| rank(l) <= MAX_LEVEL.load(Ordering::Relaxed)) else {
             return;
-        }
+        };
         let mut fields = Fields::default();
         event.record(&mut fields);
+        let clean = |text: String| if own { text } else { redact(&text) };
         let mut m = Map::new();
         m.insert("ts".into(), Value::String(timestamp()));
-        m.insert("level".into(), Value::String(meta.level().as_str().to_ascii_lowercase()));
+        m.insert("level".into(), Value::String(level.as_str().to_ascii_lowercase()));
         m.insert("target".into(), Value::String(meta.target().to_string()));
-        m.insert("msg".into(), Value::String(fields.msg));
+        m.insert("msg".into(), Value::String(clean(fields.msg)));
         for (k, v) in fields.extra {
-            m.insert(k.into(), Value::String(v));
+            m.insert(k.into(), Value::String(clean(v)));
         }
         write_line(&Value::Object(m), true);
     }
@@ -103,20 +171,40 @@ fn write_line(v: &Value, urgent: bool) {
     log_writer::write(line.as_bytes(), urgent);
 }
 
+/// The levels `PAYSIGN_LOG` accepts (any ASCII case); unset or empty means `info`.
+pub const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
+
+/// `PAYSIGN_LOG`'s value as a level; anything but [`LEVELS`] is refused, so a typo
+/// (`verbose`) does not silently log at `info`.
+pub fn parse_level(value: Option<&str>) -> Result<Level, String> {
+    let value = value.map(str::trim).unwrap_or("");
+    match value.to_ascii_lowercase().as_str() {
+        "" | "info" => Ok(Level::INFO),
+        "error" => Ok(Level::ERROR),
+        "warn" => Ok(Level::WARN),
+        "debug" => Ok(Level::DEBUG),
+        "trace" => Ok(Level::TRACE),
+        _ => Err(format!("PAYSIGN_LOG={value:?} is not a log level: use one of {}", LEVELS.join(", "))),
+    }
+}
+
 /// Installs the `tracing` subscriber and the bridge for `log` records (pingora logs through
-/// `log`); `PAYSIGN_LOG` = error|warn|info|debug|trace (default info).
-pub fn init() {
-    let level = std::env::var("PAYSIGN_LOG").ok().and_then(|s| s.parse::<Level>().ok()).unwrap_or(Level::INFO);
+/// `log`); `PAYSIGN_LOG` = error|warn|info|debug|trace (default info). An unknown level is an
+/// error (nothing is installed).
+pub fn init() -> Result<(), String> {
+    let level = parse_level(std::env::var("PAYSIGN_LOG").ok().as_deref())?;
     MAX_LEVEL.store(rank(&level), Ordering::Relaxed);
+    // Other crates' `info` is written at `debug` and their `trace` never (see `foreign_level`):
+    // the bridge need not pass what cannot be written.
     let log_level = match level {
         Level::ERROR => log::LevelFilter::Error,
         Level::WARN => log::LevelFilter::Warn,
-        Level::INFO => log::LevelFilter::Info,
-        Level::DEBUG => log::LevelFilter::Debug,
-        Level::TRACE => log::LevelFilter::Trace,
+        Level::INFO => log::LevelFilter::Warn,
+        Level::DEBUG | Level::TRACE => log::LevelFilter::Debug,
     };
     let _ = tracing_log::LogTracer::init_with_filter(log_level);
     let _ = tracing_subscriber::registry().with(JsonLines).try_init();
+    Ok(())
 }
 
 fn access_enabled() -> bool {
@@ -162,6 +250,60 @@ mod tests {
         let ts: String = serde_json::from_str(&json).unwrap();
         assert_eq!((ts.len(), &ts[4..5], &ts[10..11], &ts[19..20], &ts[23..]), (24, "-", "T", ".", "Z"), "{ts}");
         assert!(before <= ts && ts <= after, "{before} {ts} {after}");
+    }
+
+    #[test]
+    fn only_the_five_levels_are_accepted() {
+        use tracing::Level;
+        for (given, level) in [(None, Level::INFO), (Some(""), Level::INFO), (Some("TRACE"), Level::TRACE), (Some(" warn "), Level::WARN)] {
+            assert_eq!(super::parse_level(given), Ok(level), "{given:?}");
+        }
+        for bad in ["verbose", "3", "information", "off"] {
+            assert_eq!(
+                super::parse_level(Some(bad)),
+                Err(format!("PAYSIGN_LOG={bad:?} is not a log level: use one of error, warn, info, debug, trace"))
+            );
+        }
+    }
+
+    /// What pingora prints at debug and trace (a request head's `Debug`, a raw head, a body)
+    /// loses every credential and personal value.
+    #[test]
+    fn other_crates_records_are_redacted() {
+        let head = r#"Request header: RequestHeader { base: Parts { method: POST, uri: /api/x, headers: {"host": "h", "authorization": "Bearer tok-123", "x-paysign-merchant": "1"} } }"#;
+        assert_eq!(
+            super::redact(head),
+            r#"Request header: RequestHeader { base: Parts { method: POST, uri: /api/x, headers: {"host": "h", "authorization": "[redacted]", "x-paysign-merchant": "1"} } }"#
+        );
+        let raw = r"Writing request header: b'POST / HTTP/1.1
+Authorization: Bearer tok-456
+Host: h
+
+'";
+        assert_eq!(
+            super::redact(raw),
+            r"Writing request header: b'POST / HTTP/1.1
+Authorization: [redacted]
+Host: h
+
+'"
+        );
+        let body = r#"Response body: Some(b"{"certNo":"110101","mobile":"139","sign":"AB","orderNo":"O-1"}")"#;
+        assert_eq!(
+            super::redact(body),
+            r#"Response body: Some(b"{"certNo":"[redacted]","mobile":"[redacted]","sign":"[redacted]","orderNo":"O-1"}")"#
+        );
+        assert_eq!(super::redact("token Bearer abc.def, next"), "token Bearer [redacted], next");
+        assert_eq!(super::redact("nothing secret"), "nothing secret");
+    }
+
+    #[test]
+    fn other_crates_info_is_debug_and_their_trace_is_never_written() {
+        use tracing::Level;
+        assert_eq!(super::foreign_level(Level::INFO), Some(Level::DEBUG));
+        assert_eq!(super::foreign_level(Level::TRACE), None);
+        assert_eq!(super::foreign_level(Level::WARN), Some(Level::WARN));
+        assert!(super::is_own("paysign_plugin::proxy") && super::is_own("paysign") && !super::is_own("pingora_core::server"));
     }
 
     #[test]

@@ -16,7 +16,85 @@ const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 const CRYPTO_BUCKETS: &[f64] = &[0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05];
 
 /// The errCodes of the endpoint document; anything else is counted as `other`.
-const KNOWN_ERRCODES: &[&str] = &["0000", "1001", "1002", "1003", "2001", "2002", "2104", "2106", "9999"];
+pub const KNOWN_ERRCODES: &[&str] = &["0000", "1001", "1002", "1003", "2001", "2002", "2104", "2106", "9999"];
+
+// The closed label sets: every value a label can take besides configured names (merchants,
+// routes, callers, endpoint names). Each family gets zero-valued series for them at start-up
+// and on reload ([`configured`]), so dashboards and alerts see 0, not "No data"; the unit tests
+// (and `tests/observability.rs` against docs/observability.md) keep these lists and the code
+// that emits the values in step.
+
+/// `paysign_requests_total{outcome}`: `verified`, `client_gone` (the answer could not be
+/// written), `bad_http` (pingora's parser refused the head), and every `GatewayError::outcome`.
+pub const REQUEST_OUTCOMES: &[&str] = &[
+    "verified",
+    "client_gone",
+    "bad_http",
+    "not_found",
+    "method_not_allowed",
+    "body_too_large",
+    "client_timeout",
+    "bad_request",
+    "query_refused",
+    "unauthenticated",
+    "forbidden",
+    "shed",
+    "deadline",
+    "abandoned",
+    "invalid",
+    "unknown_merchant",
+    "seal_failed",
+    "unreachable",
+    "tls_failed",
+    "timeout",
+    "upstream_io",
+    "response_too_large",
+    "upstream_http",
+    "platform_failure",
+    "verify_failed",
+    "form_failed",
+    "internal",
+];
+/// `endpoint` besides the endpoint table's names: `other` (a forwardable path without a
+/// table), `none` (not a forwardable path, or a head that never reached paysign).
+pub const ENDPOINT_FALLBACKS: &[&str] = &["other", "none"];
+/// `merchant` besides the configured customer numbers.
+pub const MERCHANT_FALLBACKS: &[&str] = &["unknown", "none"];
+/// `paysign_verification_failures_total{reason}` (`OpenError::reason`).
+pub const VERIFY_REASONS: &[&str] = &["envelope", "customer_mismatch", "encoding", "padding", "plaintext", "signature"];
+/// `paysign_notifications_total{outcome}` (the outcomes of `notify.rs`).
+pub const NOTIFICATION_OUTCOMES: &[&str] = &[
+    "forwarded",
+    "source_refused",
+    "not_found",
+    "method_not_allowed",
+    "too_large",
+    "body_timeout",
+    "malformed",
+    "wrong_merchant",
+    "unknown_merchant",
+    "too_many_blocks",
+    "shed",
+    "internal",
+    "forged",
+    "target_failed",
+    "target_unreachable",
+];
+/// `route` besides the configured paths: `none` (no route matched).
+pub const ROUTE_FALLBACKS: &[&str] = &["none"];
+/// `paysign_caller_refusals_total{reason}`: the proxy's (`missing`, `malformed`,
+/// `unknown_token`, `forbidden`) and the admin listener's (`unauthenticated`, `not_loopback`).
+pub const CALLER_REFUSAL_REASONS: &[&str] = &["missing", "malformed", "unknown_token", "forbidden", "unauthenticated", "not_loopback"];
+/// `caller` besides the configured callers' names.
+pub const CALLER_FALLBACKS: &[&str] = &["anonymous", "admin"];
+/// `listener` of the connection metrics.
+pub const LISTENERS: &[&str] = &["proxy", "notify", "admin"];
+/// `paysign_config_reloads_total{result}`.
+pub const RELOAD_RESULTS: &[&str] = &["ok", "failed"];
+/// `paysign_platform_key_verified_total{key}`.
+pub const PLATFORM_KEYS: &[&str] = &["current", "next"];
+/// `paysign_merchants_configured{profile}`.
+pub const PROFILES: &[&str] = &["md5", "rsa"];
 
 // The definitions below can fail only on a malformed name or label, fixed at compile time;
 // the unit test `metrics_register` builds and registers every one of them.
@@ -212,6 +290,16 @@ fn collectors() -> Vec<Box<dyn Collector>> {
     ]
 }
 
+/// The name of every paysign metric family.
+pub fn family_names() -> Vec<String> {
+    families().into_iter().map(|(name, _)| name).collect()
+}
+
+/// Every paysign metric family with its label names.
+pub fn families() -> Vec<(String, Vec<String>)> {
+    collectors().iter().flat_map(|c| c.desc().into_iter().map(|d| (d.fq_name.clone(), d.variable_labels.clone()))).collect()
+}
+
 /// Registers every paysign metric into `registry` (the embedder's, or
 /// `prometheus::default_registry()`), so that a scrape shows them all from the start. Metrics
 /// count whether or not they are registered; registering twice into one registry is an error.
@@ -230,13 +318,116 @@ pub fn init(crypto_backend: &str) {
 /// `paysign_merchants_configured` for a (re)loaded configuration.
 pub fn set_merchants<'a>(merchants: impl Iterator<Item = &'a crate::protocol::Merchant>) {
     MERCHANTS.reset();
+    for p in PROFILES {
+        MERCHANTS.with_label_values(&[p]).set(0);
+    }
     for m in merchants {
         MERCHANTS.with_label_values(&[m.profile().as_str()]).inc();
     }
 }
 
+/// The metrics that follow a (re)loaded configuration: `paysign_merchants_configured`, and
+/// the zero-valued series of everything it names ([`configured`]).
+pub fn set_config(config: &crate::config::Config) {
+    set_merchants(config.merchants.values().map(|m| &**m));
+    // The compiled-in table cannot fail but on a build defect (its unit tests catch it).
+    let table = crate::protocol::schema::Endpoints::builtin().ok();
+    configured(&Known {
+        endpoints: table.iter().flat_map(|t| t.iter().map(|e| e.name.as_str())).collect(),
+        merchants: config.merchants.keys().map(String::as_str).collect(),
+        routes: config.notify.iter().flat_map(|n| n.routes.iter().map(|r| r.path.as_str())).collect(),
+        callers: config.callers.iter().map(|c| c.name.as_str()).collect(),
+        notify: config.notify.is_some(),
+    });
+}
+
+/// What a configuration names, for the zero-valued series of [`configured`].
+pub struct Known<'a> {
+    /// The endpoint table's names (`bindcard_create`, …).
+    pub endpoints: Vec<&'a str>,
+    /// Configured customer numbers.
+    pub merchants: Vec<&'a str>,
+    /// Configured notification route paths (empty without a `notify` section).
+    pub routes: Vec<&'a str>,
+    /// Configured caller names.
+    pub callers: Vec<&'a str>,
+    /// Whether the notification listener is configured.
+    pub notify: bool,
+}
+
+/// Creates every series a configuration makes possible, at 0 where it is new (a series that
+/// already counted keeps its value): every family is present on a fresh process, and a rate or
+/// an `increase()` starts from 0 instead of from the first event. Bounded: endpoints ×
+/// configured merchants × outcomes for the requests, routes × outcomes for notifications.
+pub fn configured(k: &Known<'_>) {
+    let endpoints: Vec<&str> = k.endpoints.iter().copied().chain(ENDPOINT_FALLBACKS.iter().copied()).collect();
+    for ep in &endpoints {
+        let _ = REQUEST_DURATION.with_label_values(&[ep]);
+        let _ = UPSTREAM_DURATION.with_label_values(&[ep]);
+        let _ = PLATFORM_FAILURES.with_label_values(&[ep]);
+        let _ = CONNECT_RETRIES.with_label_values(&[ep]);
+        for code in KNOWN_ERRCODES.iter().chain(&["other"]) {
+            let _ = PLATFORM_ERRCODES.with_label_values(&[ep, code]);
+        }
+    }
+    // A forwardable path with an endpoint table (or `other`) and a configured merchant can end
+    // in any outcome; `none` and `unknown` only in the few that refuse before a merchant is known.
+    for ep in k.endpoints.iter().copied().chain(["other"]) {
+        for m in &k.merchants {
+            for o in REQUEST_OUTCOMES {
+                let _ = REQUESTS.with_label_values(&[ep, m, o]);
+            }
+        }
+        for o in ["unknown_merchant", "unauthenticated", "method_not_allowed", "bad_request"] {
+            let _ = REQUESTS.with_label_values(&[ep, "unknown", o]);
+            let _ = REQUESTS.with_label_values(&[ep, "none", o]);
+        }
+    }
+    for o in ["not_found", "bad_http", "bad_request"] {
+        let _ = REQUESTS.with_label_values(&["none", "none", o]);
+    }
+    for r in VERIFY_REASONS {
+        let _ = VERIFY_FAILURES.with_label_values(&[r]);
+    }
+    for m in &k.merchants {
+        for key in PLATFORM_KEYS {
+            let _ = PLATFORM_KEY_VERIFIED.with_label_values(&[m, key]);
+        }
+    }
+    if k.notify {
+        for route in k.routes.iter().chain(ROUTE_FALLBACKS) {
+            let _ = NOTIFY_FORWARD_DURATION.with_label_values(&[route]);
+            for o in NOTIFICATION_OUTCOMES {
+                let _ = NOTIFICATIONS.with_label_values(&[route, o]);
+            }
+        }
+    }
+    for r in RELOAD_RESULTS {
+        let _ = CONFIG_RELOADS.with_label_values(&[r]);
+    }
+    for r in ["missing", "malformed", "unknown_token"] {
+        let _ = CALLER_REFUSED.with_label_values(&["anonymous", r]);
+    }
+    for c in &k.callers {
+        let _ = CALLER_REFUSED.with_label_values(&[c, "forbidden"]);
+    }
+    for r in ["unauthenticated", "not_loopback"] {
+        let _ = CALLER_REFUSED.with_label_values(&["admin", r]);
+    }
+    for l in LISTENERS.iter().filter(|l| k.notify || **l != "notify") {
+        let _ = CONNECTIONS_OPEN.with_label_values(&[l]);
+        let _ = CONNECTIONS_REFUSED.with_label_values(&[l]);
+        let _ = HEADER_TIMEOUTS.with_label_values(&[l]);
+        let _ = BAD_HTTP.with_label_values(&[l]);
+    }
+    for p in PROFILES {
+        let _ = MERCHANTS.with_label_values(&[p]);
+    }
+    Lazy::force(&CRYPTO_HANDLES);
+}
+
 /// The protocol's operations, each with its histogram resolved once (no label lookup per call).
-const CRYPTO_OPS: [&str; 8] = ["canonicalize", "md5_sign", "md5_verify", "rsa_sign", "rsa_verify", "encrypt", "decrypt", "open_type1"];
+pub const CRYPTO_OPS: [&str; 8] = ["canonicalize", "md5_sign", "md5_verify", "rsa_sign", "rsa_verify", "encrypt", "decrypt", "open_type1"];
 static CRYPTO_HANDLES: Lazy<Vec<prometheus::Histogram>> =
     Lazy::new(|| CRYPTO_OPS.iter().map(|op| CRYPTO_DURATION.with_label_values(&[op])).collect());
 
@@ -288,5 +479,71 @@ mod tests {
         assert!(super::register(&registry).is_err(), "registering twice is refused");
         assert_eq!(super::errcode_label("2104"), "2104");
         assert_eq!(super::errcode_label("12345"), "other");
+    }
+
+    /// Every verification reason the protocol can give is in the closed set (the match
+    /// stops compiling when a variant is added, and with it this list must grow).
+    #[test]
+    fn every_verification_reason_is_known() {
+        use crate::protocol::crypto::CryptoError;
+        use crate::protocol::OpenError;
+        let all = [
+            OpenError::Envelope("not JSON"),
+            OpenError::CustomerMismatch,
+            OpenError::Ciphertext(CryptoError::Encoding),
+            OpenError::Ciphertext(CryptoError::Padding),
+            OpenError::Plaintext,
+            OpenError::Signature,
+        ];
+        for e in &all {
+            match e {
+                OpenError::Envelope(_)
+                | OpenError::CustomerMismatch
+                | OpenError::Ciphertext(_)
+                | OpenError::Plaintext
+                | OpenError::Signature => assert!(super::VERIFY_REASONS.contains(&e.reason()), "{}", e.reason()),
+            }
+        }
+        let given: std::collections::BTreeSet<&str> = all.iter().map(|e| e.reason()).collect();
+        let listed: std::collections::BTreeSet<&str> = super::VERIFY_REASONS.iter().copied().collect();
+        assert_eq!(given, listed);
+    }
+
+    /// The notification outcomes `notify.rs` can give are exactly the closed set.
+    #[test]
+    fn every_notification_outcome_is_known() {
+        let source = include_str!("notify.rs");
+        let given: std::collections::BTreeSet<&str> =
+            source.split("outcome(\"").skip(1).filter_map(|rest| rest.split('"').next()).collect();
+        let listed: std::collections::BTreeSet<&str> = super::NOTIFICATION_OUTCOMES.iter().copied().collect();
+        assert_eq!(given, listed);
+    }
+
+    /// A fresh registry shows every family, with zero-valued series for what a configuration
+    /// names.
+    #[test]
+    fn a_configuration_gives_every_family_its_zero_series() {
+        let registry = prometheus::Registry::new();
+        super::register(&registry).unwrap();
+        super::init("rsa");
+        super::configured(&super::Known {
+            endpoints: vec!["bindcard_create"],
+            merchants: vec!["100"],
+            routes: vec!["/n"],
+            callers: vec!["ops"],
+            notify: true,
+        });
+        let text = super::render(&registry);
+        for name in super::family_names() {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
+        }
+        for series in [
+            r#"paysign_requests_total{endpoint="bindcard_create",merchant="100",outcome="platform_failure"} 0"#,
+            r#"paysign_notifications_total{outcome="forged",route="/n"} 0"#,
+            r#"paysign_caller_refusals_total{caller="ops",reason="forbidden"} 0"#,
+            r#"paysign_verification_failures_total{reason="signature"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} missing");
+        }
     }
 }

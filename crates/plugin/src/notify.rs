@@ -102,7 +102,7 @@ impl NotifyState {
 
     pub async fn handle(&self, session: &mut ServerSession, executor: &PrivateKeyExecutor, log: &mut Map<String, Value>) -> Outcome {
         let steps = async {
-            self.check_source(session)?;
+            self.check_source(session, log)?;
             let (route, peer, merchant, data) = self.intake(session, log).await?;
             let (plaintext, fields) = open(&merchant, data, executor, log).await?;
             Ok(self.forward(route, peer, &merchant, plaintext, &fields, log).await)
@@ -113,10 +113,17 @@ impl NotifyState {
     }
 
     /// The optional allow-list of the platform's callback addresses.
-    fn check_source(&self, session: &ServerSession) -> Result<(), Outcome> {
+    fn check_source(&self, session: &ServerSession, log: &mut Map<String, Value>) -> Result<(), Outcome> {
         if !self.notify.allow_from.is_empty() {
-            let allowed = self.source(session).is_some_and(|ip| self.notify.allow_from.iter().any(|c| c.contains(ip)));
+            let source = self.source(session);
+            let allowed = source.is_some_and(|ip| self.notify.allow_from.iter().any(|c| c.contains(ip)));
             if !allowed {
+                // Who was refused: the address an operator adds to `allow_from`, or blocks.
+                let shown = source.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+                log.insert("source".into(), Value::String(shown));
+                if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
+                    log.insert("peer".into(), Value::String(peer.ip().to_string()));
+                }
                 return Err(outcome("source_refused", 403));
             }
         }

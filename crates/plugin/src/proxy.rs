@@ -157,7 +157,8 @@ impl Gateway {
     fn answer(&self, ctx: &mut Ctx, verified: call::Verified, wants_html: bool) -> Result<Reply, GatewayError> {
         let code = verified.err_code.as_deref().unwrap_or("");
         metrics::PLATFORM_ERRCODES.with_label_values(&[&ctx.endpoint, metrics::errcode_label(code)]).inc();
-        ctx.err_code = Some(metrics::errcode_label(code).to_string());
+        // The log says the code itself; only the metric label is bounded to the document's set.
+        ctx.err_code = verified.err_code.as_deref().map(log_code);
         if wants_html {
             let fields = verified.fields();
             if h5::wants_form(&fields) {
@@ -218,6 +219,11 @@ fn business_of(body: &[u8]) -> Result<Business<'_>, GatewayError> {
             NotAnObject::OtherValue => "is not a JSON object",
         })
     })
+}
+
+/// An errCode for the access line as the caller got it (at most 64 characters).
+fn log_code(code: &str) -> String {
+    code.chars().take(64).collect()
 }
 
 /// `orderNo` for the access line (at most 64 characters).
@@ -369,7 +375,9 @@ impl ProxyHttp for Gateway {
                 ctx.status = e.status();
                 ctx.delivery = e.delivery();
                 if ctx.err_code.is_none() {
-                    ctx.err_code = Some(metrics::errcode_label(e.err_code()).to_string());
+                    // What the caller got in `errCode`: the platform's own code for a platform
+                    // failure, the gateway's otherwise.
+                    ctx.err_code = Some(log_code(e.err_code()));
                 }
                 let extra: &[(&'static str, &str)] = match e {
                     GatewayError::MethodNotAllowed => &[("Allow", "POST")],

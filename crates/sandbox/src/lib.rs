@@ -13,7 +13,8 @@
 //! `JDK-BOM-` puts a UTF-8 BOM before the plaintext's JSON (`JDK-NUM-BOM-`: both).
 //!
 //! Notifications: after a successful bindCard/create the sandbox POSTs a sealed notification
-//! to the request's `bindNotifyUrl` (loopback addresses only), and `POST /__sandbox/notify`
+//! to the request's `bindNotifyUrl` (loopback addresses only; a reserved documentation name
+//! such as the README's `merchant.example` is skipped with an `info` line), and `POST /__sandbox/notify`
 //! with `{"customerNo","orderNo","url","tamper"?}` sends one on demand (`tamper`: `sign`,
 //! `customer`, `cipher` or `malformed`) and reports the answer.
 //!
@@ -202,7 +203,13 @@ impl Sandbox {
         };
         if succeeded && self.config.send_notifications {
             if let Some(url) = fields.get("bindNotifyUrl").and_then(Value::as_str) {
-                processed.notify = Some((m.customer_no.clone(), order_no.clone(), url.to_string()));
+                match reserved_host(url) {
+                    // The demo's and the tests' placeholder URLs name nobody: nothing to warn about.
+                    Some(host) => tracing::info!(
+                        "sandbox does not notify order {order_no}: {host} is a reserved documentation name (RFC 2606), not a receiver"
+                    ),
+                    None => processed.notify = Some((m.customer_no.clone(), order_no.clone(), url.to_string())),
+                }
             }
         }
         processed
@@ -600,5 +607,37 @@ impl SandboxService {
             },
         )?;
         Ok(())
+    }
+}
+
+/// The host of `url` when it is a name reserved for documentation and testing (RFC 2606,
+/// RFC 6761: `example`, `example.com|net|org`, `test`, `invalid`, and names under them), which
+/// no receiver can have: the sandbox does not try to notify it.
+fn reserved_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if host.starts_with('[') { host } else { host.split(':').next().unwrap_or("") };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let reserved = ["example", "example.com", "example.net", "example.org", "test", "invalid"];
+    reserved.iter().any(|r| host == *r || host.ends_with(&format!(".{r}"))).then_some(host)
+}
+
+#[cfg(test)]
+mod reserved_tests {
+    #[test]
+    fn documentation_names_are_not_receivers() {
+        for (url, host) in [
+            ("http://merchant.example/notify", Some("merchant.example")),
+            ("https://EXAMPLE.com:8443/x", Some("example.com")),
+            ("http://merchant.example.test/notify", Some("merchant.example.test")),
+            ("http://a.invalid", Some("a.invalid")),
+            ("http://127.0.0.1:8081/notify/bindcard", None),
+            ("http://localhost:8081/", None),
+            ("http://myexample.com/", None),
+            ("http://[::1]:8081/n", None),
+        ] {
+            assert_eq!(super::reserved_host(url).as_deref(), host, "{url}");
+        }
     }
 }
