@@ -61,7 +61,8 @@ pub const ENDPOINT_FALLBACKS: &[&str] = &["other", "none"];
 /// `merchant` besides the configured customer numbers.
 pub const MERCHANT_FALLBACKS: &[&str] = &["unknown", "none"];
 /// `paysign_verification_failures_total{reason}` (`OpenError::reason`).
-pub const VERIFY_REASONS: &[&str] = &["envelope", "customer_mismatch", "encoding", "padding", "plaintext", "signature"];
+pub const VERIFY_REASONS: &[&str] =
+    &["envelope", "customer_mismatch", "encoding", "padding", "plaintext", "not_utf8", "signature", "not_notification"];
 /// `paysign_notifications_total{outcome}` (the outcomes of `notify.rs`).
 pub const NOTIFICATION_OUTCOMES: &[&str] = &[
     "forwarded",
@@ -77,6 +78,8 @@ pub const NOTIFICATION_OUTCOMES: &[&str] = &[
     "shed",
     "internal",
     "forged",
+    "not_utf8",
+    "not_notification",
     "target_failed",
     "target_unreachable",
 ];
@@ -493,7 +496,9 @@ mod tests {
             OpenError::Ciphertext(CryptoError::Encoding),
             OpenError::Ciphertext(CryptoError::Padding),
             OpenError::Plaintext,
+            OpenError::NotUtf8,
             OpenError::Signature,
+            OpenError::NotANotification,
         ];
         for e in &all {
             match e {
@@ -501,7 +506,9 @@ mod tests {
                 | OpenError::CustomerMismatch
                 | OpenError::Ciphertext(_)
                 | OpenError::Plaintext
-                | OpenError::Signature => assert!(super::VERIFY_REASONS.contains(&e.reason()), "{}", e.reason()),
+                | OpenError::NotUtf8
+                | OpenError::Signature
+                | OpenError::NotANotification => assert!(super::VERIFY_REASONS.contains(&e.reason()), "{}", e.reason()),
             }
         }
         let given: std::collections::BTreeSet<&str> = all.iter().map(|e| e.reason()).collect();
