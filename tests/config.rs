@@ -154,7 +154,7 @@ fn check_reports_every_problem_at_once_and_names_the_setting_of_a_type_error() {
     assert_eq!(
         lines,
         [
-            format!("{p}: merchants[0].chunk_size: invalid configuration: invalid type: string \"abc\", expected usize (line 10, column 17)"),
+            format!("{p}: merchants[0].chunk_size: invalid configuration: invalid type: string \"abc\", expected usize (line 11, column 17)"),
             format!("{p}: merchants[0].colour: invalid configuration: unknown field `colour`, expected one of `customer_no`, `profile`, `platform_public_key`, `md5_key_file`, `md5_key_env`, `merchant_private_key`, `chunk_size`, `next_platform_public_key`, `seal_with`"),
             format!("{p}: threads: must be at least 1"),
             format!("{p}: merchants[0].md5_key_file ({}): cannot read file: No such file or directory (os error 2)", missing.display()),
