@@ -141,13 +141,7 @@ fn check_reports_every_problem_at_once_and_names_the_setting_of_a_type_error() {
     let path = dir.join("many.yaml");
     let p = path.display();
     // Four problems: a value of the wrong type, an unknown key, a missing key file, threads 0.
-    write(
-        &path,
-        &format!(
-            "threads: 0\n{BASE}{}    chunk_size: abc\n    colour: blue\n",
-            MD5.replace("keys/md5.key", "keys/missing.key")
-        ),
-    );
+    write(&path, &format!("threads: 0\n{BASE}{}    chunk_size: abc\n    colour: blue\n", MD5.replace("keys/md5.key", "keys/missing.key")));
     let (code, lines) = check_lines(&path, &[]);
     assert_eq!(code, 1, "{lines:#?}");
     let missing = dir.join("keys/missing.key");
@@ -244,8 +238,15 @@ fn secret_files_others_may_write_are_refused_and_others_may_read_are_warned_abou
     // At start too: refused, exit 1, every problem named.
     let (code, _, stderr) = run_paysign(&["run", "-c", path.to_str().unwrap()], &[], "");
     assert_eq!(code, 1);
-    assert!(stderr.contains(&format!("paysign: {p}: merchants[0].md5_key_file ({}): is writable by group or others (mode 0666)", key("md5.key"))), "{stderr}");
-    assert!(stderr.contains(&format!("paysign: {p}: merchants[1].merchant_private_key ({}): is writable", key("merchant_private.pem"))), "{stderr}");
+    assert!(
+        stderr
+            .contains(&format!("paysign: {p}: merchants[0].md5_key_file ({}): is writable by group or others (mode 0666)", key("md5.key"))),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("paysign: {p}: merchants[1].merchant_private_key ({}): is writable", key("merchant_private.pem"))),
+        "{stderr}"
+    );
     chmod("md5.key", 0o600);
     chmod("merchant_private.pem", 0o400);
     let (code, lines) = check_lines(&path, &[]);
@@ -286,12 +287,19 @@ fn run_without_c_logs_which_file_it_uses() {
     let (proxy, admin) = (free_port(), free_port());
     write(
         &dir.join("conf/paysign.yaml"),
-        &format!("listen: 127.0.0.1:{proxy}\nadmin_listen: 127.0.0.1:{admin}\nplatform:\n  base_url: http://127.0.0.1:9\nmerchants:\n{}", MD5.replace("keys/", "../keys/")),
+        &format!(
+            "listen: 127.0.0.1:{proxy}\nadmin_listen: 127.0.0.1:{admin}\nplatform:\n  base_url: http://127.0.0.1:9\nmerchants:\n{}",
+            MD5.replace("keys/", "../keys/")
+        ),
     );
+    // An others-readable MD5 key: a warning at start, not a refusal.
+    std::fs::set_permissions(dir.join("keys/md5.key"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_paysign"));
     cmd.arg("run").current_dir(&dir).env("PAYSIGN_LOG", "info").stdout(std::process::Stdio::null());
     let p = spawn_cmd(&mut cmd, dir.join("gateway.log"));
     wait_ready(admin, "/healthz");
     let wanted = format!("no -c given: using the configuration file {}", dir.join("conf/paysign.yaml").display());
     assert!(eventually(10, || p.logs().contains(&wanted)), "{}", p.logs());
+    let warned = "configuration: conf/paysign.yaml: merchants[0].md5_key_file (conf/../keys/md5.key): is readable by others (mode 0644); chmod o-r (0600 or 0400)";
+    assert!(p.logs().contains(warned), "{}", p.logs());
 }

@@ -224,7 +224,9 @@ fn the_production_config_is_the_configmap_and_passes_check_offline() {
     assert_eq!(code, 1, "{stdout}");
     let p = shipped.display();
     let problems: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("warning: ")).collect();
-    let missing = |setting: &str, file: &str| format!("{p}: {setting} (/etc/paysign/keys/{file}): cannot read file: No such file or directory (os error 2)");
+    let missing = |setting: &str, file: &str| {
+        format!("{p}: {setting} (/etc/paysign/keys/{file}): cannot read file: No such file or directory (os error 2)")
+    };
     assert_eq!(
         problems,
         [
@@ -252,9 +254,10 @@ fn the_production_config_is_the_configmap_and_passes_check_offline() {
     assert_eq!(lines.len(), 3, "{stdout}");
     assert!(lines[0].starts_with(&format!("warning: {p}: platform.base_url: cannot resolve openapi.platform.example now (")), "{stdout}");
     assert!(
-        lines[1].starts_with(&format!("warning: {p}: notify.routes[0].target: cannot resolve binding-service.payments.svc.cluster.local now (")),
+        lines[1].starts_with(&format!(
+            "warning: {p}: notify.routes[0].target: cannot resolve binding-service.payments.svc.cluster.local now ("
+        )),
         "{stdout}"
     );
     assert_eq!(lines[2], format!("{p}: ok (gateway, 2 merchant(s), 2 warning(s))"));
 }
-

@@ -172,7 +172,10 @@ fn a_reload_names_what_needs_a_restart_and_get_config_shows_what_is_in_force() {
     let r = config();
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
-    assert_eq!((v["generation"].as_u64(), v["config"]["threads"].as_u64(), v["config"]["max_in_flight"].as_u64()), (Some(1), Some(2), Some(256)));
+    assert_eq!(
+        (v["generation"].as_u64(), v["config"]["threads"].as_u64(), v["config"]["max_in_flight"].as_u64()),
+        (Some(1), Some(2), Some(256))
+    );
     assert_eq!(v["config"]["listen"], format!("127.0.0.1:{}", s.proxy));
     assert_eq!(v["config"]["merchants"][0]["md5_key"], "(set)");
     assert_eq!(v["config"]["merchants"][1]["merchant_private_key"], "rsa-2048 (aws-lc)");
@@ -186,7 +189,10 @@ fn a_reload_names_what_needs_a_restart_and_get_config_shows_what_is_in_force() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), serde_json::json!({"result": "ok", "generation": 2, "needs_restart": ["threads", "max_in_flight"]}));
     let v = config().json();
-    assert_eq!((v["generation"].as_u64(), v["config"]["threads"].as_u64(), v["config"]["max_in_flight"].as_u64()), (Some(2), Some(2), Some(256)));
+    assert_eq!(
+        (v["generation"].as_u64(), v["config"]["threads"].as_u64(), v["config"]["max_in_flight"].as_u64()),
+        (Some(2), Some(2), Some(256))
+    );
     assert_eq!(v["config"]["platform"]["read_timeout_ms"].as_u64(), Some(9000));
     assert_eq!(v["needs_restart"], serde_json::json!(["threads", "max_in_flight"]));
     let text = config().text();
@@ -202,7 +208,11 @@ fn a_reload_names_what_needs_a_restart_and_get_config_shows_what_is_in_force() {
     assert_eq!(r.status, 500);
     assert_eq!(
         r.json()["error"],
-        format!("{}: listen: cannot change on reload (127.0.0.1:{} in force, 127.0.0.1:{moved} in the file); restart (or upgrade) instead", path.display(), s.proxy)
+        format!(
+            "{}: listen: cannot change on reload (127.0.0.1:{} in force, 127.0.0.1:{moved} in the file); restart (or upgrade) instead",
+            path.display(),
+            s.proxy
+        )
     );
     let logs = s.settled_logs();
     assert!(
@@ -219,7 +229,8 @@ fn without_a_token_the_admin_accepts_127_0_0_1_only_and_with_one_it_needs_it() {
     let s = Stack::start(Options::default());
     let sidecar: std::net::Ipv4Addr = "127.0.0.6".parse().unwrap();
     let local = std::net::Ipv4Addr::LOCALHOST;
-    let refused = r#"{"result":"refused","error":"without admin_token_file, reloads and GET /config are accepted from 127.0.0.1 and ::1 only"}"#;
+    let refused =
+        r#"{"result":"refused","error":"without admin_token_file, reloads and GET /config are accepted from 127.0.0.1 and ::1 only"}"#;
     assert_eq!(request_from(sidecar, s.admin, "POST", "/-/reload", ""), (403, refused.to_string()));
     assert_eq!(request_from(sidecar, s.admin, "GET", "/config", ""), (403, refused.to_string()));
     assert_eq!(request_from(local, s.admin, "POST", "/-/reload", "").0, 200);
@@ -231,7 +242,10 @@ fn without_a_token_the_admin_accepts_127_0_0_1_only_and_with_one_it_needs_it() {
     let token = "admin-token-0123456789abcdef";
     write(&keys.join("admin_token"), &format!("{token}\n"));
     std::fs::set_permissions(keys.join("admin_token"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let t = Stack::start(Options { gateway_extra: format!("admin_token_file: {}\n", keys.join("admin_token").display()), ..Options::default() });
+    let t = Stack::start(Options {
+        gateway_extra: format!("admin_token_file: {}\n", keys.join("admin_token").display()),
+        ..Options::default()
+    });
     assert_eq!(request_from(local, t.admin, "GET", "/config", "").0, 401);
     let bearer = format!("Authorization: Bearer {token}\r\n");
     let (status, body) = request_from(sidecar, t.admin, "GET", "/config", &bearer);

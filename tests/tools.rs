@@ -197,7 +197,7 @@ fn the_config_option_has_help_and_check_says_it_repeats() {
     assert!(help.contains("repeat -c to check several"), "{help}");
     for sub in ["run", "demo", "sandbox", "seal", "open"] {
         let (_, help, _) = run_paysign(&[sub, "--help"], &[], "");
-        let line = help.lines().skip_while(|l| !l.contains("-c, --config <FILE>")).nth(0).unwrap_or_else(|| panic!("{sub}: {help}"));
+        let line = help.lines().find(|l| l.contains("-c, --config <FILE>")).unwrap_or_else(|| panic!("{sub}: {help}"));
         assert!(line.trim().len() > "-c, --config <FILE>".len(), "{sub}: -c has no help text: {help}");
     }
     let (_, help, _) = run_paysign(&["run", "--help"], &[], "");

@@ -744,7 +744,8 @@ fn parse_gateway(text: &str, path: &Path) -> (Option<GatewayFile>, Vec<ConfigErr
                 problem.message.truncate(i);
             }
         }
-        let missing = problem.message.strip_prefix("invalid configuration: missing field `").and_then(|r| r.split_once('`')).map(|(k, _)| k);
+        let missing =
+            problem.message.strip_prefix("invalid configuration: missing field `").and_then(|r| r.split_once('`')).map(|(k, _)| k);
         if let Some(k) = missing {
             let full = if problem.setting == "(file)" { k.to_string() } else { format!("{}.{k}", problem.setting) };
             if errors.iter().any(|e| e.setting == full) {
@@ -873,7 +874,12 @@ pub fn load_report(path: &Path, mode: Mode) -> Report {
         Ok(text) => report_str(&text, path, mode),
         Err(e) => Report {
             config: None,
-            errors: vec![ConfigError { config: path.to_path_buf(), setting: "(file)".into(), file: None, message: format!("cannot read: {e}") }],
+            errors: vec![ConfigError {
+                config: path.to_path_buf(),
+                setting: "(file)".into(),
+                file: None,
+                message: format!("cannot read: {e}"),
+            }],
             warnings: Vec::new(),
             merchants: 0,
         },
@@ -1026,7 +1032,14 @@ fn validate(file: GatewayFile, ctx: &Ctx, found: &mut Found) -> Option<Config> {
 
 /// One merchant: `None` when refused (the problems are in `found`), `Some(None)` when its key
 /// is in a token that `paysign check` does not open.
-fn merchant(ctx: &Ctx, at: &str, m: &MerchantFile, p11: Option<&Pkcs11File>, allow_weak: bool, found: &mut Found) -> Option<Option<Merchant>> {
+fn merchant(
+    ctx: &Ctx,
+    at: &str,
+    m: &MerchantFile,
+    p11: Option<&Pkcs11File>,
+    allow_weak: bool,
+    found: &mut Found,
+) -> Option<Option<Merchant>> {
     let before = found.errors.len();
     let platform_public = found.ok(ctx.public_key(&format!("{at}.platform_public_key"), &m.platform_public_key));
     let keys = match m.profile {
@@ -1068,7 +1081,12 @@ fn merchant(ctx: &Ctx, at: &str, m: &MerchantFile, p11: Option<&Pkcs11File>, all
 }
 
 /// The merchant's key rollover and the chunk size its sealing key allows.
-fn rollover_and_chunk(ctx: &Ctx, at: &str, m: &MerchantFile, platform_public: Option<&Arc<PublicKey>>) -> Result<(Option<Rollover>, usize), ConfigError> {
+fn rollover_and_chunk(
+    ctx: &Ctx,
+    at: &str,
+    m: &MerchantFile,
+    platform_public: Option<&Arc<PublicKey>>,
+) -> Result<(Option<Rollover>, usize), ConfigError> {
     let rollover = match (&m.next_platform_public_key, m.seal_with) {
         (None, SealWith::Current) => None,
         (None, SealWith::Next) => return Err(ctx.err(format!("{at}.seal_with"), None, "next needs next_platform_public_key")),
@@ -1103,7 +1121,13 @@ fn admin_token(ctx: &Ctx, f: &Path) -> Result<[u8; 32], ConfigError> {
 
 /// A merchant key in a PKCS#11 token (see `pkcs11.rs`): opened when running, checked but not
 /// opened by `paysign check` (`None`, with a warning), refused when validating offline.
-fn token_key(ctx: &Ctx, setting: &str, uri: &str, settings: Option<&Pkcs11File>, allow_weak: bool) -> Result<Option<Arc<PrivateKey>>, ConfigError> {
+fn token_key(
+    ctx: &Ctx,
+    setting: &str,
+    uri: &str,
+    settings: Option<&Pkcs11File>,
+    allow_weak: bool,
+) -> Result<Option<Arc<PrivateKey>>, ConfigError> {
     let p = settings.ok_or_else(|| ctx.err(setting, None, "a pkcs11: key needs the pkcs11 settings (module, pin_file or pin_env)"))?;
     pkcs11::Pkcs11Uri::parse(uri).map_err(|e| ctx.err(setting, None, e))?;
     let pin = ctx.secret("pkcs11.pin", "a pkcs11: key", "the PIN", &p.pin_file, &p.pin_env)?;
@@ -1212,7 +1236,9 @@ fn notify(
         }
         let target = ctx.url(&format!("{at}.target"), &r.target, true)?;
         let merchant = match &r.merchant {
-            Some(c) if !known.contains(c) => return Err(ctx.err(format!("{at}.merchant"), None, format!("{c} is not a configured merchant"))),
+            Some(c) if !known.contains(c) => {
+                return Err(ctx.err(format!("{at}.merchant"), None, format!("{c} is not a configured merchant")))
+            }
             // Not built only when its key was refused (reported) or left in its token by `check`.
             Some(c) => merchants.get(c).cloned(),
             None => None,
