@@ -135,8 +135,9 @@ pub struct GatewayFile {
     /// 503 `not-sent` with `Retry-After` at once.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// `POST /-/reload` needs `Authorization: Bearer <the token in this file>`; without it,
-    /// reloads are accepted only from loopback addresses.
+    /// `POST /-/reload` and `GET /config` need `Authorization: Bearer <the token in this file>`;
+    /// required when `admin_listen` is not loopback; without it, they are accepted only from
+    /// 127.0.0.1 and ::1.
     pub admin_token_file: Option<PathBuf>,
     /// Internal callers and what each may do; when present, every proxied request needs
     /// `Authorization: Bearer <token>` of one of them (401 otherwise, 403 outside its grants).
@@ -342,7 +343,7 @@ pub struct Config {
     pub max_in_flight: usize,
     pub max_connections: usize,
     pub header_timeout: Duration,
-    /// SHA-256 of the admin token (`None`: reloads from loopback only).
+    /// SHA-256 of the admin token (`None`: admin writes from 127.0.0.1 and ::1 only).
     pub admin_token_sha256: Option<[u8; 32]>,
     /// Empty: callers are not authenticated.
     pub callers: Vec<Caller>,
@@ -933,7 +934,7 @@ fn validate(file: GatewayFile, ctx: &Ctx, found: &mut Found) -> Option<Config> {
     if file.listen == file.admin_listen {
         found.check(Err(ctx.err("admin_listen", None, "must differ from listen")));
     }
-    // Without a token, reloads and GET /config are accepted from loopback only: an admin
+    // Without a token, reloads and GET /config are accepted from 127.0.0.1/::1 only: an admin
     // listener that others can reach would be refused to everyone, or (behind a sidecar that
     // connects from 127.0.0.x) open to everyone.
     let admin_reachable = file.admin_listen.parse::<SocketAddr>().is_ok_and(|a| !a.ip().is_loopback());
