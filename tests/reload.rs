@@ -214,6 +214,19 @@ fn a_reload_names_what_needs_a_restart_and_get_config_shows_what_is_in_force() {
             s.proxy
         )
     );
+    // Every problem of the file, not only the first.
+    write(&path, &good.replace("keys/md5.key", "keys/gone.key").replace("keys/merchant_private.pem", "keys/gone.pem"));
+    let r = reload(&s);
+    assert_eq!(r.status, 500);
+    let (p, gone) = (path.display(), |f: &str| s.dir.join("keys").join(f).display().to_string());
+    assert_eq!(
+        r.json()["error"],
+        format!(
+            "{p}: merchants[0].md5_key_file ({}): cannot read file: No such file or directory (os error 2); {p}: merchants[1].merchant_private_key ({}): cannot read file: No such file or directory (os error 2)",
+            gone("gone.key"),
+            gone("gone.pem")
+        )
+    );
     let logs = s.settled_logs();
     assert!(
         logs.contains(&format!(

@@ -53,6 +53,9 @@ pub enum ReloadError {
     /// The file does not load or validate (the setting and file are named).
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// Every problem of a file that does not validate, each naming its setting and file.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<config::ConfigError>),
     /// A listener that only a restart (or an upgrade) can change.
     #[error("{0}")]
     NeedsRestart(ListenerChange),
@@ -150,7 +153,11 @@ impl Live {
     /// The next runtime: the file read again, checked against what cannot change on reload.
     /// Settings fixed at start keep their running values, and are named as needing a restart.
     fn next(&self, old: &Arc<Runtime>) -> Result<Runtime, ReloadError> {
-        let mut new = config::load(&self.path)?;
+        let report = config::load_report(&self.path, config::Mode::Run);
+        let mut new = match report.config {
+            Some(c) if report.errors.is_empty() => c,
+            _ => return Err(ReloadError::Invalid(report.errors)),
+        };
         let o = &old.config;
         let listeners = [
             ("listen", o.listen.clone(), new.listen.clone()),
