@@ -303,3 +303,33 @@ fn run_without_c_logs_which_file_it_uses() {
     let warned = "configuration: conf/paysign.yaml: merchants[0].md5_key_file (conf/../keys/md5.key): is readable by others (mode 0644); chmod o-r (0600 or 0400)";
     assert!(p.logs().contains(warned), "{}", p.logs());
 }
+
+#[test]
+fn check_needs_no_hsm_a_token_key_is_checked_but_not_opened() {
+    let dir = temp_dir();
+    let path = dir.join("token.yaml");
+    let p = path.display();
+    write(&dir.join("pin"), "1234\n");
+    std::fs::set_permissions(dir.join("pin"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    // The module only has to exist: `check` never loads it (any file will do here).
+    let module = dir.join("keys/platform_public.pem");
+    let token_merchant = "  - customer_no: \"202112090604\"\n    profile: rsa\n    platform_public_key: keys/platform_public.pem\n    merchant_private_key: \"pkcs11:token=paysign;object=merchant\"\n";
+    write(&path, &format!("pkcs11:\n  module: {}\n  pin_file: pin\n{BASE}{token_merchant}", module.display()));
+    let (code, lines) = check_lines(&path, &[]);
+    assert_eq!(
+        (code, lines),
+        (
+            0,
+            vec![
+                format!("warning: {p}: merchants[0].merchant_private_key: the key in the PKCS#11 token is not opened by check (`paysign keys check --pkcs11-module` opens it)"),
+                format!("{p}: ok (gateway, 1 merchant(s), 1 warning(s))"),
+            ]
+        )
+    );
+    write(&path, &format!("pkcs11:\n  module: {}\n  pin_file: pin\n{BASE}{token_merchant}", dir.join("nope.so").display()));
+    let (code, lines) = check_lines(&path, &[]);
+    assert_eq!(
+        (code, lines),
+        (1, vec![format!("{p}: pkcs11.module ({}): file does not exist", dir.join("nope.so").display()), format!("{p}: 1 problem(s)")])
+    );
+}
