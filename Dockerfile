@@ -26,6 +26,7 @@ COPY --from=build /src/target/release/paysign /usr/local/bin/paysign
 USER 10001:10001
 # 8080: internal callers (proxy) · 8081: platform notifications · 9091: admin (/metrics, /healthz, /readyz)
 EXPOSE 8080 8081 9091
-# Mount the configuration at /etc/paysign/paysign.yaml and the keys under /etc/paysign/keys/.
+# Mount the configuration directory (conf/prod/) at /etc/paysign/config/ and the keys under
+# /etc/paysign/keys/ (docs/operations.md, "Container image").
 ENTRYPOINT ["/usr/local/bin/paysign"]
-CMD ["run", "-c", "/etc/paysign/paysign.yaml"]
+CMD ["run", "-c", "/etc/paysign/config/paysign.yaml"]

@@ -35,32 +35,41 @@ struct Cli {
 enum Command {
     /// Gateway and sandbox platform in one process (the end-to-end demo).
     Demo {
-        #[arg(short, long, default_value = "conf/paysign.yaml")]
+        /// The gateway's configuration file.
+        #[arg(short, long, value_name = "FILE", default_value = "conf/paysign.yaml")]
         config: PathBuf,
+        /// The sandbox platform's configuration file.
         #[arg(long, default_value = "conf/sandbox.yaml")]
         sandbox: PathBuf,
     },
     /// The gateway (production).
     Run {
-        #[arg(short, long, default_value = "conf/paysign.yaml")]
-        config: PathBuf,
+        /// The gateway's configuration file [default: conf/paysign.yaml, relative to the current
+        /// directory; the file used is logged].
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Take over the listening sockets of a running paysign (then send it SIGQUIT).
         #[arg(long)]
         upgrade: bool,
     },
     /// The sandbox platform alone.
     Sandbox {
-        #[arg(short, long, default_value = "conf/sandbox.yaml")]
+        /// The sandbox platform's configuration file.
+        #[arg(short, long, value_name = "FILE", default_value = "conf/sandbox.yaml")]
         config: PathBuf,
     },
-    /// Validate configuration files, every key included (exit 1 on a problem).
+    /// Validate configuration files offline, every key file included: print every problem and
+    /// warning (a host name that does not resolve now is a warning); exit 1 on a problem.
     Check {
+        /// A gateway or sandbox configuration file; repeat -c to check several
+        /// (-c a.yaml -c b.yaml).
         #[arg(short, long = "config", value_name = "FILE", required = true)]
         configs: Vec<PathBuf>,
     },
     /// Print the canonical string, sign and envelope that would be sent for stdin's plaintext (exit 1 when --path validation refuses it).
     Seal {
-        #[arg(short, long, default_value = "conf/paysign.yaml")]
+        /// The gateway's configuration file (its merchants' keys are used).
+        #[arg(short, long, value_name = "FILE", default_value = "conf/paysign.yaml")]
         config: PathBuf,
         /// customerNo (needed when several merchants are configured).
         #[arg(long)]
@@ -71,7 +80,8 @@ enum Command {
     },
     /// Open and verify stdin's response or notification, step by step (exit 1 when it does not verify).
     Open {
-        #[arg(short, long, default_value = "conf/paysign.yaml")]
+        /// The gateway's configuration file (its merchants' keys are used).
+        #[arg(short, long, value_name = "FILE", default_value = "conf/paysign.yaml")]
         config: PathBuf,
         #[arg(long)]
         merchant: Option<String>,
@@ -87,7 +97,9 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Check key files (PEM or DER, PKCS#1 or PKCS#8) and keys in a PKCS#11 token (pkcs11: URIs).
+    /// Check key files (PEM or DER, PKCS#1 or PKCS#8) and keys in a PKCS#11 token (pkcs11: URIs);
+    /// exit 1 when one is unusable, weak (under 2048 bits) or not checked (a URI without
+    /// --pkcs11-module).
     Check {
         /// Key files, or `pkcs11:token=…;object=…` URIs.
         #[arg(required = true, value_name = "FILE")]
@@ -115,7 +127,9 @@ fn main() -> ExitCode {
         Err(msg) => {
             // The log lines before it first (they leave through the log writer's thread).
             paysign_plugin::log_writer::flush(paysign_plugin::log_writer::EXIT_WAIT);
-            eprintln!("paysign: {msg}");
+            for line in msg.lines() {
+                eprintln!("paysign: {line}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -143,7 +157,11 @@ impl TokenAccess {
     fn check(&self, uri: &str) -> Result<String, String> {
         let parsed = paysign_plugin::pkcs11::Pkcs11Uri::parse(uri)?;
         let Some(module) = &self.module else {
-            return Ok(format!("PKCS#11 URI (token '{}'); give --pkcs11-module and --pin-env to check the key in the token", parsed.token));
+            // Saying nothing is not saying "fine": a key nobody looked at fails the check.
+            return Err(format!(
+                "NOT CHECKED: PKCS#11 URI (token '{}'); give --pkcs11-module and --pin-env or --pin-file to check the key in the token",
+                parsed.token
+            ));
         };
         let pin = paysign_protocol::crypto::Secret::new(self.pin()?);
         let key = paysign_plugin::pkcs11::open_key(uri, module, &pin, false)?;
@@ -158,6 +176,10 @@ fn keys_check(files: &[String], tokens: &TokenAccess) -> Result<(), String> {
         if paysign_plugin::pkcs11::is_uri(name) {
             match tokens.check(name) {
                 Ok(line) => println!("{name}: {line}"),
+                Err(e) if e.starts_with("NOT CHECKED") => {
+                    println!("{name}: {e}");
+                    unreadable = true;
+                }
                 Err(e) => {
                     println!("{name}: ERROR: {e}");
                     unreadable = true;
@@ -179,20 +201,31 @@ fn keys_check(files: &[String], tokens: &TokenAccess) -> Result<(), String> {
     if ok && !unreadable {
         Ok(())
     } else {
-        Err("some files are not usable keys".into())
+        Err("some keys are unusable, weak or not checked".into())
     }
 }
 
 fn check(configs: &[PathBuf]) -> Result<(), String> {
     let mut failed = 0;
     for path in configs {
-        match load_any(path) {
-            Ok(AnyConfig::Gateway(c)) => println!("{}: ok (gateway, {} merchant(s))", path.display(), c.merchants.len()),
-            Ok(AnyConfig::Sandbox(s)) => println!("{}: ok (sandbox, {} merchant(s))", path.display(), s.merchants.len()),
-            Err(e) => {
-                println!("{e}");
+        let report = check_one(path);
+        for e in &report.errors {
+            println!("{e}");
+        }
+        for w in &report.warnings {
+            println!("warning: {w}");
+        }
+        let warned = match report.warnings.len() {
+            0 => String::new(),
+            n => format!(", {n} warning(s)"),
+        };
+        match report.kind {
+            _ if !report.errors.is_empty() => {
+                println!("{}: {} problem(s)", path.display(), report.errors.len());
                 failed += 1;
             }
+            Some(kind) => println!("{}: ok ({kind}, {} merchant(s){warned})", path.display(), report.merchants),
+            None => failed += 1,
         }
     }
     if failed > 0 {
@@ -201,26 +234,82 @@ fn check(configs: &[PathBuf]) -> Result<(), String> {
     Ok(())
 }
 
+/// What `check` found in one file, whichever kind it is.
+struct Checked {
+    kind: Option<&'static str>,
+    errors: Vec<config::ConfigError>,
+    warnings: Vec<config::ConfigError>,
+    merchants: usize,
+}
+
+fn check_one(path: &std::path::Path) -> Checked {
+    match kind_of(path) {
+        Some(Kind::Sandbox) => match paysign_sandbox::load_sandbox(path) {
+            Ok(s) => Checked { kind: Some("sandbox"), errors: Vec::new(), warnings: Vec::new(), merchants: s.merchants.len() },
+            Err(e) => Checked { kind: Some("sandbox"), errors: vec![e], warnings: Vec::new(), merchants: 0 },
+        },
+        _ => {
+            let r = config::load_report(path, config::Mode::Check);
+            Checked { kind: Some("gateway"), errors: r.errors, warnings: r.warnings, merchants: r.merchants }
+        }
+    }
+}
+
 fn stdin() -> Result<String, String> {
     let mut input = String::new();
     std::io::Read::read_to_string(&mut std::io::stdin(), &mut input).map_err(|e| format!("reading stdin: {e}"))?;
     Ok(input)
 }
 
+/// A gateway configuration, every problem in it named; its warnings are logged.
 fn gateway(path: &std::path::Path) -> Result<config::Config, String> {
-    config::load(path).map_err(|e| e.to_string())
+    if kind_of(path) == Some(Kind::Sandbox) {
+        return Err(format!(
+            "{}: this is a sandbox configuration (it has platform_private_key): start it with `paysign sandbox -c {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    let report = config::load_report(path, config::Mode::Run);
+    match report.config {
+        Some(c) if report.errors.is_empty() => {
+            for w in &c.warnings {
+                tracing::warn!("configuration: {w}");
+            }
+            Ok(c)
+        }
+        _ if report.errors.is_empty() => Err(format!("{}: not loaded", path.display())),
+        _ => Err(report.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")),
+    }
+}
+
+fn sandbox(path: &std::path::Path) -> Result<paysign_sandbox::SandboxConfig, String> {
+    if kind_of(path) == Some(Kind::Gateway) {
+        return Err(format!(
+            "{}: this is a gateway configuration (it has platform): start it with `paysign run -c {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    paysign_sandbox::load_sandbox(path).map_err(|e| e.to_string())
 }
 
 fn dispatch(command: Command) -> Result<(), String> {
     match command {
-        Command::Run { config, upgrade } => server::run(Some(gateway(&config)?), None, upgrade),
-        Command::Sandbox { config } => {
-            let sb = paysign_sandbox::load_sandbox(&config).map_err(|e| e.to_string())?;
-            server::run(None, Some(sb), false)
+        Command::Run { config, upgrade } => {
+            let config = config.unwrap_or_else(|| {
+                let default = PathBuf::from("conf/paysign.yaml");
+                // Saying which file is used: without -c it depends on the current directory.
+                let shown = std::env::current_dir().map_or_else(|_| default.clone(), |d| d.join(&default));
+                tracing::info!("no -c given: using the configuration file {}", shown.display());
+                default
+            });
+            server::run(Some(gateway(&config)?), None, upgrade)
         }
-        Command::Demo { config, sandbox } => {
+        Command::Sandbox { config } => server::run(None, Some(sandbox(&config)?), false),
+        Command::Demo { config, sandbox: sandbox_config } => {
             let cfg = gateway(&config)?;
-            let sb = paysign_sandbox::load_sandbox(&sandbox).map_err(|e| e.to_string())?;
+            let sb = sandbox(&sandbox_config)?;
             server::run(Some(cfg), Some(sb), false)
         }
         Command::Check { configs } => check(&configs),
@@ -253,17 +342,21 @@ fn dispatch(command: Command) -> Result<(), String> {
     }
 }
 
-/// What kind of file this is, judged by its top-level keys (for `paysign check`).
-enum AnyConfig {
-    Gateway(Box<config::Config>),
-    Sandbox(Box<paysign_sandbox::SandboxConfig>),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Gateway,
+    Sandbox,
 }
 
-fn load_any(path: &std::path::Path) -> Result<AnyConfig, config::ConfigError> {
-    let value: serde_yaml::Value = config::read_yaml(path)?;
+/// What kind of configuration a file is, judged by its top-level keys (`None`: unreadable
+/// or neither; loading it then says what is wrong).
+fn kind_of(path: &std::path::Path) -> Option<Kind> {
+    let value: serde_yaml::Value = config::read_yaml(path).ok()?;
     if value.get("platform_private_key").is_some() {
-        paysign_sandbox::load_sandbox(path).map(|c| AnyConfig::Sandbox(Box::new(c)))
+        Some(Kind::Sandbox)
+    } else if value.get("platform").is_some() {
+        Some(Kind::Gateway)
     } else {
-        config::load(path).map(|c| AnyConfig::Gateway(Box::new(c)))
+        None
     }
 }

@@ -267,7 +267,8 @@ fn open_steps(m: &Merchant, input: &str, out: &mut String) -> Result<(), ()> {
     Ok(())
 }
 
-/// `paysign keys check`: format, size and kind of each key, and which form pairs.
+/// `paysign keys check`: format, size and kind of each key, and which form pairs; not ok when a
+/// key is unusable or weak (a weak key is refused unless `allow_weak_keys`).
 pub fn keys_check(files: &[(String, String)]) -> (String, bool) {
     let mut out = String::new();
     let mut all_ok = true;
@@ -277,11 +278,13 @@ pub fn keys_check(files: &[(String, String)]) -> (String, bool) {
         match keys::parse_any(text) {
             Ok(AnyKey::Public(k, f)) => {
                 let weak = if k.bits() < keys::MIN_BITS { " — WEAK: refused unless allow_weak_keys" } else { "" };
+                all_ok &= weak.is_empty();
                 let _ = writeln!(out, "{name}: RSA public key, {} bits, {f}{weak}", k.bits());
                 publics.push((name.clone(), k));
             }
             Ok(AnyKey::Private(k, f)) => {
                 let weak = if k.public().bits() < keys::MIN_BITS { " — WEAK: refused unless allow_weak_keys" } else { "" };
+                all_ok &= weak.is_empty();
                 let _ = writeln!(out, "{name}: RSA private key, {} bits, {f}{weak}", k.public().bits());
                 privates.push((name.clone(), k));
             }

@@ -39,6 +39,7 @@ fn deployment_files_parse_and_the_example_config_matches_the_schema() {
             "NetworkPolicy",
             "NetworkPolicy",
             "NetworkPolicy",
+            "NetworkPolicy",
             "NetworkPolicy"
         ]
     );
@@ -170,7 +171,7 @@ fn the_container_image_and_the_manifest_agree() {
         "keys or configuration baked in"
     );
     assert!(runtime.contains("EXPOSE 8080 8081 9091"));
-    assert!(runtime.contains(r#"CMD ["run", "-c", "/etc/paysign/paysign.yaml"]"#));
+    assert!(runtime.contains(r#"CMD ["run", "-c", "/etc/paysign/config/paysign.yaml"]"#));
     let ignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
     for excluded in ["target", "conf", "tests", ".git"] {
         assert!(ignore.lines().any(|l| l == excluded), ".dockerignore lacks {excluded}");
@@ -182,14 +183,33 @@ fn the_container_image_and_the_manifest_agree() {
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsUser"].as_u64(), Some(10001));
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"].as_str(), Some("RuntimeDefault"));
+    assert_eq!(pod["automountServiceAccountToken"].as_bool(), Some(false));
     let c = &pod["containers"][0];
     assert_eq!(c["image"].as_str(), Some("registry.example/paysign:0.1.0"));
     let args: Vec<&str> = c["args"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    assert_eq!(args, ["run", "-c", "/etc/paysign/paysign.yaml"]);
+    assert_eq!(args, ["run", "-c", "/etc/paysign/config/paysign.yaml"]);
     let ports: Vec<u64> = c["ports"].as_sequence().unwrap().iter().map(|p| p["containerPort"].as_u64().unwrap()).collect();
     assert_eq!(ports, [8080, 8081, 9091]);
-    let mounts: Vec<&str> = c["volumeMounts"].as_sequence().unwrap().iter().map(|m| m["mountPath"].as_str().unwrap()).collect();
-    assert!(mounts.contains(&"/etc/paysign/paysign.yaml") && mounts.contains(&"/etc/paysign/keys"), "{mounts:?}");
+    let mounts = c["volumeMounts"].as_sequence().unwrap();
+    let paths: Vec<&str> = mounts.iter().map(|m| m["mountPath"].as_str().unwrap()).collect();
+    assert!(paths.contains(&"/etc/paysign/config") && paths.contains(&"/etc/paysign/keys"), "{paths:?}");
+    // A subPath mount is a copy that never sees a ConfigMap update: directories only.
+    assert!(mounts.iter().all(|m| m.get("subPath").is_none()), "{mounts:?}");
+    // The keys volume holds every secret file the configuration names.
+    let volumes = pod["volumes"].as_sequence().unwrap();
+    let keys = volumes.iter().find(|v| v["name"] == "keys").unwrap();
+    let items: Vec<&str> = keys["secret"]["items"].as_sequence().unwrap().iter().map(|i| i["path"].as_str().unwrap()).collect();
+    assert_eq!(items, ["platform_public.pem", "merchant_private.pem", "md5_key", "admin_token"]);
+    // Egress: DNS, the platform and the notification target, nothing else.
+    let egress = docs.iter().find(|d| d["metadata"]["name"] == "paysign-egress").unwrap();
+    let ports: Vec<u64> = egress["spec"]["egress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["ports"].as_sequence().unwrap().iter().map(|p| p["port"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(ports, [53, 53, 443, 8000]);
     // The manifest's configuration listens on the ports the image exposes.
     let embedded: serde_yaml::Value = serde_yaml::from_str(docs[0]["data"]["paysign.yaml"].as_str().unwrap()).unwrap();
     assert_eq!(embedded["listen"].as_str(), Some("0.0.0.0:8080"));
@@ -207,4 +227,63 @@ fn the_container_image_and_the_manifest_agree() {
     let mut libs = libs;
     libs.sort();
     assert_eq!(libs, ["libc.so.6", "libgcc_s.so.1", "libm.so.6"]);
+}
+
+/// conf/prod/paysign.yaml is the Kubernetes ConfigMap's file, and `paysign check` passes it in CI
+/// without DNS: as shipped it fails only on the secret files absent here; with them (test keys,
+/// owner-only), it passes, the names that do not resolve outside the cluster being warnings.
+#[test]
+fn the_production_config_is_the_configmap_and_passes_check_offline() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let prod = std::fs::read_to_string(root.join("conf/prod/paysign.yaml")).unwrap();
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&std::fs::read_to_string(deploy("kubernetes.yaml")).unwrap())
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let embedded = docs[0]["data"]["paysign.yaml"].as_str().unwrap();
+    assert_eq!(embedded, prod, "the ConfigMap's paysign.yaml differs from conf/prod/paysign.yaml");
+
+    // As shipped: exactly the five secret files under /etc/paysign/keys are missing.
+    let dir = temp_dir();
+    let shipped = dir.join("shipped.yaml");
+    write(&shipped, embedded);
+    let (code, stdout, stderr) = run_paysign(&["check", "-c", shipped.to_str().unwrap()], &[], "");
+    assert_eq!(code, 1, "{stdout}");
+    let p = shipped.display();
+    let problems: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("warning: ")).collect();
+    let missing = |setting: &str, file: &str| {
+        format!("{p}: {setting} (/etc/paysign/keys/{file}): cannot read file: No such file or directory (os error 2)")
+    };
+    assert_eq!(
+        problems,
+        [
+            missing("merchants[0].platform_public_key", "platform_public.pem"),
+            missing("merchants[0].md5_key_file", "md5_key"),
+            missing("merchants[1].platform_public_key", "platform_public.pem"),
+            missing("merchants[1].merchant_private_key", "merchant_private.pem"),
+            missing("admin_token_file", "admin_token"),
+            format!("{p}: 5 problem(s)"),
+        ]
+    );
+    assert_eq!(stderr.lines().last(), Some("paysign: 1 configuration file(s) have problems"));
+
+    // With the secrets in place: ok, two warnings (names that resolve only in the cluster).
+    let keys = dir.join("keys");
+    std::fs::rename(keys.join("md5.key"), keys.join("md5_key")).unwrap();
+    write(&keys.join("admin_token"), "an-admin-token-of-some-length\n");
+    std::fs::set_permissions(keys.join("admin_token"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let placed = dir.join("placed.yaml");
+    write(&placed, &embedded.replace("/etc/paysign/keys/", &format!("{}/", keys.display())));
+    let (code, stdout, _) = run_paysign(&["check", "-c", placed.to_str().unwrap()], &[], "");
+    assert_eq!(code, 0, "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let p = placed.display();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[0].starts_with(&format!("warning: {p}: platform.base_url: cannot resolve openapi.platform.example now (")), "{stdout}");
+    assert!(
+        lines[1].starts_with(&format!(
+            "warning: {p}: notify.routes[0].target: cannot resolve binding-service.payments.svc.cluster.local now ("
+        )),
+        "{stdout}"
+    );
+    assert_eq!(lines[2], format!("{p}: ok (gateway, 2 merchant(s), 2 warning(s))"));
 }

@@ -135,3 +135,133 @@ fn broken_or_listener_changing_reloads_are_refused_and_merchants_come_and_go() {
     assert_eq!(sample(&m, r#"paysign_merchants_configured{profile="md5"}"#), Some(1.0));
     assert!(s.settled_logs().contains("configuration reload refused"));
 }
+
+/// A request whose connection comes from `source` (e.g. 127.0.0.6, where a sidecar's traffic
+/// comes from): (status, body).
+fn request_from(source: std::net::Ipv4Addr, port: u16, method: &str, path: &str, headers: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    let addr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    };
+    let (src, dst) = (addr(source, 0), addr(std::net::Ipv4Addr::LOCALHOST, port));
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a fresh socket, bound and connected with valid sockaddr_in values, then owned by
+    // the TcpStream.
+    let mut s = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        assert_eq!(libc::bind(fd, &src as *const libc::sockaddr_in as *const libc::sockaddr, len), 0);
+        assert_eq!(libc::connect(fd, &dst as *const libc::sockaddr_in as *const libc::sockaddr, len), 0);
+        std::net::TcpStream::from_raw_fd(fd)
+    };
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: 0\r\n{headers}\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
+    (status, raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+#[test]
+fn a_reload_names_what_needs_a_restart_and_get_config_shows_what_is_in_force() {
+    let s = Stack::start(Options::default());
+    let config = || request(s.admin, "GET", "/config", &[], b"");
+    let r = config();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        (v["generation"].as_u64(), v["config"]["threads"].as_u64(), v["config"]["max_in_flight"].as_u64()),
+        (Some(1), Some(2), Some(256))
+    );
+    assert_eq!(v["config"]["listen"], format!("127.0.0.1:{}", s.proxy));
+    assert_eq!(v["config"]["merchants"][0]["md5_key"], "(set)");
+    assert_eq!(v["config"]["merchants"][1]["merchant_private_key"], "rsa-2048 (aws-lc)");
+    assert_eq!(v["needs_restart"], serde_json::json!([]));
+
+    // threads and max_in_flight change: the rest is applied, those two named, not applied.
+    let path = s.dir.join("paysign.yaml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    write(&path, &format!("threads: 3\nmax_in_flight: 8\n{}", good.replace("read_timeout_ms: 10000", "read_timeout_ms: 9000")));
+    let r = reload(&s);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), serde_json::json!({"result": "ok", "generation": 2, "needs_restart": ["threads", "max_in_flight"]}));
+    let v = config().json();
+    assert_eq!(
+        (v["generation"].as_u64(), v["config"]["threads"].as_u64(), v["config"]["max_in_flight"].as_u64()),
+        (Some(2), Some(2), Some(256))
+    );
+    assert_eq!(v["config"]["platform"]["read_timeout_ms"].as_u64(), Some(9000));
+    assert_eq!(v["needs_restart"], serde_json::json!(["threads", "max_in_flight"]));
+    let text = config().text();
+    for secret in [MD5_KEY, "BEGIN", "token_sha256"] {
+        assert!(!text.contains(secret), "GET /config shows {secret}: {text}");
+    }
+    assert_eq!(s.post_json(MD5_MERCHANT, &bindcard("CFG-1")).status, 200);
+
+    // A listener change: refused, naming the file and the setting.
+    let moved = free_port();
+    write(&path, &good.replace(&format!("listen: 127.0.0.1:{}\n", s.proxy), &format!("listen: 127.0.0.1:{moved}\n")));
+    let r = reload(&s);
+    assert_eq!(r.status, 500);
+    assert_eq!(
+        r.json()["error"],
+        format!(
+            "{}: listen: cannot change on reload (127.0.0.1:{} in force, 127.0.0.1:{moved} in the file); restart (or upgrade) instead",
+            path.display(),
+            s.proxy
+        )
+    );
+    // Every problem of the file, not only the first.
+    write(&path, &good.replace("keys/md5.key", "keys/gone.key").replace("keys/merchant_private.pem", "keys/gone.pem"));
+    let r = reload(&s);
+    assert_eq!(r.status, 500);
+    let (p, gone) = (path.display(), |f: &str| s.dir.join("keys").join(f).display().to_string());
+    assert_eq!(
+        r.json()["error"],
+        format!(
+            "{p}: merchants[0].md5_key_file ({}): cannot read file: No such file or directory (os error 2); {p}: merchants[1].merchant_private_key ({}): cannot read file: No such file or directory (os error 2)",
+            gone("gone.key"),
+            gone("gone.pem")
+        )
+    );
+    let logs = s.settled_logs();
+    assert!(
+        logs.contains(&format!(
+            "configuration reloaded from {}: generation 2; needs a restart: threads, max_in_flight (the running values stay in force)",
+            path.display()
+        )),
+        "{logs}"
+    );
+}
+
+#[test]
+fn without_a_token_the_admin_accepts_127_0_0_1_only_and_with_one_it_needs_it() {
+    let s = Stack::start(Options::default());
+    let sidecar: std::net::Ipv4Addr = "127.0.0.6".parse().unwrap();
+    let local = std::net::Ipv4Addr::LOCALHOST;
+    let refused =
+        r#"{"result":"refused","error":"without admin_token_file, reloads and GET /config are accepted from 127.0.0.1 and ::1 only"}"#;
+    assert_eq!(request_from(sidecar, s.admin, "POST", "/-/reload", ""), (403, refused.to_string()));
+    assert_eq!(request_from(sidecar, s.admin, "GET", "/config", ""), (403, refused.to_string()));
+    assert_eq!(request_from(local, s.admin, "POST", "/-/reload", "").0, 200);
+    assert_eq!(request_from(local, s.admin, "GET", "/config", "").0, 200);
+    assert_eq!(sample(&s.metrics(), r#"paysign_caller_refusals_total{caller="admin",reason="not_loopback"}"#), Some(2.0));
+
+    // With a token: needed from everywhere, loopback included.
+    let keys = temp_dir();
+    let token = "admin-token-0123456789abcdef";
+    write(&keys.join("admin_token"), &format!("{token}\n"));
+    std::fs::set_permissions(keys.join("admin_token"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let t = Stack::start(Options {
+        gateway_extra: format!("admin_token_file: {}\n", keys.join("admin_token").display()),
+        ..Options::default()
+    });
+    assert_eq!(request_from(local, t.admin, "GET", "/config", "").0, 401);
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    let (status, body) = request_from(sidecar, t.admin, "GET", "/config", &bearer);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""admin_token":"(set)""#) && !body.contains(token), "{body}");
+}

@@ -148,7 +148,6 @@ fn keys_check_tells_formats_sizes_kinds_and_pairs() {
         "platform_private.pem",
         "merchant_private.b64",
         "merchant_public.pem",
-        "weak1024_public.pem",
     ];
     let args: Vec<String> =
         std::iter::once("keys".to_string()).chain(std::iter::once("check".to_string())).chain(files.iter().map(|f| k(f))).collect();
@@ -157,7 +156,6 @@ fn keys_check_tells_formats_sizes_kinds_and_pairs() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("{}: RSA public key, 2048 bits, PEM RSA PUBLIC KEY (PKCS#1)", k("platform_public_pkcs1.pem"))), "{out}");
     assert!(out.contains(&format!("{}: RSA private key, 2048 bits, base64 DER PKCS#1 private key", k("merchant_private.b64"))), "{out}");
-    assert!(out.contains(&format!("{}: RSA public key, 1024 bits, PEM PUBLIC KEY (SPKI) — WEAK", k("weak1024_public.pem"))), "{out}");
     assert_eq!(out.lines().filter(|l| l.starts_with("pair: ")).count(), 4, "{out}");
     assert!(out.contains(&format!("pair: {} + {}", k("merchant_private.b64"), k("merchant_public.pem"))));
     assert!(!out.contains("BEGIN"), "key material printed");
@@ -165,6 +163,45 @@ fn keys_check_tells_formats_sizes_kinds_and_pairs() {
     let (code, out) = run(&["keys", "check", &k("README.md")], "");
     assert_eq!(code, 1);
     assert!(out.contains("ERROR: not an RSA key"), "{out}");
+}
+
+#[test]
+fn keys_check_fails_on_a_weak_key_and_on_a_token_key_it_did_not_open() {
+    let k = |n: &str| fixtures().join("keys").join(n).to_str().unwrap().to_string();
+    // A 1024-bit key is refused by the gateway (unless allow_weak_keys): the check fails.
+    let (code, out, stderr) = run_paysign(&["keys", "check", &k("platform_public.pem"), &k("weak1024_public.pem")], &[], "");
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out,
+        format!(
+            "{}: RSA public key, 2048 bits, PEM PUBLIC KEY (SPKI)\n{}: RSA public key, 1024 bits, PEM PUBLIC KEY (SPKI) — WEAK: refused unless allow_weak_keys\n",
+            k("platform_public.pem"),
+            k("weak1024_public.pem")
+        )
+    );
+    assert_eq!(stderr.lines().last(), Some("paysign: some keys are unusable, weak or not checked"));
+    // A pkcs11: URI without --pkcs11-module was not looked at: not a pass.
+    let (code, out, _) = run_paysign(&["keys", "check", "pkcs11:token=paysign;object=merchant"], &[], "");
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out,
+        "pkcs11:token=paysign;object=merchant: NOT CHECKED: PKCS#11 URI (token 'paysign'); give --pkcs11-module and --pin-env or --pin-file to check the key in the token\n"
+    );
+}
+
+#[test]
+fn the_config_option_has_help_and_check_says_it_repeats() {
+    let (code, help, _) = run_paysign(&["check", "--help"], &[], "");
+    assert_eq!(code, 0);
+    assert!(help.contains("-c, --config <FILE>"), "{help}");
+    assert!(help.contains("repeat -c to check several"), "{help}");
+    for sub in ["run", "demo", "sandbox", "seal", "open"] {
+        let (_, help, _) = run_paysign(&[sub, "--help"], &[], "");
+        let line = help.lines().find(|l| l.contains("-c, --config <FILE>")).unwrap_or_else(|| panic!("{sub}: {help}"));
+        assert!(line.trim().len() > "-c, --config <FILE>".len(), "{sub}: -c has no help text: {help}");
+    }
+    let (_, help, _) = run_paysign(&["run", "--help"], &[], "");
+    assert!(help.contains("[default: conf/paysign.yaml"), "{help}");
 }
 
 #[test]

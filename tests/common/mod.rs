@@ -37,6 +37,12 @@ pub fn temp_dir() -> PathBuf {
         std::fs::copy(&p, dir.join("keys").join(p.file_name().unwrap())).unwrap();
     }
     std::fs::write(dir.join("keys/md5.key"), format!("{MD5_KEY}\n")).unwrap();
+    // Secrets readable by their owner only: paysign warns about others-readable ones and
+    // refuses group/other-writable ones (whatever the umask of the checkout).
+    for entry in std::fs::read_dir(dir.join("keys")).unwrap() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(entry.unwrap().path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     dir
 }
 

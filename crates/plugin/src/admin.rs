@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text format), `/healthz` (the process answers)
-//! and `/readyz` (the proxy listener accepts connections). Kept apart from the proxied paths.
+//! and `/readyz` (the proxy listener accepts connections), `POST /-/reload` and `GET /config`
+//! (the configuration in force, secrets redacted). Kept apart from the proxied paths.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -35,10 +36,11 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
 }
 
 impl Admin {
-    /// Admin writes need the admin token when one is configured, and otherwise come from
-    /// loopback only.
+    /// Reloads and `GET /config` need the admin token when one is configured, and otherwise come
+    /// from 127.0.0.1 or ::1 only: not the rest of 127.0.0.0/8, which sidecars (Istio's inbound
+    /// traffic comes from 127.0.0.6) use for traffic from elsewhere.
     #[allow(clippy::result_large_err)]
-    fn may_write(&self, session: &ServerSession) -> Result<(), Response<Vec<u8>>> {
+    fn authorized(&self, session: &ServerSession) -> Result<(), Response<Vec<u8>>> {
         let expected = self.live.current().config.admin_token_sha256;
         match expected {
             Some(expected) => {
@@ -56,8 +58,11 @@ impl Admin {
                 Err(r)
             }
             None => {
-                let loopback = session.client_addr().and_then(|a| a.as_inet()).is_some_and(|a| a.ip().is_loopback());
-                if loopback {
+                let local = session.client_addr().and_then(|a| a.as_inet()).is_some_and(|a| {
+                    let ip = a.ip().to_canonical();
+                    ip == std::net::Ipv4Addr::LOCALHOST || ip == std::net::Ipv6Addr::LOCALHOST
+                });
+                if local {
                     return Ok(());
                 }
                 metrics::CALLER_REFUSED.with_label_values(&["admin", "not_loopback"]).inc();
@@ -65,7 +70,7 @@ impl Admin {
                 Err(reply(
                     403,
                     "application/json",
-                    br#"{"result":"refused","error":"without admin_token_file, reloads are accepted from loopback only"}"#.to_vec(),
+                    br#"{"result":"refused","error":"without admin_token_file, reloads and GET /config are accepted from 127.0.0.1 and ::1 only"}"#.to_vec(),
                 ))
             }
         }
@@ -87,20 +92,40 @@ impl ServeHttp for Admin {
             if session.req_header().method != http::Method::POST {
                 return reply(405, "text/plain", b"POST to reload\n".to_vec());
             }
-            if let Err(refusal) = self.may_write(session) {
+            if let Err(refusal) = self.authorized(session) {
                 return refusal;
             }
             // Key parsing is CPU work: keep it off the event loop.
             let live = self.live.clone();
             return match tokio::task::spawn_blocking(move || live.reload()).await {
-                Ok(Ok(generation)) => {
-                    reply(200, "application/json", serde_json::json!({"result": "ok", "generation": generation}).to_string().into_bytes())
+                Ok(Ok(done)) => {
+                    let mut answer = serde_json::json!({"result": "ok", "generation": done.generation});
+                    // Said only when there is something to say, so the usual answer stays short.
+                    if !done.needs_restart.is_empty() {
+                        answer["needs_restart"] = serde_json::json!(done.needs_restart);
+                    }
+                    reply(200, "application/json", answer.to_string().into_bytes())
                 }
                 Ok(Err(e)) => {
                     reply(500, "application/json", serde_json::json!({"result": "failed", "error": e.to_string()}).to_string().into_bytes())
                 }
                 Err(_) => reply(500, "application/json", br#"{"result":"failed","error":"internal"}"#.to_vec()),
             };
+        }
+        if path == "/config" {
+            if session.req_header().method != http::Method::GET {
+                return reply(405, "text/plain", b"GET the configuration\n".to_vec());
+            }
+            if let Err(refusal) = self.authorized(session) {
+                return refusal;
+            }
+            let rt = self.live.current();
+            let answer = serde_json::json!({
+                "generation": rt.generation,
+                "needs_restart": rt.needs_restart,
+                "config": rt.config.describe(),
+            });
+            return reply(200, "application/json", answer.to_string().into_bytes());
         }
         match path.as_str() {
             "/metrics" => reply(200, "text/plain; version=0.0.4", metrics::render(&self.registry).into_bytes()),
@@ -113,7 +138,7 @@ impl ServeHttp for Admin {
                     reply(503, "text/plain", b"proxy listener is not accepting\n".to_vec())
                 }
             }
-            _ => reply(404, "text/plain", b"not found: /metrics, /healthz, /readyz, POST /-/reload\n".to_vec()),
+            _ => reply(404, "text/plain", b"not found: /metrics, /healthz, /readyz, POST /-/reload, GET /config\n".to_vec()),
         }
     }
 }

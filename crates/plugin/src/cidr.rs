@@ -8,6 +8,13 @@ pub struct Cidr {
     prefix: u8,
 }
 
+/// As written in a configuration (`203.0.113.0/24`), for `GET /config`.
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
+}
+
 impl Cidr {
     pub fn parse(text: &str) -> Result<Cidr, String> {
         let bad = || format!("'{text}' is not an address or a network like 203.0.113.0/24");

@@ -135,8 +135,9 @@ pub struct GatewayFile {
     /// 503 `not-sent` with `Retry-After` at once.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// `POST /-/reload` needs `Authorization: Bearer <the token in this file>`; without it,
-    /// reloads are accepted only from loopback addresses.
+    /// `POST /-/reload` and `GET /config` need `Authorization: Bearer <the token in this file>`;
+    /// required when `admin_listen` is not loopback; without it, they are accepted only from
+    /// 127.0.0.1 and ::1.
     pub admin_token_file: Option<PathBuf>,
     /// Internal callers and what each may do; when present, every proxied request needs
     /// `Authorization: Bearer <token>` of one of them (401 otherwise, 403 outside its grants).
@@ -342,7 +343,7 @@ pub struct Config {
     pub max_in_flight: usize,
     pub max_connections: usize,
     pub header_timeout: Duration,
-    /// SHA-256 of the admin token (`None`: reloads from loopback only).
+    /// SHA-256 of the admin token (`None`: admin writes from 127.0.0.1 and ::1 only).
     pub admin_token_sha256: Option<[u8; 32]>,
     /// Empty: callers are not authenticated.
     pub callers: Vec<Caller>,
@@ -356,6 +357,8 @@ pub struct Config {
     pub upstream: Upstream,
     pub merchants: HashMap<String, Arc<Merchant>>,
     pub notify: Option<Notify>,
+    /// What loading found worth saying but not refusing (logged at start and on reload).
+    pub warnings: Vec<ConfigError>,
 }
 
 /// An internal caller and its grants (`None`: all).
@@ -415,6 +418,97 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The configuration in force as `GET /config` shows it: every setting, and of each secret
+    /// only whether it is set (no key material, MD5 key, token, PIN, nor their hashes).
+    pub fn describe(&self) -> serde_json::Value {
+        use serde_json::json;
+        let rsa = |bits: usize| format!("rsa-{bits}");
+        let mut merchants: Vec<_> = self.merchants.values().collect();
+        merchants.sort_by(|a, b| a.customer_no.cmp(&b.customer_no));
+        let merchants: Vec<_> = merchants
+            .into_iter()
+            .map(|m| {
+                let mut v = match &m.keys {
+                    MerchantKeys::Md5 { platform_public, .. } => {
+                        json!({"platform_public_key": rsa(platform_public.bits()), "md5_key": "(set)"})
+                    }
+                    MerchantKeys::Rsa { merchant_private, platform_public } => json!({
+                        "platform_public_key": rsa(platform_public.bits()),
+                        "merchant_private_key": format!("{} ({})", rsa(merchant_private.public().bits()), merchant_private.backend_name()),
+                    }),
+                };
+                v["customer_no"] = json!(m.customer_no);
+                v["profile"] = json!(m.profile().as_str());
+                v["chunk_size"] = json!(m.chunk_size);
+                if let Some(r) = &m.rollover {
+                    v["next_platform_public_key"] = json!(rsa(r.next.bits()));
+                    v["seal_with"] = json!(if r.seal_with_next { "next" } else { "current" });
+                }
+                v
+            })
+            .collect();
+        let all = |v: &Option<Vec<String>>| v.clone().unwrap_or_else(|| vec!["*".into()]);
+        let callers: Vec<_> =
+            self.callers.iter().map(|c| json!({"name": c.name, "merchants": all(&c.merchants), "endpoints": all(&c.endpoints)})).collect();
+        let up = &self.upstream;
+        let text = |v: &[crate::cidr::Cidr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let notify = self.notify.as_ref().map(|n| {
+            json!({
+                "listen": n.listen,
+                "ack": n.ack,
+                "max_body_bytes": n.max_body_bytes,
+                "forward_timeout_ms": n.forward_timeout.as_millis() as u64,
+                "max_blocks": n.max_blocks,
+                "allow_from": text(&n.allow_from),
+                "trusted_proxies": text(&n.trusted_proxies),
+                "routes": n.routes.iter().map(|r| json!({
+                    "path": r.path,
+                    "target": format!("{}://{}{}", if r.target.tls { "https" } else { "http" }, r.target.authority, r.target.path),
+                    "merchant": r.merchant.as_ref().map(|m| m.customer_no.clone()),
+                })).collect::<Vec<_>>(),
+            })
+        });
+        json!({
+            "source": self.source.display().to_string(),
+            "listen": self.listen,
+            "admin_listen": self.admin_listen,
+            "admin_token": if self.admin_token_sha256.is_some() { "(set)" } else { "(none: 127.0.0.1 and ::1 only)" },
+            "threads": self.threads,
+            "grace_period_seconds": self.grace_period_seconds,
+            "upgrade_sock": self.upgrade_sock.display().to_string(),
+            "max_body_bytes": self.max_body_bytes,
+            "client_body_timeout_ms": self.client_body_timeout.as_millis() as u64,
+            "crypto_backend": self.crypto_backend.as_str(),
+            "offload_private_key_ops": self.offload_private_key_ops,
+            "private_key_workers": self.private_key_workers,
+            "private_key_queue": self.private_key_queue,
+            "max_in_flight": self.max_in_flight,
+            "max_connections": self.max_connections,
+            "header_timeout_ms": self.header_timeout.as_millis() as u64,
+            "callers": callers,
+            "platform": {
+                "base_url": format!("{}://{}{}", if up.target.tls { "https" } else { "http" }, up.target.authority, up.target.path),
+                "addresses": up.target.addrs.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>(),
+                "tls_verify": up.tls_verify,
+                "ca_file": up.ca_file.as_ref().map(|p| p.display().to_string()),
+                "client_cert_file": up.client_cert.as_ref().map(|(c, _)| c.display().to_string()),
+                "client_key_file": up.client_cert.as_ref().map(|_| "(set)"),
+                "egress_proxy": up.egress_proxy.map(|a| a.to_string()),
+                "egress_proxy_uds": up.egress_proxy_uds.as_ref().map(|p| p.display().to_string()),
+                "connect_timeout_ms": up.connect_timeout.as_millis() as u64,
+                "read_timeout_ms": up.read_timeout.as_millis() as u64,
+                "connect_retries": up.connect_retries,
+                "dns_refresh_secs": up.dns_refresh.map(|d| d.as_secs()),
+                "max_response_bytes": up.max_response_bytes,
+                "pool_idle_timeout_secs": up.pool_idle_timeout.as_secs(),
+            },
+            "merchants": merchants,
+            "notify": notify,
+        })
+    }
+}
+
 // ---------------------------------------------------------------- loading
 
 /// Reading the files a configuration names (keys, certificates), relative to the
@@ -427,6 +521,10 @@ pub struct Ctx<'a> {
     backend: Backend,
     /// Look host names up (false only for fuzzing: no DNS query may leave).
     resolve: bool,
+    /// `paysign check`: a name that does not resolve now, and a key in a PKCS#11 token, are
+    /// reported as warnings instead of being required (validation needs neither DNS nor the HSM).
+    checking: bool,
+    warnings: std::cell::RefCell<Vec<ConfigError>>,
 }
 
 impl Ctx<'_> {
@@ -437,6 +535,55 @@ impl Ctx<'_> {
             file: file.map(Path::to_path_buf),
             message: message.into(),
         }
+    }
+
+    /// Something worth saying that does not make the configuration unusable.
+    pub fn warn(&self, setting: impl Into<String>, file: Option<&Path>, message: impl Into<String>) {
+        self.warnings.borrow_mut().push(self.err(setting, file, message));
+    }
+
+    /// The warnings so far (for the sandbox's configuration, which shares this context).
+    pub fn take_warnings(&self) -> Vec<ConfigError> {
+        std::mem::take(&mut self.warnings.borrow_mut())
+    }
+
+    /// A URL setting. Its host name is looked up unless `lookup` is false (fixed addresses) or
+    /// the configuration is being validated offline; `paysign check` tries the lookup and
+    /// reports a failure as a warning (the name must resolve when paysign starts).
+    pub fn url(&self, setting: &str, url: &str, lookup: bool) -> Result<Target, ConfigError> {
+        let target = http_client::parse_url_with(url, self.resolve && lookup).map_err(|m| self.err(setting, None, m))?;
+        if self.checking && lookup && !target.is_ip_literal() {
+            if let Err(e) = crate::addresses::system_lookup(&target.host, target.port) {
+                self.warn(setting, None, format!("cannot resolve {} now ({e}); it must resolve when paysign starts", target.host));
+            }
+        }
+        Ok(target)
+    }
+
+    /// Reads a file holding a secret (a private key, the MD5 key, a token, a PIN), refusing one
+    /// that others could replace and warning about one that others can read (as ssh does).
+    pub fn read_secret(&self, setting: &str, p: &Path) -> Result<(PathBuf, String), ConfigError> {
+        let path = self.resolve(p);
+        self.secret_mode(setting, &path)?;
+        self.read(setting, p)
+    }
+
+    fn secret_mode(&self, setting: &str, path: &Path) -> Result<(), ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        // A missing file is reported by the read that follows.
+        let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(self.err(
+                setting,
+                Some(path),
+                format!("is writable by group or others (mode {mode:04o}): anyone who can write it can replace the secret; chmod go-w (0600 or 0400)"),
+            ));
+        }
+        if mode & 0o004 != 0 {
+            self.warn(setting, Some(path), format!("is readable by others (mode {mode:04o}); chmod o-r (0600 or 0400)"));
+        }
+        Ok(())
     }
 
     pub fn resolve(&self, p: &Path) -> PathBuf {
@@ -465,7 +612,7 @@ impl Ctx<'_> {
 
     pub fn private_key(&self, setting: &str, p: &Option<PathBuf>) -> Result<Arc<PrivateKey>, ConfigError> {
         let p = p.as_ref().ok_or_else(|| self.err(setting, None, "is required for this profile"))?;
-        let (path, text) = self.read(setting, p)?;
+        let (path, text) = self.read_secret(setting, p)?;
         keys::load_private(&text, self.allow_weak)
             .map(|k| Arc::new(k.with_backend(self.backend)))
             .map_err(|e: KeyError| self.err(setting, Some(&path), e.to_string()))
@@ -491,7 +638,7 @@ impl Ctx<'_> {
         let raw = match (file, env) {
             (Some(_), Some(_)) => return Err(self.err(file_setting, None, format!("set {f} or {e}, not both"))),
             (None, None) => return Err(self.err(file_setting, None, format!("{who} needs {f} or {e}"))),
-            (Some(p), None) => self.read(&file_setting, p)?.1,
+            (Some(p), None) => self.read_secret(&file_setting, p)?.1,
             (None, Some(var)) => std::env::var(var)
                 .map_err(|_| self.err(env_setting, None, format!("environment variable {var} is not set or not UTF-8")))?,
         };
@@ -517,6 +664,8 @@ impl Ctx<'_> {
                         return Err(self.err(setting, Some(f), "file does not exist"));
                     }
                 }
+                // The second of the pair is the private key.
+                self.secret_mode(b_name, &b)?;
                 Ok(Some((a, b)))
             }
             (None, None) => Ok(None),
@@ -543,17 +692,122 @@ pub fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Confi
 }
 
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
-    serde_yaml::from_str(text).map_err(|e| ConfigError {
-        config: path.to_path_buf(),
-        setting: "(file)".into(),
-        file: None,
-        message: format!("invalid configuration: {e}"),
-    })
+    serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))
+}
+
+/// A YAML error as a problem with the setting it is about: serde_yaml prefixes its message
+/// with the path (`merchants[0].chunk_size: invalid type: …`), and names an unknown key in
+/// the message (`unknown field `x``).
+fn yaml_error(path: &Path, e: &serde_yaml::Error) -> ConfigError {
+    let text = e.to_string();
+    // The position goes after the message, in a form that reads as part of it.
+    let text = match (e.location(), text.rfind(" at line ")) {
+        (Some(l), Some(i)) => format!("{} (line {}, column {})", &text[..i], l.line(), l.column()),
+        _ => text,
+    };
+    let (setting, message) = match text.split_once(": ") {
+        Some((p, m)) if !p.is_empty() && !p.contains(char::is_whitespace) => (p.to_string(), m.to_string()),
+        _ => (String::new(), text.clone()),
+    };
+    // `unknown field `x`` names the key itself: the setting is the key.
+    let unknown = message.strip_prefix("unknown field `").and_then(|r| r.split_once('`')).map(|(k, _)| k.to_string());
+    let setting = match (unknown, setting.is_empty()) {
+        (Some(k), true) => k,
+        (Some(k), false) => format!("{setting}.{k}"),
+        (None, true) => "(file)".into(),
+        (None, false) => setting,
+    };
+    ConfigError { config: path.to_path_buf(), setting, file: None, message: format!("invalid configuration: {message}") }
+}
+
+/// Parses a gateway file, reporting every key of the wrong type or name rather than only the
+/// first: each refused key is taken out and the rest parsed again (a key that is required then
+/// stops the search, as the next error would only repeat it as missing).
+fn parse_gateway(text: &str, path: &Path) -> (Option<GatewayFile>, Vec<ConfigError>) {
+    let mut errors: Vec<ConfigError> = Vec::new();
+    let mut value: Option<serde_yaml::Value> = None;
+    let mut current = text.to_string();
+    // Bounded: a file with more bad keys than this reports the first ones.
+    for _ in 0..32 {
+        let e = match serde_yaml::from_str::<GatewayFile>(&current) {
+            Ok(file) => return (Some(file), errors),
+            Err(e) => e,
+        };
+        let mut problem = yaml_error(path, &e);
+        if errors.is_empty() {
+            match serde_yaml::from_str::<serde_yaml::Value>(text) {
+                Ok(v) => value = Some(v),
+                Err(_) => return (None, vec![problem]),
+            }
+        } else {
+            // Positions refer to the rewritten text after the first error: drop them.
+            if let Some(i) = problem.message.rfind(" (line ") {
+                problem.message.truncate(i);
+            }
+        }
+        let missing =
+            problem.message.strip_prefix("invalid configuration: missing field `").and_then(|r| r.split_once('`')).map(|(k, _)| k);
+        if let Some(k) = missing {
+            let full = if problem.setting == "(file)" { k.to_string() } else { format!("{}.{k}", problem.setting) };
+            if errors.iter().any(|e| e.setting == full) {
+                break;
+            }
+        }
+        let removed = value.as_mut().is_some_and(|v| remove_setting(v, &problem.setting));
+        errors.push(problem);
+        if !removed {
+            break;
+        }
+        match value.as_ref().map(serde_yaml::to_string) {
+            Some(Ok(t)) => current = t,
+            _ => break,
+        }
+    }
+    (None, errors)
+}
+
+/// Removes `a.b[2].c` from a YAML tree; false when there is no such key.
+fn remove_setting(root: &mut serde_yaml::Value, setting: &str) -> bool {
+    let mut parts: Vec<(String, Option<usize>)> = Vec::new();
+    for segment in setting.split('.') {
+        let mut rest = segment;
+        let name_end = rest.find('[').unwrap_or(rest.len());
+        parts.push((rest[..name_end].to_string(), None));
+        rest = &rest[name_end..];
+        while let Some(r) = rest.strip_prefix('[') {
+            let Some((n, after)) = r.split_once(']') else { return false };
+            let Ok(n) = n.parse::<usize>() else { return false };
+            parts.push((String::new(), Some(n)));
+            rest = after;
+        }
+    }
+    let Some(last) = parts.pop() else { return false };
+    let mut node = root;
+    for (key, index) in &parts {
+        let next = match index {
+            Some(i) => node.get_mut(*i),
+            None => node.get_mut(key.as_str()),
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    match last {
+        (_, Some(i)) => match node.as_sequence_mut() {
+            Some(seq) if i < seq.len() => {
+                seq.remove(i);
+                true
+            }
+            _ => false,
+        },
+        (key, None) => node.as_mapping_mut().is_some_and(|m| m.remove(key.as_str()).is_some()),
+    }
 }
 
 pub fn ctx_for(path: &Path, allow_weak: bool, backend: Backend) -> Ctx<'_> {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ctx { config: path, dir, allow_weak, backend, resolve: true }
+    Ctx { config: path, dir, allow_weak, backend, resolve: true, checking: false, warnings: Default::default() }
 }
 
 pub fn check_listen(ctx: &Ctx, setting: &str, v: &str) -> Result<(), ConfigError> {
@@ -567,125 +821,203 @@ pub fn check_customer_no(ctx: &Ctx, at: &str, c: &str) -> Result<(), ConfigError
     Ok(())
 }
 
+/// How a configuration is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// To run: host names are looked up and keys in a PKCS#11 token opened (both required).
+    Run,
+    /// `paysign check`: everything that can be checked offline; a name that does not resolve
+    /// now and a key in a token are warnings (neither DNS nor the HSM is needed).
+    Check,
+    /// The fuzzer: no DNS query may leave, a token key is an error.
+    Offline,
+}
+
+/// Everything loading a file found: every problem (not only the first) and the warnings.
+#[derive(Debug)]
+pub struct Report {
+    /// The configuration, when there is no problem (and, for [`Mode::Check`], no key in a
+    /// token that was left unopened).
+    pub config: Option<Config>,
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<ConfigError>,
+    /// How many merchants the file configures.
+    pub merchants: usize,
+}
+
 /// Loads and validates a gateway configuration, parsing every key.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let file: GatewayFile = read_yaml(path)?;
-    validate(file, path, true)
+    first_problem(load_report(path, Mode::Run))
 }
 
 /// [`load`] from text, without looking host names up (they become 0.0.0.0); relative paths
 /// are relative to `path`'s folder. For the fuzzer: it must send no DNS query.
 pub fn load_str_offline(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    validate(parse_yaml(text, path)?, path, false)
+    first_problem(report_str(text, path, Mode::Offline))
 }
 
-fn validate(file: GatewayFile, path: &Path, resolve: bool) -> Result<Config, ConfigError> {
+fn first_problem(report: Report) -> Result<Config, ConfigError> {
+    match (report.config, report.errors.into_iter().next()) {
+        (_, Some(e)) => Err(e),
+        (Some(c), None) => Ok(c),
+        (None, None) => Err(ConfigError {
+            config: PathBuf::new(),
+            setting: "(file)".into(),
+            file: None,
+            message: "not loaded (a key was left unopened)".into(),
+        }),
+    }
+}
+
+/// Every problem of a gateway file, with its warnings.
+pub fn load_report(path: &Path, mode: Mode) -> Report {
+    match std::fs::read_to_string(path) {
+        Ok(text) => report_str(&text, path, mode),
+        Err(e) => Report {
+            config: None,
+            errors: vec![ConfigError {
+                config: path.to_path_buf(),
+                setting: "(file)".into(),
+                file: None,
+                message: format!("cannot read: {e}"),
+            }],
+            warnings: Vec::new(),
+            merchants: 0,
+        },
+    }
+}
+
+fn report_str(text: &str, path: &Path, mode: Mode) -> Report {
+    let (file, mut errors) = parse_gateway(text, path);
+    let Some(file) = file else {
+        return Report { config: None, errors, warnings: Vec::new(), merchants: 0 };
+    };
+    let merchants = file.merchants.len();
     let mut ctx = ctx_for(path, file.allow_weak_keys, file.crypto_backend);
-    ctx.resolve = resolve;
-    check_listen(&ctx, "listen", &file.listen)?;
-    check_listen(&ctx, "admin_listen", &file.admin_listen)?;
+    ctx.resolve = mode == Mode::Run;
+    ctx.checking = mode == Mode::Check;
+    let mut found = Found { errors: Vec::new() };
+    let config = validate(file, &ctx, &mut found);
+    // Errors from the keys taken out while parsing come first, as they appear in the file.
+    errors.extend(found.errors);
+    let warnings = ctx.take_warnings();
+    let config = match config {
+        Some(mut c) if errors.is_empty() => {
+            c.warnings = warnings.clone();
+            Some(c)
+        }
+        _ => None,
+    };
+    Report { config, errors, warnings, merchants }
+}
+
+/// The problems found so far: validation goes on after each one, so that a file's problems
+/// are all reported at once.
+struct Found {
+    errors: Vec<ConfigError>,
+}
+
+impl Found {
+    fn ok<T>(&mut self, r: Result<T, ConfigError>) -> Option<T> {
+        r.map_err(|e| self.errors.push(e)).ok()
+    }
+    fn check(&mut self, r: Result<(), ConfigError>) {
+        self.ok(r);
+    }
+}
+
+/// `None` when anything was refused (the problems are in `found`).
+fn validate(file: GatewayFile, ctx: &Ctx, found: &mut Found) -> Option<Config> {
+    let before = found.errors.len();
+    found.check(check_listen(ctx, "listen", &file.listen));
+    found.check(check_listen(ctx, "admin_listen", &file.admin_listen));
     if file.listen == file.admin_listen {
-        return Err(ctx.err("admin_listen", None, "must differ from listen"));
+        found.check(Err(ctx.err("admin_listen", None, "must differ from listen")));
+    }
+    // Without a token, reloads and GET /config are accepted from 127.0.0.1/::1 only: an admin
+    // listener that others can reach would be refused to everyone, or (behind a sidecar that
+    // connects from 127.0.0.x) open to everyone.
+    let admin_reachable = file.admin_listen.parse::<SocketAddr>().is_ok_and(|a| !a.ip().is_loopback());
+    if admin_reachable && file.admin_token_file.is_none() {
+        found.check(Err(ctx.err(
+            "admin_token_file",
+            None,
+            format!("is required when admin_listen ({}) is not a loopback address", file.admin_listen),
+        )));
     }
     if file.threads == 0 {
-        return Err(ctx.err("threads", None, "must be at least 1"));
+        found.check(Err(ctx.err("threads", None, "must be at least 1")));
     }
     if file.max_body_bytes == 0 {
-        return Err(ctx.err("max_body_bytes", None, "must be at least 1"));
+        found.check(Err(ctx.err("max_body_bytes", None, "must be at least 1")));
     }
-    let upstream = upstream(&ctx, &file.platform)?;
+    let upstream = found.ok(upstream(ctx, &file.platform));
     if file.merchants.is_empty() {
-        return Err(ctx.err("merchants", None, "at least one merchant is required"));
+        found.check(Err(ctx.err("merchants", None, "at least one merchant is required")));
     }
     let mut merchants = HashMap::new();
+    // Every customer_no named, built or not: references to it are then not reported twice.
+    let mut known = std::collections::HashSet::new();
+    let mut unopened = false;
     for (i, m) in file.merchants.iter().enumerate() {
         let at = format!("merchants[{i}]");
-        check_customer_no(&ctx, &at, &m.customer_no)?;
-        let platform_public = ctx.public_key(&format!("{at}.platform_public_key"), &m.platform_public_key)?;
-        let keys = match m.profile {
-            ProfileName::Md5 => {
-                ctx.not_for_profile(&at, "merchant_private_key", m.merchant_private_key.is_some(), "md5")?;
-                let md5_key = ctx.md5_key(&at, &m.md5_key_file, &m.md5_key_env)?;
-                MerchantKeys::Md5 { md5_key, platform_public: platform_public.clone() }
+        if found.ok(check_customer_no(ctx, &at, &m.customer_no)).is_none() {
+            continue;
+        }
+        if !known.insert(m.customer_no.clone()) {
+            found.check(Err(ctx.err(format!("{at}.customer_no"), None, format!("{} is configured twice", m.customer_no))));
+            continue;
+        }
+        match merchant(ctx, &at, m, file.pkcs11.as_ref(), file.allow_weak_keys, found) {
+            Some(Some(merchant)) => {
+                merchants.insert(m.customer_no.clone(), Arc::new(merchant));
             }
-            ProfileName::Rsa => {
-                ctx.not_for_profile(&at, "md5_key_file", m.md5_key_file.is_some(), "rsa")?;
-                ctx.not_for_profile(&at, "md5_key_env", m.md5_key_env.is_some(), "rsa")?;
-                let setting = format!("{at}.merchant_private_key");
-                let merchant_private = match m.merchant_private_key.as_ref().and_then(|p| p.to_str()).filter(|p| pkcs11::is_uri(p)) {
-                    Some(uri) => token_key(&ctx, &setting, uri, file.pkcs11.as_ref(), file.allow_weak_keys)?,
-                    None => ctx.private_key(&setting, &m.merchant_private_key)?,
-                };
-                MerchantKeys::Rsa { merchant_private, platform_public: platform_public.clone() }
-            }
-        };
-        let rollover = match (&m.next_platform_public_key, m.seal_with) {
-            (None, SealWith::Current) => None,
-            (None, SealWith::Next) => return Err(ctx.err(format!("{at}.seal_with"), None, "next needs next_platform_public_key")),
-            (Some(_), seal_with) => Some(Rollover {
-                next: ctx.public_key(&format!("{at}.next_platform_public_key"), &m.next_platform_public_key)?,
-                seal_with_next: seal_with == SealWith::Next,
-            }),
-        };
-        let sealing_key = match &rollover {
-            Some(Rollover { next, seal_with_next: true }) => next,
-            _ => &platform_public,
-        };
-        let chunk_size = segmented::chunk_size_for(sealing_key, m.chunk_size).map_err(|e| ctx.err(format!("{at}.chunk_size"), None, e))?;
-        let merchant = Merchant { customer_no: m.customer_no.clone(), keys, chunk_size, rollover };
-        if merchants.insert(m.customer_no.clone(), Arc::new(merchant)).is_some() {
-            return Err(ctx.err(format!("{at}.customer_no"), None, format!("{} is configured twice", m.customer_no)));
+            Some(None) => unopened = true,
+            None => {}
         }
     }
-    let notify = match &file.notify {
-        Some(n) => Some(notify(&ctx, n, &merchants, &[&file.listen, &file.admin_listen])?),
-        None => None,
-    };
-    let callers = callers(&ctx, &file.callers, &merchants)?;
+    let notify = file.notify.as_ref().and_then(|n| found.ok(notify(ctx, n, &merchants, &known, &[&file.listen, &file.admin_listen])));
+    let callers = found.ok(callers(ctx, &file.callers, &known));
     let admin_token_sha256 = match &file.admin_token_file {
-        Some(f) => {
-            let path = ctx.resolve(f);
-            let mut token = String::new();
-            std::fs::File::open(&path)
-                .and_then(|f| std::io::Read::read_to_string(&mut std::io::Read::take(f, 4096), &mut token))
-                .map_err(|e| ctx.err("admin_token_file", Some(&path), e.to_string()))?;
-            let token = token.trim_end_matches(['\r', '\n']);
-            if token.len() < 16 {
-                return Err(ctx.err("admin_token_file", Some(&path), "the token must be at least 16 characters"));
-            }
-            Some(sha256(token.as_bytes()))
-        }
-        None => None,
+        Some(f) => found.ok(admin_token(ctx, f)).map(Some),
+        None => Some(None),
     };
     if file.max_in_flight == 0 {
-        return Err(ctx.err("max_in_flight", None, "must be at least 1"));
+        found.check(Err(ctx.err("max_in_flight", None, "must be at least 1")));
     }
     if file.max_connections == 0 {
-        return Err(ctx.err("max_connections", None, "must be at least 1"));
+        found.check(Err(ctx.err("max_connections", None, "must be at least 1")));
     }
     if file.header_timeout_ms == 0 {
-        return Err(ctx.err("header_timeout_ms", None, "must be positive"));
+        found.check(Err(ctx.err("header_timeout_ms", None, "must be positive")));
+    }
+    let private_key_workers = match file.private_key_workers {
+        Some(0) => {
+            found.check(Err(ctx.err("private_key_workers", None, "must be at least 1")));
+            0
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    if found.errors.len() > before || unopened {
+        return None;
     }
     let notify = notify.map(|mut n| {
         n.body_timeout = Duration::from_millis(file.client_body_timeout_ms.max(1));
         n
     });
-    Ok(Config {
+    Some(Config {
         notify,
-        callers,
-        admin_token_sha256,
+        callers: callers?,
+        admin_token_sha256: admin_token_sha256?,
         max_in_flight: file.max_in_flight,
         max_connections: file.max_connections,
         header_timeout: Duration::from_millis(file.header_timeout_ms),
         private_key_queue: file.private_key_queue,
         crypto_backend: file.crypto_backend,
         offload_private_key_ops: file.offload_private_key_ops,
-        private_key_workers: match file.private_key_workers {
-            Some(0) => return Err(ctx.err("private_key_workers", None, "must be at least 1")),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        },
-        source: path.to_path_buf(),
+        private_key_workers,
+        source: ctx.config.to_path_buf(),
         listen: file.listen,
         admin_listen: file.admin_listen,
         threads: file.threads,
@@ -693,21 +1025,125 @@ fn validate(file: GatewayFile, path: &Path, resolve: bool) -> Result<Config, Con
         upgrade_sock: file.upgrade_sock.clone(),
         max_body_bytes: file.max_body_bytes,
         client_body_timeout: Duration::from_millis(file.client_body_timeout_ms.max(1)),
-        upstream,
+        upstream: upstream?,
         merchants,
+        warnings: Vec::new(),
     })
 }
 
-/// A merchant key in a PKCS#11 token (see `pkcs11.rs`); not opened when validating offline.
-fn token_key(ctx: &Ctx, setting: &str, uri: &str, settings: Option<&Pkcs11File>, allow_weak: bool) -> Result<Arc<PrivateKey>, ConfigError> {
+/// One merchant: `None` when refused (the problems are in `found`), `Some(None)` when its key
+/// is in a token that `paysign check` does not open.
+fn merchant(
+    ctx: &Ctx,
+    at: &str,
+    m: &MerchantFile,
+    p11: Option<&Pkcs11File>,
+    allow_weak: bool,
+    found: &mut Found,
+) -> Option<Option<Merchant>> {
+    let before = found.errors.len();
+    let platform_public = found.ok(ctx.public_key(&format!("{at}.platform_public_key"), &m.platform_public_key));
+    let keys = match m.profile {
+        ProfileName::Md5 => {
+            found.check(ctx.not_for_profile(at, "merchant_private_key", m.merchant_private_key.is_some(), "md5"));
+            let md5_key = found.ok(ctx.md5_key(at, &m.md5_key_file, &m.md5_key_env));
+            match (md5_key, &platform_public) {
+                (Some(md5_key), Some(p)) => Some(MerchantKeys::Md5 { md5_key, platform_public: p.clone() }),
+                _ => None,
+            }
+        }
+        ProfileName::Rsa => {
+            found.check(ctx.not_for_profile(at, "md5_key_file", m.md5_key_file.is_some(), "rsa"));
+            found.check(ctx.not_for_profile(at, "md5_key_env", m.md5_key_env.is_some(), "rsa"));
+            let setting = format!("{at}.merchant_private_key");
+            let merchant_private = match m.merchant_private_key.as_ref().and_then(|p| p.to_str()).filter(|p| pkcs11::is_uri(p)) {
+                Some(uri) => match found.ok(token_key(ctx, &setting, uri, p11, allow_weak))? {
+                    Some(k) => Some(k),
+                    // In a token, not opened by `check`: the rest is still checked.
+                    None => {
+                        found.check(rollover_and_chunk(ctx, at, m, platform_public.as_ref()).map(|_| ()));
+                        return (found.errors.len() == before).then_some(None);
+                    }
+                },
+                None => found.ok(ctx.private_key(&setting, &m.merchant_private_key)),
+            };
+            match (merchant_private, &platform_public) {
+                (Some(merchant_private), Some(p)) => Some(MerchantKeys::Rsa { merchant_private, platform_public: p.clone() }),
+                _ => None,
+            }
+        }
+    };
+    let rollover = found.ok(rollover_and_chunk(ctx, at, m, platform_public.as_ref()));
+    if found.errors.len() > before {
+        return None;
+    }
+    let (rollover, chunk_size) = rollover?;
+    Some(Some(Merchant { customer_no: m.customer_no.clone(), keys: keys?, chunk_size, rollover }))
+}
+
+/// The merchant's key rollover and the chunk size its sealing key allows.
+fn rollover_and_chunk(
+    ctx: &Ctx,
+    at: &str,
+    m: &MerchantFile,
+    platform_public: Option<&Arc<PublicKey>>,
+) -> Result<(Option<Rollover>, usize), ConfigError> {
+    let rollover = match (&m.next_platform_public_key, m.seal_with) {
+        (None, SealWith::Current) => None,
+        (None, SealWith::Next) => return Err(ctx.err(format!("{at}.seal_with"), None, "next needs next_platform_public_key")),
+        (Some(_), seal_with) => Some(Rollover {
+            next: ctx.public_key(&format!("{at}.next_platform_public_key"), &m.next_platform_public_key)?,
+            seal_with_next: seal_with == SealWith::Next,
+        }),
+    };
+    let sealing_key = match (&rollover, platform_public) {
+        (Some(Rollover { next, seal_with_next: true }), _) => next,
+        (_, Some(p)) => p,
+        // The platform key was refused (and reported): nothing to size chunks by.
+        (_, None) => return Ok((rollover, 0)),
+    };
+    let chunk_size = segmented::chunk_size_for(sealing_key, m.chunk_size).map_err(|e| ctx.err(format!("{at}.chunk_size"), None, e))?;
+    Ok((rollover, chunk_size))
+}
+
+fn admin_token(ctx: &Ctx, f: &Path) -> Result<[u8; 32], ConfigError> {
+    let path = ctx.resolve(f);
+    ctx.secret_mode("admin_token_file", &path)?;
+    let mut token = String::new();
+    std::fs::File::open(&path)
+        .and_then(|f| std::io::Read::read_to_string(&mut std::io::Read::take(f, 4096), &mut token))
+        .map_err(|e| ctx.err("admin_token_file", Some(&path), format!("cannot read file: {e}")))?;
+    let token = token.trim_end_matches(['\r', '\n']);
+    if token.len() < 16 {
+        return Err(ctx.err("admin_token_file", Some(&path), "the token must be at least 16 characters"));
+    }
+    Ok(sha256(token.as_bytes()))
+}
+
+/// A merchant key in a PKCS#11 token (see `pkcs11.rs`): opened when running, checked but not
+/// opened by `paysign check` (`None`, with a warning), refused when validating offline.
+fn token_key(
+    ctx: &Ctx,
+    setting: &str,
+    uri: &str,
+    settings: Option<&Pkcs11File>,
+    allow_weak: bool,
+) -> Result<Option<Arc<PrivateKey>>, ConfigError> {
     let p = settings.ok_or_else(|| ctx.err(setting, None, "a pkcs11: key needs the pkcs11 settings (module, pin_file or pin_env)"))?;
     pkcs11::Pkcs11Uri::parse(uri).map_err(|e| ctx.err(setting, None, e))?;
     let pin = ctx.secret("pkcs11.pin", "a pkcs11: key", "the PIN", &p.pin_file, &p.pin_env)?;
+    let module = ctx.resolve(&p.module);
+    if ctx.checking {
+        if !module.is_file() {
+            return Err(ctx.err("pkcs11.module", Some(&module), "file does not exist"));
+        }
+        ctx.warn(setting, None, "the key in the PKCS#11 token is not opened by check (`paysign keys check --pkcs11-module` opens it)");
+        return Ok(None);
+    }
     if !ctx.resolve {
         return Err(ctx.err(setting, None, "PKCS#11 keys are opened only when the configuration is loaded for real"));
     }
-    let module = ctx.resolve(&p.module);
-    pkcs11::open_key(uri, &module, &pin, allow_weak).map(Arc::new).map_err(|e| ctx.err(setting, Some(&module), e))
+    pkcs11::open_key(uri, &module, &pin, allow_weak).map(|k| Some(Arc::new(k))).map_err(|e| ctx.err(setting, Some(&module), e))
 }
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -715,7 +1151,7 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(bytes).into()
 }
 
-fn callers(ctx: &Ctx, files: &[CallerFile], merchants: &HashMap<String, Arc<Merchant>>) -> Result<Vec<Caller>, ConfigError> {
+fn callers(ctx: &Ctx, files: &[CallerFile], merchants: &std::collections::HashSet<String>) -> Result<Vec<Caller>, ConfigError> {
     let mut out: Vec<Caller> = Vec::with_capacity(files.len());
     for (i, c) in files.iter().enumerate() {
         let at = format!("callers[{i}]");
@@ -735,7 +1171,7 @@ fn callers(ctx: &Ctx, files: &[CallerFile], merchants: &HashMap<String, Arc<Merc
         }
         let all = |v: &[String]| v.len() == 1 && v[0] == "*";
         for m in c.merchants.iter().filter(|m| *m != "*") {
-            if !merchants.contains_key(m) {
+            if !merchants.contains(m) {
                 return Err(ctx.err(format!("{at}.merchants"), None, format!("{m} is not a configured merchant")));
             }
         }
@@ -761,8 +1197,23 @@ fn cidrs(ctx: &Ctx, at: &str, list: &[String]) -> Result<Vec<crate::cidr::Cidr>,
     list.iter().map(|c| crate::cidr::Cidr::parse(c).map_err(|m| ctx.err(at, None, m))).collect()
 }
 
-fn notify(ctx: &Ctx, n: &NotifyFile, merchants: &HashMap<String, Arc<Merchant>>, taken: &[&String]) -> Result<Notify, ConfigError> {
+fn notify(
+    ctx: &Ctx,
+    n: &NotifyFile,
+    merchants: &HashMap<String, Arc<Merchant>>,
+    known: &std::collections::HashSet<String>,
+    taken: &[&String],
+) -> Result<Notify, ConfigError> {
     check_listen(ctx, "notify.listen", &n.listen)?;
+    // Without an allow-list, anyone who reaches a non-loopback listener can spend its capacity
+    // (forged notifications cost decryptions) and shed the platform's genuine ones.
+    if n.allow_from.is_empty() && n.listen.parse::<SocketAddr>().is_ok_and(|a| !a.ip().is_loopback()) {
+        ctx.warn(
+            "notify.allow_from",
+            None,
+            format!("is empty while notify.listen ({}) is not a loopback address: list the platform's callback addresses", n.listen),
+        );
+    }
     if taken.contains(&&n.listen) {
         return Err(ctx.err("notify.listen", None, "must differ from listen and admin_listen"));
     }
@@ -784,14 +1235,13 @@ fn notify(ctx: &Ctx, n: &NotifyFile, merchants: &HashMap<String, Arc<Merchant>>,
         if routes.iter().any(|x| x.path == r.path) {
             return Err(ctx.err(format!("{at}.path"), None, format!("{} is routed twice", r.path)));
         }
-        let target = http_client::parse_url_with(&r.target, ctx.resolve).map_err(|m| ctx.err(format!("{at}.target"), None, m))?;
+        let target = ctx.url(&format!("{at}.target"), &r.target, true)?;
         let merchant = match &r.merchant {
-            Some(c) => Some(
-                merchants
-                    .get(c)
-                    .cloned()
-                    .ok_or_else(|| ctx.err(format!("{at}.merchant"), None, format!("{c} is not a configured merchant")))?,
-            ),
+            Some(c) if !known.contains(c) => {
+                return Err(ctx.err(format!("{at}.merchant"), None, format!("{c} is not a configured merchant")))
+            }
+            // Not built only when its key was refused (reported) or left in its token by `check`.
+            Some(c) => merchants.get(c).cloned(),
             None => None,
         };
         routes.push(NotifyRoute { path: r.path.clone(), target, merchant });
@@ -813,8 +1263,7 @@ fn upstream(ctx: &Ctx, p: &PlatformFile) -> Result<Upstream, ConfigError> {
     // Resolved once at start-up: pingora's peer would otherwise do a blocking lookup (and
     // panic on failure) on the request path.
     // With fixed addresses the name is never looked up.
-    let target = http_client::parse_url_with(&p.base_url, ctx.resolve && p.addresses.is_empty())
-        .map_err(|m| ctx.err("platform.base_url", None, m))?;
+    let target = ctx.url("platform.base_url", &p.base_url, p.addresses.is_empty())?;
     if target.path.contains('?') {
         return Err(ctx.err("platform.base_url", None, "must not carry a query string"));
     }
@@ -842,8 +1291,9 @@ fn upstream(ctx: &Ctx, p: &PlatformFile) -> Result<Upstream, ConfigError> {
             return Err(ctx.err("platform.egress_proxy", None, "set egress_proxy or egress_proxy_uds, not both"))
         }
         Some(hp) => {
-            let t = http_client::parse_url_with(&format!("http://{hp}"), ctx.resolve)
-                .map_err(|m| ctx.err("platform.egress_proxy", None, format!("'{hp}' is not host:port: {m}")))?;
+            let t = ctx
+                .url("platform.egress_proxy", &format!("http://{hp}"), true)
+                .map_err(|e| ctx.err("platform.egress_proxy", None, format!("'{hp}' is not host:port: {}", e.message)))?;
             if !t.path.is_empty() || !hp.contains(':') {
                 return Err(ctx.err("platform.egress_proxy", None, format!("'{hp}' is not host:port")));
             }

@@ -24,6 +24,9 @@ pub struct Runtime {
     pub admission: Arc<tokio::sync::Semaphore>,
     pub notify: Option<NotifyState>,
     pub generation: u64,
+    /// Settings whose value in the file differs from the one in force, which only a restart
+    /// (or an upgrade) applies; `config` holds the values in force.
+    pub needs_restart: Vec<&'static str>,
 }
 
 impl Runtime {
@@ -40,7 +43,7 @@ impl Runtime {
             ),
         };
         let notify = NotifyState::new(&config);
-        Runtime { config, client, executor, admission, notify, generation }
+        Runtime { config, client, executor, admission, notify, generation, needs_restart: Vec::new() }
     }
 }
 
@@ -50,9 +53,43 @@ pub enum ReloadError {
     /// The file does not load or validate (the setting and file are named).
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    /// Settings that only a restart (or an upgrade) can change.
-    #[error("{0} cannot change on reload; restart (or upgrade) instead")]
-    NeedsRestart(&'static str),
+    /// Every problem of a file that does not validate, each naming its setting and file.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<config::ConfigError>),
+    /// A listener that only a restart (or an upgrade) can change.
+    #[error("{0}")]
+    NeedsRestart(ListenerChange),
+}
+
+/// A reload that would move a listener: the file, the setting, the address in force and the
+/// one in the file.
+#[derive(Debug)]
+pub struct ListenerChange {
+    pub config: PathBuf,
+    pub setting: &'static str,
+    pub running: String,
+    pub file: String,
+}
+
+impl std::fmt::Display for ListenerChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}: cannot change on reload ({} in force, {} in the file); restart (or upgrade) instead",
+            self.config.display(),
+            self.setting,
+            self.running,
+            self.file
+        )
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    pub generation: u64,
+    /// Changed in the file but not applied: they need a restart.
+    pub needs_restart: Vec<&'static str>,
 }
 
 pub struct Live {
@@ -75,7 +112,7 @@ impl Live {
     }
 
     /// Loads the configuration file again and swaps it in, or leaves everything as it was.
-    pub fn reload(&self) -> Result<u64, ReloadError> {
+    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
         let result = self
             .state
             .reload_and(
@@ -86,11 +123,24 @@ impl Live {
                     metrics::CONFIG_GENERATION.set(rt.generation as i64);
                 },
             )
-            .map(|rt| rt.generation);
+            .map(|rt| {
+                for w in &rt.config.warnings {
+                    tracing::warn!("configuration: {w}");
+                }
+                Reloaded { generation: rt.generation, needs_restart: rt.needs_restart.clone() }
+            });
         match &result {
-            Ok(generation) => {
+            Ok(Reloaded { generation, needs_restart }) if needs_restart.is_empty() => {
                 metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
                 tracing::info!("configuration reloaded from {}: generation {generation}", self.path.display());
+            }
+            Ok(Reloaded { generation, needs_restart }) => {
+                metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
+                tracing::warn!(
+                    "configuration reloaded from {}: generation {generation}; needs a restart: {} (the running values stay in force)",
+                    self.path.display(),
+                    needs_restart.join(", ")
+                );
             }
             Err(e) => {
                 metrics::CONFIG_RELOADS.with_label_values(&["failed"]).inc();
@@ -101,23 +151,50 @@ impl Live {
     }
 
     /// The next runtime: the file read again, checked against what cannot change on reload.
+    /// Settings fixed at start keep their running values, and are named as needing a restart.
     fn next(&self, old: &Arc<Runtime>) -> Result<Runtime, ReloadError> {
-        let new = config::load(&self.path)?;
+        let report = config::load_report(&self.path, config::Mode::Run);
+        let mut new = match report.config {
+            Some(c) if report.errors.is_empty() => c,
+            _ => return Err(ReloadError::Invalid(report.errors)),
+        };
         let o = &old.config;
-        let listeners = |c: &Config| (c.listen.clone(), c.admin_listen.clone(), c.notify.as_ref().map(|n| n.listen.clone()));
-        if listeners(o) != listeners(&new) {
-            return Err(ReloadError::NeedsRestart("listen, admin_listen and notify.listen"));
+        let listeners = [
+            ("listen", o.listen.clone(), new.listen.clone()),
+            ("admin_listen", o.admin_listen.clone(), new.admin_listen.clone()),
+            ("notify.listen", listen_of(o), listen_of(&new)),
+        ];
+        if let Some((setting, running, file)) = listeners.into_iter().find(|(_, a, b)| a != b) {
+            return Err(ReloadError::NeedsRestart(ListenerChange { config: self.path.clone(), setting, running, file }));
         }
-        if o.threads != new.threads || o.grace_period_seconds != new.grace_period_seconds {
-            tracing::warn!("threads and grace_period_seconds take effect at the next restart");
+        let mut needs_restart = Vec::new();
+        // Each is read once at start (pingora's server, the listeners' limits, the executor
+        // and admission kept across reloads).
+        macro_rules! at_restart {
+            ($($field:ident => $name:literal),* $(,)?) => {$(
+                if new.$field != o.$field {
+                    needs_restart.push($name);
+                    new.$field = o.$field.clone();
+                }
+            )*};
         }
-        if (o.private_key_workers, o.private_key_queue, o.max_in_flight, o.offload_private_key_ops)
-            != (new.private_key_workers, new.private_key_queue, new.max_in_flight, new.offload_private_key_ops)
-        {
-            tracing::warn!(
-                "private_key_workers, private_key_queue, max_in_flight and offload_private_key_ops take effect at the next restart"
-            );
-        }
-        Ok(Runtime::new(new, old.generation + 1, Some(old)))
+        at_restart!(
+            threads => "threads",
+            grace_period_seconds => "grace_period_seconds",
+            upgrade_sock => "upgrade_sock",
+            max_connections => "max_connections",
+            header_timeout => "header_timeout_ms",
+            private_key_workers => "private_key_workers",
+            private_key_queue => "private_key_queue",
+            max_in_flight => "max_in_flight",
+            offload_private_key_ops => "offload_private_key_ops",
+        );
+        let mut next = Runtime::new(new, old.generation + 1, Some(old));
+        next.needs_restart = needs_restart;
+        Ok(next)
     }
+}
+
+fn listen_of(c: &Config) -> String {
+    c.notify.as_ref().map_or_else(|| "(none)".into(), |n| n.listen.clone())
 }
