@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod lifecycle;
 mod server;
 mod tools;
 
@@ -47,6 +48,13 @@ enum Command {
         /// Take over the listening sockets of a running paysign (then send it SIGQUIT).
         #[arg(long)]
         upgrade: bool,
+    },
+    /// Replace the running gateway (named by its pid file) with a new process, without refusing
+    /// a connection: starts `run --upgrade`, waits until it waits for the sockets, then signals
+    /// the old process (exit 1, the old process still serving, when anything fails).
+    Upgrade {
+        #[arg(short, long, default_value = "conf/paysign.yaml")]
+        config: PathBuf,
     },
     /// The sandbox platform alone.
     Sandbox {
@@ -107,6 +115,7 @@ enum KeysCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     paysign_plugin::logging::init();
+    lifecycle::install_panic_hook();
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
@@ -211,6 +220,12 @@ fn gateway(path: &std::path::Path) -> Result<config::Config, String> {
 fn dispatch(command: Command) -> Result<(), String> {
     match command {
         Command::Run { config, upgrade } => server::run(Some(gateway(&config)?), None, upgrade),
+        Command::Upgrade { config } => {
+            let cfg = gateway(&config).map_err(|e| format!("{e}; nothing was changed"))?;
+            let files = lifecycle::RunFiles::of(&cfg.upgrade_sock, &cfg.source);
+            println!("{}", lifecycle::upgrade(&config, &files)?);
+            Ok(())
+        }
         Command::Sandbox { config } => {
             let sb = paysign_sandbox::load_sandbox(&config).map_err(|e| e.to_string())?;
             server::run(None, Some(sb), false)
