@@ -201,15 +201,21 @@ pub struct RunFiles {
 
 impl RunFiles {
     /// `upgrade_sock` as configured, or by default `$RUNTIME_DIRECTORY/upgrade.sock` (systemd's
-    /// private runtime directory) or `.paysign-run/upgrade.sock` next to the configuration file.
-    /// The pid file sits next to the socket. Paths are made absolute: the old process and the
-    /// new one must name the same file whatever their working directory.
+    /// private runtime directory), else `.paysign-run/upgrade.sock` next to the configuration
+    /// file when that directory is writable, else `paysign-UID/upgrade.sock` in the temporary
+    /// directory (a read-only configuration mount, as in Kubernetes; [`RunFiles::prepare`]
+    /// refuses it unless it is this user's and private). The pid file sits next to the socket.
+    /// Paths are made absolute: the old process and the new one must name the same file
+    /// whatever their working directory.
     pub fn of(upgrade_sock: &Path, config: &Path) -> RunFiles {
         let sock = if upgrade_sock.as_os_str().is_empty() {
+            let config_dir = std::path::absolute(config.parent().unwrap_or(Path::new("."))).unwrap_or_default();
             let dir = match std::env::var_os("RUNTIME_DIRECTORY").filter(|d| !d.is_empty()) {
                 // systemd may list several directories, separated by colons: the first is ours.
                 Some(d) => PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or_default()),
-                None => config.parent().unwrap_or(Path::new(".")).join(".paysign-run"),
+                None if writable(&config_dir) => config_dir.join(".paysign-run"),
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                None => std::env::temp_dir().join(format!("paysign-{}", unsafe { libc::geteuid() })),
             };
             dir.join("upgrade.sock")
         } else {
@@ -236,6 +242,13 @@ impl RunFiles {
         }
         private_dir(dir)
     }
+}
+
+/// This process may create files in `dir`.
+fn writable(dir: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
 
 /// `dir` belongs to this user and no one else may write to it.
