@@ -468,3 +468,64 @@ pub fn upgrade(config: &Path, files: &RunFiles) -> Result<String, String> {
     }
     Ok(format!("upgraded: pid {new_pid} serves; pid {old} finishes its calls and exits"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("paysign-lifecycle-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_configured_socket_is_used_as_is_with_the_pid_file_next_to_it() {
+        let f = RunFiles::of(Path::new("/run/paysign/up.sock"), Path::new("/etc/paysign/paysign.yaml"));
+        assert_eq!(f.upgrade_sock, Path::new("/run/paysign/up.sock"));
+        assert_eq!(f.pid_file, Path::new("/run/paysign/paysign.pid"));
+    }
+
+    #[test]
+    fn the_directory_is_created_private_and_one_others_may_write_is_refused() {
+        let dir = scratch("prepare");
+        let files = RunFiles::of(&dir.join("run/upgrade.sock"), Path::new("/x/paysign.yaml"));
+        files.prepare().unwrap();
+        assert_eq!(std::fs::metadata(dir.join("run")).unwrap().permissions().mode() & 0o777, 0o700);
+
+        std::fs::set_permissions(dir.join("run"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = files.prepare().unwrap_err();
+        assert!(e.contains("is writable by others (mode 1777)"), "{e}");
+        std::fs::set_permissions(dir.join("run"), std::fs::Permissions::from_mode(0o770)).unwrap();
+        assert!(files.prepare().unwrap_err().contains("(mode 770)"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_a_listening_socket_of_this_user_counts_as_a_new_process_waiting() {
+        let dir = scratch("waiting");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let sock = dir.join("upgrade.sock");
+        assert!(waiting(&sock).unwrap_err().contains("no new process is waiting"));
+        // A stale socket file nobody listens on (what a process that gave up leaves behind).
+        let bound = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert!(waiting(&sock).is_ok());
+        drop(bound);
+        assert!(waiting(&sock).unwrap_err().contains("no new process is listening"), "{:?}", waiting(&sock));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn listening_tcp_sockets_of_this_process_are_found_by_address() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        assert!(listening_addrs().contains(&addr));
+        // A connected (not listening) socket is not a listener.
+        let c = std::net::TcpStream::connect(addr).unwrap();
+        assert!(!listening_addrs().contains(&c.local_addr().unwrap()));
+        drop(l);
+        assert!(!listening_addrs().contains(&addr));
+    }
+}
