@@ -120,13 +120,14 @@ fn reload_on_sighup(targets: Vec<Reloadable>) -> Result<(), String> {
 }
 
 /// The longest a call received before SIGTERM can still take: its body, every connection
-/// attempt, the platform's answer (and a notification's body and forwarding). Shutdown waits at
-/// least this long, so no call the platform may have is abandoned.
+/// attempt, the platform's answer (and a notification's body and forwarding), plus a second
+/// for the CPU work around them (sealing, opening, the private-key queue: milliseconds each).
+/// Shutdown waits at least this long, so no call the platform may have is abandoned.
 fn longest_call(cfg: &Config) -> Duration {
     let up = &cfg.upstream;
     let call = cfg.client_body_timeout + up.connect_timeout * (up.connect_retries + 1) + up.read_timeout;
     let notification = cfg.notify.as_ref().map_or(Duration::ZERO, |n| n.body_timeout + n.forward_timeout);
-    call.max(notification)
+    call.max(notification) + Duration::from_secs(1)
 }
 
 /// Builds the server with the gateway (proxy + admin) and/or the sandbox, and runs it until
