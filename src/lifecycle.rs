@@ -481,6 +481,36 @@ mod tests {
         dir
     }
 
+    /// The hook, in a real process: this test binary runs itself again with the hook installed
+    /// and panics in a thread of its own (as a pingora service thread would).
+    #[test]
+    fn a_panic_in_any_thread_is_one_json_error_line_and_exit_1() {
+        const NAME: &str = "lifecycle::tests::a_panic_in_any_thread_is_one_json_error_line_and_exit_1";
+        if std::env::var_os("PAYSIGN_TEST_PANIC_CHILD").is_some() {
+            #[allow(clippy::let_unit_value)]
+            let _ = paysign_plugin::logging::init();
+            install_panic_hook();
+            let _ = std::thread::Builder::new().name("service".into()).spawn(|| panic!("boom")).map(|t| t.join());
+            // Not reached: the hook ends the process from the panicking thread.
+            std::process::exit(3);
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture", "--test-threads", "1"])
+            .env("PAYSIGN_TEST_PANIC_CHILD", "1")
+            .env("PAYSIGN_LOG", "info")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<serde_json::Value> = stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert_eq!(lines[0]["level"], "error");
+        let msg = lines[0]["msg"].as_str().unwrap();
+        assert!(msg.starts_with("panic in thread 'service' at src/lifecycle.rs:") && msg.ends_with(": boom; exiting"), "{msg}");
+        // Nothing but JSON lines from the process itself (no Rust panic text).
+        assert!(!stderr.contains("panicked at"), "{stderr}");
+    }
+
     #[test]
     fn a_configured_socket_is_used_as_is_with_the_pid_file_next_to_it() {
         let f = RunFiles::of(Path::new("/run/paysign/up.sock"), Path::new("/etc/paysign/paysign.yaml"));
