@@ -45,7 +45,8 @@ enum Command {
     Run {
         #[arg(short, long, default_value = "conf/paysign.yaml")]
         config: PathBuf,
-        /// Take over the listening sockets of a running paysign (then send it SIGQUIT).
+        /// Take over the listening sockets of a running paysign, which hands them over on SIGQUIT
+        /// (`paysign upgrade` does both, safely).
         #[arg(long)]
         upgrade: bool,
     },
