@@ -119,15 +119,16 @@ fn reload_on_sighup(targets: Vec<Reloadable>) -> Result<(), String> {
     Ok(())
 }
 
-/// The longest a call received before SIGTERM can still take: its body, every connection
-/// attempt, the platform's answer (and a notification's body and forwarding), plus a second
-/// for the CPU work around them (sealing, opening, the private-key queue: milliseconds each).
-/// Shutdown waits at least this long, so no call the platform may have is abandoned.
+/// The longest a call whose connection was open at SIGTERM can still take: the rest of its
+/// head, its body, every connection attempt, the platform's answer (or a notification's body
+/// and forwarding), plus a second for the CPU work around them (sealing, opening, the
+/// private-key queue: milliseconds each). Shutdown waits at least this long, so every such call
+/// ends with its own answer and none the platform may have is abandoned.
 fn longest_call(cfg: &Config) -> Duration {
     let up = &cfg.upstream;
     let call = cfg.client_body_timeout + up.connect_timeout * (up.connect_retries + 1) + up.read_timeout;
     let notification = cfg.notify.as_ref().map_or(Duration::ZERO, |n| n.body_timeout + n.forward_timeout);
-    call.max(notification) + Duration::from_secs(1)
+    cfg.header_timeout + call.max(notification) + Duration::from_secs(1)
 }
 
 /// Builds the server with the gateway (proxy + admin) and/or the sandbox, and runs it until
@@ -143,6 +144,9 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
     // own grace is the same deadline, as a fallback.
     let drain = gateway.as_ref().map_or(Duration::from_secs(1), |g| Duration::from_secs(g.grace_period_seconds).max(longest_call(g)));
     let drain = Duration::from_secs(drain.as_secs() + u64::from(drain.subsec_nanos() > 0));
+    if gateway.is_some() {
+        tracing::info!("shutdown: the drain deadline is {} s (docs/operations.md, Shutdown)", drain.as_secs());
+    }
     conf.grace_period_seconds = Some(drain.as_secs());
     conf.graceful_shutdown_timeout_seconds = Some(1);
     conf.threads = gateway.as_ref().map_or(2, |g| g.threads);

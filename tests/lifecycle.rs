@@ -194,3 +194,46 @@ fn an_upgrade_socket_in_a_directory_others_may_write_is_refused() {
     assert_eq!(s.post_json(MD5_MERCHANT, &bindcard("AFTER-QUIT")).status, 200);
     assert!(s.gateway.is_running());
 }
+
+/// The shipped Kubernetes manifest and systemd unit give a stopping gateway at least its drain
+/// deadline (docs/operations.md, Shutdown), computed from the ConfigMap's settings and their
+/// defaults, and the running gateway states the same deadline.
+#[test]
+fn the_shipped_stop_timeouts_cover_the_drain_deadline() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("conf/deploy/kubernetes.yaml")).unwrap();
+    let docs: Vec<serde_yaml::Value> =
+        serde_yaml::Deserializer::from_str(&manifest).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect();
+    let config_map = docs.iter().find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "paysign-config").unwrap();
+    let text = config_map["data"].as_mapping().unwrap().values().next().unwrap().as_str().unwrap();
+    let cfg: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+    let ms = |v: &serde_yaml::Value, default: u64| v.as_u64().unwrap_or(default);
+    let platform = &cfg["platform"];
+    let call = ms(&cfg["client_body_timeout_ms"], 10_000)
+        + ms(&platform["connect_timeout_ms"], 2_000) * (ms(&platform["connect_retries"], 1) + 1)
+        + ms(&platform["read_timeout_ms"], 10_000);
+    let notification = ms(&cfg["client_body_timeout_ms"], 10_000) + ms(&cfg["notify"]["forward_timeout_ms"], 5_000);
+    let longest = 1_000 + ms(&cfg["header_timeout_ms"], 10_000) + call.max(notification);
+    let drain = (ms(&cfg["grace_period_seconds"], 5) * 1000).max(longest).div_ceil(1000);
+    assert_eq!(drain, 35, "the documented deadline");
+
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let pre_stop: u64 = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][1].as_str().unwrap().parse().unwrap();
+    let kill_after = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(kill_after > pre_stop + drain, "terminationGracePeriodSeconds {kill_after} <= preStop {pre_stop} + drain {drain}");
+
+    let unit = std::fs::read_to_string(root.join("conf/deploy/paysign.service")).unwrap();
+    let stop: u64 = unit.lines().find_map(|l| l.strip_prefix("TimeoutStopSec=")).unwrap().parse().unwrap();
+    assert!(stop > drain, "TimeoutStopSec {stop} <= drain {drain}");
+
+    // The gateway computes the same deadline from the same settings (here: the defaults).
+    let s = Stack::start(Options {
+        merchants: &[MD5_MERCHANT],
+        read_timeout_ms: 10_000,
+        connect_timeout_ms: 2_000,
+        grace: 10,
+        ..Options::default()
+    });
+    assert!(s.settled_logs().contains("shutdown: the drain deadline is 35 s"), "{}", s.settled_logs());
+}
