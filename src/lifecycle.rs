@@ -126,8 +126,9 @@ fn listening_on(fd: i32) -> Option<SocketAddr> {
 const LISTEN_DEADLINE: Duration = Duration::from_secs(30);
 const LISTEN_POLL: Duration = Duration::from_millis(10);
 
-/// Watches the listeners come up: one line per listener once it listens; when all do, `/readyz`
-/// turns ready, the pid file is written and systemd is told (`READY=1`, `MAINPID=`).
+/// Watches the listeners come up: one line per listener once it listens; when all do and
+/// signals are handled, `/readyz` turns ready, the pid file is written and systemd is told
+/// (`READY=1`, `MAINPID=`).
 pub fn announce_when_listening(listeners: Vec<Listen>, ready: Arc<ReadyState>, pid_file: Option<PathBuf>) -> Result<(), String> {
     let mut pending: Vec<(Listen, SocketAddr)> = Vec::new();
     for l in listeners {
@@ -160,6 +161,15 @@ pub fn announce_when_listening(listeners: Vec<Listen>, ready: Arc<ReadyState>, p
                 std::thread::sleep(LISTEN_POLL);
             }
             ready.set_listening();
+            // Named in the pid file (and so signalled by `paysign upgrade`) only once signals are
+            // handled: until then SIGQUIT or SIGTERM would end the process at once.
+            while !ready.signals_handled() {
+                if start.elapsed() > LISTEN_DEADLINE {
+                    tracing::error!("signals are not handled {} s after start; exiting", LISTEN_DEADLINE.as_secs());
+                    exit(1);
+                }
+                std::thread::sleep(LISTEN_POLL);
+            }
             if let Some(pid_file) = &pid_file {
                 if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
                     tracing::error!("cannot write the pid file {}: {e}", pid_file.display());
@@ -310,6 +320,7 @@ impl ShutdownSignalWatch for Signals {
             tracing::error!("cannot handle signals; exiting");
             exit(1);
         };
+        self.ready.set_signals_handled();
         loop {
             tokio::select! {
                 _ = quit.recv() => {

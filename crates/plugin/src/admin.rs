@@ -20,17 +20,27 @@ use crate::metrics;
 /// How long `/readyz` waits for the proxy listener to accept a probe connection.
 const READY_PROBE: Duration = Duration::from_millis(500);
 
-/// What `/readyz` knows of the process's life: set once every listener listens, and once a
+/// What `/readyz` knows of the process's life: set once every listener listens and the
+/// process handles its signals (a SIGTERM before that would end it at once), and once a
 /// shutdown or hand-off has begun (then never ready again).
 #[derive(Default)]
 pub struct ReadyState {
     listening: AtomicBool,
+    signals: AtomicBool,
     draining: AtomicBool,
 }
 
 impl ReadyState {
     pub fn set_listening(&self) {
         self.listening.store(true, Ordering::Release);
+    }
+
+    pub fn set_signals_handled(&self) {
+        self.signals.store(true, Ordering::Release);
+    }
+
+    pub fn signals_handled(&self) -> bool {
+        self.signals.load(Ordering::Acquire)
     }
 
     pub fn set_draining(&self) {
@@ -43,6 +53,8 @@ impl ReadyState {
             Some(b"shutting down\n")
         } else if !self.listening.load(Ordering::Acquire) {
             Some(b"not every listener is bound yet\n")
+        } else if !self.signals_handled() {
+            Some(b"starting\n")
         } else {
             None
         }
