@@ -219,7 +219,9 @@ impl RunFiles {
     /// whatever their working directory.
     pub fn of(upgrade_sock: &Path, config: &Path) -> RunFiles {
         let sock = if upgrade_sock.as_os_str().is_empty() {
-            let config_dir = std::path::absolute(config.parent().unwrap_or(Path::new("."))).unwrap_or_default();
+            // `paysign.yaml` alone has the parent "", which is the working directory.
+            let parent = config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let config_dir = std::path::absolute(parent).unwrap_or_default();
             let dir = match std::env::var_os("RUNTIME_DIRECTORY").filter(|d| !d.is_empty()) {
                 // systemd may list several directories, separated by colons: the first is ours.
                 Some(d) => PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or_default()),
@@ -527,6 +529,20 @@ mod tests {
         let f = RunFiles::of(Path::new("/run/paysign/up.sock"), Path::new("/etc/paysign/paysign.yaml"));
         assert_eq!(f.upgrade_sock, Path::new("/run/paysign/up.sock"));
         assert_eq!(f.pid_file, Path::new("/run/paysign/paysign.pid"));
+    }
+
+    #[test]
+    fn by_default_the_socket_is_next_to_the_configuration_even_one_named_alone() {
+        if std::env::var_os("RUNTIME_DIRECTORY").is_some() {
+            return; // systemd's directory wins; nothing to check here
+        }
+        let dir = scratch("default");
+        let f = RunFiles::of(Path::new(""), &dir.join("paysign.yaml"));
+        assert_eq!(f.upgrade_sock, dir.join(".paysign-run/upgrade.sock"));
+        let cwd = std::env::current_dir().unwrap();
+        let f = RunFiles::of(Path::new(""), Path::new("paysign.yaml"));
+        assert_eq!(f.upgrade_sock, cwd.join(".paysign-run/upgrade.sock"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
