@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod lifecycle;
 mod server;
 mod tools;
 
@@ -48,9 +49,19 @@ enum Command {
         /// directory; the file used is logged].
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Take over the listening sockets of a running paysign (then send it SIGQUIT).
+        /// Take over the listening sockets of a running paysign, which hands them over on SIGQUIT
+        /// (`paysign upgrade` does both, safely).
         #[arg(long)]
         upgrade: bool,
+    },
+    /// Replace the running gateway (named by its pid file) with a new process, without refusing
+    /// a connection: starts `run --upgrade`, waits until it waits for the sockets, then signals
+    /// the old process (exit 1, the old process still serving, when anything fails).
+    Upgrade {
+        /// The gateway's configuration file (the new process runs with it; its upgrade socket
+        /// and pid file say which process to replace).
+        #[arg(short, long, value_name = "FILE", default_value = "conf/paysign.yaml")]
+        config: PathBuf,
     },
     /// The sandbox platform alone.
     Sandbox {
@@ -122,6 +133,7 @@ fn main() -> ExitCode {
         eprintln!("paysign: {e}");
         return ExitCode::FAILURE;
     }
+    lifecycle::install_panic_hook();
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
@@ -305,6 +317,12 @@ fn dispatch(command: Command) -> Result<(), String> {
                 default
             });
             server::run(Some(gateway(&config)?), None, upgrade)
+        }
+        Command::Upgrade { config } => {
+            let cfg = gateway(&config).map_err(|e| format!("{e}; nothing was changed"))?;
+            let files = lifecycle::RunFiles::of(&cfg.upgrade_sock, &cfg.source);
+            println!("{}", lifecycle::upgrade(&config, &files)?);
+            Ok(())
         }
         Command::Sandbox { config } => server::run(None, Some(sandbox(&config)?), false),
         Command::Demo { config, sandbox: sandbox_config } => {

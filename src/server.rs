@@ -2,14 +2,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pingora::apps::ServerApp;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
-use paysign_plugin::admin::Admin;
+use paysign_plugin::admin::{Admin, ReadyState};
 use paysign_plugin::call::Paysign;
 use paysign_plugin::config::Config;
 use paysign_plugin::listener::{Limited, Limits};
@@ -20,6 +21,8 @@ use paysign_plugin::proxy::Gateway;
 use paysign_protocol::MerchantKeys;
 use paysign_sandbox::SandboxConfig;
 use paysign_sandbox::{SandboxApp, SandboxService};
+
+use crate::lifecycle::{self, Listen, RunFiles, Signals};
 
 /// Logs what was loaded (never key material).
 fn announce_gateway(cfg: &Config) {
@@ -120,16 +123,36 @@ fn reload_on_sighup(targets: Vec<Reloadable>) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest a call whose connection was open at SIGTERM can still take: the rest of its
+/// head, its body, every connection attempt, the platform's answer (or a notification's body
+/// and forwarding), plus a second for the CPU work around them (sealing, opening, the
+/// private-key queue: milliseconds each). Shutdown waits at least this long, so every such call
+/// ends with its own answer and none the platform may have is abandoned.
+fn longest_call(cfg: &Config) -> Duration {
+    let up = &cfg.upstream;
+    let call = cfg.client_body_timeout + up.connect_timeout * (up.connect_retries + 1) + up.read_timeout;
+    let notification = cfg.notify.as_ref().map_or(Duration::ZERO, |n| n.body_timeout + n.forward_timeout);
+    cfg.header_timeout + call.max(notification) + Duration::from_secs(1)
+}
+
 /// Builds the server with the gateway (proxy + admin) and/or the sandbox, and runs it until
-/// SIGTERM (graceful) or SIGINT (fast).
+/// SIGTERM (graceful: exits once nothing is in flight), SIGINT (fast) or a SIGQUIT that a new
+/// process is waiting for (hand-off).
 pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: bool) -> Result<(), String> {
     let registry = prometheus::default_registry().clone();
     metrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
     metrics::init(gateway.as_ref().map_or("none", |g| g.crypto_backend.as_str()));
     let mut conf = ServerConf::default();
-    let grace = gateway.as_ref().map_or(1, |g| g.grace_period_seconds);
-    conf.grace_period_seconds = Some(grace);
-    conf.graceful_shutdown_timeout_seconds = Some(grace);
+    // Shutdown lasts until no call is in flight (lifecycle::exit_when_drained), at the latest
+    // until the configured grace or the longest a call can take, whichever is longer; pingora's
+    // own grace is the same deadline, as a fallback.
+    let drain = gateway.as_ref().map_or(Duration::from_secs(1), |g| Duration::from_secs(g.grace_period_seconds).max(longest_call(g)));
+    let drain = Duration::from_secs(drain.as_secs() + u64::from(drain.subsec_nanos() > 0));
+    if gateway.is_some() {
+        tracing::info!("shutdown: the drain deadline is {} s (docs/operations.md, Shutdown)", drain.as_secs());
+    }
+    conf.grace_period_seconds = Some(drain.as_secs());
+    conf.graceful_shutdown_timeout_seconds = Some(1);
     conf.threads = gateway.as_ref().map_or(2, |g| g.threads);
     // One event loop (`threads: 1`, e.g. one pinned core): a single-threaded runtime — there
     // is no other loop to steal from, and the work-stealing scheduler's cross-thread machinery
@@ -138,21 +161,41 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
     // it connections are spread at random and an unlucky loop's callers wait (ordinary md5
     // p99 2.4 → 2.9–5.4 ms at 8 saturating connections, measured).
     conf.work_stealing = conf.threads > 1;
-    if let Some(g) = &gateway {
-        conf.upgrade_sock = g.upgrade_sock.display().to_string();
+    let files = gateway.as_ref().map(|g| RunFiles::of(&g.upgrade_sock, &g.source));
+    let upgrade_sock = match &files {
+        Some(f) => match f.prepare() {
+            Ok(()) => Some(f.upgrade_sock.clone()),
+            Err(e) if upgrade => return Err(e),
+            Err(e) => {
+                tracing::warn!("graceful upgrade unavailable: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(sock) = &upgrade_sock {
+        conf.upgrade_sock = sock.display().to_string();
     }
+    let pid_file = files.filter(|_| upgrade_sock.is_some()).map(|f| f.pid_file);
     // `--upgrade`: take the listening sockets from the running process (which hands them
     // over on SIGQUIT) instead of binding them, so no connection is refused meanwhile.
     let opt = Opt { upgrade, ..Opt::default() };
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
+    let ready = Arc::new(ReadyState::default());
+    let mut listeners: Vec<Listen> = Vec::new();
     let mut reloadable: Vec<Reloadable> = Vec::new();
     if let Some(cfg) = gateway {
         announce_gateway(&cfg);
         let proxy_addr: SocketAddr = cfg.listen.parse().map_err(|_| format!("bad listen address {}", cfg.listen))?;
         let (listen, admin_listen) = (cfg.listen.clone(), cfg.admin_listen.clone());
         let notify_listen = cfg.notify.as_ref().map(|n| n.listen.clone());
+        listeners.push(Listen { setting: "listen", addr: listen.clone() });
+        listeners.push(Listen { setting: "admin_listen", addr: admin_listen.clone() });
+        if let Some(n) = &notify_listen {
+            listeners.push(Listen { setting: "notify.listen", addr: n.clone() });
+        }
         let limits = Limits { max_connections: cfg.max_connections, head_timeout: cfg.header_timeout };
         let admin_limits = Limits { max_connections: cfg.max_connections.min(64), ..limits };
         for r in &n_routes(&cfg) {
@@ -173,7 +216,12 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         app.handle_init_modules();
         let mut proxy = limited_service("paysign proxy", app, "proxy", limits);
         proxy.add_listener(tcp_listener(&listen));
-        let mut admin = limited_service("paysign admin", Admin { proxy_addr, live, registry: registry.clone() }, "admin", admin_limits);
+        let mut admin = limited_service(
+            "paysign admin",
+            Admin { proxy_addr, live, registry: registry.clone(), ready: ready.clone() },
+            "admin",
+            admin_limits,
+        );
         admin.add_listener(tcp_listener(&admin_listen));
         admin.threads = Some(1);
         server.add_service(proxy);
@@ -188,6 +236,7 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
             sb.platform_private.public().bits()
         );
         let listen = sb.listen.clone();
+        listeners.push(Listen { setting: "sandbox listen", addr: listen.clone() });
         let tls = sb.tls.clone();
         let client_ca = sb.tls_client_ca.clone();
         let service = Arc::new(SandboxService::new(sb)?);
@@ -213,7 +262,17 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         server.add_service(svc);
     }
     reload_on_sighup(reloadable)?;
-    server.run_forever();
+    // Sockets taken over in an upgrade are bound already (by the old process).
+    if !upgrade {
+        if let Err(e) = lifecycle::probe(&listeners) {
+            tracing::error!("{e}");
+            lifecycle::exit(1);
+        }
+    }
+    lifecycle::announce_when_listening(listeners, ready.clone(), pid_file.clone())?;
+    lifecycle::exit_when_drained(server.watch_execution_phase(), || metrics::IN_FLIGHT.get(), drain, pid_file)?;
+    server.run(RunArgs { shutdown_signal: Box::new(Signals { upgrade_sock, ready }) });
+    lifecycle::exit(0)
 }
 
 /// A plain TCP listener: a whole answer (head and body, up to 4 KiB) leaves in one write

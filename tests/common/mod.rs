@@ -461,6 +461,11 @@ impl Proc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// The exit code once the process has exited (None while it runs, or when a signal ended it).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child.try_wait().ok().flatten().and_then(|s| s.code())
+    }
 }
 
 /// Continuous bindCard/create calls from a background thread (unique order numbers, the

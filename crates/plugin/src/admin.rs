@@ -1,6 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text format), `/healthz` (the process answers)
-//! and `/readyz` (the proxy listener accepts connections), `POST /-/reload` and `GET /config`
-//! (the configuration in force, secrets redacted). Kept apart from the proxied paths.
+//! and `/readyz` (every listener is bound, the process is not shutting down, and the proxy
+//! listener accepts connections), `POST /-/reload` and `GET /config` (the configuration in
+//! force, secrets redacted). Kept apart from the proxied paths.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::bearer::{self, Presented};
@@ -19,6 +21,47 @@ use crate::metrics;
 /// How long `/readyz` waits for the proxy listener to accept a probe connection.
 const READY_PROBE: Duration = Duration::from_millis(500);
 
+/// What `/readyz` knows of the process's life: set once every listener listens and the
+/// process handles its signals (a SIGTERM before that would end it at once), and once a
+/// shutdown or hand-off has begun (then never ready again).
+#[derive(Default)]
+pub struct ReadyState {
+    listening: AtomicBool,
+    signals: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl ReadyState {
+    pub fn set_listening(&self) {
+        self.listening.store(true, Ordering::Release);
+    }
+
+    pub fn set_signals_handled(&self) {
+        self.signals.store(true, Ordering::Release);
+    }
+
+    pub fn signals_handled(&self) -> bool {
+        self.signals.load(Ordering::Acquire)
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Why the process is not ready, if it is not.
+    pub fn not_ready(&self) -> Option<&'static [u8]> {
+        if self.draining.load(Ordering::Acquire) {
+            Some(b"shutting down\n")
+        } else if !self.listening.load(Ordering::Acquire) {
+            Some(b"not every listener is bound yet\n")
+        } else if !self.signals_handled() {
+            Some(b"starting\n")
+        } else {
+            None
+        }
+    }
+}
+
 pub struct Admin {
     /// The proxy listener whose acceptance makes us ready.
     pub proxy_addr: SocketAddr,
@@ -26,6 +69,8 @@ pub struct Admin {
     pub live: Arc<Live>,
     /// What `GET /metrics` shows (paysign's metrics are registered into it).
     pub registry: prometheus::Registry,
+    /// Listeners bound, shutdown begun.
+    pub ready: Arc<ReadyState>,
 }
 
 /// Admin answers are never cached.
@@ -131,6 +176,9 @@ impl ServeHttp for Admin {
             "/metrics" => reply(200, "text/plain; version=0.0.4", metrics::render(&self.registry).into_bytes()),
             "/healthz" => reply(200, "text/plain", b"ok\n".to_vec()),
             "/readyz" => {
+                if let Some(why) = self.ready.not_ready() {
+                    return reply(503, "text/plain", why.to_vec());
+                }
                 let probe = tokio::time::timeout(READY_PROBE, tokio::net::TcpStream::connect(self.proxy_addr)).await;
                 if matches!(probe, Ok(Ok(_))) {
                     reply(200, "text/plain", b"ready\n".to_vec())

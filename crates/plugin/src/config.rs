@@ -56,8 +56,10 @@ fn default_grace() -> u64 {
 fn default_max_body() -> usize {
     64 * 1024
 }
+/// Empty: the binary picks a private directory (`$RUNTIME_DIRECTORY`, or `.paysign-run` next
+/// to the configuration file), never a shared one such as /tmp.
 fn default_upgrade_sock() -> PathBuf {
-    PathBuf::from("/tmp/paysign_upgrade.sock")
+    PathBuf::new()
 }
 fn default_client_body_timeout() -> u64 {
     10_000

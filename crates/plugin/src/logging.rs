@@ -83,7 +83,14 @@ fn is_own(target: &str) -> bool {
 /// what was loaded and what listens. `trace` records of other crates are wire dumps — pingora
 /// traces every request head (bearer tokens in `Authorization`) and response body (`reqmsg`,
 /// personal data) — so they are not written at any level.
-fn foreign_level(level: Level) -> Option<Level> {
+///
+/// One exception: a new process started with `--upgrade` logs "No incoming socket transfer"
+/// at `error` once a second while it waits for the running one's sockets — the expected state
+/// of every upgrade until the old process hands over, so it is `info`, not an error.
+fn foreign_level(level: Level, target: &str, msg: &str) -> Option<Level> {
+    if target.ends_with("transfer_fd") && msg.starts_with("No incoming socket transfer") {
+        return Some(Level::INFO);
+    }
     match level {
         Level::TRACE => None,
         Level::INFO => Some(Level::DEBUG),
@@ -145,12 +152,12 @@ impl<S: Subscriber> Layer<S> for JsonLines {
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let own = is_own(meta.target());
-        let level = if own { Some(*meta.level()) } else { foreign_level(*meta.level()) };
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let level = if own { Some(*meta.level()) } else { foreign_level(*meta.level(), meta.target(), &fields.msg) };
         let Some(level) = level.filter(|l| rank(l) <= MAX_LEVEL.load(Ordering::Relaxed)) else {
             return;
         };
-        let mut fields = Fields::default();
-        event.record(&mut fields);
         let clean = |text: String| if own { text } else { redact(&text) };
         let mut m = Map::new();
         m.insert("ts".into(), Value::String(timestamp()));
@@ -300,9 +307,11 @@ Host: h
     #[test]
     fn other_crates_info_is_debug_and_their_trace_is_never_written() {
         use tracing::Level;
-        assert_eq!(super::foreign_level(Level::INFO), Some(Level::DEBUG));
-        assert_eq!(super::foreign_level(Level::TRACE), None);
-        assert_eq!(super::foreign_level(Level::WARN), Some(Level::WARN));
+        assert_eq!(super::foreign_level(Level::INFO, "pingora_core::server", "Bootstrap starting"), Some(Level::DEBUG));
+        let waiting = "No incoming socket transfer, sleep 1s and try again";
+        assert_eq!(super::foreign_level(Level::ERROR, "pingora_core::server::transfer_fd", waiting), Some(Level::INFO));
+        assert_eq!(super::foreign_level(Level::TRACE, "pingora_proxy", "raw"), None);
+        assert_eq!(super::foreign_level(Level::WARN, "pingora_core", "x"), Some(Level::WARN));
         assert!(super::is_own("paysign_plugin::proxy") && super::is_own("paysign") && !super::is_own("pingora_core::server"));
     }
 
