@@ -633,3 +633,72 @@ fn a_log_consumer_that_stops_reading_holds_up_no_request() {
     assert!(text.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "a line was torn");
     assert_eq!(s.sandbox_stats()["received"], 1);
 }
+
+/// Private-key work is done only for callers still there (issue 26, point 5). With the pure-Rust
+/// backend and one worker, 120 callers send a call and hang up at once: each is `abandoned`,
+/// and the worker computes at most the few signatures started before their callers were seen
+/// gone, not one per caller (before: the slot was freed with the caller's future while its job
+/// queued on, and all 120 signatures were computed for no one after every caller had gone). A
+/// caller that stays is then served with exactly its own two operations (sign and decrypt).
+#[test]
+fn private_key_work_is_not_done_for_callers_who_have_gone() {
+    use std::io::{Read, Write};
+    let s = Stack::start(Options {
+        merchants: &[RSA_MERCHANT],
+        backend: "rsa",
+        gateway_extra: "private_key_workers: 1\nprivate_key_queue: 512\nmax_in_flight: 1024\n".into(),
+        ..Options::default()
+    });
+    let n = 120;
+    let barrier = Arc::new(std::sync::Barrier::new(n));
+    let callers: Vec<_> = (0..n)
+        .map(|i| {
+            let (port, barrier) = (s.proxy, barrier.clone());
+            thread::spawn(move || {
+                let body = bindcard(&format!("LEFT-{i}")).to_string();
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                let head = format!(
+                    "POST {BINDCARD} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                barrier.wait();
+                c.write_all(format!("{head}{body}").as_bytes()).unwrap();
+                c.shutdown(std::net::Shutdown::Write).unwrap();
+                let mut rest = Vec::new();
+                let _ = c.read_to_end(&mut rest);
+            })
+        })
+        .collect();
+    for c in callers {
+        c.join().unwrap();
+    }
+    let abandoned = format!(r#"paysign_requests_total{{endpoint="bindcard_create",merchant="{RSA_MERCHANT}",outcome="abandoned"}}"#);
+    assert!(eventually(20, || metric(&s, &abandoned) == n as f64), "{}", s.metrics());
+    // Every operation has ended or been skipped: nothing admitted, nothing running.
+    let executed = r#"paysign_private_key_jobs_total{outcome="executed"}"#;
+    let skipped = r#"paysign_private_key_jobs_total{outcome="skipped"}"#;
+    let settled = |s: &Stack| {
+        let m = s.metrics();
+        (sample(&m, "paysign_private_key_ops_admitted"), sample(&m, executed).unwrap_or(0.0) + sample(&m, skipped).unwrap_or(0.0))
+    };
+    let mut last = (None, -1.0);
+    assert!(
+        eventually(20, || {
+            let now = settled(&s);
+            let done = now.0 == Some(0.0) && now == last;
+            last = now;
+            done
+        }),
+        "{}",
+        s.metrics()
+    );
+    let done_for_gone = metric(&s, executed);
+    assert!(done_for_gone <= 8.0, "{done_for_gone} private-key operations were computed for {n} callers who had gone");
+    assert_eq!(s.sandbox_stats()["received"], 0);
+
+    // A caller that stays: served, with its own two operations and nothing left over.
+    let r = s.post(BINDCARD, None, bindcard("STAYED-PK").to_string().as_bytes());
+    assert_eq!((r.status, r.json()["errCode"].as_str()), (200, Some("0000")), "{}", r.text());
+    assert_eq!(metric(&s, executed), done_for_gone + 2.0, "{}", s.metrics());
+    assert_eq!(s.sandbox_stats()["received"], 1);
+}

@@ -6,12 +6,14 @@
 //! never which step failed (see `docs` on [`CryptoError`]).
 
 pub mod backend;
+pub mod rejection;
 pub mod keys;
 pub mod segmented;
 pub mod signature;
 
 pub use backend::Backend;
 pub use keys::{ExternalError, ExternalKey, PrivateKey, PublicKey, Secret};
+pub use rejection::RejectionKey;
 
 /// Why a crypto operation on input failed. The variant is for metrics and logs inside paysign;
 /// callers all get the same opaque answer.
