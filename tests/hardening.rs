@@ -693,6 +693,7 @@ fn private_key_work_is_not_done_for_callers_who_have_gone() {
         s.metrics()
     );
     let done_for_gone = metric(&s, executed);
+    eprintln!("{n} callers gone: {done_for_gone} operations executed, {} skipped", metric(&s, skipped));
     assert!(done_for_gone <= 8.0, "{done_for_gone} private-key operations were computed for {n} callers who had gone");
     assert_eq!(s.sandbox_stats()["received"], 0);
 

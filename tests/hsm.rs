@@ -271,6 +271,7 @@ fn badly_padded_blocks_cost_and_end_like_well_padded_ones() {
     }
     let (m_good, m_bad) = (median(&mut t_good), median(&mut t_bad));
     let ratio = m_bad / m_good;
+    eprintln!("medians: all well padded {:.2} ms, first block bad {:.2} ms (ratio {ratio:.3})", m_good * 1e3, m_bad * 1e3);
     assert!(
         (0.8..=1.25).contains(&ratio),
         "median {:.2} ms with the first block badly padded, {:.2} ms with all 16 well padded (ratio {ratio:.2})",
@@ -296,6 +297,7 @@ fn badly_padded_blocks_cost_and_end_like_well_padded_ones() {
     }
     let m = metrics();
     let rss_after = proc_status(pid, "VmRSS");
+    eprintln!("{forged} forged blocks: RSS {rss_before} -> {rss_after} KiB, sessions {sessions_before:?} -> {:?}", sample(&m, "paysign_pkcs11_sessions"));
     assert_eq!(sample(&m, "paysign_pkcs11_sessions"), sessions_before, "{m}");
     assert!(sessions_before.is_some_and(|n| (1.0..=2.0).contains(&n)), "{m}");
     assert!(rss_after < rss_before + 1024, "RSS {rss_before} KiB -> {rss_after} KiB over {forged} forged blocks");
