@@ -698,6 +698,11 @@ fn private_key_work_is_not_done_for_callers_who_have_gone() {
     let r = s.post(BINDCARD, None, bindcard("STAYED-PK").to_string().as_bytes());
     assert_eq!((r.status, r.json()["errCode"].as_str()), (200, Some("0000")), "{}", r.text());
     let after = metric(&s, executed);
-    assert_eq!(after - before, 2.0, "{} operations ran between the moment every impatient caller had gone and this call's answer", after - before);
+    assert_eq!(
+        after - before,
+        2.0,
+        "{} operations ran between the moment every impatient caller had gone and this call's answer",
+        after - before
+    );
     assert!(settled(&s), "{}", s.metrics());
 }

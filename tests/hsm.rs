@@ -266,7 +266,11 @@ fn badly_padded_blocks_cost_and_end_like_well_padded_ones() {
         for (body, is_good) in order {
             let (status, text, secs) = post(body);
             assert_eq!((status, text.as_str()), (400, "FAIL"), "good padding: {is_good}");
-            if is_good { t_good.push(secs) } else { t_bad.push(secs) }
+            if is_good {
+                t_good.push(secs)
+            } else {
+                t_bad.push(secs)
+            }
         }
     }
     let (m_good, m_bad) = (median(&mut t_good), median(&mut t_bad));
@@ -297,14 +301,21 @@ fn badly_padded_blocks_cost_and_end_like_well_padded_ones() {
     }
     let m = metrics();
     let rss_after = proc_status(pid, "VmRSS");
-    eprintln!("{forged} forged blocks: RSS {rss_before} -> {rss_after} KiB, sessions {sessions_before:?} -> {:?}", sample(&m, "paysign_pkcs11_sessions"));
+    eprintln!(
+        "{forged} forged blocks: RSS {rss_before} -> {rss_after} KiB, sessions {sessions_before:?} -> {:?}",
+        sample(&m, "paysign_pkcs11_sessions")
+    );
     assert_eq!(sample(&m, "paysign_pkcs11_sessions"), sessions_before, "{m}");
     assert!(sessions_before.is_some_and(|n| (1.0..=2.0).contains(&n)), "{m}");
     assert!(rss_after < rss_before + 1024, "RSS {rss_before} KiB -> {rss_after} KiB over {forged} forged blocks");
     assert_eq!(reason(&m, "padding"), 0.0, "{m}");
     let logs = settled_logs(&gateway, proxy);
     assert!(!logs.contains("PKCS#11"), "{}", logs.lines().filter(|l| l.contains("PKCS#11")).take(3).collect::<Vec<_>>().join("\n"));
-    assert!(!logs.contains(r#""level":"ERROR""#), "{}", logs.lines().filter(|l| l.contains("ERROR")).take(3).collect::<Vec<_>>().join("\n"));
+    assert!(
+        !logs.contains(r#""level":"ERROR""#),
+        "{}",
+        logs.lines().filter(|l| l.contains("ERROR")).take(3).collect::<Vec<_>>().join("\n")
+    );
 
     // A genuine notification still opens and is forwarded.
     let url = format!("http://127.0.0.1:{notify}/notify/bindcard");

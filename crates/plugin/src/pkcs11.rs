@@ -277,9 +277,7 @@ impl TokenKey {
     /// gone": a module may report a refused input as `CKR_GENERAL_ERROR`).
     fn healthy(&self, session: &Session) -> bool {
         let _shared = GATE.read().unwrap_or_else(|p| p.into_inner());
-        session
-            .get_session_info()
-            .is_ok_and(|info| self.ctx.get_token_info(info.slot_id()).is_ok_and(|t| t.label() == self.uri.token))
+        session.get_session_info().is_ok_and(|info| self.ctx.get_token_info(info.slot_id()).is_ok_and(|t| t.label() == self.uri.token))
     }
 }
 

@@ -6,8 +6,8 @@
 //! never which step failed (see `docs` on [`CryptoError`]).
 
 pub mod backend;
-pub mod rejection;
 pub mod keys;
+pub mod rejection;
 pub mod segmented;
 pub mod signature;
 
