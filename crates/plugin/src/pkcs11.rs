@@ -237,6 +237,13 @@ impl TokenKey {
         }
     }
 
+    /// Whether the session and its token still answer (the health check behind "the token is
+    /// gone": a module may report a refused input as `CKR_GENERAL_ERROR`).
+    fn healthy(&self, session: &Session) -> bool {
+        let _shared = GATE.read().unwrap_or_else(|p| p.into_inner());
+        session.get_session_info().is_ok_and(|info| self.ctx.get_token_info(info.slot_id()).is_ok_and(|t| t.label() == self.uri.token))
+    }
+
     fn give_back(&self, p: Pooled) {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(p);
     }
@@ -272,17 +279,8 @@ impl TokenKey {
     }
 }
 
-impl TokenKey {
-    /// Whether the session and its token still answer (the health check behind "the token is
-    /// gone": a module may report a refused input as `CKR_GENERAL_ERROR`).
-    fn healthy(&self, session: &Session) -> bool {
-        let _shared = GATE.read().unwrap_or_else(|p| p.into_inner());
-        session.get_session_info().is_ok_and(|info| self.ctx.get_token_info(info.slot_id()).is_ok_and(|t| t.label() == self.uri.token))
-    }
-}
-
 /// Ends a pooled session: closed when it belongs to the module's current epoch (a session left
-/// open stays allocated in the module: SoftHSM2 kept 628 bytes for each), forgotten when the
+/// open stays allocated in the module: hundreds of bytes each in SoftHSM2), forgotten when the
 /// module was re-initialised since (its handle may name a newer session by now).
 fn discard(p: Pooled) {
     metrics::PKCS11_SESSIONS.dec();
@@ -360,6 +358,15 @@ pub fn open_key(uri: &str, module_path: &Path, pin: &Secret, allow_weak: bool) -
     let ctx = module(module_path)?;
     let token = TokenKey { ctx, uri, pin: pin.clone(), idle: Mutex::new(Vec::new()), rejection: RejectionKey::new(rand::random()) };
     let pooled = token.session()?;
+    let public = public_half(&pooled, allow_weak);
+    // A key that cannot be used is refused, but its session is sound: back to the pool.
+    token.give_back(pooled);
+    Ok(PrivateKey::external(public?, Arc::new(token)))
+}
+
+/// The key's public half, read from the token, once it has shown it decrypts with the raw
+/// operation paysign needs (see the module doc).
+fn public_half(pooled: &Pooled, allow_weak: bool) -> Result<keys::PublicKey, String> {
     let attrs = pooled
         .session
         .get_attributes(pooled.key, &[AttributeType::Modulus, AttributeType::PublicExponent])
@@ -376,7 +383,7 @@ pub fn open_key(uri: &str, module_path: &Path, pin: &Secret, allow_weak: bool) -
         return Err("the token does not show the key's modulus and public exponent".into());
     };
     let public = keys::public_from_components(&n, &e, allow_weak).map_err(|e| e.to_string())?;
-    // Decryption needs the raw operation (see the module doc): 1^d = 1 shows it is offered.
+    // 1^d = 1: the raw operation is offered for this key, and right.
     let mut one = vec![0u8; public.size()];
     if let Some(last) = one.last_mut() {
         *last = 1;
@@ -385,13 +392,11 @@ pub fn open_key(uri: &str, module_path: &Path, pin: &Secret, allow_weak: bool) -
         let _shared = GATE.read().unwrap_or_else(|p| p.into_inner());
         pooled.session.decrypt(&Mechanism::RsaX509, pooled.key, &one)
     };
-    token.give_back(pooled);
     match raw {
-        Ok(m) if m.iter().rev().skip(1).all(|b| *b == 0) && m.last() == Some(&1) => {}
-        Ok(_) => return Err("the token's raw RSA decryption (CKM_RSA_X_509) gives wrong results".into()),
-        Err(e) => return Err(format!("the token does not decrypt with raw RSA (CKM_RSA_X_509), which paysign needs: {e}")),
+        Ok(m) if m.last() == Some(&1) && m.iter().rev().skip(1).all(|b| *b == 0) => Ok(public),
+        Ok(_) => Err("the token's raw RSA decryption (CKM_RSA_X_509) gives wrong results".into()),
+        Err(e) => Err(format!("the token does not decrypt with raw RSA (CKM_RSA_X_509), which paysign needs: {e}")),
     }
-    Ok(PrivateKey::external(public, Arc::new(token)))
 }
 
 pub fn is_uri(s: &str) -> bool {
