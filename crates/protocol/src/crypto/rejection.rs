@@ -135,8 +135,8 @@ mod tests {
     fn agrees_with_the_rsa_crate() {
         use rsa::pkcs8::DecodePrivateKey;
         use rsa::traits::PrivateKeyParts;
-        let pem = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/keys/merchant_private.pem")).unwrap();
-        let key = rsa::PrivateKey::from_pkcs8_pem(&pem).unwrap();
+        let pem = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/keys/merchant_private.pem"));
+        let key = rsa::PrivateKey::from_pkcs8_pem(pem).unwrap();
         let k = key.size();
         let be = |v: &[u8]| {
             let mut out = vec![0u8; k];
