@@ -141,6 +141,11 @@ fn the_merchant_key_never_leaves_the_token() {
         r.status == 200 && r.json()["errCode"] == "0000"
     });
     assert!(back, "{}", gateway.logs());
+    // The sessions of the token that went away were closed, not left open beside the new ones.
+    let m = request(admin, "GET", "/metrics", &[], b"").text();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let open = sample(&m, "paysign_pkcs11_sessions").unwrap_or(0.0);
+    assert!((1.0..=workers).contains(&open), "{open} PKCS#11 sessions open, {workers} workers");
     let stats = s.sandbox_stats();
     assert!(stats["received"].as_u64().unwrap() >= 6, "{stats}");
 }

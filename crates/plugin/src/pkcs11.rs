@@ -279,6 +279,14 @@ impl TokenKey {
     }
 }
 
+/// A key given up (a reload replaced it, or it could not be used) closes its sessions.
+impl Drop for TokenKey {
+    fn drop(&mut self) {
+        let idle: Vec<Pooled> = self.idle.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+        idle.into_iter().for_each(discard);
+    }
+}
+
 /// Ends a pooled session: closed when it belongs to the module's current epoch (a session left
 /// open stays allocated in the module: hundreds of bytes each in SoftHSM2), forgotten when the
 /// module was re-initialised since (its handle may name a newer session by now).
