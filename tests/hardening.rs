@@ -633,3 +633,78 @@ fn a_log_consumer_that_stops_reading_holds_up_no_request() {
     assert!(text.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "a line was torn");
     assert_eq!(s.sandbox_stats()["received"], 1);
 }
+
+/// Private-key work is done only for callers still there (issue 26, point 5). With the pure-Rust
+/// backend and one worker, 8 callers in a row send 60 calls each and hang up when no answer came
+/// within 3 ms. Once no request is in flight and no private-key operation is admitted, nothing
+/// is left to compute: a caller that stays is served with exactly its own two operations (sign,
+/// decrypt). Before, a caller that hung up freed its worker slot while its signature was still
+/// being computed, so the slot passed on at the rate callers gave up rather than the rate the
+/// CPU worked; the backlog (signatures for callers long gone) ran after everyone had left, in
+/// front of the next caller's work: 22, 48 and 58 operations ran between the last impatient
+/// caller leaving and the answer to the one that stayed, in three runs.
+#[test]
+fn private_key_work_is_not_done_for_callers_who_have_gone() {
+    use std::io::{Read, Write};
+    let s = Stack::start(Options {
+        merchants: &[RSA_MERCHANT],
+        backend: "rsa",
+        gateway_extra: "private_key_workers: 1\nprivate_key_queue: 512\nmax_in_flight: 1024\n".into(),
+        ..Options::default()
+    });
+    // 8 callers in a row each send a call and hang up when no answer came within 3 ms (less
+    // than one signature takes): there is always a caller that takes the worker and leaves
+    // while its signature is still being computed.
+    let impatient: Vec<_> = (0..8)
+        .map(|t| {
+            let port = s.proxy;
+            thread::spawn(move || {
+                let mut gave_up = 0;
+                for i in 0..60 {
+                    let body = bindcard(&format!("LEFT-{t}-{i}")).to_string();
+                    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    let head = format!(
+                        "POST {BINDCARD} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    c.write_all(format!("{head}{body}").as_bytes()).unwrap();
+                    c.set_read_timeout(Some(std::time::Duration::from_millis(3))).unwrap();
+                    if c.read(&mut [0u8; 1]).is_err() {
+                        gave_up += 1;
+                    }
+                }
+                gave_up
+            })
+        })
+        .collect();
+    let gave_up: usize = impatient.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(gave_up > 0, "every impatient call was answered in time");
+    // Every call has ended (answered, or abandoned when its caller went) and no private-key
+    // operation is admitted.
+    let settled = |s: &Stack| {
+        let m = s.metrics();
+        sample(&m, "paysign_requests_in_flight") == Some(0.0) && sample(&m, "paysign_private_key_ops_admitted") == Some(0.0)
+    };
+    assert!(eventually(30, || settled(&s)), "{}", s.metrics());
+    let executed = r#"paysign_private_key_jobs_total{outcome="executed"}"#;
+    let skipped = r#"paysign_private_key_jobs_total{outcome="skipped"}"#;
+    let abandoned = format!(r#"paysign_requests_total{{endpoint="bindcard_create",merchant="{RSA_MERCHANT}",outcome="abandoned"}}"#);
+    let before = metric(&s, executed);
+    eprintln!(
+        "{gave_up} callers gave up, {} abandoned; {before} operations executed, {} skipped",
+        metric(&s, &abandoned),
+        metric(&s, skipped)
+    );
+
+    // A caller that stays: served, with its own two operations and nothing left over in front.
+    let r = s.post(BINDCARD, None, bindcard("STAYED-PK").to_string().as_bytes());
+    assert_eq!((r.status, r.json()["errCode"].as_str()), (200, Some("0000")), "{}", r.text());
+    let after = metric(&s, executed);
+    assert_eq!(
+        after - before,
+        2.0,
+        "{} operations ran between the moment every impatient caller had gone and this call's answer",
+        after - before
+    );
+    assert!(settled(&s), "{}", s.metrics());
+}

@@ -141,6 +141,11 @@ fn the_merchant_key_never_leaves_the_token() {
         r.status == 200 && r.json()["errCode"] == "0000"
     });
     assert!(back, "{}", gateway.logs());
+    // The sessions of the token that went away were closed, not left open beside the new ones.
+    let m = request(admin, "GET", "/metrics", &[], b"").text();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let open = sample(&m, "paysign_pkcs11_sessions").unwrap_or(0.0);
+    assert!((1.0..=workers).contains(&open), "{open} PKCS#11 sessions open, {workers} workers");
     let stats = s.sandbox_stats();
     assert!(stats["received"].as_u64().unwrap() >= 6, "{stats}");
 }
@@ -186,4 +191,142 @@ fn open_through_the_token_verifies_and_refuses_like_memory_keys() {
     let (code, out) = run_tool(&conf, &["open", "-c", cfg.to_str().unwrap()], &data.to_string());
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("does not verify"), "{out}");
+}
+
+/// A forged notification of `blocks` blocks for the rsa merchant, each a raw RSA encryption
+/// (with the merchant's public key) of a PKCS#1 v1.5 type-2 block; the first `bad` of them
+/// badly padded (type 3 instead of 2). The token decrypts every block; none holds JSON.
+fn forged_blocks(public_pem: &str, blocks: usize, bad: usize, seed: u8) -> String {
+    use base64::Engine;
+    use rsa::pkcs8::DecodePublicKey;
+    use rsa::traits::PublicKeyParts;
+    let public = rsa::PublicKey::from_public_key_pem(public_pem).unwrap();
+    let k = public.size();
+    let mut raw = Vec::with_capacity(blocks * k);
+    for b in 0..blocks {
+        let mut em: Vec<u8> = (0..k).map(|i| ((i * 31 + b * 7 + usize::from(seed)) % 255 + 1) as u8).collect();
+        em[0] = 0;
+        em[1] = if b < bad { 3 } else { 2 };
+        em[k - 60] = 0; // a 59-octet message after the padding string
+        let m = rsa::BoxedUint::from_be_slice(&em, public.n_bits_precision()).unwrap();
+        let c = rsa::hazmat::rsa_encrypt(&public, &m).unwrap().to_be_bytes();
+        raw.extend_from_slice(&vec![0u8; k - c.len().min(k)]);
+        raw.extend_from_slice(&c[c.len().saturating_sub(k)..]);
+    }
+    serde_json::json!({"customerNo": RSA_MERCHANT, "reqmsg": base64::engine::general_purpose::STANDARD.encode(raw)}).to_string()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// No padding oracle through the token (issue 26, point 1). SoftHSM2 refuses a badly padded
+/// block with `CKR_GENERAL_ERROR`; paysign took that for a lost token: it stopped at that block
+/// (1.3 ms against 13.4 ms for 16 well-padded blocks), counted reason `padding` instead of
+/// `plaintext`, logged an error and leaked the token's sessions. Now the token does only the
+/// raw operation and the padding is removed with implicit rejection: the same answer, reason
+/// and time (medians of interleaved samples within noise), no error line, and the sessions
+/// and memory stay flat over thousands of forged blocks. (Before, in this test: medians 27.1 ms
+/// against 3.8 ms, ratio 0.14; reasons `plaintext` 40 / `padding` 44; 3,244 error lines; RSS
+/// +652 KiB over the 3,000 blocks. Now: ratio 0.94–0.99, RSS flat, one session.)
+#[test]
+fn badly_padded_blocks_cost_and_end_like_well_padded_ones() {
+    let s = Stack::start(Options { merchants: &[MD5_MERCHANT], ..Options::default() });
+    let conf = token(&s.dir);
+    let target = common::http_server::start(std::sync::Arc::new(|_r| (200, "text/plain".into(), b"ok".to_vec())));
+    let (proxy, admin, notify) = (free_port(), free_port(), free_port());
+    let cfg = s.dir.join("hsm-notify.yaml");
+    write(
+        &cfg,
+        &format!(
+            "{}private_key_workers: 2\nnotify:\n  listen: 127.0.0.1:{notify}\n  max_blocks: 16\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:{}/bind-notified\n",
+            gateway_yaml(&s, proxy, admin),
+            target.port
+        ),
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_paysign"));
+    cmd.args(["run", "-c", cfg.to_str().unwrap()]).env("SOFTHSM2_CONF", &conf).env("PAYSIGN_TEST_PKCS11_PIN", PIN);
+    let gateway = spawn_cmd(&mut cmd, s.dir.join("hsm-notify-gateway.log"));
+    wait_ready(admin, "/readyz");
+    wait_listening(notify);
+    let public = std::fs::read_to_string(s.dir.join("keys/merchant_public.pem")).unwrap();
+    let (good, bad) = (forged_blocks(&public, 16, 0, 1), forged_blocks(&public, 16, 1, 1));
+    let post = |body: &str| {
+        let start = std::time::Instant::now();
+        let r = request(notify, "POST", "/notify/bindcard", &[], body.as_bytes());
+        (r.status, r.text(), start.elapsed().as_secs_f64())
+    };
+
+    // Timing: interleaved samples, the order swapped every round.
+    for _ in 0..4 {
+        post(&good);
+        post(&bad);
+    }
+    let metrics = || request(admin, "GET", "/metrics", &[], b"").text();
+    let reason = |m: &str, r: &str| sample(m, &format!(r#"paysign_verification_failures_total{{reason="{r}"}}"#)).unwrap_or(0.0);
+    let before = metrics();
+    let (mut t_good, mut t_bad) = (Vec::new(), Vec::new());
+    let rounds = 40;
+    for i in 0..rounds {
+        let order = if i % 2 == 0 { [(&good, true), (&bad, false)] } else { [(&bad, false), (&good, true)] };
+        for (body, is_good) in order {
+            let (status, text, secs) = post(body);
+            assert_eq!((status, text.as_str()), (400, "FAIL"), "good padding: {is_good}");
+            if is_good {
+                t_good.push(secs)
+            } else {
+                t_bad.push(secs)
+            }
+        }
+    }
+    let (m_good, m_bad) = (median(&mut t_good), median(&mut t_bad));
+    let ratio = m_bad / m_good;
+    eprintln!("medians: all well padded {:.2} ms, first block bad {:.2} ms (ratio {ratio:.3})", m_good * 1e3, m_bad * 1e3);
+    assert!(
+        (0.8..=1.25).contains(&ratio),
+        "median {:.2} ms with the first block badly padded, {:.2} ms with all 16 well padded (ratio {ratio:.2})",
+        m_bad * 1e3,
+        m_good * 1e3
+    );
+    let after = metrics();
+    assert_eq!(reason(&after, "plaintext") - reason(&before, "plaintext"), f64::from(2 * rounds), "{after}");
+    assert_eq!(reason(&after, "padding"), 0.0, "{after}");
+
+    // Thousands of badly padded blocks: sessions and memory stay flat, nothing is logged as an
+    // error. (Before: one session left open in the token per forged notification, 628 bytes
+    // each, and an error line each.)
+    let one_bad: Vec<String> = (0..16).map(|i| forged_blocks(&public, 1, 1, i)).collect();
+    for body in one_bad.iter().cycle().take(200) {
+        assert_eq!(post(body).0, 400);
+    }
+    let pid = gateway.pid();
+    let (rss_before, sessions_before) = (proc_status(pid, "VmRSS"), sample(&metrics(), "paysign_pkcs11_sessions"));
+    let forged = 3_000;
+    for body in one_bad.iter().cycle().take(forged) {
+        assert_eq!(post(body).0, 400);
+    }
+    let m = metrics();
+    let rss_after = proc_status(pid, "VmRSS");
+    eprintln!(
+        "{forged} forged blocks: RSS {rss_before} -> {rss_after} KiB, sessions {sessions_before:?} -> {:?}",
+        sample(&m, "paysign_pkcs11_sessions")
+    );
+    assert_eq!(sample(&m, "paysign_pkcs11_sessions"), sessions_before, "{m}");
+    assert!(sessions_before.is_some_and(|n| (1.0..=2.0).contains(&n)), "{m}");
+    assert!(rss_after < rss_before + 256, "RSS {rss_before} KiB -> {rss_after} KiB over {forged} forged blocks");
+    assert_eq!(reason(&m, "padding"), 0.0, "{m}");
+    let logs = settled_logs(&gateway, proxy);
+    assert!(!logs.contains("PKCS#11"), "{}", logs.lines().filter(|l| l.contains("PKCS#11")).take(3).collect::<Vec<_>>().join("\n"));
+    assert!(
+        !logs.contains(r#""level":"ERROR""#),
+        "{}",
+        logs.lines().filter(|l| l.contains("ERROR")).take(3).collect::<Vec<_>>().join("\n")
+    );
+
+    // A genuine notification still opens and is forwarded.
+    let url = format!("http://127.0.0.1:{notify}/notify/bindcard");
+    let req = serde_json::json!({"customerNo": RSA_MERCHANT, "orderNo": "HSM-GENUINE", "url": url});
+    let answer = request(s.sandbox_port, "POST", "/__sandbox/notify", &[], req.to_string().as_bytes()).json();
+    assert_eq!((answer["status"].as_u64(), answer["body"].as_str()), (Some(200), Some("SUCCESS")), "{answer}\n{}", gateway.logs());
 }

@@ -139,6 +139,7 @@ fn the_documented_label_values_are_the_codes() {
         ("paysign_connections_refused_total", "listener", listener.clone()),
         ("paysign_header_timeouts_total", "listener", listener.clone()),
         ("paysign_bad_http_total", "listener", listener),
+        ("paysign_private_key_jobs_total", "outcome", set(&[metrics::PRIVATE_KEY_JOB_OUTCOMES])),
     ];
     for (name, label, expected) in closed {
         let listed = &documented[name].iter().find(|(l, _)| l == label).unwrap().1;

@@ -13,6 +13,13 @@
 //!   ([`ExecError::Overloaded`]): the proxy answers 503 `not-sent`, the notification listener
 //!   503 (the platform retries). Nothing unauthenticated can queue unbounded work.
 //! - A panicking operation is reported as [`ExecError::Panicked`], never as a result.
+//! - **The bounds are of CPU, not of futures.** An operation's admission and worker slot go
+//!   with the job to its worker thread and are given back when the work ends, not when the
+//!   caller's future is dropped: a caller that hangs up frees nothing that is still computing.
+//!   A job whose caller has gone before a worker starts it is skipped
+//!   (`paysign_private_key_jobs_total{outcome="skipped"}`): no signature for nobody. (Before,
+//!   callers that hung up freed their slots at once while their jobs queued on: both cores
+//!   stayed busy 5.3 s after the attackers left, computing ~3,900 signatures for no one.)
 //!
 //! - Work that anyone can cause (a notification before it verifies) is admitted for at most
 //!   half the workers plus an eighth of the queue ([`PrivateKeyExecutor::run_unauthenticated`]),
@@ -22,6 +29,7 @@
 //! It lives as long as the process (reloads keep it), so the bound holds across reloads.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::metrics;
 
@@ -37,29 +45,59 @@ pub struct PrivateKeyExecutor {
     workers: usize,
     queue: usize,
     offload: bool,
-    slots: Slots,
-    /// Admitted: running or waiting for a worker.
-    admitted: AtomicUsize,
     /// Unauthenticated work (notifications, before they verify) may hold at most this many
     /// admissions, so that a forged flood can take at most half the workers.
     unauthenticated_limit: usize,
-    unauthenticated: AtomicUsize,
-    /// At most half the workers run unauthenticated work at once.
-    unauthenticated_running: tokio::sync::Semaphore,
-    running: AtomicUsize,
+    /// Shared with the jobs on the worker threads, which give back what they hold.
+    state: Arc<State>,
     /// The threads (`workers`, nice +10) that run callers' work.
     ordinary: Threads,
     /// The threads (half the workers, `SCHED_IDLE`) that run unauthenticated work.
     lowest: Threads,
 }
 
-/// Releases an admission slot however the operation ends (including the caller going away).
-struct Admitted<'a>(&'a AtomicUsize);
-impl Drop for Admitted<'_> {
+struct State {
+    slots: Slots,
+    /// Admitted: running or waiting for a worker.
+    admitted: AtomicUsize,
+    unauthenticated: AtomicUsize,
+    /// At most half the workers run unauthenticated work at once.
+    unauthenticated_running: tokio::sync::Semaphore,
+    running: AtomicUsize,
+}
+
+/// Releases an admission slot however the operation ends (the job's end, or the caller going
+/// away before it had a worker).
+struct Admitted(Arc<State>);
+impl Drop for Admitted {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
         metrics::PRIVATE_KEY_QUEUE.dec();
     }
+}
+
+/// What an unauthenticated operation holds besides its admission: its place in the class and
+/// one of the half of the workers it may use.
+struct Unauthenticated(Arc<State>);
+impl Drop for Unauthenticated {
+    fn drop(&mut self) {
+        self.0.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+struct HalfPermit(Arc<State>);
+impl Drop for HalfPermit {
+    fn drop(&mut self) {
+        self.0.unauthenticated_running.add_permits(1);
+    }
+}
+
+/// Everything an operation holds while it waits for and runs on a worker: it travels with the
+/// job, so it is given back when the work ends (or is skipped), never earlier.
+struct Held {
+    _running: Running,
+    _slot: Slot,
+    _admitted: Admitted,
+    _class: Option<(HalfPermit, Unauthenticated)>,
 }
 
 impl PrivateKeyExecutor {
@@ -71,12 +109,14 @@ impl PrivateKeyExecutor {
             workers,
             queue,
             offload,
-            slots: Slots::new(workers),
-            admitted: AtomicUsize::new(0),
             unauthenticated_limit: (workers / 2).max(1) + queue / 8,
-            unauthenticated: AtomicUsize::new(0),
-            unauthenticated_running: tokio::sync::Semaphore::new((workers / 2).max(1)),
-            running: AtomicUsize::new(0),
+            state: Arc::new(State {
+                slots: Slots::new(workers),
+                admitted: AtomicUsize::new(0),
+                unauthenticated: AtomicUsize::new(0),
+                unauthenticated_running: tokio::sync::Semaphore::new((workers / 2).max(1)),
+                running: AtomicUsize::new(0),
+            }),
             ordinary: Threads::start(if offload { workers } else { 0 }, "paysign-pk", to_worker_scheduling),
             lowest: Threads::start((workers / 2).max(1), "paysign-unauth", to_idle_scheduling),
         }
@@ -86,16 +126,18 @@ impl PrivateKeyExecutor {
     /// before it is verified): besides the common bound, at most half the workers (plus an
     /// eighth of the queue) are ever admitted for it, so ordinary calls keep a core.
     pub async fn run_unauthenticated<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
-        if self.unauthenticated.fetch_add(1, Ordering::AcqRel) >= self.unauthenticated_limit {
-            self.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+        if self.state.unauthenticated.fetch_add(1, Ordering::AcqRel) >= self.unauthenticated_limit {
+            self.state.unauthenticated.fetch_sub(1, Ordering::AcqRel);
             metrics::PRIVATE_KEY_SHED.inc();
             return Err(ExecError::Overloaded);
         }
-        let _class = Released(&self.unauthenticated);
-        let _half = self.unauthenticated_running.acquire().await.map_err(|_| ExecError::Overloaded)?;
-        self.admit()?;
-        let _admitted = Admitted(&self.admitted);
-        self.run_on_worker(Priority::Unauthenticated, f).await
+        let class = Unauthenticated(self.state.clone());
+        // The permit is given back by `HalfPermit` (it travels with the job, which a borrowed
+        // permit could not).
+        self.state.unauthenticated_running.acquire().await.map_err(|_| ExecError::Overloaded)?.forget();
+        let half = HalfPermit(self.state.clone());
+        let admitted = self.admit()?;
+        self.run_on_worker(Priority::Unauthenticated, admitted, Some((half, class)), f).await
     }
 
     pub fn workers(&self) -> usize {
@@ -109,43 +151,52 @@ impl PrivateKeyExecutor {
     /// Runs `f` on a worker, or refuses at once when `workers + queue` are already admitted.
     /// For work before anything is sent.
     pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
-        self.admit()?;
-        let _admitted = Admitted(&self.admitted);
-        self.run_on_worker(Priority::BeforeSending, f).await
+        let admitted = self.admit()?;
+        self.run_on_worker(Priority::BeforeSending, admitted, None, f).await
     }
 
     /// Takes an admission slot, or refuses at once when `workers + queue` are taken.
-    fn admit(&self) -> Result<(), ExecError> {
-        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.workers + self.queue {
-            self.admitted.fetch_sub(1, Ordering::AcqRel);
+    fn admit(&self) -> Result<Admitted, ExecError> {
+        if self.state.admitted.fetch_add(1, Ordering::AcqRel) >= self.workers + self.queue {
+            self.state.admitted.fetch_sub(1, Ordering::AcqRel);
             metrics::PRIVATE_KEY_SHED.inc();
             return Err(ExecError::Overloaded);
         }
         metrics::PRIVATE_KEY_QUEUE.inc();
-        Ok(())
+        Ok(Admitted(self.state.clone()))
     }
 
     /// Runs `f` on a worker, waiting however long the queue is: for work after a request was
     /// sent (opening the platform's answer), which must never be shed. Its callers were
     /// admitted before sending, so this wait is bounded too.
     pub async fn run_committed<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
-        self.admitted.fetch_add(1, Ordering::AcqRel);
+        self.state.admitted.fetch_add(1, Ordering::AcqRel);
         metrics::PRIVATE_KEY_QUEUE.inc();
-        let _admitted = Admitted(&self.admitted);
-        self.run_on_worker(Priority::AfterSending, f).await
+        let admitted = Admitted(self.state.clone());
+        self.run_on_worker(Priority::AfterSending, admitted, None, f).await
     }
 
-    async fn run_on_worker<T: Send + 'static>(&self, priority: Priority, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
-        let _slot = self.slots.acquire(priority).await;
-        let now = self.running.fetch_add(1, Ordering::AcqRel) + 1;
-        let _running = Running(&self.running);
+    async fn run_on_worker<T: Send + 'static>(
+        &self,
+        priority: Priority,
+        admitted: Admitted,
+        class: Option<(HalfPermit, Unauthenticated)>,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ExecError> {
+        let slot = Slots::acquire(&self.state, priority).await;
+        let now = self.state.running.fetch_add(1, Ordering::AcqRel) + 1;
+        let held = Held { _running: Running(self.state.clone()), _slot: slot, _admitted: admitted, _class: class };
         metrics::PRIVATE_KEY_RUNNING_MAX.set(metrics::PRIVATE_KEY_RUNNING_MAX.get().max(now as i64));
         if priority == Priority::Unauthenticated {
-            self.lowest.run(f).await
+            self.lowest.run(f, held).await
         } else if self.offload {
-            self.ordinary.run(f).await
+            self.ordinary.run(f, held).await
         } else {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ExecError::Panicked)
+            // Inline: the caller's future cannot be dropped while this runs.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ExecError::Panicked);
+            metrics::PRIVATE_KEY_JOBS.with_label_values(&["executed"]).inc();
+            drop(held);
+            result
         }
     }
 }
@@ -189,11 +240,11 @@ struct SlotState {
 }
 
 /// A worker slot, given back (to the next waiter by priority) when dropped.
-struct Slot<'a>(&'a Slots);
+struct Slot(Arc<State>);
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.release();
+        self.0.slots.release();
     }
 }
 
@@ -208,24 +259,25 @@ impl Slots {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn acquire(&self, priority: Priority) -> Slot<'_> {
+    async fn acquire(state: &Arc<State>, priority: Priority) -> Slot {
+        let this = &state.slots;
         loop {
             let granted = {
-                let mut s = self.lock();
+                let mut s = this.lock();
                 if s.free > 0 {
                     s.free -= 1;
-                    return Slot(self);
+                    return Slot(state.clone());
                 }
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 s.waiting[priority.queue()].push_back(tx);
                 rx
             };
-            let mut waiter = Waiter { granted, slots: self, settled: false };
+            let mut waiter = Waiter { granted, slots: this, settled: false };
             let handed_over = (&mut waiter.granted).await.is_ok();
             // From here the slot (if handed over) is this caller's, held by the `Slot`.
             waiter.settled = true;
             if handed_over {
-                return Slot(self);
+                return Slot(state.clone());
             }
             // A sender is only dropped unsent when its receiver had gone: not this one. Should
             // it happen anyway, queue again rather than run without a slot.
@@ -306,10 +358,21 @@ impl Threads {
         Threads { jobs }
     }
 
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
+    /// Runs `f` on one of the threads; `held` (its admission and slot) is dropped when the
+    /// work ends, or when the job is skipped because its caller has gone.
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static, held: impl Send + 'static) -> Result<T, ExecError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+            if tx.is_closed() {
+                metrics::PRIVATE_KEY_JOBS.with_label_values(&["skipped"]).inc();
+                return drop(held);
+            }
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            metrics::PRIVATE_KEY_JOBS.with_label_values(&["executed"]).inc();
+            // Given back before the caller hears of the result, so its next call finds the
+            // slot free.
+            drop(held);
+            let _ = tx.send(result);
         });
         self.jobs.send(job).map_err(|_| ExecError::Overloaded)?;
         match rx.await {
@@ -335,19 +398,11 @@ fn to_idle_scheduling() {
     }
 }
 
-/// Releases a class admission however the operation ends.
-struct Released<'a>(&'a AtomicUsize);
-impl Drop for Released<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// Counts a running operation until it ends, however it ends.
-struct Running<'a>(&'a AtomicUsize);
-impl Drop for Running<'_> {
+struct Running(Arc<State>);
+impl Drop for Running {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -377,7 +432,6 @@ pub fn lower_thread_priority_once(nice: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn beyond_workers_and_queue_callers_are_refused_at_once() {
@@ -395,7 +449,7 @@ mod tests {
             }));
         }
         // Wait until all five are admitted (2 running, 3 queued).
-        while ex.admitted.load(Ordering::Acquire) < 5 {
+        while ex.state.admitted.load(Ordering::Acquire) < 5 {
             tokio::task::yield_now().await;
         }
         assert_eq!(ex.run(|| 1).await, Err(ExecError::Overloaded));
@@ -411,9 +465,9 @@ mod tests {
             assert_eq!(h.await.unwrap(), Ok(()));
         }
         assert_eq!(committed.await.unwrap(), Ok(2));
-        assert_eq!(ex.admitted.load(Ordering::Acquire), 0);
+        assert_eq!(ex.state.admitted.load(Ordering::Acquire), 0);
         assert_eq!(ex.run(|| 7).await, Ok(7));
-        assert!(ex.running.load(Ordering::Acquire) == 0);
+        assert!(ex.state.running.load(Ordering::Acquire) == 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,7 +486,7 @@ mod tests {
                 })
             })
             .collect();
-        while ex.unauthenticated.load(Ordering::Acquire) < 4 {
+        while ex.state.unauthenticated.load(Ordering::Acquire) < 4 {
             tokio::task::yield_now().await;
         }
         assert_eq!(ex.run_unauthenticated(|| 1).await, Err(ExecError::Overloaded));
@@ -457,7 +511,7 @@ mod tests {
             })
             .await
         });
-        while ex.running.load(Ordering::Acquire) < 1 {
+        while ex.state.running.load(Ordering::Acquire) < 1 {
             tokio::task::yield_now().await;
         }
         (release, held)
@@ -480,7 +534,7 @@ mod tests {
                     Priority::Unauthenticated => ex2.run_unauthenticated(work).await,
                 }
             }));
-            while ex.slots.waiting() < i {
+            while ex.state.slots.waiting() < i {
                 tokio::task::yield_now().await;
             }
         }
@@ -490,7 +544,7 @@ mod tests {
             assert_eq!(w.await.unwrap(), Ok(()));
         }
         assert_eq!(*order.lock().unwrap(), vec![3, 1, 2]);
-        assert_eq!(ex.admitted.load(Ordering::Acquire), 0);
+        assert_eq!(ex.state.admitted.load(Ordering::Acquire), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -502,7 +556,7 @@ mod tests {
             let (ex2, ran) = (ex.clone(), ran.clone());
             tokio::spawn(async move { ex2.run(move || ran.fetch_add(1, Ordering::AcqRel)).await })
         };
-        while ex.slots.waiting() < 1 {
+        while ex.state.slots.waiting() < 1 {
             tokio::task::yield_now().await;
         }
         gone.abort();
@@ -514,8 +568,74 @@ mod tests {
         assert_eq!(ex.run(|| 5).await, Ok(5));
         assert_eq!(ex.run_committed(|| 6).await, Ok(6));
         assert_eq!(ran.load(Ordering::Acquire), 0);
-        assert_eq!(ex.slots.lock().free, 1);
-        assert_eq!(ex.admitted.load(Ordering::Acquire), 0);
+        assert_eq!(ex.state.slots.lock().free, 1);
+        assert_eq!(ex.state.admitted.load(Ordering::Acquire), 0);
+    }
+
+    /// Issue 26, point 5: a caller that hangs up frees nothing that is still computing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_that_leaves_while_its_work_runs_keeps_the_worker_until_it_ends() {
+        let ex = Arc::new(PrivateKeyExecutor::new(1, 8, true));
+        let (release, held) = occupy(&ex).await;
+        held.abort();
+        assert!(held.await.unwrap_err().is_cancelled());
+        // The work still runs: its worker, admission and running count are still taken.
+        assert_eq!(ex.state.slots.lock().free, 0);
+        assert_eq!(ex.state.admitted.load(Ordering::Acquire), 1);
+        assert_eq!(ex.state.running.load(Ordering::Acquire), 1);
+        release.send(()).unwrap();
+        // Given back when it ends: the next caller gets the worker.
+        assert_eq!(ex.run(|| 5).await, Ok(5));
+        assert_eq!(ex.state.slots.lock().free, 1);
+        assert_eq!(ex.state.admitted.load(Ordering::Acquire), 0);
+        assert_eq!(ex.state.running.load(Ordering::Acquire), 0);
+    }
+
+    /// Drops set a flag: stands for what a job holds.
+    struct Flag(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_whose_caller_left_before_a_thread_took_it_is_skipped() {
+        let threads = Arc::new(Threads::start(1, "test-skip", || {}));
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let (started, is_started) = std::sync::mpsc::channel::<()>();
+        let busy = {
+            let threads = threads.clone();
+            tokio::spawn(async move {
+                threads
+                    .run(
+                        move || {
+                            started.send(()).unwrap();
+                            gate.recv().unwrap()
+                        },
+                        (),
+                    )
+                    .await
+            })
+        };
+        is_started.recv().unwrap();
+        // Queued behind the busy thread, then its caller goes (polled once: the job is sent).
+        let ran = Arc::new(AtomicUsize::new(0));
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gone = {
+            let ran = ran.clone();
+            threads.run(move || ran.fetch_add(1, Ordering::AcqRel), Flag(released.clone()))
+        };
+        assert!(tokio::time::timeout(std::time::Duration::ZERO, gone).await.is_err());
+        assert!(!released.load(Ordering::Acquire));
+        release.send(()).unwrap();
+        assert_eq!(busy.await.unwrap(), Ok(()));
+        // The thread took the job, saw nobody waiting for it, and gave back what it held.
+        while !released.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(threads.run(|| 9, ()).await, Ok(9));
+        assert_eq!(ran.load(Ordering::Acquire), 0);
     }
 
     #[test]

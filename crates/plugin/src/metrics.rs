@@ -92,6 +92,8 @@ pub const CALLER_REFUSAL_REASONS: &[&str] = &["missing", "malformed", "unknown_t
 pub const CALLER_FALLBACKS: &[&str] = &["anonymous", "admin"];
 /// `listener` of the connection metrics.
 pub const LISTENERS: &[&str] = &["proxy", "notify", "admin"];
+/// `paysign_private_key_jobs_total{outcome}`: done, or skipped (its caller had gone).
+pub const PRIVATE_KEY_JOB_OUTCOMES: &[&str] = &["executed", "skipped"];
 /// `paysign_config_reloads_total{result}`.
 pub const RELOAD_RESULTS: &[&str] = &["ok", "failed"];
 /// `paysign_platform_key_verified_total{key}`.
@@ -212,6 +214,15 @@ lazy_metric!(PRIVATE_KEY_SHED: IntCounter = counter!(
     "paysign_private_key_ops_shed_total",
     "Private-key operations refused at once because workers and queue were full (nothing was sent)."
 ));
+lazy_metric!(PRIVATE_KEY_JOBS: IntCounterVec = counter_vec!(
+    "paysign_private_key_jobs_total",
+    "Private-key operations that reached a worker, by outcome: `executed`, or `skipped` because their caller had gone before the work started.",
+    &["outcome"]
+));
+lazy_metric!(PKCS11_SESSIONS: IntGauge = gauge!(
+    "paysign_pkcs11_sessions",
+    "PKCS#11 sessions paysign holds open (pooled or in use); at most one per concurrent private-key operation and key."
+));
 lazy_metric!(CALLER_REFUSED: IntCounterVec = counter_vec!(
     "paysign_caller_refusals_total",
     "Requests refused by caller authentication or authorisation, by caller (or `anonymous`) and reason.",
@@ -280,6 +291,8 @@ fn collectors() -> Vec<Box<dyn Collector>> {
         Box::new(PRIVATE_KEY_QUEUE.clone()),
         Box::new(PRIVATE_KEY_RUNNING_MAX.clone()),
         Box::new(PRIVATE_KEY_SHED.clone()),
+        Box::new(PRIVATE_KEY_JOBS.clone()),
+        Box::new(PKCS11_SESSIONS.clone()),
         Box::new(CALLER_REFUSED.clone()),
         Box::new(CONNECTIONS_OPEN.clone()),
         Box::new(CONNECTIONS_REFUSED.clone()),
@@ -391,6 +404,9 @@ pub fn configured(k: &Known<'_>) {
     }
     for r in VERIFY_REASONS {
         let _ = VERIFY_FAILURES.with_label_values(&[r]);
+    }
+    for o in PRIVATE_KEY_JOB_OUTCOMES {
+        let _ = PRIVATE_KEY_JOBS.with_label_values(&[o]);
     }
     for m in &k.merchants {
         for key in PLATFORM_KEYS {

@@ -2,19 +2,27 @@
 //!
 //! `merchant_private_key: "pkcs11:token=paysign;object=merchant"` (RFC 7512) names the key;
 //! the module and the PIN come from the `pkcs11:` settings (a file or an environment variable,
-//! never the YAML itself). SHA256withRSA signing (`CKM_SHA256_RSA_PKCS`) and PKCS#1 v1.5
-//! decryption (`CKM_RSA_PKCS`) run inside the token; only the public half is read out.
+//! never the YAML itself). SHA256withRSA signing (`CKM_SHA256_RSA_PKCS`) and the raw RSA
+//! operation of decryption (`CKM_RSA_X_509`) run inside the token; only the public half is
+//! read out.
 //!
-//! - **No oracle**: any refusal of a decryption by the token (bad padding included) becomes
-//!   [`ExternalError::Rejected`], and the protocol continues with synthetic bytes exactly as
-//!   for in-memory keys: the answer is the same opaque verification failure, every block is
-//!   still decrypted.
+//! - **No oracle**: the token does only the raw operation, which has nothing to refuse about
+//!   padding; paysign removes the PKCS#1 v1.5 padding with implicit rejection
+//!   ([`RejectionKey`]: constant-time, synthetic bytes for a bad block), so a badly padded
+//!   block costs the same and ends the same as a good one. (With `CKM_RSA_PKCS` SoftHSM2
+//!   refused bad padding with `CKR_GENERAL_ERROR` in a tenth of the time: a timing oracle.)
+//!   Any other refusal of one block becomes [`ExternalError::Rejected`] and synthetic bytes:
+//!   every block is still decrypted.
 //! - **Sessions are pooled**: an operation takes a logged-in session (with its key handle) from
 //!   the pool and puts it back; at most one per concurrent operation, which the private-key
 //!   executor bounds to `private_key_workers`.
 //! - **A token that goes away** fails the operations that need it ([`ExternalError::Unavailable`]:
-//!   signing → 500 `not-sent`, opening an answer → 502 `sent`) and its sessions are dropped;
+//!   signing → 500 `not-sent`, opening an answer → 502 `sent`) and its sessions are closed;
 //!   the next operation finds the token again (by label), logs in and goes on — no restart.
+//!   "Gone" is decided by the return code *and* a health check of the session
+//!   (`C_GetSessionInfo`, `C_GetTokenInfo`): a code like `CKR_GENERAL_ERROR` on a session that
+//!   is still fine is a refusal of that input, and the session goes back to the pool.
+//! - `paysign_pkcs11_sessions` counts the sessions paysign holds open.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,7 +39,8 @@ use cryptoki::types::AuthPin;
 use once_cell::sync::Lazy;
 
 use crate::crypto::keys;
-use crate::crypto::{ExternalError, ExternalKey, PrivateKey, Secret};
+use crate::crypto::{ExternalError, ExternalKey, PrivateKey, RejectionKey, Secret};
+use crate::metrics;
 
 /// A parsed `pkcs11:` URI (the path attributes paysign uses).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +123,8 @@ static MODULES: Lazy<Mutex<HashMap<PathBuf, Pkcs11>>> = Lazy::new(|| Mutex::new(
 /// C_Initialize, so that a token that came back is seen again) holds it for writing.
 static GATE: RwLock<()> = RwLock::new(());
 /// Bumped by every re-initialisation: pooled sessions from before it are invalid, and are
-/// forgotten rather than closed (their handle numbers may belong to new sessions by then).
+/// forgotten rather than closed (their handle numbers may belong to new sessions by then; the
+/// module freed them in `C_Finalize`).
 static EPOCH: AtomicU64 = AtomicU64::new(0);
 /// At most one re-initialisation per second, however many requests find the token missing.
 static LAST_REINIT: Mutex<Option<Instant>> = Mutex::new(None);
@@ -159,6 +169,8 @@ struct TokenKey {
     /// Logged-in sessions with the key's handle in them (and the module epoch they were
     /// opened in), ready for the next operation.
     idle: Mutex<Vec<Pooled>>,
+    /// The secret a badly padded block's synthetic bytes come from.
+    rejection: RejectionKey,
 }
 
 struct Pooled {
@@ -191,7 +203,10 @@ impl TokenKey {
         }
         let found = session.find_objects(&template).map_err(|e| format!("finding the key: {e}"))?;
         match found.as_slice() {
-            [key] => Ok(Pooled { session, key: *key, epoch }),
+            [key] => {
+                metrics::PKCS11_SESSIONS.inc();
+                Ok(Pooled { session, key: *key, epoch })
+            }
             [] => Err(format!("no RSA private key matches {}", self.uri.display()).into()),
             _ => Err(format!("{} matches {} keys; name one (object= and id=)", self.uri.display(), found.len()).into()),
         }
@@ -205,7 +220,7 @@ impl TokenKey {
             if p.epoch == EPOCH.load(Ordering::SeqCst) {
                 return Ok(p);
             }
-            std::mem::forget(p.session); // from before a re-initialisation: never closed
+            discard(p);
         }
         let first = {
             let _shared = GATE.read().unwrap_or_else(|p| p.into_inner());
@@ -220,6 +235,13 @@ impl TokenKey {
             }
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// Whether the session and its token still answer (the health check behind "the token is
+    /// gone": a module may report a refused input as `CKR_GENERAL_ERROR`).
+    fn healthy(&self, session: &Session) -> bool {
+        let _shared = GATE.read().unwrap_or_else(|p| p.into_inner());
+        session.get_session_info().is_ok_and(|info| self.ctx.get_token_info(info.slot_id()).is_ok_and(|t| t.label() == self.uri.token))
     }
 
     fn give_back(&self, p: Pooled) {
@@ -242,13 +264,11 @@ impl TokenKey {
                 self.give_back(pooled);
                 Ok(v)
             }
-            Err(P11Error::Pkcs11(rv, _)) if token_gone(rv) => {
+            Err(P11Error::Pkcs11(rv, _)) if token_gone(rv) && !self.healthy(&pooled.session) => {
                 // This session and every idle one belong to a token that went away.
-                std::mem::forget(pooled.session);
-                for p in self.idle.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
-                    std::mem::forget(p.session);
-                }
-                tracing::error!("PKCS#11 token '{}' failed ({rv}); its sessions are dropped and it is looked for again", self.uri.token);
+                let idle: Vec<Pooled> = self.idle.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+                std::iter::once(pooled).chain(idle).for_each(discard);
+                tracing::error!("PKCS#11 token '{}' failed ({rv}); its sessions are closed and it is looked for again", self.uri.token);
                 Err(ExternalError::Unavailable)
             }
             Err(_) => {
@@ -256,6 +276,27 @@ impl TokenKey {
                 Err(ExternalError::Rejected)
             }
         }
+    }
+}
+
+/// A key given up (a reload replaced it, or it could not be used) closes its sessions.
+impl Drop for TokenKey {
+    fn drop(&mut self) {
+        let idle: Vec<Pooled> = self.idle.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+        idle.into_iter().for_each(discard);
+    }
+}
+
+/// Ends a pooled session: closed when it belongs to the module's current epoch (a session left
+/// open stays allocated in the module: hundreds of bytes each in SoftHSM2), forgotten when the
+/// module was re-initialised since (its handle may name a newer session by now).
+fn discard(p: Pooled) {
+    metrics::PKCS11_SESSIONS.dec();
+    let _shared = GATE.read().unwrap_or_else(|p| p.into_inner());
+    if p.epoch == EPOCH.load(Ordering::SeqCst) {
+        let _ = p.session.close();
+    } else {
+        std::mem::forget(p.session);
     }
 }
 
@@ -280,7 +321,8 @@ impl std::fmt::Display for OpenError {
     }
 }
 
-/// Errors that mean the session or the token is gone, not that the input was refused.
+/// Errors that may mean the session or the token is gone rather than that the input was
+/// refused; [`TokenKey::healthy`] decides.
 fn token_gone(rv: RvError) -> bool {
     matches!(
         rv,
@@ -301,7 +343,10 @@ fn token_gone(rv: RvError) -> bool {
 
 impl ExternalKey for TokenKey {
     fn decrypt_block(&self, block: &[u8]) -> Result<Vec<u8>, ExternalError> {
-        self.with_session(|s, key| s.decrypt(&Mechanism::RsaPkcs, key, block))
+        // The raw operation only: its time and outcome do not depend on the padding, which
+        // is checked here with implicit rejection.
+        let em = self.with_session(|s, key| s.decrypt(&Mechanism::RsaX509, key, block))?;
+        self.rejection.unpad(&em, block).ok_or(ExternalError::Rejected)
     }
 
     fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>, ExternalError> {
@@ -319,8 +364,17 @@ impl ExternalKey for TokenKey {
 pub fn open_key(uri: &str, module_path: &Path, pin: &Secret, allow_weak: bool) -> Result<PrivateKey, String> {
     let uri = Pkcs11Uri::parse(uri)?;
     let ctx = module(module_path)?;
-    let token = TokenKey { ctx, uri, pin: pin.clone(), idle: Mutex::new(Vec::new()) };
+    let token = TokenKey { ctx, uri, pin: pin.clone(), idle: Mutex::new(Vec::new()), rejection: RejectionKey::new(rand::random()) };
     let pooled = token.session()?;
+    let public = public_half(&pooled, allow_weak);
+    // A key that cannot be used is refused, but its session is sound: back to the pool.
+    token.give_back(pooled);
+    Ok(PrivateKey::external(public?, Arc::new(token)))
+}
+
+/// The key's public half, read from the token, once it has shown it decrypts with the raw
+/// operation paysign needs (see the module doc).
+fn public_half(pooled: &Pooled, allow_weak: bool) -> Result<keys::PublicKey, String> {
     let attrs = pooled
         .session
         .get_attributes(pooled.key, &[AttributeType::Modulus, AttributeType::PublicExponent])
@@ -337,8 +391,20 @@ pub fn open_key(uri: &str, module_path: &Path, pin: &Secret, allow_weak: bool) -
         return Err("the token does not show the key's modulus and public exponent".into());
     };
     let public = keys::public_from_components(&n, &e, allow_weak).map_err(|e| e.to_string())?;
-    token.give_back(pooled);
-    Ok(PrivateKey::external(public, Arc::new(token)))
+    // 1^d = 1: the raw operation is offered for this key, and right.
+    let mut one = vec![0u8; public.size()];
+    if let Some(last) = one.last_mut() {
+        *last = 1;
+    }
+    let raw = {
+        let _shared = GATE.read().unwrap_or_else(|p| p.into_inner());
+        pooled.session.decrypt(&Mechanism::RsaX509, pooled.key, &one)
+    };
+    match raw {
+        Ok(m) if m.last() == Some(&1) && m.iter().rev().skip(1).all(|b| *b == 0) => Ok(public),
+        Ok(_) => Err("the token's raw RSA decryption (CKM_RSA_X_509) gives wrong results".into()),
+        Err(e) => Err(format!("the token does not decrypt with raw RSA (CKM_RSA_X_509), which paysign needs: {e}")),
+    }
 }
 
 pub fn is_uri(s: &str) -> bool {

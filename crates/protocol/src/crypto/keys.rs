@@ -44,10 +44,11 @@ pub(crate) enum Held {
 /// A private key that never enters this process (a PKCS#11 token): PKCS#1 v1.5 decryption of
 /// one block and SHA256withRSA signing, done where the key is.
 ///
-/// A decryption failure must be reported as [`ExternalError::Rejected`] whatever its cause
-/// inside the token (bad padding included): the caller then continues with synthetic bytes,
-/// exactly as the in-memory implicit rejection does, so the token cannot become a padding
-/// oracle. [`ExternalError::Unavailable`] is for the token itself failing (gone, session lost).
+/// Bad padding must not be an error at all: let the token do the raw operation and unpad with
+/// [`super::RejectionKey`] (implicit rejection, constant time), so that a badly padded block
+/// costs and ends like a good one. Any other refusal of a block is [`ExternalError::Rejected`]:
+/// the caller continues with synthetic bytes, so the token cannot become a padding oracle.
+/// [`ExternalError::Unavailable`] is for the token itself failing (gone, session lost).
 pub trait ExternalKey: Send + Sync {
     fn decrypt_block(&self, block: &[u8]) -> Result<Vec<u8>, ExternalError>;
     fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>, ExternalError>;

@@ -7,11 +7,13 @@
 
 pub mod backend;
 pub mod keys;
+pub mod rejection;
 pub mod segmented;
 pub mod signature;
 
 pub use backend::Backend;
 pub use keys::{ExternalError, ExternalKey, PrivateKey, PublicKey, Secret};
+pub use rejection::RejectionKey;
 
 /// Why a crypto operation on input failed. The variant is for metrics and logs inside paysign;
 /// callers all get the same opaque answer.
