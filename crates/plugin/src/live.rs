@@ -101,7 +101,7 @@ pub struct Live {
 
 impl Live {
     pub fn new(path: PathBuf, config: Config) -> Self {
-        metrics::set_config(&config);
+        set_metrics(&config);
         metrics::CONFIG_GENERATION.set(1);
         Live { path, state: Reloadable::new(Runtime::new(config, 1, None)) }
     }
@@ -119,7 +119,7 @@ impl Live {
                 |old| self.next(old),
                 // Once it is in force, before the next reload: the metrics follow the swaps in order.
                 |rt| {
-                    metrics::set_config(&rt.config);
+                    set_metrics(&rt.config);
                     metrics::CONFIG_GENERATION.set(rt.generation as i64);
                 },
             )
@@ -197,4 +197,20 @@ impl Live {
 
 fn listen_of(c: &Config) -> String {
     c.notify.as_ref().map_or_else(|| "(none)".into(), |n| n.listen.clone())
+}
+
+/// The metrics that follow a (re)loaded configuration: `paysign_merchants_configured`, and
+/// the zero-valued series of everything it names ([`metrics::configured`]). Here, not in
+/// `metrics`, which the configuration's own modules use (no import cycle).
+fn set_metrics(config: &Config) {
+    metrics::set_merchants(config.merchants.values().map(|m| &**m));
+    // The compiled-in table cannot fail but on a build defect (its unit tests catch it).
+    let table = crate::protocol::schema::Endpoints::builtin().ok();
+    metrics::configured(&metrics::Known {
+        endpoints: table.iter().flat_map(|t| t.iter().map(|e| e.name.as_str())).collect(),
+        merchants: config.merchants.keys().map(String::as_str).collect(),
+        routes: config.notify.iter().flat_map(|n| n.routes.iter().map(|r| r.path.as_str())).collect(),
+        callers: config.callers.iter().map(|c| c.name.as_str()).collect(),
+        notify: config.notify.is_some(),
+    });
 }

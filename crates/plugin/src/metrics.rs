@@ -342,21 +342,6 @@ pub fn set_merchants<'a>(merchants: impl Iterator<Item = &'a crate::protocol::Me
     }
 }
 
-/// The metrics that follow a (re)loaded configuration: `paysign_merchants_configured`, and
-/// the zero-valued series of everything it names ([`configured`]).
-pub fn set_config(config: &crate::config::Config) {
-    set_merchants(config.merchants.values().map(|m| &**m));
-    // The compiled-in table cannot fail but on a build defect (its unit tests catch it).
-    let table = crate::protocol::schema::Endpoints::builtin().ok();
-    configured(&Known {
-        endpoints: table.iter().flat_map(|t| t.iter().map(|e| e.name.as_str())).collect(),
-        merchants: config.merchants.keys().map(String::as_str).collect(),
-        routes: config.notify.iter().flat_map(|n| n.routes.iter().map(|r| r.path.as_str())).collect(),
-        callers: config.callers.iter().map(|c| c.name.as_str()).collect(),
-        notify: config.notify.is_some(),
-    });
-}
-
 /// What a configuration names, for the zero-valued series of [`configured`].
 pub struct Known<'a> {
     /// The endpoint table's names (`bindcard_create`, …).
