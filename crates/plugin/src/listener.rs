@@ -353,10 +353,11 @@ impl AsyncRead for HeadDeadline {
     }
 }
 
-/// pingora's own answer to a head its parser refused: a bare 4xx (no `Content-Type`; every
-/// answer of paysign's has one), written before any app saw a request.
+/// pingora's own answer to a head its parser refused: a bare 400 (no `Content-Type`; every
+/// answer of paysign's has one), written before any app saw a request. (Its other refusals,
+/// e.g. 405 to `CONNECT`, say what they mean and pass unchanged.)
 fn is_pingora_refusal(data: &[u8]) -> bool {
-    if !data.starts_with(b"HTTP/1.1 4") {
+    if !data.starts_with(b"HTTP/1.1 400 ") {
         return false;
     }
     let head = &data[..data.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(data.len())];
@@ -418,7 +419,8 @@ impl HeadDeadline {
             };
         }
         let r = pass(self, cx);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+        // An interim answer (`100 Continue`) is not the answer: the body is still to come.
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) && !data.starts_with(b"HTTP/1.1 1") {
             self.phase = Phase::Answer;
             self.deadline = None;
         }
@@ -485,6 +487,7 @@ mod tests {
         assert!(is_pingora_refusal(b"HTTP/1.1 400 Bad Request\r\nServer: Pingora\r\nContent-Length: 0\r\n\r\n"));
         assert!(!is_pingora_refusal(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\r\n{}"));
         assert!(!is_pingora_refusal(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!is_pingora_refusal(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n"));
     }
 
     #[test]
