@@ -1004,3 +1004,61 @@ fn server_sockets(port: u16) -> (usize, usize) {
     }
     counts
 }
+
+/// The bytes all unfinished heads of a listener hold are bounded (16 MiB), whatever
+/// `max_header_bytes` allows each: with it at pingora's 1 MiB, 20 connections each sending a
+/// 900 KiB partial head do not all get buffered — those beyond the budget are answered 503
+/// `not-sent` with `Retry-After` and closed. (Before: all 20 held, 18 MiB.)
+#[test]
+fn unfinished_heads_share_a_bounded_budget() {
+    use std::io::Write;
+    const CONNECTIONS: usize = 20;
+    let s = Stack::start(Options {
+        merchants: &[MD5_MERCHANT],
+        gateway_extra: "max_header_bytes: 1048575\nheader_timeout_ms: 60000\n".into(),
+        ..Options::default()
+    });
+    let mut pad = b"GET /healthz HTTP/1.1\r\nHost: x\r\n".to_vec();
+    // Long lines: pingora refuses more than 256 headers by itself.
+    while pad.len() < 900 * 1024 {
+        pad.extend_from_slice(format!("X-Pad-{}: {}\r\n", pad.len(), "p".repeat(8000)).as_bytes());
+    }
+    pad.truncate(900 * 1024);
+    let mut held: Vec<std::net::TcpStream> = (0..CONNECTIONS)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", s.proxy)).unwrap();
+            c.set_write_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+            c.write_all(&pad).unwrap();
+            c
+        })
+        .collect();
+    let port = s.proxy;
+    assert!(
+        eventually(60, || {
+            let (sockets, waiting) = server_sockets(port);
+            sockets >= CONNECTIONS && waiting == 0
+        }),
+        "{:?}",
+        server_sockets(port)
+    );
+    // The answered ones were refused for the budget; the rest are still reading their heads.
+    let mut shed = 0;
+    for c in &mut held {
+        c.set_nonblocking(true).unwrap();
+        let mut probe = [0u8; 1];
+        let answered = matches!(std::io::Read::read(c, &mut probe), Ok(1));
+        c.set_nonblocking(false).unwrap();
+        if answered {
+            let mut rest = read_responses(c, 1);
+            let r = rest.pop().expect("a whole answer");
+            assert_eq!(probe[0], b'H');
+            assert_eq!((r.status, r.header("X-Paysign-Delivery"), r.header("Retry-After")), (503, Some("not-sent"), Some("1")));
+            shed += 1;
+        }
+    }
+    // 16 MiB hold 18 heads of 900 KiB: at least the last two are shed.
+    assert!((2..CONNECTIONS).contains(&shed), "{shed} of {CONNECTIONS} shed");
+    let m = s.metrics();
+    assert_eq!(sample(&m, r#"paysign_requests_total{endpoint="none",merchant="none",outcome="shed"}"#), Some(shed as f64));
+    assert!(proc_status(s.gateway_pid(), "VmHWM") < 96 * 1024);
+}

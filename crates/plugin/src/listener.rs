@@ -54,6 +54,11 @@ pub struct Limits {
     pub max_head_bytes: usize,
 }
 
+/// At most this many bytes of unfinished heads are held per listener (at least one whole head):
+/// 1,024 connections of 8 KiB heads (the defaults) stay below it; a `max_header_bytes` raised
+/// towards pingora's 1 MiB does not multiply by `max_connections`.
+pub const HEAD_BUDGET: usize = 16 * 1024 * 1024;
+
 /// Decides from the peer's address alone, at accept, whether a connection may be served.
 pub type PeerCheck = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
 
@@ -72,7 +77,14 @@ struct HeadLimits {
 
 impl<A> Limited<A> {
     pub fn new(inner: A, listener: &'static str, limits: Limits) -> Self {
-        let bound = Arc::new(ConnectionBound { open: AtomicUsize::new(0), max: limits.max_connections, listener, peer_check: None });
+        let bound = Arc::new(ConnectionBound {
+            open: AtomicUsize::new(0),
+            max: limits.max_connections,
+            listener,
+            peer_check: None,
+            head_bytes: AtomicUsize::new(0),
+            head_budget: HEAD_BUDGET.max(limits.max_head_bytes + 1),
+        });
         let head = HeadLimits { timeout: limits.head_timeout, max_bytes: limits.max_head_bytes.max(1) };
         Limited { inner: Arc::new(inner), bound, head }
     }
@@ -100,6 +112,9 @@ struct ConnectionBound {
     max: usize,
     listener: &'static str,
     peer_check: Option<PeerCheck>,
+    /// Bytes of unfinished heads all connections hold now, and the most they may.
+    head_bytes: AtomicUsize,
+    head_budget: usize,
 }
 
 impl std::fmt::Debug for ConnectionBound {
@@ -243,6 +258,15 @@ impl HeadDeadline {
         if self.parsed.swap(false, Ordering::AcqRel) && self.phase != Phase::Refused {
             self.phase = Phase::Request;
             self.deadline = None;
+            self.release_head();
+        }
+    }
+
+    /// The current head is no longer unfinished: its bytes leave the listener's budget.
+    fn release_head(&mut self) {
+        let held = std::mem::take(&mut self.head_bytes);
+        if held > 0 {
+            self._counted.0.head_bytes.fetch_sub(held, Ordering::AcqRel);
         }
     }
 
@@ -253,6 +277,7 @@ impl HeadDeadline {
 
     /// Refuses the connection with paysign's own answer for `e`; counted and logged.
     fn refuse(&mut self, e: &GatewayError) {
+        self.release_head();
         let request_id = crate::logging::new_request_id();
         note_refusal(self.listener, e, &request_id);
         self.own = Some((own_answer(self.listener, e, &request_id), 0));
@@ -318,7 +343,7 @@ impl AsyncRead for HeadDeadline {
             Phase::Request => return Pin::new(&mut this.inner).poll_read(cx, buf),
             Phase::Answer => {
                 this.phase = Phase::Head;
-                this.head_bytes = 0;
+                this.release_head();
             }
             Phase::Head => {}
         }
@@ -332,9 +357,19 @@ impl AsyncRead for HeadDeadline {
         match Pin::new(&mut this.inner).poll_read(cx, &mut part) {
             Poll::Ready(Ok(())) => {
                 let n = part.filled().len();
+                // Charged to the connection and the listener alike (released together).
                 this.head_bytes += n;
-                if this.head_bytes > this.limits.max_bytes {
-                    this.refuse(&GatewayError::HeadTooLarge { limit: this.limits.max_bytes });
+                let bound = &this._counted.0;
+                let held = bound.head_bytes.fetch_add(n, Ordering::AcqRel) + n;
+                let refusal = if this.head_bytes > this.limits.max_bytes {
+                    Some(GatewayError::HeadTooLarge { limit: this.limits.max_bytes })
+                } else if held > bound.head_budget {
+                    Some(GatewayError::Overloaded)
+                } else {
+                    None
+                };
+                if let Some(e) = refusal {
+                    this.refuse(&e);
                     return this.poll_refused(cx);
                 }
                 buf.advance(n);
@@ -366,7 +401,9 @@ fn is_pingora_refusal(data: &[u8]) -> bool {
 
 /// A refusal, counted and logged (the one place that sees it).
 fn note_refusal(listener: &'static str, e: &GatewayError, request_id: &str) {
-    metrics::BAD_HTTP.with_label_values(&[listener]).inc();
+    if !matches!(e, GatewayError::Overloaded) {
+        metrics::BAD_HTTP.with_label_values(&[listener]).inc();
+    }
     if listener == "proxy" {
         metrics::REQUESTS.with_label_values(&["none", "none", e.outcome()]).inc();
     }
@@ -388,10 +425,11 @@ fn own_answer(listener: &'static str, e: &GatewayError, request_id: &str) -> Vec
     let status = e.status();
     let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
     let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Request-Id: {request_id}\r\n{}: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Request-Id: {request_id}\r\n{}: {}\r\n{}Connection: close\r\n\r\n",
         body.len(),
         crate::proxy::DELIVERY_HEADER,
         e.delivery().as_str(),
+        if status == 503 { "Retry-After: 1\r\n" } else { "" },
     )
     .into_bytes();
     out.extend_from_slice(&body);
@@ -423,6 +461,7 @@ impl HeadDeadline {
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) && !data.starts_with(b"HTTP/1.1 1") {
             self.phase = Phase::Answer;
             self.deadline = None;
+            self.release_head();
         }
         r
     }
@@ -451,6 +490,12 @@ impl AsyncWrite for HeadDeadline {
     }
 }
 
+impl Drop for HeadDeadline {
+    fn drop(&mut self) {
+        self.release_head();
+    }
+}
+
 crate::stream_wrap::delegate_stream_traits!(HeadDeadline);
 
 #[cfg(test)]
@@ -459,7 +504,14 @@ mod tests {
 
     #[tokio::test]
     async fn the_accept_filter_refuses_at_the_bound_and_counts_it() {
-        let filter = Arc::new(ConnectionBound { open: AtomicUsize::new(0), max: 2, listener: "filter-test", peer_check: None });
+        let filter = Arc::new(ConnectionBound {
+            open: AtomicUsize::new(0),
+            max: 2,
+            listener: "filter-test",
+            peer_check: None,
+            head_bytes: AtomicUsize::new(0),
+            head_budget: 1,
+        });
         let open = &filter.open;
         let refused = || metrics::CONNECTIONS_REFUSED.with_label_values(&["filter-test"]).get();
         assert!(filter.should_accept(None).await);
@@ -475,7 +527,14 @@ mod tests {
     #[tokio::test]
     async fn the_accept_filter_refuses_peers_the_check_refuses() {
         let check: PeerCheck = Arc::new(|ip: IpAddr| ip == IpAddr::from([127, 0, 0, 2]));
-        let filter = ConnectionBound { open: AtomicUsize::new(0), max: 2, listener: "peer-test", peer_check: Some(check) };
+        let filter = ConnectionBound {
+            open: AtomicUsize::new(0),
+            max: 2,
+            listener: "peer-test",
+            peer_check: Some(check),
+            head_bytes: AtomicUsize::new(0),
+            head_budget: 1,
+        };
         assert!(filter.should_accept(Some(&"127.0.0.2:1000".parse().unwrap())).await);
         assert!(!filter.should_accept(Some(&"127.0.0.1:1000".parse().unwrap())).await);
         // Refused by address, not by capacity.
