@@ -769,45 +769,60 @@ fn pipelined_requests_are_all_answered_in_order() {
     assert_eq!(s.sandbox_stats()["received"], 3);
 }
 
-/// Heads the HTTP parser refuses are answered with the error contract: JSON, `X-Request-Id`
-/// (the one in the access line), `X-Paysign-Delivery: not-sent`. (Before: a bare 400.)
+/// Heads the HTTP parser refuses are answered with the error contract on every listener: a
+/// JSON error (the notification listener: `FAIL`), `X-Request-Id` (the one in the access line),
+/// `X-Paysign-Delivery: not-sent`, then the connection closes. (Before: a bare 400 on the proxy,
+/// and on the admin and notification listeners no answer at all.)
 #[test]
 fn parser_refusals_carry_a_request_id_and_the_delivery_header() {
     use std::io::Write;
-    let s = Stack::start(Options { merchants: &[MD5_MERCHANT], ..Options::default() });
+    let notify_port = free_port();
+    let extra = format!(
+        "notify:\n  listen: 127.0.0.1:{notify_port}\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:9/unused\n"
+    );
+    let s = Stack::start(Options { merchants: &[MD5_MERCHANT], gateway_extra: extra, ..Options::default() });
+    wait_listening(notify_port);
     let bad: [(&str, &[u8]); 3] = [
         ("duplicate Content-Length", b"POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
         ("NUL", b"POST /api/x HTTP/1.1\r\nHost: x\r\nX-Nul: a\0b\r\nContent-Length: 0\r\n\r\n"),
         ("obs-fold", b"GET /api/x HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n  b\r\n\r\n"),
     ];
     let mut ids = Vec::new();
-    for (name, raw) in bad {
-        let mut c = std::net::TcpStream::connect(("127.0.0.1", s.proxy)).unwrap();
-        c.write_all(raw).unwrap();
-        let got = read_responses(&mut c, 1);
-        assert_eq!(got.len(), 1, "{name}: no answer");
-        let r = &got[0];
-        assert_eq!(r.status, 400, "{name}");
-        assert_eq!(r.header("X-Paysign-Delivery"), Some("not-sent"), "{name}");
-        assert_eq!(r.header("Content-Type"), Some("application/json;charset=UTF-8"), "{name}");
-        assert_eq!(r.header("Connection"), Some("close"), "{name}");
-        let id = r.header("X-Request-Id").unwrap_or_else(|| panic!("{name}: no X-Request-Id")).to_string();
-        assert_eq!(id.len(), 32, "{name}: {id}");
-        assert_eq!(r.json()["errCode"], "1002", "{name}");
-        assert_eq!(r.json()["source"], "gateway", "{name}");
-        assert!(read_responses(&mut c, 1).is_empty(), "{name}: more after the refusal");
-        ids.push(id);
+    for (listener, port) in [("proxy", s.proxy), ("admin", s.admin), ("notify", notify_port)] {
+        for (name, raw) in bad {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.write_all(raw).unwrap();
+            let got = read_responses(&mut c, 1);
+            assert_eq!(got.len(), 1, "{listener} {name}: no answer");
+            let r = &got[0];
+            assert_eq!(r.status, 400, "{listener} {name}");
+            assert_eq!(r.header("X-Paysign-Delivery"), Some("not-sent"), "{listener} {name}");
+            assert_eq!(r.header("Connection"), Some("close"), "{listener} {name}");
+            let id = r.header("X-Request-Id").unwrap_or_else(|| panic!("{listener} {name}: no X-Request-Id")).to_string();
+            assert_eq!(id.len(), 32, "{listener} {name}: {id}");
+            if listener == "notify" {
+                assert_eq!((r.header("Content-Type"), r.text().as_str()), (Some("text/plain;charset=UTF-8"), "FAIL"), "{name}");
+            } else {
+                assert_eq!(r.header("Content-Type"), Some("application/json;charset=UTF-8"), "{listener} {name}");
+                assert_eq!(
+                    (r.json()["errCode"].as_str(), r.json()["source"].as_str()),
+                    (Some("1002"), Some("gateway")),
+                    "{listener} {name}"
+                );
+            }
+            assert!(read_responses(&mut c, 1).is_empty(), "{listener} {name}: more after the refusal");
+            ids.push((listener, id));
+        }
     }
     let logs = s.settled_logs();
-    for id in &ids {
-        assert_eq!(
-            logs.matches(&format!(r#""request_id":"{id}","listener":"proxy","outcome":"bad_http","status":400,"delivery":"not-sent""#))
-                .count(),
-            1,
-            "{logs}"
-        );
+    for (listener, id) in &ids {
+        let line = format!(r#""request_id":"{id}","listener":"{listener}","outcome":"bad_http","status":400,"delivery":"not-sent""#);
+        assert_eq!(logs.matches(&line).count(), 1, "{line}: {logs}");
     }
-    assert_eq!(sample(&s.metrics(), r#"paysign_bad_http_total{listener="proxy"}"#), Some(3.0));
+    let m = s.metrics();
+    for l in ["proxy", "admin", "notify"] {
+        assert_eq!(sample(&m, &format!(r#"paysign_bad_http_total{{listener="{l}"}}"#)), Some(3.0), "{l}");
+    }
 }
 
 /// A request head longer than `max_header_bytes` is answered 431 with the error contract and

@@ -24,7 +24,8 @@
 //!   of a head, so its buffer (and the re-parse of it on every read) stays that small.
 //!   Bodies have their own timeouts (`client_body_timeout_ms`).
 //! - pingora answers a head its parser refuses with a bare 400 of its own; that answer is
-//!   replaced by paysign's (JSON error, `X-Request-Id`, `X-Paysign-Delivery: not-sent`).
+//!   replaced by paysign's (JSON error, `X-Request-Id`, `X-Paysign-Delivery: not-sent`); its HTTP
+//!   apps (admin, notifications) close such a connection without a word, and get the same answer.
 
 use std::future::Future;
 use std::io;
@@ -228,6 +229,9 @@ pub struct HeadDeadline {
     own: Option<(Vec<u8>, usize)>,
     /// The write side was shut after the own answer (then the rest is read and discarded).
     shut: bool,
+    /// The current head ended without pingora's parser: the client closed, a read failed, the
+    /// deadline passed.
+    ended: bool,
     _counted: Counted,
 }
 
@@ -249,6 +253,7 @@ impl HeadDeadline {
             deadline: None,
             own: None,
             shut: false,
+            ended: false,
             _counted: counted,
         }
     }
@@ -343,6 +348,7 @@ impl AsyncRead for HeadDeadline {
             Phase::Request => return Pin::new(&mut this.inner).poll_read(cx, buf),
             Phase::Answer => {
                 this.phase = Phase::Head;
+                this.ended = false;
                 this.release_head();
             }
             Phase::Head => {}
@@ -357,6 +363,7 @@ impl AsyncRead for HeadDeadline {
         match Pin::new(&mut this.inner).poll_read(cx, &mut part) {
             Poll::Ready(Ok(())) => {
                 let n = part.filled().len();
+                this.ended |= n == 0 && room > 0;
                 // Charged to the connection and the listener alike (released together).
                 this.head_bytes += n;
                 let bound = &this._counted.0;
@@ -375,9 +382,13 @@ impl AsyncRead for HeadDeadline {
                 buf.advance(n);
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Err(e)) => {
+                this.ended = true;
+                Poll::Ready(Err(e))
+            }
             Poll::Pending => {
                 if this.expired(cx) {
+                    this.ended = true;
                     metrics::HEADER_TIMEOUTS.with_label_values(&[this.listener]).inc();
                     this.deadline = None;
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request head not received in time")));
@@ -492,6 +503,16 @@ impl AsyncWrite for HeadDeadline {
 
 impl Drop for HeadDeadline {
     fn drop(&mut self) {
+        if self.phase == Phase::Head && self.head_bytes > 0 && !self.ended {
+            // pingora's HTTP apps (admin, notifications) drop a head their parser refused
+            // without a word: answer it here, as the proxy's refusals are. The socket has sent
+            // nothing yet, so the answer fits in its buffer and goes out without waiting.
+            self.refuse(&GatewayError::BadHttp);
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            if self.poll_own(&mut cx).is_ready() {
+                let _ = Pin::new(&mut self.inner).poll_shutdown(&mut cx);
+            }
+        }
         self.release_head();
     }
 }
