@@ -21,7 +21,8 @@
 //!   `head_timeout`, or the read fails and pingora closes the connection (counted in
 //!   `paysign_header_timeouts_total{listener}`); and it may not exceed `max_head_bytes`, or it
 //!   is answered 431 and closed. pingora is never given more than `max_head_bytes + 1` bytes
-//!   of a head, so its buffer (and the re-parse of it on every read) stays that small.
+//!   of a head, so its buffer (and the re-parse of it on every read) stays that small; and all
+//!   unfinished heads of a listener together hold at most [`HEAD_BUDGET`] (beyond: 503).
 //!   Bodies have their own timeouts (`client_body_timeout_ms`).
 //! - pingora answers a head its parser refuses with a bare 400 of its own; that answer is
 //!   replaced by paysign's (JSON error, `X-Request-Id`, `X-Paysign-Delivery: not-sent`); its HTTP
