@@ -437,9 +437,8 @@ fn own_answer(listener: &'static str, e: &GatewayError, request_id: &str) -> Vec
     let status = e.status();
     let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
     let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Request-Id: {request_id}\r\n{}: {}\r\n{}Connection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Request-Id: {request_id}\r\nX-Paysign-Delivery: {}\r\n{}Connection: close\r\n\r\n",
         body.len(),
-        crate::proxy::DELIVERY_HEADER,
         e.delivery().as_str(),
         if status == 503 { "Retry-After: 1\r\n" } else { "" },
     )
