@@ -1077,3 +1077,29 @@ fn unfinished_heads_share_a_bounded_budget() {
     assert_eq!(sample(&m, r#"paysign_requests_total{endpoint="none",merchant="none",outcome="shed"}"#), Some(shed as f64));
     assert!(proc_status(s.gateway_pid(), "VmHWM") < 96 * 1024);
 }
+
+/// Behind a trusted proxy a refused source is known only once its head is read: it is answered
+/// 403 and its connection closed, so it cannot hold a slot across requests (what
+/// docs/security.md's threat model relies on; this held before too: pingora closes a connection
+/// answered before its body was read).
+#[test]
+fn a_refused_source_behind_a_trusted_proxy_keeps_no_connection() {
+    use std::io::Write;
+    let notify_port = free_port();
+    let extra = format!(
+        "header_timeout_ms: 30000\nnotify:\n  listen: 127.0.0.1:{notify_port}\n  allow_from: [\"198.51.100.0/24\"]\n  trusted_proxies: [\"127.0.0.1/32\"]\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:9/unused\n"
+    );
+    let _s = Stack::start(Options { gateway_extra: extra, ..Options::default() });
+    wait_listening(notify_port);
+    let body = forged(2);
+    let send = |xff: &str| {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", notify_port)).unwrap();
+        let head = format!("POST /notify/bindcard HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {xff}\r\nContent-Length: {}\r\n\r\n", body.len());
+        c.write_all(format!("{head}{body}").as_bytes()).unwrap();
+        let status = read_responses(&mut c, 1).first().map(|r| r.status);
+        (status, closed_within(&mut c, 5))
+    };
+    assert_eq!(send("203.0.113.9"), (Some(403), true));
+    // An allowed source's connection stays open for its next notification.
+    assert_eq!(send("198.51.100.4"), (Some(400), false));
+}
