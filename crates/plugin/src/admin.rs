@@ -132,6 +132,9 @@ fn refused(session: &ServerSession, status: u16, why: &str) {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        crate::listener::head_parsed(session.stream());
+        // Pipelined requests are answered in order, never one dropped.
+        session.set_pipelining_enabled(true);
         let path = session.req_header().uri.path().to_string();
         if path == "/-/reload" {
             if session.req_header().method != http::Method::POST {

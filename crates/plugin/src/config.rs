@@ -133,6 +133,10 @@ pub struct GatewayFile {
     /// this time on every listener.
     #[serde(default = "default_header_timeout")]
     pub header_timeout_ms: u64,
+    /// A request head (request line and headers) may be at most this many bytes on every
+    /// listener; beyond, 431 and the connection closes.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
     /// At most this many proxied requests are sealed or at the platform at once; beyond that,
     /// 503 `not-sent` with `Retry-After` at once.
     #[serde(default = "default_max_in_flight")]
@@ -162,6 +166,13 @@ fn default_max_connections() -> usize {
 fn default_header_timeout() -> u64 {
     10_000
 }
+/// Ample for paysign's callers (a head with a bearer token is ~0.5 KiB), small enough that
+/// 1,024 connections with unfinished heads hold ~16 MiB (pingora's own bound is 1 MiB each).
+fn default_max_header_bytes() -> usize {
+    8192
+}
+/// pingora refuses larger heads itself.
+pub const MAX_HEADER_BYTES_LIMIT: usize = 1_048_575;
 fn default_max_in_flight() -> usize {
     256
 }
@@ -345,6 +356,7 @@ pub struct Config {
     pub max_in_flight: usize,
     pub max_connections: usize,
     pub header_timeout: Duration,
+    pub max_header_bytes: usize,
     /// SHA-256 of the admin token (`None`: admin writes from 127.0.0.1 and ::1 only).
     pub admin_token_sha256: Option<[u8; 32]>,
     /// Empty: callers are not authenticated.
@@ -1001,6 +1013,9 @@ fn validate(file: GatewayFile, ctx: &Ctx, found: &mut Found) -> Option<Config> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    if !(1024..=MAX_HEADER_BYTES_LIMIT).contains(&file.max_header_bytes) {
+        found.check(Err(ctx.err("max_header_bytes", None, format!("must be between 1024 and {MAX_HEADER_BYTES_LIMIT}"))));
+    }
     if found.errors.len() > before || unopened {
         return None;
     }
@@ -1015,6 +1030,7 @@ fn validate(file: GatewayFile, ctx: &Ctx, found: &mut Found) -> Option<Config> {
         max_in_flight: file.max_in_flight,
         max_connections: file.max_connections,
         header_timeout: Duration::from_millis(file.header_timeout_ms),
+        max_header_bytes: file.max_header_bytes,
         private_key_queue: file.private_key_queue,
         crypto_backend: file.crypto_backend,
         offload_private_key_ops: file.offload_private_key_ops,

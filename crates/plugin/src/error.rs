@@ -85,6 +85,12 @@ pub enum GatewayError {
     Verify(OpenError),
     #[error("the platform's answer cannot be rendered as the bank page: {0}")]
     Form(crate::h5::FormError),
+    /// Refused by the HTTP parser before any app saw it (differing duplicate `Content-Length`,
+    /// NUL, obs-fold, …).
+    #[error("the request head could not be parsed as HTTP/1.1")]
+    BadHttp,
+    #[error("the request head is larger than {limit} bytes")]
+    HeadTooLarge { limit: usize },
     #[error("internal error")]
     Internal,
 }
@@ -96,6 +102,8 @@ impl GatewayError {
             GatewayError::MethodNotAllowed => 405,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::ClientTimeout => 408,
+            GatewayError::HeadTooLarge { .. } => 431,
+            GatewayError::BadHttp => 400,
             GatewayError::BadBody(_)
             | GatewayError::Invalid(_)
             | GatewayError::ReservedField(..)
@@ -136,6 +144,8 @@ impl GatewayError {
             | GatewayError::QueryNotAllowed
             | GatewayError::Unauthenticated
             | GatewayError::Forbidden
+            | GatewayError::BadHttp
+            | GatewayError::HeadTooLarge { .. }
             | GatewayError::MerchantRequired => "1002",
             GatewayError::UnknownMerchant => "2001",
             GatewayError::PlatformFailure { code, .. } => code,
@@ -184,6 +194,8 @@ impl GatewayError {
             | GatewayError::UpstreamHttp(_)
             | GatewayError::Verify(_)
             | GatewayError::Form(_)
+            | GatewayError::BadHttp
+            | GatewayError::HeadTooLarge { .. }
             | GatewayError::Internal => "gateway",
         }
     }
@@ -216,6 +228,8 @@ impl GatewayError {
             | GatewayError::UnknownMerchant
             | GatewayError::Seal(_)
             | GatewayError::Unreachable
+            | GatewayError::BadHttp
+            | GatewayError::HeadTooLarge { .. }
             | GatewayError::PlatformTls => Delivery::NotSent,
         }
     }
@@ -248,6 +262,8 @@ impl GatewayError {
             GatewayError::PlatformFailure { .. } => "platform_failure",
             GatewayError::Verify(_) => "verify_failed",
             GatewayError::Form(_) => "form_failed",
+            GatewayError::BadHttp => "bad_http",
+            GatewayError::HeadTooLarge { .. } => "head_too_large",
             GatewayError::Internal => "internal",
         }
     }
@@ -303,9 +319,11 @@ mod tests {
             (pf(), 502, "9001", "platform", Sent, "platform_failure"),
             (GatewayError::Verify(OpenError::Signature), 502, "1001", "gateway", Sent, "verify_failed"),
             (GatewayError::Form(crate::h5::FormError::NoUrl), 502, "1001", "gateway", Sent, "form_failed"),
+            (GatewayError::BadHttp, 400, "1002", "gateway", NotSent, "bad_http"),
+            (GatewayError::HeadTooLarge { limit: 8192 }, 431, "1002", "gateway", NotSent, "head_too_large"),
             (GatewayError::Internal, 500, "1001", "gateway", Unknown, "internal"),
         ];
-        assert_eq!(table.len(), 28, "one row per variant");
+        assert_eq!(table.len(), 30, "one row per variant");
         for (e, status, code, source, delivery, outcome) in &table {
             assert_eq!(
                 (e.status(), e.err_code(), e.source_name(), e.delivery(), e.outcome()),

@@ -245,7 +245,7 @@ lazy_metric!(HEADER_TIMEOUTS: IntCounterVec = counter_vec!(
 ));
 lazy_metric!(BAD_HTTP: IntCounterVec = counter_vec!(
     "paysign_bad_http_total",
-    "Request heads the HTTP parser refused (answered 400 by pingora before paysign saw them), by listener.",
+    "Request heads refused before any app saw them, by listener: the HTTP parser's refusals (400) and heads over max_header_bytes (431).",
     &["listener"]
 ));
 lazy_metric!(PLATFORM_KEY_VERIFIED: IntCounterVec = counter_vec!(

@@ -11,6 +11,8 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{Map, Value};
 
+use crate::config::Notify;
+use crate::listener::PeerCheck;
 use crate::live::Live;
 use crate::logging;
 use crate::metrics;
@@ -26,6 +28,9 @@ impl ServeHttp for Notifications {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         // This listener faces the internet: its thread yields the CPU to the callers' proxy.
         crate::executor::lower_thread_priority_once(5);
+        crate::listener::head_parsed(session.stream());
+        // Two notifications in one send are answered in order, never one dropped.
+        session.set_pipelining_enabled(true);
         let start = Instant::now();
         let mut log = Map::new();
         let rt = self.live.current();
@@ -40,10 +45,38 @@ impl ServeHttp for Notifications {
         log.insert("latency_ms".into(), Value::from((start.elapsed().as_secs_f64() * 1e6).round() / 1e3));
         log.insert("kind".into(), Value::String("notification".into()));
         logging::access(log);
+        if o.label == "source_refused" {
+            // Behind a trusted proxy a refused source is known only now: it keeps no slot.
+            session.set_keepalive(None);
+        }
         if o.status == 200 {
             NotifyState::text(200, state.ack())
         } else {
             NotifyState::text(o.status, "FAIL")
         }
     }
+}
+
+impl Notifications {
+    /// `allow_from` at accept, from the peer's address alone, so a refused sender never holds
+    /// one of the listener's connections: a peer is admitted when there is no allow-list, when
+    /// it is on it, or when it is a trusted proxy (whose `X-Forwarded-For` is checked per
+    /// notification, and a refused source's connection closed after its 403). Reads the
+    /// configuration in force at each accept (reloads apply). Refusals are counted as
+    /// `paysign_notifications_total{route="none",outcome="source_refused"}`.
+    pub fn peer_check(live: Arc<Live>) -> PeerCheck {
+        Arc::new(move |ip| {
+            let rt = live.current();
+            let admitted = rt.config.notify.as_ref().is_none_or(|n| admits_peer(n, ip));
+            if !admitted {
+                metrics::NOTIFICATIONS.with_label_values(&["none", "source_refused"]).inc();
+            }
+            admitted
+        })
+    }
+}
+
+/// Whether a connection from `ip` may be served at all (see [`Notifications::peer_check`]).
+pub fn admits_peer(n: &Notify, ip: std::net::IpAddr) -> bool {
+    n.allow_from.is_empty() || n.allow_from.iter().any(|c| c.contains(ip)) || n.trusted_proxies.iter().any(|c| c.contains(ip))
 }

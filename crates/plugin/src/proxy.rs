@@ -345,6 +345,14 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// Default: nothing. Here: the head is complete (its deadline and size bound end), and
+    /// pipelined requests are answered in order (pingora's default drops the second one).
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> pingora::Result<()> {
+        crate::listener::head_parsed(session.stream());
+        session.set_pipelining_enabled(true);
+        Ok(())
+    }
+
     /// Default: continue to `upstream_peer`. Here: the whole exchange, then `Ok(true)` (the
     /// response has been written and pingora does not proxy).
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
