@@ -137,7 +137,11 @@ fn my_gateway_passes_the_callers_token() {
     });
     let listen = free_port();
     let _gateway = spawn_cmd(
-        Command::new(example_binary()).args([stack.dir.join("paysign.yaml").to_str().unwrap(), &format!("127.0.0.1:{listen}"), "127.0.0.1:1"]),
+        Command::new(example_binary()).args([
+            stack.dir.join("paysign.yaml").to_str().unwrap(),
+            &format!("127.0.0.1:{listen}"),
+            "127.0.0.1:1",
+        ]),
         stack.dir.join("my_gateway.log"),
     );
     wait_listening(listen);
