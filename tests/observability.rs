@@ -45,6 +45,9 @@ fn a_fresh_process_shows_every_family_with_zero_series_and_the_process_metrics()
         r#"paysign_requests_total{endpoint="bindcard_create",merchant="202112090603",outcome="verified"}"#,
         r#"paysign_requests_total{endpoint="bindcard_create",merchant="202112090604",outcome="timeout"}"#,
         r#"paysign_requests_total{endpoint="none",merchant="none",outcome="not_found"}"#,
+        // The listeners' own refusals (a head over max_header_bytes, the head budget).
+        r#"paysign_requests_total{endpoint="none",merchant="none",outcome="head_too_large"}"#,
+        r#"paysign_requests_total{endpoint="none",merchant="none",outcome="shed"}"#,
         r#"paysign_verification_failures_total{reason="signature"}"#,
         r#"paysign_platform_errcode_total{endpoint="bindcard_create",errcode="other"}"#,
         r#"paysign_platform_failures_total{endpoint="bindcard_create"}"#,
@@ -177,13 +180,22 @@ fn a_platform_failure_access_line_says_the_platform_code() {
     assert_eq!(sample(&s.metrics(), r#"paysign_platform_failures_total{endpoint="bindcard_create"}"#), Some(1.0));
 }
 
-/// A notification refused by `allow_from` is logged with the address that was refused.
+/// A notification refused by `allow_from` behind a trusted proxy is logged with the address
+/// that was refused (a peer that is neither allowed nor a trusted proxy is closed at accept:
+/// counted, never logged per connection).
 #[test]
 fn a_refused_notification_source_is_logged_with_its_address() {
     let notify_port = free_port();
-    let s = Stack::start(Options { gateway_extra: notify_section(notify_port, Some("10.0.0.0/8")), ..Options::default() });
+    let section = notify_section(notify_port, Some("10.0.0.0/8")).replace("  routes:", "  trusted_proxies: [\"127.0.0.1/32\"]\n  routes:");
+    let s = Stack::start(Options { gateway_extra: section, ..Options::default() });
     wait_listening(notify_port);
-    let r = request(notify_port, "POST", "/notify/bindcard", &[], br#"{"customerNo":"202112090603","reqmsg":"AAAA"}"#);
+    let r = request(
+        notify_port,
+        "POST",
+        "/notify/bindcard",
+        &[("x-forwarded-for", "192.0.2.7")],
+        br#"{"customerNo":"202112090603","reqmsg":"AAAA"}"#,
+    );
     assert_eq!(r.status, 403, "{}", r.text());
     let mut found = Vec::new();
     assert!(
@@ -195,7 +207,7 @@ fn a_refused_notification_source_is_logged_with_its_address() {
         s.gateway.logs()
     );
     assert_eq!(found.len(), 1);
-    assert_eq!(found[0]["source"], "127.0.0.1");
+    assert_eq!(found[0]["source"], "192.0.2.7");
     assert_eq!(found[0]["peer"], "127.0.0.1");
     assert_eq!(found[0]["status"], 403);
     assert_eq!(sample(&s.metrics(), r#"paysign_notifications_total{outcome="source_refused",route="none"}"#), Some(1.0));

@@ -500,6 +500,7 @@ impl Config {
             "max_in_flight": self.max_in_flight,
             "max_connections": self.max_connections,
             "header_timeout_ms": self.header_timeout.as_millis() as u64,
+            "max_header_bytes": self.max_header_bytes,
             "callers": callers,
             "platform": {
                 "base_url": format!("{}://{}{}", if up.target.tls { "https" } else { "http" }, up.target.authority, up.target.path),
