@@ -273,6 +273,12 @@ fn without_a_token_the_admin_accepts_127_0_0_1_only_and_with_one_it_needs_it() {
     assert_eq!(request_from(local, s.admin, "POST", "/-/reload", "").0, 200);
     assert_eq!(request_from(local, s.admin, "GET", "/config", "").0, 200);
     assert_eq!(sample(&s.metrics(), r#"paysign_caller_refusals_total{caller="admin",reason="not_loopback"}"#), Some(2.0));
+    // The log names the rule (127.0.0.6 is a loopback address, but not one the rule accepts).
+    let logs = s.settled_logs();
+    assert!(
+        logs.contains("admin refused POST /-/reload from 127.0.0.6: 403, not from 127.0.0.1 or ::1 and no admin_token_file is configured"),
+        "{logs}"
+    );
 
     // With a token: needed from everywhere, loopback included.
     let keys = temp_dir();
