@@ -45,6 +45,9 @@ fn a_fresh_process_shows_every_family_with_zero_series_and_the_process_metrics()
         r#"paysign_requests_total{endpoint="bindcard_create",merchant="202112090603",outcome="verified"}"#,
         r#"paysign_requests_total{endpoint="bindcard_create",merchant="202112090604",outcome="timeout"}"#,
         r#"paysign_requests_total{endpoint="none",merchant="none",outcome="not_found"}"#,
+        // The listeners' own refusals (a head over max_header_bytes, the head budget).
+        r#"paysign_requests_total{endpoint="none",merchant="none",outcome="head_too_large"}"#,
+        r#"paysign_requests_total{endpoint="none",merchant="none",outcome="shed"}"#,
         r#"paysign_verification_failures_total{reason="signature"}"#,
         r#"paysign_platform_errcode_total{endpoint="bindcard_create",errcode="other"}"#,
         r#"paysign_platform_failures_total{endpoint="bindcard_create"}"#,
@@ -177,12 +180,15 @@ fn a_platform_failure_access_line_says_the_platform_code() {
     assert_eq!(sample(&s.metrics(), r#"paysign_platform_failures_total{endpoint="bindcard_create"}"#), Some(1.0));
 }
 
-/// A notification refused by `allow_from` is logged with the address that was refused.
+/// A notification refused by `allow_from` behind a trusted proxy is logged with the address
+/// that was refused (a peer that is neither allowed nor a trusted proxy is closed at accept:
+/// counted, never logged per connection).
 #[test]
 fn a_refused_notification_source_is_logged_with_its_address() {
     use std::io::{Read, Write};
     let notify_port = free_port();
-    let s = Stack::start(Options { gateway_extra: notify_section(notify_port, Some("10.0.0.0/8")), ..Options::default() });
+    let section = notify_section(notify_port, Some("10.0.0.0/8")).replace("  routes:", "  trusted_proxies: [\"127.0.0.1/32\"]\n  routes:");
+    let s = Stack::start(Options { gateway_extra: section, ..Options::default() });
     wait_listening(notify_port);
     // Refused at accept (issue 26.3): the connection is closed before a byte is read.
     let mut c = std::net::TcpStream::connect(("127.0.0.1", notify_port)).unwrap();
@@ -191,21 +197,66 @@ fn a_refused_notification_source_is_logged_with_its_address() {
     let mut answer = Vec::new();
     let _ = c.read_to_end(&mut answer);
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    let refusal_lines = || -> Vec<Value> { lines(&s.gateway.logs()).into_iter().filter(|l| l["outcome"] == "source_refused").collect() };
+    let refused_in = |found: &[Value]| -> u64 { found.iter().map(|l| l["refused"].as_str().unwrap().parse::<u64>().unwrap()).sum() };
+    // The readiness probe's connection and this one: one line (or two, across a second).
     let mut found = Vec::new();
     assert!(
         eventually(10, || {
-            found = lines(&s.gateway.logs()).into_iter().filter(|l| l["outcome"] == "source_refused").collect();
-            // wait_listening's own probe connection is refused too
-            found.len() >= 2
+            found = refusal_lines();
+            !found.is_empty()
         }),
         "{}",
         s.gateway.logs()
     );
-    // Two connections, two lines: the readiness probe's and this one.
-    assert_eq!(found.len(), 2, "{found:?}");
     assert!(found.iter().all(|l| l["peer"] == "127.0.0.1" && l["level"] == "warn"), "{found:?}");
-    let counted = sample(&s.metrics(), r#"paysign_notifications_total{outcome="source_refused",route="none"}"#);
-    assert_eq!(counted, Some(2.0));
+    assert!(found[0]["msg"].as_str().unwrap().starts_with("notification connection from 127.0.0.1 closed at accept"), "{found:?}");
+    let metric = || sample(&s.metrics(), r#"paysign_notifications_total{outcome="source_refused",route="none"}"#).unwrap();
+    assert_eq!(metric(), 2.0);
+    assert!(refused_in(&found) <= 2 && found.len() <= 2, "{found:?}");
+    // A flood of refused connections: every one counted, at most a line a second.
+    let start = std::time::Instant::now();
+    for _ in 0..300 {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", notify_port)).unwrap();
+        let _ = c.write_all(b"GET / HTTP/1.1\r\n\r\n");
+    }
+    assert!(eventually(10, || metric() == 302.0), "{}", metric());
+    let seconds = start.elapsed().as_secs();
+    let found = refusal_lines();
+    assert!(found.len() as u64 <= seconds + 3, "{} lines in {seconds} s", found.len());
+    assert!(refused_in(&found) <= 302, "{found:?}");
+}
+
+/// Behind a trusted proxy the source is known only from `X-Forwarded-For`: a refused one gets
+/// 403 and its access line names both the source and the proxy (the peer).
+#[test]
+fn a_refused_source_behind_a_trusted_proxy_is_logged_with_both_addresses() {
+    let notify_port = free_port();
+    let section = notify_section(notify_port, Some("10.0.0.0/8")).replace("  routes:", "  trusted_proxies: [\"127.0.0.1/32\"]\n  routes:");
+    let s = Stack::start(Options { gateway_extra: section, ..Options::default() });
+    wait_listening(notify_port);
+    let r = request(
+        notify_port,
+        "POST",
+        "/notify/bindcard",
+        &[("x-forwarded-for", "192.0.2.7")],
+        br#"{"customerNo":"202112090603","reqmsg":"AAAA"}"#,
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    let mut found = Vec::new();
+    assert!(
+        eventually(10, || {
+            found = lines(&s.gateway.logs()).into_iter().filter(|l| l["outcome"] == "source_refused").collect();
+            !found.is_empty()
+        }),
+        "{}",
+        s.gateway.logs()
+    );
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["source"], "192.0.2.7");
+    assert_eq!(found[0]["peer"], "127.0.0.1");
+    assert_eq!(found[0]["status"], 403);
+    assert_eq!(sample(&s.metrics(), r#"paysign_notifications_total{outcome="source_refused",route="none"}"#), Some(1.0));
 }
 
 /// A refused admin write is one `warn` line naming what was refused and from where, without

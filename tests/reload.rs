@@ -237,6 +237,30 @@ fn a_reload_names_what_needs_a_restart_and_get_config_shows_what_is_in_force() {
     );
 }
 
+/// `max_header_bytes` is read once at start (the listeners' limits): a reload that changes it
+/// names it and keeps the running bound, instead of saying "reloaded" and not applying it.
+#[test]
+fn a_reload_that_changes_max_header_bytes_names_it_and_keeps_the_running_bound() {
+    let s = Stack::start(Options::default());
+    let config = || request(s.admin, "GET", "/config", &[], b"").json();
+    let path = s.dir.join("paysign.yaml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    write(&path, &format!("max_header_bytes: 2048\n{good}"));
+    let r = reload(&s);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), serde_json::json!({"result": "ok", "generation": 2, "needs_restart": ["max_header_bytes"]}));
+    let v = config();
+    assert_eq!(
+        (v["config"]["max_header_bytes"].as_u64(), v["needs_restart"].clone()),
+        (Some(8192), serde_json::json!(["max_header_bytes"]))
+    );
+    // The running bound (8 KiB) still holds: a 4 KiB head is answered, not refused with 431.
+    let big = "a".repeat(4096);
+    let headers = [("x-paysign-merchant", MD5_MERCHANT), ("x-padding", big.as_str())];
+    let r = request(s.proxy, "POST", BINDCARD, &headers, bindcard("MHB-1").to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 #[test]
 fn without_a_token_the_admin_accepts_127_0_0_1_only_and_with_one_it_needs_it() {
     let s = Stack::start(Options::default());
@@ -249,6 +273,12 @@ fn without_a_token_the_admin_accepts_127_0_0_1_only_and_with_one_it_needs_it() {
     assert_eq!(request_from(local, s.admin, "POST", "/-/reload", "").0, 200);
     assert_eq!(request_from(local, s.admin, "GET", "/config", "").0, 200);
     assert_eq!(sample(&s.metrics(), r#"paysign_caller_refusals_total{caller="admin",reason="not_loopback"}"#), Some(2.0));
+    // The log names the rule (127.0.0.6 is a loopback address, but not one the rule accepts).
+    let logs = s.settled_logs();
+    assert!(
+        logs.contains("admin refused POST /-/reload from 127.0.0.6: 403, not from 127.0.0.1 or ::1 and no admin_token_file is configured"),
+        "{logs}"
+    );
 
     // With a token: needed from everywhere, loopback included.
     let keys = temp_dir();

@@ -111,7 +111,7 @@ impl Admin {
                     return Ok(());
                 }
                 metrics::CALLER_REFUSED.with_label_values(&["admin", "not_loopback"]).inc();
-                refused(session, 403, "not from loopback and no admin_token_file is configured");
+                refused(session, 403, "not from 127.0.0.1 or ::1 and no admin_token_file is configured");
                 Err(reply(
                     403,
                     "application/json",

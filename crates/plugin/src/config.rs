@@ -490,7 +490,8 @@ impl Config {
             "admin_token": if self.admin_token_sha256.is_some() { "(set)" } else { "(none: 127.0.0.1 and ::1 only)" },
             "threads": self.threads,
             "grace_period_seconds": self.grace_period_seconds,
-            "upgrade_sock": self.upgrade_sock.display().to_string(),
+            // Unset, the binary picks the path at start (docs/configuration.md, `upgrade_sock`).
+            "upgrade_sock": if self.upgrade_sock.as_os_str().is_empty() { "(default)".to_string() } else { self.upgrade_sock.display().to_string() },
             "max_body_bytes": self.max_body_bytes,
             "client_body_timeout_ms": self.client_body_timeout.as_millis() as u64,
             "crypto_backend": self.crypto_backend.as_str(),
@@ -500,6 +501,7 @@ impl Config {
             "max_in_flight": self.max_in_flight,
             "max_connections": self.max_connections,
             "header_timeout_ms": self.header_timeout.as_millis() as u64,
+            "max_header_bytes": self.max_header_bytes,
             "callers": callers,
             "platform": {
                 "base_url": format!("{}://{}{}", if up.target.tls { "https" } else { "http" }, up.target.authority, up.target.path),

@@ -184,6 +184,7 @@ impl Live {
             upgrade_sock => "upgrade_sock",
             max_connections => "max_connections",
             header_timeout => "header_timeout_ms",
+            max_header_bytes => "max_header_bytes",
             private_key_workers => "private_key_workers",
             private_key_queue => "private_key_queue",
             max_in_flight => "max_in_flight",

@@ -25,7 +25,8 @@ pub const KNOWN_ERRCODES: &[&str] = &["0000", "1001", "1002", "1003", "2001", "2
 // that emits the values in step.
 
 /// `paysign_requests_total{outcome}`: `verified`, `client_gone` (the answer could not be
-/// written), `bad_http` (pingora's parser refused the head), and every `GatewayError::outcome`.
+/// written), `bad_http` (pingora's parser refused the head), `head_too_large` (a head over
+/// `max_header_bytes`), and every `GatewayError::outcome`.
 pub const REQUEST_OUTCOMES: &[&str] = &[
     "verified",
     "client_gone",
@@ -385,7 +386,8 @@ pub fn configured(k: &Known<'_>) {
             let _ = REQUESTS.with_label_values(&[ep, "none", o]);
         }
     }
-    for o in ["not_found", "bad_http", "head_too_large", "bad_request"] {
+    // The listener's own refusals (before any app saw the head) are counted as none/none too.
+    for o in ["not_found", "bad_http", "head_too_large", "shed", "bad_request"] {
         let _ = REQUESTS.with_label_values(&["none", "none", o]);
     }
     for r in VERIFY_REASONS {

@@ -70,17 +70,52 @@ impl Notifications {
             let admitted = rt.config.notify.as_ref().is_none_or(|n| admits_peer(n, ip));
             if !admitted {
                 metrics::NOTIFICATIONS.with_label_values(&["none", "source_refused"]).inc();
-                // Which sender was refused, for the operator (a flood of them is bounded by
-                // the log writer, which drops and counts what it cannot write).
-                tracing::warn!(
-                    kind = "notification",
-                    outcome = "source_refused",
-                    peer = %ip,
-                    "notification connection from {ip} closed at accept: not in notify.allow_from"
-                );
+                // Which sender was refused, for the operator: at most one line a second, with
+                // how many refusals it stands for, so a flood of refused connections cannot
+                // crowd other lines out of the log (the metric counts every one).
+                if let Some(refused) = REFUSAL_LINES.take() {
+                    tracing::warn!(
+                        kind = "notification",
+                        outcome = "source_refused",
+                        peer = %ip,
+                        refused,
+                        "notification connection from {ip} closed at accept: not in notify.allow_from ({refused} refused since the last such line)"
+                    );
+                }
             }
             admitted
         })
+    }
+}
+
+/// At most one refusal line a second, process-wide.
+static REFUSAL_LINES: OncePerSecond = OncePerSecond::new();
+
+/// Lets one event a second through and counts the rest.
+struct OncePerSecond {
+    /// The second (since the process's first refusal) of the last line, plus one (0: none yet).
+    last: std::sync::atomic::AtomicU64,
+    /// Refusals since the last line, the one being logged included.
+    pending: std::sync::atomic::AtomicU64,
+}
+
+impl OncePerSecond {
+    const fn new() -> Self {
+        OncePerSecond { last: std::sync::atomic::AtomicU64::new(0), pending: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// Counts one event; `Some(n)` when a line is due now (`n` events since the last one).
+    fn take(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        let now = START.get_or_init(Instant::now).elapsed().as_secs() + 1;
+        let last = self.last.load(Ordering::Acquire);
+        if now > last && self.last.compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            // The count this line reports; later events start the next count.
+            return Some(self.pending.swap(0, Ordering::AcqRel).max(1));
+        }
+        None
     }
 }
 
