@@ -273,7 +273,12 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         }
     }
     lifecycle::announce_when_listening(listeners, ready.clone(), pid_file.clone())?;
-    lifecycle::exit_when_drained(server.watch_execution_phase(), || metrics::IN_FLIGHT.get() + paysign_plugin::notifications::in_flight(), drain, pid_file)?;
+    lifecycle::exit_when_drained(
+        server.watch_execution_phase(),
+        || metrics::IN_FLIGHT.get() + paysign_plugin::notifications::in_flight(),
+        drain,
+        pid_file,
+    )?;
     server.run(RunArgs { shutdown_signal: Box::new(Signals { upgrade_sock, ready }) });
     lifecycle::exit(0)
 }

@@ -114,7 +114,12 @@ impl Gateway {
     }
 
     /// Everything before sending: intake, the body's fields, validate, seal.
-    async fn before_sending(&self, rt: &Runtime, session: &mut Session, ctx: &mut Ctx) -> Result<(String, call::Sealed, bool), GatewayError> {
+    async fn before_sending(
+        &self,
+        rt: &Runtime,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Result<(String, call::Sealed, bool), GatewayError> {
         let intake = self.intake(rt, session, ctx).await?;
         let Intake { path, merchant, body, deadline, wants_html } = intake;
         let mut business = business_of(&body)?;
