@@ -193,6 +193,7 @@ pub fn stop_sending() {
     SENDING_STOPPED.send_replace(true);
 }
 
+/// Whether [`stop_sending`] has been called.
 pub fn sending_stopped() -> bool {
     *SENDING_STOPPED.borrow()
 }
