@@ -31,7 +31,10 @@ impl ProxyHttp for MyGateway {
         if !path.starts_with("/api/") {
             return Ok(false);
         }
-        let merchant = session.req_header().headers.get("x-paysign-merchant").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header = |name| session.req_header().headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let merchant = header("x-paysign-merchant");
+        // The caller's own token: with `callers` configured, paysign checks its grants.
+        let token = header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_string));
         let mut body = Vec::new();
         while let Some(chunk) = session.read_request_body().await? {
             if body.len() + chunk.len() > 64 * 1024 {
@@ -40,7 +43,7 @@ impl ProxyHttp for MyGateway {
             body.extend_from_slice(&chunk);
         }
         let business = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-        match self.paysign.call(merchant.as_deref(), &path, business, "my-gateway").await {
+        match self.paysign.call_as(token.as_deref(), merchant.as_deref(), &path, business, "my-gateway").await {
             Ok(verified) => answer(session, 200, "sent", Bytes::from(verified.plaintext)).await,
             Err(e) => answer(session, e.status(), e.delivery().as_str(), Bytes::from(e.body())).await,
         }

@@ -10,19 +10,17 @@ use common::http_server;
 use common::*;
 
 fn example_binary() -> std::path::PathBuf {
-    // `cargo test` builds the examples next to the binaries; `cargo test --test …` does not.
+    // `cargo test` builds the examples next to the binaries; `cargo test --test …` does not, and
+    // would run a stale one: build it every time (a no-op when it is up to date).
     let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_paysign"));
-    let example = bin.parent().unwrap().join("examples/my_gateway");
-    if !example.exists() {
-        let release = bin.parent().unwrap().ends_with("release");
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo.args(["build", "--example", "my_gateway"]).current_dir(env!("CARGO_MANIFEST_DIR"));
-        if release {
-            cargo.arg("--release");
-        }
-        assert!(cargo.status().unwrap().success(), "cargo build --example my_gateway");
+    let release = bin.parent().unwrap().ends_with("release");
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.args(["build", "--example", "my_gateway"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+    if release {
+        cargo.arg("--release");
     }
-    example
+    assert!(cargo.status().unwrap().success(), "cargo build --example my_gateway");
+    bin.parent().unwrap().join("examples/my_gateway")
 }
 
 #[test]
@@ -120,5 +118,48 @@ fn the_embedding_api_keeps_the_callers_grants() {
             (Some("0000"), Some("EMB-4"), Some("0000"))
         );
     });
+    assert_eq!(stack.sandbox_stats()["received"], 1, "only the granted call reached the platform");
+}
+
+/// The example (and so the README's snippet) with `callers` configured: the caller's own
+/// `Authorization: Bearer` token is what paysign checks — a granted call is sent and verified,
+/// a missing token is 401 and another merchant 403, neither reaching the platform. (Through
+/// `Paysign::call` every one of these was 401.)
+#[test]
+fn my_gateway_passes_the_callers_token() {
+    let sha = |t: &str| paysign_plugin::config::sha256(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let stack = Stack::start(Options {
+        gateway_extra: format!(
+            "callers:\n  - name: checkout\n    token_sha256: {}\n    merchants: [\"{MD5_MERCHANT}\"]\n    endpoints: [\"{BINDCARD}\"]\n",
+            sha("checkout-token")
+        ),
+        ..Options::default()
+    });
+    let listen = free_port();
+    let _gateway = spawn_cmd(
+        Command::new(example_binary()).args([
+            stack.dir.join("paysign.yaml").to_str().unwrap(),
+            &format!("127.0.0.1:{listen}"),
+            "127.0.0.1:1",
+        ]),
+        stack.dir.join("my_gateway.log"),
+    );
+    wait_listening(listen);
+
+    let body = |order: &str| bindcard(order).to_string();
+    let granted = [("Content-Type", "application/json"), ("X-Paysign-Merchant", MD5_MERCHANT), ("Authorization", "Bearer checkout-token")];
+    let r = request(listen, "POST", BINDCARD, &granted, body("CALLER-1").as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("X-Paysign-Delivery"), Some("sent"));
+    assert_eq!((r.json()["errCode"].as_str(), r.json()["orderNo"].as_str()), (Some("0000"), Some("CALLER-1")));
+
+    let anonymous = [("Content-Type", "application/json"), ("X-Paysign-Merchant", MD5_MERCHANT)];
+    let r = request(listen, "POST", BINDCARD, &anonymous, body("CALLER-2").as_bytes());
+    assert_eq!((r.status, r.header("X-Paysign-Delivery")), (401, Some("not-sent")), "{}", r.text());
+
+    let other = [("Content-Type", "application/json"), ("X-Paysign-Merchant", RSA_MERCHANT), ("Authorization", "Bearer checkout-token")];
+    let r = request(listen, "POST", BINDCARD, &other, body("CALLER-3").as_bytes());
+    assert_eq!((r.status, r.header("X-Paysign-Delivery")), (403, Some("not-sent")), "{}", r.text());
+
     assert_eq!(stack.sandbox_stats()["received"], 1, "only the granted call reached the platform");
 }

@@ -93,11 +93,13 @@ impl Drop for HalfPermit {
 
 /// Everything an operation holds while it waits for and runs on a worker: it travels with the
 /// job, so it is given back when the work ends (or is skipped), never earlier.
+/// Fields drop in order: the worker slot last, so that when the next job can start, this one
+/// no longer counts as running or admitted (a caller served next never sees it still there).
 struct Held {
     _running: Running,
-    _slot: Slot,
     _admitted: Admitted,
     _class: Option<(HalfPermit, Unauthenticated)>,
+    _slot: Slot,
 }
 
 impl PrivateKeyExecutor {
@@ -505,13 +507,18 @@ mod tests {
     async fn occupy(ex: &Arc<PrivateKeyExecutor>) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<Result<(), ExecError>>) {
         let (release, gate) = std::sync::mpsc::channel::<()>();
         let ex2 = ex.clone();
+        // Set by the work itself: the job is on its worker, not only sent to the threads (a
+        // job its caller leaves before a worker took it is skipped, not run).
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let on_worker = started.clone();
         let held = tokio::spawn(async move {
             ex2.run(move || {
+                on_worker.store(true, Ordering::Release);
                 let _ = gate.recv();
             })
             .await
         });
-        while ex.state.running.load(Ordering::Acquire) < 1 {
+        while !started.load(Ordering::Acquire) {
             tokio::task::yield_now().await;
         }
         (release, held)

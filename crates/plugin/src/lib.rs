@@ -26,6 +26,11 @@
 //! The wire protocol itself (keys, seal, open) is the pure crate [`protocol`]
 //! (`paysign-protocol`).
 
+// The platform is reached over https: without a TLS library every call would fail at run time,
+// so refuse to build instead. (Two libraries at once already fail inside pingora-core, E0252.)
+#[cfg(not(any(feature = "rustls", feature = "openssl", feature = "boringssl")))]
+compile_error!("paysign-plugin needs one TLS feature: `rustls` (the default), `openssl` or `boringssl`");
+
 pub mod addresses;
 pub mod admin;
 pub mod auth;

@@ -30,6 +30,7 @@ pub const REQUEST_OUTCOMES: &[&str] = &[
     "verified",
     "client_gone",
     "bad_http",
+    "head_too_large",
     "not_found",
     "method_not_allowed",
     "body_too_large",
@@ -385,7 +386,7 @@ pub fn configured(k: &Known<'_>) {
             let _ = REQUESTS.with_label_values(&[ep, "none", o]);
         }
     }
-    for o in ["not_found", "bad_http", "bad_request"] {
+    for o in ["not_found", "bad_http", "head_too_large", "bad_request"] {
         let _ = REQUESTS.with_label_values(&["none", "none", o]);
     }
     for r in VERIFY_REASONS {

@@ -96,6 +96,14 @@ impl Notifications {
             let admitted = rt.config.notify.as_ref().is_none_or(|n| admits_peer(n, ip));
             if !admitted {
                 metrics::NOTIFICATIONS.with_label_values(&["none", "source_refused"]).inc();
+                // Which sender was refused, for the operator (a flood of them is bounded by
+                // the log writer, which drops and counts what it cannot write).
+                tracing::warn!(
+                    kind = "notification",
+                    outcome = "source_refused",
+                    peer = %ip,
+                    "notification connection from {ip} closed at accept: not in notify.allow_from"
+                );
             }
             admitted
         })
