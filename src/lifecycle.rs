@@ -356,9 +356,15 @@ impl ShutdownSignalWatch for Signals {
 /// How often the drain looks at the calls in flight.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
+/// At the drain deadline, how long the calls not yet sent have to write their 503 `not-sent`
+/// (each is a few hundred bytes already built: milliseconds; this bounds a stuck caller).
+pub const ANSWER_NOT_SENT: Duration = Duration::from_secs(1);
+
 /// Once pingora has stopped accepting (after SIGTERM, or after handing the sockets over), exits
-/// as soon as no call is in flight, and at the latest after `deadline` (pingora itself would
-/// wait out its whole grace period even with nothing to do).
+/// as soon as no call or notification is in flight, and at the latest after `deadline` (pingora
+/// itself would wait out its whole grace period even with nothing to do). At the deadline the
+/// calls not yet sent are answered 503 `not-sent` (for at most [`ANSWER_NOT_SENT`]) before
+/// the exit, instead of being cut.
 pub fn exit_when_drained(
     mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>,
     in_flight: impl Fn() -> i64 + Send + 'static,
@@ -387,7 +393,22 @@ pub fn exit_when_drained(
                 }
                 idle_before = n <= 0;
                 if start.elapsed() >= deadline {
-                    tracing::warn!("shutdown: {n} call(s) still in flight after {} s; exiting", deadline.as_secs());
+                    tracing::warn!(
+                        "shutdown: {n} call(s) still in flight at the drain deadline ({} s); those not yet sent are answered 503 not-sent",
+                        deadline.as_secs()
+                    );
+                    paysign_plugin::call::stop_sending();
+                    let answering = Instant::now();
+                    let mut n = in_flight();
+                    while n > 0 && answering.elapsed() < ANSWER_NOT_SENT {
+                        std::thread::sleep(DRAIN_POLL);
+                        n = in_flight();
+                    }
+                    if n > 0 {
+                        tracing::warn!("shutdown: {n} call(s) still in flight; exiting");
+                    } else {
+                        tracing::info!("shutdown: no call in flight after {} ms; exiting", start.elapsed().as_millis());
+                    }
                     break;
                 }
                 std::thread::sleep(DRAIN_POLL);

@@ -151,7 +151,9 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
     if gateway.is_some() {
         tracing::info!("shutdown: the drain deadline is {} s (docs/operations.md, Shutdown)", drain.as_secs());
     }
-    conf.grace_period_seconds = Some(drain.as_secs());
+    // pingora's own grace outlasts the drain and its answers to the calls not yet sent, so that
+    // the drain (not pingora dropping its runtimes) ends the process.
+    conf.grace_period_seconds = Some(drain.as_secs() + lifecycle::ANSWER_NOT_SENT.as_secs() + 1);
     conf.graceful_shutdown_timeout_seconds = Some(1);
     conf.threads = gateway.as_ref().map_or(2, |g| g.threads);
     // One event loop (`threads: 1`, e.g. one pinned core): a single-threaded runtime — there
@@ -271,7 +273,12 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         }
     }
     lifecycle::announce_when_listening(listeners, ready.clone(), pid_file.clone())?;
-    lifecycle::exit_when_drained(server.watch_execution_phase(), || metrics::IN_FLIGHT.get(), drain, pid_file)?;
+    lifecycle::exit_when_drained(
+        server.watch_execution_phase(),
+        || metrics::IN_FLIGHT.get() + paysign_plugin::notifications::in_flight(),
+        drain,
+        pid_file,
+    )?;
     server.run(RunArgs { shutdown_signal: Box::new(Signals { upgrade_sock, ready }) });
     lifecycle::exit(0)
 }

@@ -221,11 +221,12 @@ fn the_shipped_stop_timeouts_cover_the_drain_deadline() {
     let pod = &deployment["spec"]["template"]["spec"];
     let pre_stop: u64 = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][1].as_str().unwrap().parse().unwrap();
     let kill_after = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
-    assert!(kill_after > pre_stop + drain, "terminationGracePeriodSeconds {kill_after} <= preStop {pre_stop} + drain {drain}");
+    // + 1 s: at the deadline the calls not yet sent are given their 503 (lifecycle::ANSWER_NOT_SENT).
+    assert!(kill_after > pre_stop + drain + 1, "terminationGracePeriodSeconds {kill_after} <= preStop {pre_stop} + drain {drain} + 1");
 
     let unit = std::fs::read_to_string(root.join("conf/deploy/paysign.service")).unwrap();
     let stop: u64 = unit.lines().find_map(|l| l.strip_prefix("TimeoutStopSec=")).unwrap().parse().unwrap();
-    assert!(stop > drain, "TimeoutStopSec {stop} <= drain {drain}");
+    assert!(stop > drain + 1, "TimeoutStopSec {stop} <= drain {drain} + 1");
 
     // The gateway computes the same deadline from the same settings (here: the defaults).
     let s = Stack::start(Options {
@@ -236,4 +237,146 @@ fn the_shipped_stop_timeouts_cover_the_drain_deadline() {
         ..Options::default()
     });
     assert!(s.settled_logs().contains("shutdown: the drain deadline is 35 s"), "{}", s.settled_logs());
+}
+
+/// Whether `check` stays false for all of `within` (polled): a bounded look that something
+/// does not happen.
+fn stays_false(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if check() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !check()
+}
+
+/// Calls queued for the private-key executor (one worker, an 8192-bit merchant key: ~40 ms a
+/// signature) at SIGTERM cannot all be sealed before the drain deadline (2 s here): those not
+/// sent by then are answered 503 `not-sent` with their access line, none is cut by the exit.
+#[test]
+fn at_the_drain_deadline_a_call_not_yet_sent_is_answered_503_not_sent_with_its_access_line() {
+    const CALLS: usize = 150;
+    let dir = temp_dir();
+    let (proxy, admin) = (free_port(), free_port());
+    let config = dir.join("paysign.yaml");
+    // The platform's port is closed (a call that gets sealed fails at once, 502 `not-sent`);
+    // the timeouts are short so that the drain deadline is 2 s.
+    write(
+        &config,
+        &format!(
+            "listen: 127.0.0.1:{proxy}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: 0\nheader_timeout_ms: 300\nclient_body_timeout_ms: 300\nprivate_key_workers: 1\nprivate_key_queue: 200\nmax_in_flight: 300\nplatform:\n  base_url: http://127.0.0.1:{}\n  connect_timeout_ms: 100\n  connect_retries: 0\n  read_timeout_ms: 200\nmerchants:\n  - customer_no: \"{RSA_MERCHANT}\"\n    profile: rsa\n    platform_public_key: keys/platform_public.pem\n    merchant_private_key: keys/slow8192_private.pem\n",
+            free_port(),
+        ),
+    );
+    let mut gateway = spawn(&["run", "-c", config.to_str().unwrap()], dir.join("gateway.log"));
+    wait_ready(admin, "/readyz");
+    assert!(eventually(10, || gateway.logs().contains("shutdown: the drain deadline is 2 s")), "{}", gateway.logs());
+
+    let callers: Vec<_> = (0..CALLS)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let order = format!("QUEUED-{i}");
+                let headers = [("Content-Type", "application/json"), ("X-Paysign-Merchant", RSA_MERCHANT)];
+                (order.clone(), try_request(proxy, "POST", BINDCARD, &headers, bindcard(&order).to_string().as_bytes()))
+            })
+        })
+        .collect();
+    // Every call is under way (in flight, or already refused by the closed port) and most wait
+    // for the executor.
+    let (mut queued, mut seen) = (0.0, 0.0);
+    let all_queued = eventually(20, || {
+        let m = request(admin, "GET", "/metrics", &[], b"").text();
+        let n = |series: &str| sample(&m, series).unwrap_or(0.0);
+        queued = n("paysign_private_key_ops_admitted");
+        seen = n("paysign_requests_in_flight")
+            + n(&format!(r#"paysign_requests_total{{endpoint="bindcard_create",merchant="{RSA_MERCHANT}",outcome="unreachable"}}"#));
+        seen == CALLS as f64 && queued >= 100.0
+    });
+    assert!(all_queued, "the calls never queued: {seen} under way, {queued} at the executor");
+    signal(gateway.pid(), "-TERM");
+    let answers: Vec<(String, std::io::Result<Response>)> = callers.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(eventually(20, || gateway.exit_code().is_some()), "the gateway did not exit");
+    assert_eq!(gateway.exit_code(), Some(0));
+    let logs = gateway.logs();
+
+    let mut not_sent = 0;
+    for (order, answer) in &answers {
+        let r = answer.as_ref().unwrap_or_else(|e| panic!("{order}: no answer ({e}): the call was cut\n{logs}"));
+        let access = access_of(&logs, order);
+        assert_eq!(access.len(), 1, "{order}: {logs}");
+        assert_eq!(r.header("X-Paysign-Delivery"), Some("not-sent"), "{order}: {}", r.text());
+        match r.status {
+            // Sealed and sent before the deadline: the closed port refused it.
+            502 => assert_eq!(access[0]["outcome"], "unreachable"),
+            503 => {
+                not_sent += 1;
+                let body = r.json();
+                assert_eq!(body["errCode"], "1001");
+                assert_eq!(body["source"], "gateway");
+                assert_eq!(
+                    body["errMessage"],
+                    "paysign is shutting down and its drain deadline passed before the request could be sent; nothing was sent: resend it"
+                );
+                assert_eq!(
+                    (access[0]["status"].as_u64(), access[0]["outcome"].as_str(), access[0]["delivery"].as_str()),
+                    (Some(503), Some("shutting_down"), Some("not-sent"))
+                );
+            }
+            other => panic!("{order}: {other} {}", r.text()),
+        }
+    }
+    assert!(not_sent > 0, "every call was sent before the deadline: the test proves nothing\n{logs}");
+    assert!(logs.contains("at the drain deadline (2 s); those not yet sent are answered 503 not-sent"), "{logs}");
+    assert!(logs.contains("shutdown: no call in flight after"), "{logs}");
+}
+
+/// A notification whose internal target is slow at SIGTERM: the process waits for it (within
+/// the drain deadline), the target receives it and the platform gets its acknowledgement.
+#[test]
+fn sigterm_waits_for_a_notification_being_forwarded_and_the_platform_gets_its_ack() {
+    use std::sync::mpsc::channel;
+    use std::sync::{Arc, Mutex};
+    let (arrived_tx, arrived) = channel::<()>();
+    let (release, release_rx) = channel::<()>();
+    let (arrived_tx, release_rx) = (Mutex::new(arrived_tx), Mutex::new(release_rx));
+    let target = http_server::start(Arc::new(move |_r| {
+        let _ = arrived_tx.lock().unwrap().send(());
+        // Slow: answers only once the test says so (bounded).
+        let _ = release_rx.lock().unwrap().recv_timeout(Duration::from_secs(30));
+        (200, "text/plain".into(), b"ok".to_vec())
+    }));
+    let notify = free_port();
+    let mut s = Stack::start(Options {
+        merchants: &[MD5_MERCHANT],
+        gateway_extra: format!(
+            "notify:\n  listen: 127.0.0.1:{notify}\n  forward_timeout_ms: 10000\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:{}/internal/bind-notified\n",
+            target.port
+        ),
+        ..Options::default()
+    });
+    wait_listening(notify);
+    let sandbox = s.sandbox_port;
+    let platform = std::thread::spawn(move || {
+        let req = serde_json::json!({"customerNo": MD5_MERCHANT, "orderNo": "NTF-TERM", "url": format!("http://127.0.0.1:{notify}/notify/bindcard")});
+        request(sandbox, "POST", "/__sandbox/notify", &[], req.to_string().as_bytes()).json()
+    });
+    arrived.recv_timeout(Duration::from_secs(15)).expect("the target never received the notification");
+    signal(s.gateway_pid(), "-TERM");
+    assert!(eventually(10, || TcpStream::connect(("127.0.0.1", notify)).is_err()), "still accepting after SIGTERM");
+    // The forward is under way: the process must not exit under it.
+    assert!(stays_false(Duration::from_secs(1), || s.gateway.exit_code().is_some()), "exited during a forward: {}", s.gateway.logs());
+    release.send(()).unwrap();
+    let answer = platform.join().unwrap();
+    assert_eq!((answer["status"].as_u64(), answer["body"].as_str()), (Some(200), Some("SUCCESS")), "{answer}");
+    let got = target.requests.recv_timeout(Duration::from_secs(5)).expect("nothing recorded by the target");
+    assert_eq!(got.path, "/internal/bind-notified");
+    assert!(eventually(20, || s.gateway.exit_code().is_some()), "the gateway did not exit");
+    assert_eq!(s.gateway.exit_code(), Some(0));
+    let logs = s.gateway.logs();
+    let lines: Vec<Value> = json_lines(&logs).into_iter().filter(|l| l["kind"] == "notification").collect();
+    assert_eq!(lines.len(), 1, "{logs}");
+    assert_eq!((lines[0]["outcome"].as_str(), lines[0]["status"].as_u64()), (Some("forwarded"), Some(200)));
+    assert!(logs.contains("shutdown: no call in flight after"), "{logs}");
 }

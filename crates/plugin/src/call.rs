@@ -19,7 +19,7 @@
 //! ```
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -139,7 +139,11 @@ impl Paysign {
         };
         let mut business = Business::from_map(&fields);
         validate(&self.endpoints, path, &mut business, &merchant)?;
-        let sealed = seal(&rt, &merchant, business).await?;
+        let sealed = tokio::select! {
+            biased;
+            () = until_sending_stopped() => return Err(GatewayError::ShuttingDown),
+            sealed = seal(&rt, &merchant, business) => sealed?,
+        };
         send(&rt, path, sealed, request_id, || {}).await.result
     }
 }
@@ -179,9 +183,37 @@ pub async fn seal(rt: &Runtime, merchant: &Arc<Merchant>, business: Business<'_>
     Ok(Sealed { merchant: merchant.clone(), body: sealed.body, _admitted: admitted })
 }
 
+/// Set once, when the process's drain deadline has come (after SIGTERM or a hand-off): a call
+/// not sent by then is answered 503 `not-sent` ([`GatewayError::ShuttingDown`]) rather than cut
+/// when the process exits. Calls already sent are not affected: the deadline covers them.
+static SENDING_STOPPED: LazyLock<tokio::sync::watch::Sender<bool>> = LazyLock::new(|| tokio::sync::watch::channel(false).0);
+
+/// Nothing more is sent from now on; every call still waiting to be sent answers at once.
+pub fn stop_sending() {
+    SENDING_STOPPED.send_replace(true);
+}
+
+/// Whether [`stop_sending`] has been called.
+pub fn sending_stopped() -> bool {
+    *SENDING_STOPPED.borrow()
+}
+
+/// Resolves when [`stop_sending`] has been called (at once if it has); pends otherwise.
+pub async fn until_sending_stopped() {
+    let mut rx = SENDING_STOPPED.subscribe();
+    if rx.wait_for(|stopped| *stopped).await.is_err() {
+        // The sender is a static and never dropped: nothing will stop sending.
+        std::future::pending::<()>().await
+    }
+}
+
 /// Steps 4 and 5: send (never retried once anything may have been sent), then open and verify
 /// the answer (private-key work that is never shed: the platform may have acted).
+/// After [`stop_sending`], nothing is sent: [`GatewayError::ShuttingDown`].
 pub async fn send(rt: &Runtime, path: &str, sealed: Sealed, request_id: &str, on_retry: impl Fn()) -> Sent {
+    if sending_stopped() {
+        return Sent { result: Err(GatewayError::ShuttingDown), upstream: None };
+    }
     let (answer, took) = match rt.client.post(path, sealed.body, request_id, on_retry).await {
         Ok((answer, took)) => (answer, took),
         Err((e, took)) => return Sent { result: Err(e), upstream: Some(took) },

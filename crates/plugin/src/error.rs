@@ -58,6 +58,8 @@ pub enum GatewayError {
     Overloaded,
     #[error("the caller closed the connection before the request was sent; nothing was sent")]
     CallerGone,
+    #[error("paysign is shutting down and its drain deadline passed before the request could be sent; nothing was sent: resend it")]
+    ShuttingDown,
     #[error("the caller's deadline (X-Paysign-Deadline-Ms) passed before the request could be sent; nothing was sent")]
     DeadlinePassed,
     #[error("several merchants are configured: name one with the X-Paysign-Merchant header")]
@@ -112,7 +114,7 @@ impl GatewayError {
             | GatewayError::QueryNotAllowed => 400,
             GatewayError::Unauthenticated => 401,
             GatewayError::Forbidden => 403,
-            GatewayError::Overloaded | GatewayError::DeadlinePassed => 503,
+            GatewayError::Overloaded | GatewayError::DeadlinePassed | GatewayError::ShuttingDown => 503,
             // Nobody reads it; the access log and metrics carry it (nginx's convention).
             GatewayError::CallerGone => 499,
             GatewayError::MerchantRequired | GatewayError::UnknownMerchant => 400,
@@ -160,6 +162,7 @@ impl GatewayError {
             | GatewayError::Form(_)
             | GatewayError::Overloaded
             | GatewayError::DeadlinePassed
+            | GatewayError::ShuttingDown
             | GatewayError::CallerGone
             | GatewayError::Internal => "1001",
         }
@@ -182,6 +185,7 @@ impl GatewayError {
             | GatewayError::Forbidden
             | GatewayError::Overloaded
             | GatewayError::DeadlinePassed
+            | GatewayError::ShuttingDown
             | GatewayError::CallerGone
             | GatewayError::MerchantRequired
             | GatewayError::UnknownMerchant
@@ -223,6 +227,7 @@ impl GatewayError {
             | GatewayError::Forbidden
             | GatewayError::Overloaded
             | GatewayError::DeadlinePassed
+            | GatewayError::ShuttingDown
             | GatewayError::CallerGone
             | GatewayError::MerchantRequired
             | GatewayError::UnknownMerchant
@@ -249,6 +254,7 @@ impl GatewayError {
             GatewayError::Forbidden => "forbidden",
             GatewayError::Overloaded => "shed",
             GatewayError::DeadlinePassed => "deadline",
+            GatewayError::ShuttingDown => "shutting_down",
             GatewayError::CallerGone => "abandoned",
             GatewayError::Invalid(_) => "invalid",
             GatewayError::MerchantRequired | GatewayError::UnknownMerchant => "unknown_merchant",
@@ -307,6 +313,7 @@ mod tests {
             (GatewayError::Overloaded, 503, "1001", "gateway", NotSent, "shed"),
             (GatewayError::CallerGone, 499, "1001", "gateway", NotSent, "abandoned"),
             (GatewayError::DeadlinePassed, 503, "1001", "gateway", NotSent, "deadline"),
+            (GatewayError::ShuttingDown, 503, "1001", "gateway", NotSent, "shutting_down"),
             (GatewayError::MerchantRequired, 400, "1002", "gateway", NotSent, "unknown_merchant"),
             (GatewayError::UnknownMerchant, 400, "2001", "gateway", NotSent, "unknown_merchant"),
             (GatewayError::Seal(SealError(CryptoError::Encrypt)), 500, "1001", "gateway", NotSent, "seal_failed"),
@@ -323,7 +330,7 @@ mod tests {
             (GatewayError::HeadTooLarge { limit: 8192 }, 431, "1002", "gateway", NotSent, "head_too_large"),
             (GatewayError::Internal, 500, "1001", "gateway", Unknown, "internal"),
         ];
-        assert_eq!(table.len(), 30, "one row per variant");
+        assert_eq!(table.len(), 31, "one row per variant");
         for (e, status, code, source, delivery, outcome) in &table {
             assert_eq!(
                 (e.status(), e.err_code(), e.source_name(), e.delivery(), e.outcome()),

@@ -42,6 +42,7 @@ pub const REQUEST_OUTCOMES: &[&str] = &[
     "forbidden",
     "shed",
     "deadline",
+    "shutting_down",
     "abandoned",
     "invalid",
     "unknown_merchant",

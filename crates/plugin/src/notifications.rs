@@ -2,6 +2,7 @@
 //! configuration once and runs [`NotifyState::handle`] (open → verify → forward), then the
 //! acknowledgement, the metric and the log line.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,6 +19,28 @@ use crate::logging;
 use crate::metrics;
 use crate::notify::NotifyState;
 
+/// Notifications being handled (read, opened, forwarded, acknowledged): the drain after
+/// SIGTERM waits for them as for calls, since a forward cut midway may have reached the target.
+static IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
+
+pub fn in_flight() -> i64 {
+    IN_FLIGHT.load(Ordering::Acquire)
+}
+
+/// Counts one notification in [`in_flight`] for as long as it lives.
+struct Handling;
+impl Handling {
+    fn new() -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
+        Handling
+    }
+}
+impl Drop for Handling {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The listener: takes the current [`NotifyState`] for each notification.
 pub struct Notifications {
     pub live: Arc<Live>,
@@ -26,6 +49,9 @@ pub struct Notifications {
 #[async_trait]
 impl ServeHttp for Notifications {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // Until the acknowledgement is built; pingora writes it right after (a few bytes), and
+        // the drain only ends after two idle looks a poll apart.
+        let _handling = Handling::new();
         // This listener faces the internet: its thread yields the CPU to the callers' proxy.
         crate::executor::lower_thread_priority_once(5);
         crate::listener::head_parsed(session.stream());

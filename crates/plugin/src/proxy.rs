@@ -96,7 +96,31 @@ impl Gateway {
     async fn handle(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Reply, GatewayError> {
         // One configuration for the whole request, whatever reloads happen meanwhile.
         let rt = self.paysign.live().current();
-        let intake = self.intake(&rt, session, ctx).await?;
+        // Until it is sent, a call still waiting (for its body, for the private-key executor)
+        // when the drain deadline comes is answered 503 `not-sent`, not cut by the exit.
+        let (path, sealed, wants_html) = tokio::select! {
+            biased;
+            () = call::until_sending_stopped() => {
+                session.set_keepalive(None);
+                return Err(GatewayError::ShuttingDown);
+            }
+            before = self.before_sending(&rt, session, ctx) => before?,
+        };
+        let retry = || metrics::CONNECT_RETRIES.with_label_values(&[&ctx.endpoint]).inc();
+        let sent = call::send(&rt, &path, sealed, &ctx.request_id, retry).await;
+        ctx.upstream = sent.upstream;
+        let verified = sent.result.inspect_err(|e| self.count_refusal(ctx, e))?;
+        self.answer(ctx, verified, wants_html)
+    }
+
+    /// Everything before sending: intake, the body's fields, validate, seal.
+    async fn before_sending(
+        &self,
+        rt: &Runtime,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> Result<(String, call::Sealed, bool), GatewayError> {
+        let intake = self.intake(rt, session, ctx).await?;
         let Intake { path, merchant, body, deadline, wants_html } = intake;
         let mut business = business_of(&body)?;
         ctx.order_no = order_no(&business);
@@ -105,16 +129,12 @@ impl Gateway {
         let sealed = tokio::select! {
             biased;
             () = caller_gone(session) => return Err(GatewayError::CallerGone),
-            sealed = call::seal(&rt, &merchant, business) => sealed?,
+            sealed = call::seal(rt, &merchant, business) => sealed?,
         };
         if deadline.is_some_and(|d| ctx.start.elapsed() >= d) {
             return Err(GatewayError::DeadlinePassed);
         }
-        let retry = || metrics::CONNECT_RETRIES.with_label_values(&[&ctx.endpoint]).inc();
-        let sent = call::send(&rt, &path, sealed, &ctx.request_id, retry).await;
-        ctx.upstream = sent.upstream;
-        let verified = sent.result.inspect_err(|e| self.count_refusal(ctx, e))?;
-        self.answer(ctx, verified, wants_html)
+        Ok((path, sealed, wants_html))
     }
 
     /// Route, method, caller, deadline, merchant, query, then the body.
