@@ -1178,3 +1178,108 @@ fn private_key_work_is_not_done_for_callers_who_have_gone() {
     );
     assert!(settled(&s), "{}", s.metrics());
 }
+
+/// `paysign upgrade` signals only a paysign: a stale pid file (the gateway was killed, its pid
+/// recycled) named an unrelated process of the same user, which SIGQUIT ended.
+#[test]
+fn upgrade_does_not_signal_a_process_that_is_not_paysign() {
+    let s = Stack::start(Options { merchants: &[MD5_MERCHANT], ..Options::default() });
+    let pid_file = s.dir.join(".paysign-run/paysign.pid");
+    let gateway = s.gateway_pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-KILL", &gateway]).status().unwrap().success());
+    assert!(eventually(10, || !std::path::Path::new(&format!("/proc/{gateway}/exe")).exists()));
+    let mut other = spawn_cmd(std::process::Command::new("sleep").arg("120"), s.dir.join("sleep.log"));
+    write(&pid_file, &format!("{}\n", other.pid()));
+    let mut cmd = spawn_cmd(
+        std::process::Command::new(env!("CARGO_BIN_EXE_paysign"))
+            .args(["upgrade", "-c", s.dir.join("paysign.yaml").to_str().unwrap()])
+            .env("PAYSIGN_LOG", "info"),
+        s.dir.join("upgrade.log"),
+    );
+    let finished = eventually(60, || cmd.exit_code().is_some() || !cmd.is_running());
+    // Whatever the command started must not outlive the test.
+    if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<u32>().ok()) {
+        if pid != other.pid() {
+            let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+    }
+    assert!(finished, "{}", cmd.logs());
+    assert!(other.is_running(), "the unrelated process was signalled: {}", cmd.logs());
+    assert_eq!(cmd.exit_code(), Some(1), "{}", cmd.logs());
+    assert!(cmd.logs().contains(&format!("pid {} (from {}) is not a paysign process", other.pid(), pid_file.display())), "{}", cmd.logs());
+}
+
+/// pingora prints the bytes of a head its parser refuses — with the body that came in the same
+/// write — at `debug` (proxy) and `error` (admin, notifications). A caller whose JSON has a
+/// space after each colon (Python's `json.dumps`, any pretty printer) had its `certNo` and
+/// `mobile` written to the log; a notification's `reqmsg` and a token after two spaces too.
+#[test]
+fn a_refused_heads_bytes_are_logged_without_personal_data() {
+    use std::io::Write;
+    let certno = "110101199003071234";
+    let mobile = "13900001234";
+    let reqmsg = "UmVxbXNnQ2lwaGVydGV4dFNlY3JldA";
+    let token = "tok-spaced-0a1b2c3d4e5f";
+    for level in ["debug", "trace"] {
+        let dir = temp_dir();
+        let (proxy, admin, notify) = (free_port(), free_port(), free_port());
+        write(
+            &dir.join("paysign.yaml"),
+            &format!(
+                "listen: 127.0.0.1:{proxy}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: 0\nplatform:\n  base_url: http://127.0.0.1:9\nnotify:\n  listen: 127.0.0.1:{notify}\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:9/unused\nmerchants:\n  - customer_no: \"{MD5_MERCHANT}\"\n    profile: md5\n    platform_public_key: keys/platform_public.pem\n    md5_key_file: keys/md5.key\n"
+            ),
+        );
+        let gateway = spawn_cmd(
+            std::process::Command::new(env!("CARGO_BIN_EXE_paysign"))
+                .args(["run", "-c", dir.join("paysign.yaml").to_str().unwrap()])
+                .env("PAYSIGN_LOG", level),
+            dir.join("gateway.log"),
+        );
+        wait_ready(admin, "/readyz");
+        wait_listening(notify);
+        let body = format!(r#"{{"orderNo": "LEAK-1", "certNo": "{certno}", "mobile": {mobile}}}"#);
+        let sends = [
+            (proxy, format!("POST {BINDCARD} HTTP/1.1\r\nHost: x\r\nX-Nul: a\0b\r\nContent-Length: {}\r\n\r\n{body}", body.len())),
+            (notify, format!("POST /notify/bindcard HTTP/1.1\r\nHost: x\r\nX-Nul: a\0b\r\n\r\n{{\"customerNo\": \"{MD5_MERCHANT}\", \"reqmsg\": \"{reqmsg}\"}}")),
+            (admin, format!("POST /-/reload HTTP/1.1\r\nHost: x\r\nAuthorization:Bearer  {token}\r\nX-Nul: a\0b\r\n\r\n")),
+        ];
+        for (port, raw) in &sends {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", *port)).unwrap();
+            c.write_all(raw.as_bytes()).unwrap();
+            let got = read_responses(&mut c, 1);
+            assert_eq!(got.iter().map(|r| r.status).collect::<Vec<_>>(), [400], "{level} {port}");
+        }
+        let logs = settled_logs(&gateway, proxy);
+        // pingora's line with the refused bytes was written (so the check below means something).
+        assert!(logs.contains("X-Nul: a"), "{level}: {logs}");
+        for secret in [certno, mobile, reqmsg, token] {
+            assert!(!logs.contains(secret), "PAYSIGN_LOG={level}: {secret} is in the logs: {logs}");
+        }
+    }
+}
+
+/// Numbers `check` accepts are numbers `run` survives: `connect_retries: 4294967295` panicked at
+/// start (the drain deadline's sum), `pool_idle_timeout_secs: 18446744073709551615` on the first
+/// call whose connection was pooled — after the platform had its request, the caller got no
+/// answer and the process exited.
+#[test]
+fn the_largest_numbers_check_accepts_do_not_panic_run() {
+    let huge = u64::MAX;
+    let extra = format!(
+        "  connect_retries: {}\n  pool_idle_timeout_secs: {huge}\nheader_timeout_ms: {huge}\nclient_body_timeout_ms: {huge}\n",
+        u32::MAX
+    );
+    let mut s = Stack::start(Options { merchants: &[MD5_MERCHANT], gateway_extra: extra, ..Options::default() });
+    let (code, out, err) = run_paysign(&["check", "-c", s.dir.join("paysign.yaml").to_str().unwrap()], &[], "");
+    assert_eq!(code, 0, "{out}{err}");
+    for i in 0..3 {
+        let r = s.post_json(MD5_MERCHANT, &bindcard(&format!("HUGE-{i}")));
+        assert_eq!(r.status, 200, "{}: {}", r.text(), s.gateway.logs());
+    }
+    assert!(s.gateway.is_running());
+    // With nothing in flight, SIGTERM ends it at once, whatever the deadline's sum.
+    assert_eq!(unsafe { libc::kill(s.gateway_pid() as i32, libc::SIGTERM) }, 0);
+    assert!(eventually(10, || !s.gateway.is_running()), "did not stop");
+    assert_eq!(s.gateway.exit_code(), Some(0));
+    assert!(!s.gateway.logs().contains("panic"), "{}", s.gateway.logs());
+}
