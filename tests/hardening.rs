@@ -1283,3 +1283,34 @@ fn the_largest_numbers_check_accepts_do_not_panic_run() {
     assert_eq!(s.gateway.exit_code(), Some(0));
     assert!(!s.gateway.logs().contains("panic"), "{}", s.gateway.logs());
 }
+
+/// Refusals paysign makes itself before any app (a late head, a head over `max_header_bytes`)
+/// are one access line or metric each, not also an `error` line of pingora's ("Fail to proxy:
+/// … request head not received in time", "HTTP server fails to read from downstream: …
+/// request refused"): an outsider could write error lines at the rate it opens connections.
+#[test]
+fn refusals_before_any_app_write_no_error_lines() {
+    use std::io::Write;
+    let notify_port = free_port();
+    let extra = format!(
+        "header_timeout_ms: 300\nmax_header_bytes: 1024\nnotify:\n  listen: 127.0.0.1:{notify_port}\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:9/unused\n"
+    );
+    let s = Stack::start(Options { merchants: &[MD5_MERCHANT], gateway_extra: extra, ..Options::default() });
+    wait_listening(notify_port);
+    for port in [s.proxy, s.admin, notify_port] {
+        let mut late = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        late.write_all(b"GET /x HTTP/1.1\r\n").unwrap();
+        assert!(closed_within(&mut late, 10), "{port}: not closed at the deadline");
+        let mut large = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        large.write_all(format!("GET /x HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(2000)).as_bytes()).unwrap();
+        assert_eq!(read_responses(&mut large, 1).iter().map(|r| r.status).collect::<Vec<_>>(), [431], "{port}");
+    }
+    let m = s.metrics();
+    for l in ["proxy", "admin", "notify"] {
+        assert_eq!(sample(&m, &format!(r#"paysign_header_timeouts_total{{listener="{l}"}}"#)), Some(1.0), "{l}");
+    }
+    let logs = s.settled_logs();
+    assert_eq!(logs.matches(r#""status":431"#).count(), 3, "{logs}");
+    let errors: Vec<&str> = logs.lines().filter(|l| l.contains(r#""level":"error""#)).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}

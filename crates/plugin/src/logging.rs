@@ -91,6 +91,12 @@ fn foreign_level(level: Level, target: &str, msg: &str) -> Option<Level> {
     if target.ends_with("transfer_fd") && msg.starts_with("No incoming socket transfer") {
         return Some(Level::INFO);
     }
+    // pingora reports a head paysign refused itself (listener.rs: a late one, one over a bound)
+    // as its own error; paysign's access line or metric already counts it, and an outsider
+    // could write error lines at the rate it opens connections.
+    if msg.contains("cause: request head not received in time") || msg.contains("cause: request refused") {
+        return Some(Level::DEBUG);
+    }
     match level {
         Level::TRACE => None,
         Level::INFO => Some(Level::DEBUG),
