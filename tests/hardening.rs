@@ -1314,3 +1314,32 @@ fn refusals_before_any_app_write_no_error_lines() {
     let errors: Vec<&str> = logs.lines().filter(|l| l.contains(r#""level":"error""#)).collect();
     assert!(errors.is_empty(), "{errors:#?}");
 }
+
+/// At SIGTERM pingora's proxy drops every connection still sending its head; paysign answered
+/// each "400 the request head could not be parsed" (counted as bad HTTP), which tells a caller
+/// its request was wrong. Nothing was sent: 503 `not-sent` with `Retry-After`, so it retries.
+#[test]
+fn heads_unfinished_at_sigterm_are_answered_503_not_sent() {
+    use std::io::Write;
+    let mut s = Stack::start(Options { merchants: &[MD5_MERCHANT], ..Options::default() });
+    let mut callers: Vec<_> = (0..3)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", s.proxy)).unwrap();
+            c.write_all(format!("POST {BINDCARD} HTTP/1.1\r\nHo").as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    assert!(eventually(10, || sample(&s.metrics(), r#"paysign_connections_open{listener="proxy"}"#) == Some(3.0)));
+    assert_eq!(unsafe { libc::kill(s.gateway_pid() as i32, libc::SIGTERM) }, 0);
+    for c in &mut callers {
+        let got = read_responses(c, 1);
+        assert_eq!(got.len(), 1, "no answer");
+        let r = &got[0];
+        assert_eq!((r.status, r.header("X-Paysign-Delivery"), r.header("Retry-After")), (503, Some("not-sent"), Some("1")), "{}", r.text());
+    }
+    assert!(eventually(20, || !s.gateway.is_running()), "did not stop");
+    assert_eq!(s.gateway.exit_code(), Some(0));
+    let logs = s.gateway.logs();
+    assert_eq!(logs.matches(r#""listener":"proxy","outcome":"shed","status":503,"delivery":"not-sent""#).count(), 3, "{logs}");
+    assert!(!logs.contains("bad_http"), "{logs}");
+}

@@ -172,7 +172,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
             stream
         } else {
             let counted = self.bound.admit()?; // None: dropped, closed at once
-            Box::new(HeadDeadline::new(stream, self.head, self.bound.listener, counted)) as pingora::protocols::Stream
+            Box::new(HeadDeadline::new(stream, self.head, self.bound.listener, counted, shutdown.clone())) as pingora::protocols::Stream
         };
         self.inner.process_new(stream, shutdown).await
     }
@@ -233,6 +233,8 @@ pub struct HeadDeadline {
     /// The current head ended without pingora's parser: the client closed, a read failed, the
     /// deadline passed.
     ended: bool,
+    /// pingora's shutdown signal: a head it drops unfinished because of it was not a bad one.
+    shutdown: ShutdownWatch,
     _counted: Counted,
 }
 
@@ -243,7 +245,13 @@ impl std::fmt::Debug for HeadDeadline {
 }
 
 impl HeadDeadline {
-    fn new(inner: pingora::protocols::Stream, limits: HeadLimits, listener: &'static str, counted: Counted) -> Self {
+    fn new(
+        inner: pingora::protocols::Stream,
+        limits: HeadLimits,
+        listener: &'static str,
+        counted: Counted,
+        shutdown: ShutdownWatch,
+    ) -> Self {
         HeadDeadline {
             inner,
             limits,
@@ -255,6 +263,7 @@ impl HeadDeadline {
             own: None,
             shut: false,
             ended: false,
+            shutdown,
             _counted: counted,
         }
     }
@@ -507,7 +516,10 @@ impl Drop for HeadDeadline {
             // pingora's HTTP apps (admin, notifications) drop a head their parser refused
             // without a word: answer it here, as the proxy's refusals are. The socket has sent
             // nothing yet, so the answer fits in its buffer and goes out without waiting.
-            self.refuse(&GatewayError::BadHttp);
+            // At shutdown pingora's proxy drops every unfinished head: nothing was wrong with
+            // it (a 400 said so, and was counted as bad HTTP), the caller may retry elsewhere.
+            let shutting_down = *self.shutdown.borrow();
+            self.refuse(if shutting_down { &GatewayError::Overloaded } else { &GatewayError::BadHttp });
             let mut cx = Context::from_waker(std::task::Waker::noop());
             if self.poll_own(&mut cx).is_ready() {
                 let _ = Pin::new(&mut self.inner).poll_shutdown(&mut cx);
