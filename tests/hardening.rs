@@ -1343,3 +1343,23 @@ fn heads_unfinished_at_sigterm_are_answered_503_not_sent() {
     assert_eq!(logs.matches(r#""listener":"proxy","outcome":"shed","status":503,"delivery":"not-sent""#).count(), 3, "{logs}");
     assert!(!logs.contains("bad_http"), "{logs}");
 }
+
+/// `notify.allow_from` written as a dual-stack socket shows an IPv4 peer (`::ffff:127.0.0.1`)
+/// allows that peer: it was kept as an IPv6 network, peers are compared as IPv4, so it matched
+/// nothing and the platform itself was closed at accept.
+#[test]
+fn allow_from_in_ipv4_mapped_form_allows_that_ipv4_peer() {
+    let notify_port = free_port();
+    let extra = format!(
+        "notify:\n  listen: 127.0.0.1:{notify_port}\n  allow_from: [\"::ffff:127.0.0.1\", \"::ffff:10.0.0.0/104\"]\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:9/unused\n"
+    );
+    let s = Stack::start(Options { merchants: &[MD5_MERCHANT], gateway_extra: extra, ..Options::default() });
+    wait_listening(notify_port);
+    let r = try_request(notify_port, "GET", "/nowhere", &[], b"").map(|r| r.status);
+    assert_eq!(r.ok(), Some(404), "the allowed peer was refused");
+    let m = s.metrics();
+    assert_eq!(sample(&m, r#"paysign_notifications_total{outcome="source_refused"}"#).unwrap_or(0.0), 0.0, "{m}");
+    // GET /config shows what is in force: the IPv4 networks.
+    let c = request(s.admin, "GET", "/config", &[], b"").json();
+    assert_eq!(c["config"]["notify"]["allow_from"], serde_json::json!(["127.0.0.1/32", "10.0.0.0/8"]), "{c}");
+}
