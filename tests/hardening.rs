@@ -1363,3 +1363,26 @@ fn allow_from_in_ipv4_mapped_form_allows_that_ipv4_peer() {
     let c = request(s.admin, "GET", "/config", &[], b"").json();
     assert_eq!(c["config"]["notify"]["allow_from"], serde_json::json!(["127.0.0.1/32", "10.0.0.0/8"]), "{c}");
 }
+
+/// `CONNECT` is refused by pingora's proxy before any filter, with a bare 405 of its own: no
+/// `X-Request-Id`, no `X-Paysign-Delivery`, no body, no access line — the error contract
+/// (docs/errors.md: every response) did not hold. It is paysign's answer now.
+#[test]
+fn connect_is_answered_with_the_error_contract() {
+    use std::io::Write;
+    let s = Stack::start(Options { merchants: &[MD5_MERCHANT], ..Options::default() });
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.proxy)).unwrap();
+    c.write_all(b"CONNECT platform.example:443 HTTP/1.1\r\nHost: platform.example:443\r\n\r\n").unwrap();
+    let got = read_responses(&mut c, 1);
+    assert_eq!(got.len(), 1, "no answer");
+    let r = &got[0];
+    assert_eq!((r.status, r.header("X-Paysign-Delivery"), r.header("Connection")), (405, Some("not-sent"), Some("close")));
+    assert_eq!(r.header("Content-Type"), Some("application/json;charset=UTF-8"));
+    assert_eq!((r.json()["errCode"].as_str(), r.json()["source"].as_str()), (Some("1002"), Some("gateway")), "{}", r.text());
+    let id = r.header("X-Request-Id").expect("no X-Request-Id").to_string();
+    assert_eq!(id.len(), 32);
+    assert!(read_responses(&mut c, 1).is_empty(), "more after the refusal");
+    let logs = s.settled_logs();
+    let line = format!(r#""request_id":"{id}","listener":"proxy","outcome":"method_not_allowed","status":405,"delivery":"not-sent""#);
+    assert_eq!(logs.matches(&line).count(), 1, "{line}: {logs}");
+}
