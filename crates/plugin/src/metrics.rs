@@ -30,6 +30,7 @@ pub const REQUEST_OUTCOMES: &[&str] = &[
     "verified",
     "client_gone",
     "bad_http",
+    "head_too_large",
     "not_found",
     "method_not_allowed",
     "body_too_large",
