@@ -434,6 +434,16 @@ fn read_pid(pid_file: &Path) -> Option<i32> {
     std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()
 }
 
+/// The process runs the same program as this one (by file name: an upgraded binary shows as
+/// `paysign (deleted)`) with `run`.
+fn is_paysign(pid: i32) -> bool {
+    let name = |p: PathBuf| p.file_name().map(|n| n.to_string_lossy().trim_end_matches(" (deleted)").to_string());
+    let ours = std::env::current_exe().ok().and_then(name);
+    let theirs = std::fs::read_link(format!("/proc/{pid}/exe")).ok().and_then(name);
+    let runs = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"run"));
+    ours.is_some() && ours == theirs && runs
+}
+
 fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists and may be signalled.
     unsafe { libc::kill(pid, 0) == 0 }
@@ -451,6 +461,10 @@ pub fn upgrade(config: &Path, files: &RunFiles) -> Result<String, String> {
         read_pid(&files.pid_file).ok_or_else(|| format!("no running paysign: cannot read the pid file {}", files.pid_file.display()))?;
     if !alive(old) {
         return Err(format!("no running paysign: pid {old} (from {}) is not running", files.pid_file.display()));
+    }
+    // A stale pid file may name a recycled pid: SIGQUIT would end (core-dump) whatever runs there.
+    if !is_paysign(old) {
+        return Err(format!("no running paysign: pid {old} (from {}) is not a paysign process", files.pid_file.display()));
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let mut new = std::process::Command::new(exe);

@@ -130,9 +130,11 @@ fn reload_on_sighup(targets: Vec<Reloadable>) -> Result<(), String> {
 /// ends with its own answer and none the platform may have is abandoned.
 fn longest_call(cfg: &Config) -> Duration {
     let up = &cfg.upstream;
-    let call = cfg.client_body_timeout + up.connect_timeout * (up.connect_retries + 1) + up.read_timeout;
-    let notification = cfg.notify.as_ref().map_or(Duration::ZERO, |n| n.body_timeout + n.forward_timeout);
-    cfg.header_timeout + call.max(notification) + Duration::from_secs(1)
+    // Saturating: the settings are unbounded numbers (`connect_retries: 4294967295` panicked).
+    let attempts = up.connect_timeout.saturating_mul(up.connect_retries.saturating_add(1));
+    let call = cfg.client_body_timeout.saturating_add(attempts).saturating_add(up.read_timeout);
+    let notification = cfg.notify.as_ref().map_or(Duration::ZERO, |n| n.body_timeout.saturating_add(n.forward_timeout));
+    cfg.header_timeout.saturating_add(call.max(notification)).saturating_add(Duration::from_secs(1))
 }
 
 /// Builds the server with the gateway (proxy + admin) and/or the sandbox, and runs it until
@@ -147,7 +149,7 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
     // until the configured grace or the longest a call can take, whichever is longer; pingora's
     // own grace is the same deadline, as a fallback.
     let drain = gateway.as_ref().map_or(Duration::from_secs(1), |g| Duration::from_secs(g.grace_period_seconds).max(longest_call(g)));
-    let drain = Duration::from_secs(drain.as_secs() + u64::from(drain.subsec_nanos() > 0));
+    let drain = Duration::from_secs(drain.as_secs().saturating_add(u64::from(drain.subsec_nanos() > 0)));
     if gateway.is_some() {
         tracing::info!("shutdown: the drain deadline is {} s (docs/operations.md, Shutdown)", drain.as_secs());
     }

@@ -1178,3 +1178,235 @@ fn private_key_work_is_not_done_for_callers_who_have_gone() {
     );
     assert!(settled(&s), "{}", s.metrics());
 }
+
+/// `paysign upgrade` signals only a paysign: a stale pid file (the gateway was killed, its pid
+/// recycled) named an unrelated process of the same user, which SIGQUIT ended.
+#[test]
+fn upgrade_does_not_signal_a_process_that_is_not_paysign() {
+    let s = Stack::start(Options { merchants: &[MD5_MERCHANT], ..Options::default() });
+    let pid_file = s.dir.join(".paysign-run/paysign.pid");
+    let gateway = s.gateway_pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-KILL", &gateway]).status().unwrap().success());
+    assert!(eventually(10, || !std::path::Path::new(&format!("/proc/{gateway}/exe")).exists()));
+    let mut other = spawn_cmd(std::process::Command::new("sleep").arg("120"), s.dir.join("sleep.log"));
+    write(&pid_file, &format!("{}\n", other.pid()));
+    let mut cmd = spawn_cmd(
+        std::process::Command::new(env!("CARGO_BIN_EXE_paysign"))
+            .args(["upgrade", "-c", s.dir.join("paysign.yaml").to_str().unwrap()])
+            .env("PAYSIGN_LOG", "info"),
+        s.dir.join("upgrade.log"),
+    );
+    let finished = eventually(60, || cmd.exit_code().is_some() || !cmd.is_running());
+    // Whatever the command started must not outlive the test.
+    if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<u32>().ok()) {
+        if pid != other.pid() {
+            let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+    }
+    assert!(finished, "{}", cmd.logs());
+    assert!(other.is_running(), "the unrelated process was signalled: {}", cmd.logs());
+    assert_eq!(cmd.exit_code(), Some(1), "{}", cmd.logs());
+    assert!(cmd.logs().contains(&format!("pid {} (from {}) is not a paysign process", other.pid(), pid_file.display())), "{}", cmd.logs());
+}
+
+/// pingora prints the bytes of a head its parser refuses — with the body that came in the same
+/// write — at `debug` (proxy) and `error` (admin, notifications). A caller whose JSON has a
+/// space after each colon (Python's `json.dumps`, any pretty printer) had its `certNo` and
+/// `mobile` written to the log; a notification's `reqmsg` and a token after two spaces too.
+#[test]
+fn a_refused_heads_bytes_are_logged_without_personal_data() {
+    use std::io::Write;
+    let certno = "110101199003071234";
+    let mobile = "13900001234";
+    let reqmsg = "UmVxbXNnQ2lwaGVydGV4dFNlY3JldA";
+    let token = "tok-spaced-0a1b2c3d4e5f";
+    for level in ["debug", "trace"] {
+        let dir = temp_dir();
+        let (proxy, admin, notify) = (free_port(), free_port(), free_port());
+        write(
+            &dir.join("paysign.yaml"),
+            &format!(
+                "listen: 127.0.0.1:{proxy}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: 0\nplatform:\n  base_url: http://127.0.0.1:9\nnotify:\n  listen: 127.0.0.1:{notify}\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:9/unused\nmerchants:\n  - customer_no: \"{MD5_MERCHANT}\"\n    profile: md5\n    platform_public_key: keys/platform_public.pem\n    md5_key_file: keys/md5.key\n"
+            ),
+        );
+        let gateway = spawn_cmd(
+            std::process::Command::new(env!("CARGO_BIN_EXE_paysign"))
+                .args(["run", "-c", dir.join("paysign.yaml").to_str().unwrap()])
+                .env("PAYSIGN_LOG", level),
+            dir.join("gateway.log"),
+        );
+        wait_ready(admin, "/readyz");
+        wait_listening(notify);
+        let body = format!(r#"{{"orderNo": "LEAK-1", "certNo": "{certno}", "mobile": {mobile}}}"#);
+        let sends = [
+            (proxy, format!("POST {BINDCARD} HTTP/1.1\r\nHost: x\r\nX-Nul: a\0b\r\nContent-Length: {}\r\n\r\n{body}", body.len())),
+            (notify, format!("POST /notify/bindcard HTTP/1.1\r\nHost: x\r\nX-Nul: a\0b\r\n\r\n{{\"customerNo\": \"{MD5_MERCHANT}\", \"reqmsg\": \"{reqmsg}\"}}")),
+            (admin, format!("POST /-/reload HTTP/1.1\r\nHost: x\r\nAuthorization:Bearer  {token}\r\nX-Nul: a\0b\r\n\r\n")),
+        ];
+        for (port, raw) in &sends {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", *port)).unwrap();
+            c.write_all(raw.as_bytes()).unwrap();
+            let got = read_responses(&mut c, 1);
+            assert_eq!(got.iter().map(|r| r.status).collect::<Vec<_>>(), [400], "{level} {port}");
+        }
+        let logs = settled_logs(&gateway, proxy);
+        // pingora's line with the refused bytes was written (so the check below means something).
+        assert!(logs.contains("X-Nul: a"), "{level}: {logs}");
+        for secret in [certno, mobile, reqmsg, token] {
+            assert!(!logs.contains(secret), "PAYSIGN_LOG={level}: {secret} is in the logs: {logs}");
+        }
+    }
+}
+
+/// Numbers `check` accepts are numbers `run` survives: `connect_retries: 4294967295` panicked at
+/// start (the drain deadline's sum), `pool_idle_timeout_secs: 18446744073709551615` on the first
+/// call whose connection was pooled — after the platform had its request, the caller got no
+/// answer and the process exited.
+#[test]
+fn the_largest_numbers_check_accepts_do_not_panic_run() {
+    let huge = u64::MAX;
+    let extra = format!(
+        "  connect_retries: {}\n  pool_idle_timeout_secs: {huge}\nheader_timeout_ms: {huge}\nclient_body_timeout_ms: {huge}\n",
+        u32::MAX
+    );
+    let mut s = Stack::start(Options { merchants: &[MD5_MERCHANT], gateway_extra: extra, ..Options::default() });
+    let (code, out, err) = run_paysign(&["check", "-c", s.dir.join("paysign.yaml").to_str().unwrap()], &[], "");
+    assert_eq!(code, 0, "{out}{err}");
+    for i in 0..3 {
+        let r = s.post_json(MD5_MERCHANT, &bindcard(&format!("HUGE-{i}")));
+        assert_eq!(r.status, 200, "{}: {}", r.text(), s.gateway.logs());
+    }
+    assert!(s.gateway.is_running());
+    // With nothing in flight, SIGTERM ends it at once, whatever the deadline's sum.
+    assert_eq!(unsafe { libc::kill(s.gateway_pid() as i32, libc::SIGTERM) }, 0);
+    assert!(eventually(10, || !s.gateway.is_running()), "did not stop");
+    assert_eq!(s.gateway.exit_code(), Some(0));
+    assert!(!s.gateway.logs().contains("panic"), "{}", s.gateway.logs());
+}
+
+/// Refusals paysign makes itself before any app (a late head, a head over `max_header_bytes`)
+/// are one access line or metric each, not also an `error` line of pingora's ("Fail to proxy:
+/// … request head not received in time", "HTTP server fails to read from downstream: …
+/// request refused"): an outsider could write error lines at the rate it opens connections.
+#[test]
+fn refusals_before_any_app_write_no_error_lines() {
+    use std::io::Write;
+    let notify_port = free_port();
+    let extra = format!(
+        "header_timeout_ms: 300\nmax_header_bytes: 1024\nnotify:\n  listen: 127.0.0.1:{notify_port}\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:9/unused\n"
+    );
+    let s = Stack::start(Options { merchants: &[MD5_MERCHANT], gateway_extra: extra, ..Options::default() });
+    wait_listening(notify_port);
+    for port in [s.proxy, s.admin, notify_port] {
+        let mut late = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        late.write_all(b"GET /x HTTP/1.1\r\n").unwrap();
+        assert!(closed_within(&mut late, 10), "{port}: not closed at the deadline");
+        let mut large = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        large.write_all(format!("GET /x HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(2000)).as_bytes()).unwrap();
+        assert_eq!(read_responses(&mut large, 1).iter().map(|r| r.status).collect::<Vec<_>>(), [431], "{port}");
+    }
+    let m = s.metrics();
+    for l in ["proxy", "admin", "notify"] {
+        assert_eq!(sample(&m, &format!(r#"paysign_header_timeouts_total{{listener="{l}"}}"#)), Some(1.0), "{l}");
+    }
+    let logs = s.settled_logs();
+    assert_eq!(logs.matches(r#""status":431"#).count(), 3, "{logs}");
+    let errors: Vec<&str> = logs.lines().filter(|l| l.contains(r#""level":"error""#)).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+/// At SIGTERM pingora's proxy drops every connection still sending its head; paysign answered
+/// each "400 the request head could not be parsed" (counted as bad HTTP), which tells a caller
+/// its request was wrong. Nothing was sent: 503 `not-sent` with `Retry-After`, so it retries.
+#[test]
+fn heads_unfinished_at_sigterm_are_answered_503_not_sent() {
+    use std::io::Write;
+    let mut s = Stack::start(Options { merchants: &[MD5_MERCHANT], ..Options::default() });
+    let mut callers: Vec<_> = (0..3)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", s.proxy)).unwrap();
+            c.write_all(format!("POST {BINDCARD} HTTP/1.1\r\nHo").as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    assert!(eventually(10, || sample(&s.metrics(), r#"paysign_connections_open{listener="proxy"}"#) == Some(3.0)));
+    assert_eq!(unsafe { libc::kill(s.gateway_pid() as i32, libc::SIGTERM) }, 0);
+    for c in &mut callers {
+        let got = read_responses(c, 1);
+        assert_eq!(got.len(), 1, "no answer");
+        let r = &got[0];
+        assert_eq!((r.status, r.header("X-Paysign-Delivery"), r.header("Retry-After")), (503, Some("not-sent"), Some("1")), "{}", r.text());
+    }
+    assert!(eventually(20, || !s.gateway.is_running()), "did not stop");
+    assert_eq!(s.gateway.exit_code(), Some(0));
+    let logs = s.gateway.logs();
+    assert_eq!(logs.matches(r#""listener":"proxy","outcome":"shed","status":503,"delivery":"not-sent""#).count(), 3, "{logs}");
+    assert!(!logs.contains("bad_http"), "{logs}");
+}
+
+/// `notify.allow_from` written as a dual-stack socket shows an IPv4 peer (`::ffff:127.0.0.1`)
+/// allows that peer: it was kept as an IPv6 network, peers are compared as IPv4, so it matched
+/// nothing and the platform itself was closed at accept.
+#[test]
+fn allow_from_in_ipv4_mapped_form_allows_that_ipv4_peer() {
+    let notify_port = free_port();
+    let extra = format!(
+        "notify:\n  listen: 127.0.0.1:{notify_port}\n  allow_from: [\"::ffff:127.0.0.1\", \"::ffff:10.0.0.0/104\"]\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:9/unused\n"
+    );
+    let s = Stack::start(Options { merchants: &[MD5_MERCHANT], gateway_extra: extra, ..Options::default() });
+    wait_listening(notify_port);
+    let r = try_request(notify_port, "GET", "/nowhere", &[], b"").map(|r| r.status);
+    assert_eq!(r.ok(), Some(404), "the allowed peer was refused");
+    let m = s.metrics();
+    assert_eq!(sample(&m, r#"paysign_notifications_total{outcome="source_refused"}"#).unwrap_or(0.0), 0.0, "{m}");
+    // GET /config shows what is in force: the IPv4 networks.
+    let c = request(s.admin, "GET", "/config", &[], b"").json();
+    assert_eq!(c["config"]["notify"]["allow_from"], serde_json::json!(["127.0.0.1/32", "10.0.0.0/8"]), "{c}");
+}
+
+/// `CONNECT` is refused by pingora's proxy before any filter, with a bare 405 of its own: no
+/// `X-Request-Id`, no `X-Paysign-Delivery`, no body, no access line — the error contract
+/// (docs/errors.md: every response) did not hold. It is paysign's answer now.
+#[test]
+fn connect_is_answered_with_the_error_contract() {
+    use std::io::Write;
+    let s = Stack::start(Options { merchants: &[MD5_MERCHANT], ..Options::default() });
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.proxy)).unwrap();
+    c.write_all(b"CONNECT platform.example:443 HTTP/1.1\r\nHost: platform.example:443\r\n\r\n").unwrap();
+    let got = read_responses(&mut c, 1);
+    assert_eq!(got.len(), 1, "no answer");
+    let r = &got[0];
+    assert_eq!((r.status, r.header("X-Paysign-Delivery"), r.header("Connection")), (405, Some("not-sent"), Some("close")));
+    assert_eq!(r.header("Content-Type"), Some("application/json;charset=UTF-8"));
+    assert_eq!((r.json()["errCode"].as_str(), r.json()["source"].as_str()), (Some("1002"), Some("gateway")), "{}", r.text());
+    let id = r.header("X-Request-Id").expect("no X-Request-Id").to_string();
+    assert_eq!(id.len(), 32);
+    assert!(read_responses(&mut c, 1).is_empty(), "more after the refusal");
+    let logs = s.settled_logs();
+    let line = format!(r#""request_id":"{id}","listener":"proxy","outcome":"method_not_allowed","status":405,"delivery":"not-sent""#);
+    assert_eq!(logs.matches(&line).count(), 1, "{line}: {logs}");
+}
+
+/// `paysign check` on a file of deeply nested flow collections: no panic, and no quadratic
+/// parse (40,000 levels, an 80 KB file, took 13.5 s of CPU; a reload as long).
+#[test]
+fn check_refuses_deep_nesting_at_once() {
+    let dir = temp_dir();
+    let n = 40_000;
+    let file = dir.join("deep.yaml");
+    write(&file, &format!("listen: {}{}\n", "[".repeat(n), "]".repeat(n)));
+    let start = std::time::Instant::now();
+    let (code, out, err) = run_paysign(&["check", "-c", file.to_str().unwrap()], &[], "");
+    let took = start.elapsed();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("deep.yaml: (file): invalid configuration: nested deeper than 64 levels of [ ] or { }"),
+        "{out}{err}"
+    );
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    // A setting's own brackets, quoted ones and comments are not nesting.
+    let fine = dir.join("fine.yaml");
+    write(&fine, &format!("listen: \"{}\" # {}\n", "[".repeat(100), "{".repeat(100)));
+    let (_, out, err) = run_paysign(&["check", "-c", fine.to_str().unwrap()], &[], "");
+    assert!(!format!("{out}{err}").contains("nested deeper"), "{out}{err}");
+}

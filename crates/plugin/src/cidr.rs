@@ -28,6 +28,13 @@ impl Cidr {
         if prefix > max {
             return Err(bad());
         }
+        // `::ffff:203.0.113.7` (how a dual-stack socket shows an IPv4 peer) is that IPv4
+        // address: peers are compared as IPv4, so kept as IPv6 it matched nothing.
+        if let IpAddr::V6(v6) = net {
+            if let Some(v4) = v6.to_ipv4_mapped().filter(|_| prefix >= 96) {
+                return Ok(Cidr { net: IpAddr::V4(v4), prefix: prefix - 96 });
+            }
+        }
         Ok(Cidr { net, prefix })
     }
 
@@ -69,6 +76,10 @@ mod tests {
         let v6 = Cidr::parse("2001:db8::/32").unwrap();
         assert!(v6.contains("2001:db8:ffff::1".parse().unwrap()) && !v6.contains("2001:db9::1".parse().unwrap()));
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        // Written as a dual-stack socket shows an IPv4 peer: the same IPv4 network.
+        let mapped = Cidr::parse("::ffff:203.0.113.0/120").unwrap();
+        assert_eq!(mapped, n);
+        assert!(Cidr::parse("::ffff:127.0.0.1").unwrap().contains("127.0.0.1".parse().unwrap()));
         for bad in ["10.0.0.0/33", "::/129", "example.com", "10.0.0/8", "10.0.0.0/x"] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
         }

@@ -91,7 +91,9 @@ impl IdlePool {
         let now = Instant::now();
         let closed: Vec<Parked> = {
             let mut parked = self.shared.lock();
-            parked.push_back(Parked { key, stream, until: now + idle_timeout });
+            // `pool_idle_timeout_secs` is any u64: a huge one (overflowing an Instant) is "never".
+            let until = now.checked_add(idle_timeout).unwrap_or_else(|| now + Duration::from_secs(u64::from(u32::MAX)));
+            parked.push_back(Parked { key, stream, until });
             let expired = parked.iter().take_while(|p| p.until <= now).count();
             let over = parked.len().saturating_sub(self.shared.size);
             let n = expired.max(over);

@@ -24,9 +24,10 @@
 //!   of a head, so its buffer (and the re-parse of it on every read) stays that small; and all
 //!   unfinished heads of a listener together hold at most [`HEAD_BUDGET`] (beyond: 503).
 //!   Bodies have their own timeouts (`client_body_timeout_ms`).
-//! - pingora answers a head its parser refuses with a bare 400 of its own; that answer is
-//!   replaced by paysign's (JSON error, `X-Request-Id`, `X-Paysign-Delivery: not-sent`); its HTTP
-//!   apps (admin, notifications) close such a connection without a word, and get the same answer.
+//! - pingora answers a head its parser refuses with a bare 400 of its own (and `CONNECT` with a
+//!   bare 405); that answer is replaced by paysign's (JSON error, `X-Request-Id`,
+//!   `X-Paysign-Delivery: not-sent`); its HTTP apps (admin, notifications) close such a
+//!   connection without a word, and get the same answer.
 
 use std::future::Future;
 use std::io;
@@ -172,7 +173,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
             stream
         } else {
             let counted = self.bound.admit()?; // None: dropped, closed at once
-            Box::new(HeadDeadline::new(stream, self.head, self.bound.listener, counted)) as pingora::protocols::Stream
+            Box::new(HeadDeadline::new(stream, self.head, self.bound.listener, counted, shutdown.clone())) as pingora::protocols::Stream
         };
         self.inner.process_new(stream, shutdown).await
     }
@@ -233,6 +234,8 @@ pub struct HeadDeadline {
     /// The current head ended without pingora's parser: the client closed, a read failed, the
     /// deadline passed.
     ended: bool,
+    /// pingora's shutdown signal: a head it drops unfinished because of it was not a bad one.
+    shutdown: ShutdownWatch,
     _counted: Counted,
 }
 
@@ -243,7 +246,13 @@ impl std::fmt::Debug for HeadDeadline {
 }
 
 impl HeadDeadline {
-    fn new(inner: pingora::protocols::Stream, limits: HeadLimits, listener: &'static str, counted: Counted) -> Self {
+    fn new(
+        inner: pingora::protocols::Stream,
+        limits: HeadLimits,
+        listener: &'static str,
+        counted: Counted,
+        shutdown: ShutdownWatch,
+    ) -> Self {
         HeadDeadline {
             inner,
             limits,
@@ -255,6 +264,7 @@ impl HeadDeadline {
             own: None,
             shut: false,
             ended: false,
+            shutdown,
             _counted: counted,
         }
     }
@@ -400,15 +410,19 @@ impl AsyncRead for HeadDeadline {
     }
 }
 
-/// pingora's own answer to a head its parser refused: a bare 400 (no `Content-Type`; every
-/// answer of paysign's has one), written before any app saw a request. (Its other refusals,
-/// e.g. 405 to `CONNECT`, say what they mean and pass unchanged.)
-fn is_pingora_refusal(data: &[u8]) -> bool {
-    if !data.starts_with(b"HTTP/1.1 400 ") {
-        return false;
-    }
+/// pingora's own answer written before any app saw a request — a bare 400 to a head its parser
+/// refused, a bare 405 to `CONNECT` (no `Content-Type`; every answer of paysign's has one) —
+/// as the refusal paysign answers instead (the error contract holds for every response).
+fn pingora_refusal(data: &[u8]) -> Option<GatewayError> {
+    let e = if data.starts_with(b"HTTP/1.1 400 ") {
+        GatewayError::BadHttp
+    } else if data.starts_with(b"HTTP/1.1 405 ") {
+        GatewayError::MethodNotAllowed
+    } else {
+        return None;
+    };
     let head = &data[..data.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(data.len())];
-    !head.windows(14).any(|w| w.eq_ignore_ascii_case(b"\ncontent-type:"))
+    (!head.windows(14).any(|w| w.eq_ignore_ascii_case(b"\ncontent-type:"))).then_some(e)
 }
 
 /// A refusal, counted and logged (the one place that sees it).
@@ -457,8 +471,10 @@ impl HeadDeadline {
         pass: impl FnOnce(&mut Self, &mut Context<'_>) -> Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
         self.take_parsed();
-        if self.phase == Phase::Head && self.own.is_none() && is_pingora_refusal(data) {
-            self.refuse(&GatewayError::BadHttp);
+        if self.phase == Phase::Head && self.own.is_none() {
+            if let Some(e) = pingora_refusal(data) {
+                self.refuse(&e);
+            }
         }
         if self.phase == Phase::Refused {
             return match self.poll_own(cx) {
@@ -507,7 +523,10 @@ impl Drop for HeadDeadline {
             // pingora's HTTP apps (admin, notifications) drop a head their parser refused
             // without a word: answer it here, as the proxy's refusals are. The socket has sent
             // nothing yet, so the answer fits in its buffer and goes out without waiting.
-            self.refuse(&GatewayError::BadHttp);
+            // At shutdown pingora's proxy drops every unfinished head: nothing was wrong with
+            // it (a 400 said so, and was counted as bad HTTP), the caller may retry elsewhere.
+            let shutting_down = *self.shutdown.borrow();
+            self.refuse(if shutting_down { &GatewayError::Overloaded } else { &GatewayError::BadHttp });
             let mut cx = Context::from_waker(std::task::Waker::noop());
             if self.poll_own(&mut cx).is_ready() {
                 let _ = Pin::new(&mut self.inner).poll_shutdown(&mut cx);
@@ -564,10 +583,12 @@ mod tests {
 
     #[test]
     fn only_pingoras_bare_refusals_are_replaced() {
-        assert!(is_pingora_refusal(b"HTTP/1.1 400 Bad Request\r\nServer: Pingora\r\nContent-Length: 0\r\n\r\n"));
-        assert!(!is_pingora_refusal(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\r\n{}"));
-        assert!(!is_pingora_refusal(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
-        assert!(!is_pingora_refusal(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n"));
+        let refusal = |d: &[u8]| pingora_refusal(d).map(|e| e.status());
+        assert_eq!(refusal(b"HTTP/1.1 400 Bad Request\r\nServer: Pingora\r\nContent-Length: 0\r\n\r\n"), Some(400));
+        assert_eq!(refusal(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\r\n{}"), None);
+        assert_eq!(refusal(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), None);
+        assert_eq!(refusal(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n"), Some(405));
+        assert_eq!(refusal(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\n\r\n{}"), None);
     }
 
     #[test]
