@@ -28,15 +28,13 @@ use crate::lifecycle::{self, Listen, RunFiles, Signals};
 fn announce_gateway(cfg: &Config) {
     let up = &cfg.upstream;
     tracing::info!(
-        "paysign {} loaded {}: crypto_backend={} listen={} admin={} platform={}://{}{} tls_verify={} ca_file={} connect_timeout_ms={} read_timeout_ms={} connect_retries={} max_body_bytes={}",
+        "paysign {} loaded {}: crypto_backend={} listen={} admin={} platform={} tls_verify={} ca_file={} connect_timeout_ms={} read_timeout_ms={} connect_retries={} max_body_bytes={}",
         env!("CARGO_PKG_VERSION"),
         cfg.source.display(),
         cfg.crypto_backend.as_str(),
         cfg.listen,
         cfg.admin_listen,
-        if up.target.tls { "https" } else { "http" },
-        up.target.authority,
-        up.target.path,
+        up.target.url(),
         up.tls_verify,
         up.ca_file.as_ref().map_or("-".into(), |p| p.display().to_string()),
         up.connect_timeout.as_millis(),
@@ -65,14 +63,6 @@ fn announce_gateway(cfg: &Config) {
     if cfg.default_merchant().is_none() {
         tracing::info!("several merchants: requests must name one with X-Paysign-Merchant");
     }
-}
-
-fn n_routes(cfg: &Config) -> Vec<(String, &'static str, String, String)> {
-    cfg.notify
-        .iter()
-        .flat_map(|n| n.routes.iter())
-        .map(|r| (r.path.clone(), if r.target.tls { "https" } else { "http" }, r.target.authority.clone(), r.target.path.clone()))
-        .collect()
 }
 
 /// Requires client certificates issued by the CA in `ca` (the sandbox's mutual TLS).
@@ -203,8 +193,8 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         let limits =
             Limits { max_connections: cfg.max_connections, head_timeout: cfg.header_timeout, max_head_bytes: cfg.max_header_bytes };
         let admin_limits = Limits { max_connections: cfg.max_connections.min(64), ..limits };
-        for r in &n_routes(&cfg) {
-            tracing::info!("notification route {} -> {}://{}{}", r.0, r.1, r.2, r.3);
+        for r in cfg.notify.iter().flat_map(|n| n.routes.iter()) {
+            tracing::info!("notification route {} -> {}", r.path, r.target.url());
         }
         let live = Arc::new(Live::new(cfg.source.clone(), cfg));
         reloadable.push(Reloadable::Gateway(live.clone()));

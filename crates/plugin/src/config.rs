@@ -478,7 +478,7 @@ impl Config {
                 "trusted_proxies": text(&n.trusted_proxies),
                 "routes": n.routes.iter().map(|r| json!({
                     "path": r.path,
-                    "target": format!("{}://{}{}", if r.target.tls { "https" } else { "http" }, r.target.authority, r.target.path),
+                    "target": r.target.url(),
                     "merchant": r.merchant.as_ref().map(|m| m.customer_no.clone()),
                 })).collect::<Vec<_>>(),
             })
@@ -504,7 +504,7 @@ impl Config {
             "max_header_bytes": self.max_header_bytes,
             "callers": callers,
             "platform": {
-                "base_url": format!("{}://{}{}", if up.target.tls { "https" } else { "http" }, up.target.authority, up.target.path),
+                "base_url": up.target.url(),
                 "addresses": up.target.addrs.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>(),
                 "tls_verify": up.tls_verify,
                 "ca_file": up.ca_file.as_ref().map(|p| p.display().to_string()),

@@ -89,6 +89,11 @@ pub fn parse_url_with(url: &str, resolve: bool) -> Result<Target, String> {
 }
 
 impl Target {
+    /// The URL as configured (scheme, authority, path), for logs and `GET /config`.
+    pub fn url(&self) -> String {
+        format!("{}://{}{}", if self.tls { "https" } else { "http" }, self.authority, self.path)
+    }
+
     /// The host is an IP literal: there is nothing to look up again.
     pub fn is_ip_literal(&self) -> bool {
         self.host.parse::<std::net::IpAddr>().is_ok()
