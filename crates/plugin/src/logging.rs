@@ -120,11 +120,11 @@ const REDACTED: &str = "[redacted]";
 fn redact(msg: &str) -> String {
     let mut out = msg.to_string();
     for h in SECRET_HEADERS {
-        out = blank_after(&out, &format!("\"{h}\": \""), "\"", true);
+        // A printed header map (`"authorization": "…"`) and a raw head (`authorization: …`).
+        out = blank_value(&out, &format!("\"{h}\""), Some(":"), "\"", true);
         out = blank_value(&out, &format!("{h}:"), None, "\\\r\n\"", true);
     }
-    out = blank_value(&out, "Bearer ", None, " \"\\,;}", false);
-    out = blank_value(&out, "bearer ", None, " \"\\,;}", false);
+    out = blank_value(&out, "bearer ", None, " \"\\,;}", true);
     for f in SECRET_FIELDS {
         out = blank_value(&out, &format!("\"{f}\""), Some(":"), "\",}] \\", false);
         out = blank_value(&out, &format!("\\\"{f}\\\""), Some(":"), "\",}] \\", false);
@@ -132,9 +132,10 @@ fn redact(msg: &str) -> String {
     out
 }
 
-/// Like [`blank_after`], but first skips the spacing after `marker` (and then `then`, e.g. a
-/// JSON colon, and its spacing, or leaves the text alone where `then` does not follow); a
-/// quoted value (`"…"` or the escaped `\"…\"`) is blanked up to its closing quote, a bare one
+/// `text` with the value after each `marker` replaced by [`REDACTED`] (`any_case`: the marker
+/// matched without regard to ASCII case). The spacing after `marker` is skipped (and then
+/// `then`, e.g. a JSON colon, and its spacing; where `then` does not follow, the text is left
+/// alone); a quoted value (`"…"` or the escaped `\"…\"`) is blanked up to its closing quote, a bare one
 /// (a JSON number, a header value) up to the first character of `stop`.
 fn blank_value(text: &str, marker: &str, then: Option<&str>, stop: &str, any_case: bool) -> String {
     let hay = if any_case { text.to_ascii_lowercase() } else { text.to_string() };
@@ -163,23 +164,6 @@ fn blank_value(text: &str, marker: &str, then: Option<&str>, stop: &str, any_cas
         out.push_str(REDACTED);
         let end = if open > 0 { text[start..].find(close) } else { text[start..].find(|c: char| stop.contains(c)) };
         from = end.map_or(text.len(), |j| start + j);
-    }
-    out.push_str(&text[from..]);
-    out
-}
-
-/// `text` with what follows each `marker` (until the first character of `stop`, or the end)
-/// replaced by [`REDACTED`]; `any_case`: the marker matched without regard to ASCII case.
-fn blank_after(text: &str, marker: &str, stop: &str, any_case: bool) -> String {
-    let hay = if any_case { text.to_ascii_lowercase() } else { text.to_string() };
-    let mut out = String::with_capacity(text.len());
-    let mut from = 0;
-    while let Some(i) = hay[from..].find(marker) {
-        let start = from + i + marker.len();
-        out.push_str(&text[from..start]);
-        out.push_str(REDACTED);
-        let end = text[start..].find(|c: char| stop.contains(c)).map_or(text.len(), |j| start + j);
-        from = end;
     }
     out.push_str(&text[from..]);
     out
