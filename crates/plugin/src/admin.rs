@@ -120,6 +120,52 @@ impl Admin {
             }
         }
     }
+
+    /// An admin write (or `GET /config`): the one method it takes, from an authorized caller.
+    #[allow(clippy::result_large_err)]
+    fn guard(&self, session: &ServerSession, method: http::Method, usage: &'static [u8]) -> Result<(), Response<Vec<u8>>> {
+        if session.req_header().method != method {
+            return Err(reply(405, "text/plain", usage.to_vec()));
+        }
+        self.authorized(session)
+    }
+
+    /// `POST /-/reload`: the answer says the new generation and what needs a restart.
+    async fn reload(&self, session: &ServerSession) -> Response<Vec<u8>> {
+        if let Err(refusal) = self.guard(session, http::Method::POST, b"POST to reload\n") {
+            return refusal;
+        }
+        // Key parsing is CPU work: keep it off the event loop.
+        let live = self.live.clone();
+        match tokio::task::spawn_blocking(move || live.reload()).await {
+            Ok(Ok(done)) => {
+                let mut answer = serde_json::json!({"result": "ok", "generation": done.generation});
+                // Said only when there is something to say, so the usual answer stays short.
+                if !done.needs_restart.is_empty() {
+                    answer["needs_restart"] = serde_json::json!(done.needs_restart);
+                }
+                reply(200, "application/json", answer.to_string().into_bytes())
+            }
+            Ok(Err(e)) => {
+                reply(500, "application/json", serde_json::json!({"result": "failed", "error": e.to_string()}).to_string().into_bytes())
+            }
+            Err(_) => reply(500, "application/json", br#"{"result":"failed","error":"internal"}"#.to_vec()),
+        }
+    }
+
+    /// `GET /config`: the configuration in force (secrets redacted) and its generation.
+    fn config(&self, session: &ServerSession) -> Response<Vec<u8>> {
+        if let Err(refusal) = self.guard(session, http::Method::GET, b"GET the configuration\n") {
+            return refusal;
+        }
+        let rt = self.live.current();
+        let answer = serde_json::json!({
+            "generation": rt.generation,
+            "needs_restart": rt.needs_restart,
+            "config": rt.config.describe(),
+        });
+        reply(200, "application/json", answer.to_string().into_bytes())
+    }
 }
 
 /// One `warn` line per refused admin write: who tried what (never the token presented).
@@ -132,50 +178,11 @@ fn refused(session: &ServerSession, status: u16, why: &str) {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        crate::listener::head_parsed(session.stream());
-        // Pipelined requests are answered in order, never one dropped.
-        session.set_pipelining_enabled(true);
+        crate::listener::request_parsed(session);
         let path = session.req_header().uri.path().to_string();
-        if path == "/-/reload" {
-            if session.req_header().method != http::Method::POST {
-                return reply(405, "text/plain", b"POST to reload\n".to_vec());
-            }
-            if let Err(refusal) = self.authorized(session) {
-                return refusal;
-            }
-            // Key parsing is CPU work: keep it off the event loop.
-            let live = self.live.clone();
-            return match tokio::task::spawn_blocking(move || live.reload()).await {
-                Ok(Ok(done)) => {
-                    let mut answer = serde_json::json!({"result": "ok", "generation": done.generation});
-                    // Said only when there is something to say, so the usual answer stays short.
-                    if !done.needs_restart.is_empty() {
-                        answer["needs_restart"] = serde_json::json!(done.needs_restart);
-                    }
-                    reply(200, "application/json", answer.to_string().into_bytes())
-                }
-                Ok(Err(e)) => {
-                    reply(500, "application/json", serde_json::json!({"result": "failed", "error": e.to_string()}).to_string().into_bytes())
-                }
-                Err(_) => reply(500, "application/json", br#"{"result":"failed","error":"internal"}"#.to_vec()),
-            };
-        }
-        if path == "/config" {
-            if session.req_header().method != http::Method::GET {
-                return reply(405, "text/plain", b"GET the configuration\n".to_vec());
-            }
-            if let Err(refusal) = self.authorized(session) {
-                return refusal;
-            }
-            let rt = self.live.current();
-            let answer = serde_json::json!({
-                "generation": rt.generation,
-                "needs_restart": rt.needs_restart,
-                "config": rt.config.describe(),
-            });
-            return reply(200, "application/json", answer.to_string().into_bytes());
-        }
         match path.as_str() {
+            "/-/reload" => self.reload(session).await,
+            "/config" => self.config(session),
             "/metrics" => reply(200, "text/plain; version=0.0.4", metrics::render(&self.registry).into_bytes()),
             "/healthz" => reply(200, "text/plain", b"ok\n".to_vec()),
             "/readyz" => {

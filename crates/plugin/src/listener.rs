@@ -16,7 +16,7 @@
 //!   too, so it never takes a slot (the notification listener's `allow_from`);
 //! - each connection's stream is wrapped in a [`HeadDeadline`]: from the first read of a
 //!   request (or of the wait for the next one on a kept-alive connection) until the app is
-//!   handed the parsed head ([`head_parsed`]) — pingora's parser decides, not a byte pattern:
+//!   handed the parsed head ([`request_parsed`]) — pingora's parser decides, not a byte pattern:
 //!   blank lines before a request line do not end a head — the head must arrive within
 //!   `head_timeout`, or the read fails and pingora closes the connection (counted in
 //!   `paysign_header_timeouts_total{listener}`); and it may not exceed `max_head_bytes`, or it
@@ -84,7 +84,7 @@ impl<A> Limited<A> {
             open: AtomicUsize::new(0),
             max: limits.max_connections,
             listener,
-            peer_check: None,
+            peer_check: std::sync::OnceLock::new(),
             head_bytes: AtomicUsize::new(0),
             head_budget: HEAD_BUDGET.max(limits.max_head_bytes + 1),
         });
@@ -94,10 +94,9 @@ impl<A> Limited<A> {
 
     /// Refuses peers `check` refuses, in the accept loop (before [`Self::connection_filter`]
     /// is taken).
-    pub fn with_peer_check(mut self, check: PeerCheck) -> Self {
-        if let Some(bound) = Arc::get_mut(&mut self.bound) {
-            bound.peer_check = Some(check);
-        }
+    pub fn with_peer_check(self, check: PeerCheck) -> Self {
+        // Set at most once (the first check stays); it holds even where the bound is shared.
+        let _ = self.bound.peer_check.set(check);
         self
     }
 
@@ -114,7 +113,7 @@ struct ConnectionBound {
     open: AtomicUsize,
     max: usize,
     listener: &'static str,
-    peer_check: Option<PeerCheck>,
+    peer_check: std::sync::OnceLock<PeerCheck>,
     /// Bytes of unfinished heads all connections hold now, and the most they may.
     head_bytes: AtomicUsize,
     head_budget: usize,
@@ -148,7 +147,7 @@ impl ConnectionBound {
 #[async_trait]
 impl ConnectionFilter for ConnectionBound {
     async fn should_accept(&self, peer: Option<&std::net::SocketAddr>) -> bool {
-        if let (Some(check), Some(peer)) = (&self.peer_check, peer) {
+        if let (Some(check), Some(peer)) = (self.peer_check.get(), peer) {
             if !check(peer.ip()) {
                 return false;
             }
@@ -194,13 +193,15 @@ impl Drop for Counted {
     }
 }
 
-/// Tells the connection's [`HeadDeadline`] (if the stream is one) that pingora has parsed a
-/// complete request head: its deadline and size bound end. Every app behind [`Limited`] calls
-/// this first thing for each request (the only moment a head is known to be complete).
-pub fn head_parsed(stream: Option<&pingora::protocols::Stream>) {
-    if let Some(h) = stream.and_then(|s| (**s).as_any().downcast_ref::<HeadDeadline>()) {
+/// What every app behind [`Limited`] does first for each request (the only moment a head is
+/// known to be complete): tells the connection's [`HeadDeadline`] (if the stream is one) that
+/// pingora has parsed the head, so its deadline and size bound end; and answers pipelined
+/// requests in order (pingora's default drops the second one).
+pub fn request_parsed(session: &mut pingora::protocols::http::ServerSession) {
+    if let Some(h) = session.stream().and_then(|s| (**s).as_any().downcast_ref::<HeadDeadline>()) {
         h.parsed.store(true, Ordering::Release);
     }
+    session.set_pipelining_enabled(true);
 }
 
 /// Where a connection is in its exchange.
@@ -222,7 +223,7 @@ pub struct HeadDeadline {
     limits: HeadLimits,
     listener: &'static str,
     phase: Phase,
-    /// Set through [`head_parsed`] (from the app, which holds only `&Stream`).
+    /// Set through [`request_parsed`] (from the app, which holds only `&Stream`).
     parsed: AtomicBool,
     /// Bytes of the current head read so far.
     head_bytes: usize,
@@ -269,7 +270,7 @@ impl HeadDeadline {
         }
     }
 
-    /// Applies a [`head_parsed`] signal, if one came.
+    /// Applies a [`request_parsed`] signal, if one came.
     fn take_parsed(&mut self) {
         if self.parsed.swap(false, Ordering::AcqRel) && self.phase != Phase::Refused {
             self.phase = Phase::Request;
@@ -548,7 +549,7 @@ mod tests {
             open: AtomicUsize::new(0),
             max: 2,
             listener: "filter-test",
-            peer_check: None,
+            peer_check: std::sync::OnceLock::new(),
             head_bytes: AtomicUsize::new(0),
             head_budget: 1,
         });
@@ -571,7 +572,7 @@ mod tests {
             open: AtomicUsize::new(0),
             max: 2,
             listener: "peer-test",
-            peer_check: Some(check),
+            peer_check: std::sync::OnceLock::from(check),
             head_bytes: AtomicUsize::new(0),
             head_budget: 1,
         };

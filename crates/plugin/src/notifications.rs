@@ -54,9 +54,7 @@ impl ServeHttp for Notifications {
         let _handling = Handling::new();
         // This listener faces the internet: its thread yields the CPU to the callers' proxy.
         crate::executor::lower_thread_priority_once(5);
-        crate::listener::head_parsed(session.stream());
-        // Two notifications in one send are answered in order, never one dropped.
-        session.set_pipelining_enabled(true);
+        crate::listener::request_parsed(session);
         let start = Instant::now();
         let mut log = Map::new();
         let rt = self.live.current();

@@ -368,8 +368,7 @@ impl ProxyHttp for Gateway {
     /// Default: nothing. Here: the head is complete (its deadline and size bound end), and
     /// pipelined requests are answered in order (pingora's default drops the second one).
     async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> pingora::Result<()> {
-        crate::listener::head_parsed(session.stream());
-        session.set_pipelining_enabled(true);
+        crate::listener::request_parsed(session);
         Ok(())
     }
 
