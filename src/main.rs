@@ -165,9 +165,11 @@ impl TokenAccess {
         }
     }
 
-    /// One line about the key a `pkcs11:` URI names.
+    /// One line about the key a `pkcs11:` URI names; `Err`: the line of a key that fails the
+    /// check (an error, or a key nobody looked at).
     fn check(&self, uri: &str) -> Result<String, String> {
-        let parsed = paysign_plugin::pkcs11::Pkcs11Uri::parse(uri)?;
+        let error = |e: String| format!("ERROR: {e}");
+        let parsed = paysign_plugin::pkcs11::Pkcs11Uri::parse(uri).map_err(error)?;
         let Some(module) = &self.module else {
             // Saying nothing is not saying "fine": a key nobody looked at fails the check.
             return Err(format!(
@@ -175,8 +177,8 @@ impl TokenAccess {
                 parsed.token
             ));
         };
-        let pin = paysign_protocol::crypto::Secret::new(self.pin()?);
-        let key = paysign_plugin::pkcs11::open_key(uri, module, &pin, false)?;
+        let pin = paysign_protocol::crypto::Secret::new(self.pin().map_err(error)?);
+        let key = paysign_plugin::pkcs11::open_key(uri, module, &pin, false).map_err(error)?;
         Ok(format!("private key in a PKCS#11 token, RSA-{} (it never leaves the token)", key.public().bits()))
     }
 }
@@ -188,12 +190,8 @@ fn keys_check(files: &[String], tokens: &TokenAccess) -> Result<(), String> {
         if paysign_plugin::pkcs11::is_uri(name) {
             match tokens.check(name) {
                 Ok(line) => println!("{name}: {line}"),
-                Err(e) if e.starts_with("NOT CHECKED") => {
-                    println!("{name}: {e}");
-                    unreadable = true;
-                }
-                Err(e) => {
-                    println!("{name}: ERROR: {e}");
+                Err(line) => {
+                    println!("{name}: {line}");
                     unreadable = true;
                 }
             }
@@ -231,13 +229,11 @@ fn check(configs: &[PathBuf]) -> Result<(), String> {
             0 => String::new(),
             n => format!(", {n} warning(s)"),
         };
-        match report.kind {
-            _ if !report.errors.is_empty() => {
-                println!("{}: {} problem(s)", path.display(), report.errors.len());
-                failed += 1;
-            }
-            Some(kind) => println!("{}: ok ({kind}, {} merchant(s){warned})", path.display(), report.merchants),
-            None => failed += 1,
+        if report.errors.is_empty() {
+            println!("{}: ok ({}, {} merchant(s){warned})", path.display(), report.kind, report.merchants);
+        } else {
+            println!("{}: {} problem(s)", path.display(), report.errors.len());
+            failed += 1;
         }
     }
     if failed > 0 {
@@ -248,7 +244,7 @@ fn check(configs: &[PathBuf]) -> Result<(), String> {
 
 /// What `check` found in one file, whichever kind it is.
 struct Checked {
-    kind: Option<&'static str>,
+    kind: &'static str,
     errors: Vec<config::ConfigError>,
     warnings: Vec<config::ConfigError>,
     merchants: usize,
@@ -257,12 +253,12 @@ struct Checked {
 fn check_one(path: &std::path::Path) -> Checked {
     match kind_of(path) {
         Some(Kind::Sandbox) => match paysign_sandbox::load_sandbox(path) {
-            Ok(s) => Checked { kind: Some("sandbox"), errors: Vec::new(), warnings: Vec::new(), merchants: s.merchants.len() },
-            Err(e) => Checked { kind: Some("sandbox"), errors: vec![e], warnings: Vec::new(), merchants: 0 },
+            Ok(s) => Checked { kind: "sandbox", errors: Vec::new(), warnings: Vec::new(), merchants: s.merchants.len() },
+            Err(e) => Checked { kind: "sandbox", errors: vec![e], warnings: Vec::new(), merchants: 0 },
         },
         _ => {
             let r = config::load_report(path, config::Mode::Check);
-            Checked { kind: Some("gateway"), errors: r.errors, warnings: r.warnings, merchants: r.merchants }
+            Checked { kind: "gateway", errors: r.errors, warnings: r.warnings, merchants: r.merchants }
         }
     }
 }
