@@ -70,7 +70,7 @@ fn deployment_files_parse_and_the_example_config_matches_the_schema() {
         .collect();
     assert!(exprs.len() >= 8);
     // Every metric a dashboard or alert names is one paysign defines.
-    let defined = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crates/plugin/src/metrics.rs")).unwrap();
+    let defined = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crates/plugin/src/ops/metrics.rs")).unwrap();
     let alerts = std::fs::read_to_string(deploy("alerts.yml")).unwrap();
     let all = format!("{} {alerts}", exprs.join(" "));
     let names: std::collections::BTreeSet<String> = all

@@ -101,11 +101,19 @@ fn every_relative_link_and_anchor_in_the_docs_exists() {
 fn the_source_layout_names_every_module() {
     let layout = std::fs::read_to_string(root().join("docs/architecture.md")).unwrap();
     let mut missing = Vec::new();
-    for dir in ["src", "crates/plugin/src", "crates/protocol/src", "crates/protocol/src/crypto"] {
-        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
-            let name = entry.unwrap().file_name().to_string_lossy().to_string();
-            if name.ends_with(".rs") && name != "lib.rs" && name != "mod.rs" && !layout.contains(&name) {
-                missing.push(format!("{dir}/{name}"));
+    for dir in ["src", "crates/http/src", "crates/plugin/src", "crates/protocol/src", "crates/protocol/src/crypto"] {
+        for path in rust_files(&root().join(dir)) {
+            // A module in a folder is named with its folder (`ops/metrics.rs`); a folder by its
+            // `mod.rs` (`ops/`).
+            let rel = path.strip_prefix(root().join(dir)).unwrap().to_string_lossy().to_string();
+            let name = rel.strip_suffix("mod.rs").unwrap_or(&rel).to_string();
+            let named = match name.rsplit_once('/') {
+                // In a folder: the folder and the file are named (the file under its folder).
+                Some((folder, file)) if !file.is_empty() => layout.contains(&format!("{folder}/")) && layout.contains(file),
+                _ => layout.contains(&name),
+            };
+            if rel != "lib.rs" && !(dir.ends_with("/src") && rel.starts_with("crypto/")) && !named {
+                missing.push(format!("{dir}/{rel}"));
             }
         }
     }
@@ -135,4 +143,18 @@ fn the_production_configuration_has_one_path_everywhere() {
         }
     }
     assert!(wrong.is_empty(), "the configuration is /etc/paysign/config/paysign.yaml:\n{}", wrong.join("\n"));
+}
+
+/// The Rust files under `dir`, in its folders too.
+fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            out.push(path);
+        }
+    }
+    out
 }

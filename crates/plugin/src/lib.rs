@@ -31,32 +31,26 @@
 #[cfg(not(any(feature = "rustls", feature = "openssl", feature = "boringssl")))]
 compile_error!("paysign-plugin needs one TLS feature: `rustls` (the default), `openssl` or `boringssl`");
 
-pub mod addresses;
-pub mod admin;
-pub mod auth;
-pub mod bearer;
+pub mod access;
 pub mod call;
-pub mod cidr;
 pub mod config;
-pub mod egress;
 pub mod error;
-pub mod executor;
-pub mod http_client;
-pub mod idle_pool;
-pub mod listener;
+pub mod keys;
 pub mod live;
-pub mod log_writer;
-pub mod logging;
-pub mod metrics;
 pub mod notifications;
 pub mod notify;
-pub mod one_write;
-pub mod pkcs11;
+pub mod ops;
 pub mod proxy;
-pub mod reload;
-pub mod serve;
-mod stream_wrap;
 pub mod upstream;
 
+// The modules under their short names, for paths inside the crate (and, until the facade
+// settles, outside it).
+pub use access::{auth, bearer, cidr};
+pub use keys::{executor, pkcs11};
+pub use ops::{admin, listener, log_writer, logging, metrics};
+pub use upstream::egress;
+
 pub use paysign_protocol as protocol;
+// The HTTP plumbing shared with the sandbox (crates/http), under the names the modules use.
+use paysign_http::{addresses, client as http_client, reload, serve};
 use paysign_protocol::{crypto, h5};

@@ -39,9 +39,9 @@ use sha2::Digest;
 pub mod config;
 
 pub use config::{load_sandbox, load_sandbox_str, SandboxConfig};
-use paysign_plugin::http_client::{parse_url, Client, Route, DEFAULT_POOL_SIZE};
-use paysign_plugin::reload::Reloadable;
-use paysign_plugin::serve::{read_body, reply, BodyError};
+use paysign_http::client::{parse_url, Client, Route, DEFAULT_POOL_SIZE};
+use paysign_http::reload::Reloadable;
+use paysign_http::serve::{read_body, reply, BodyError};
 use paysign_protocol::platform::{envelope, failure, Platform, PlatformMerchant};
 use paysign_protocol::schema::Endpoints;
 

@@ -110,7 +110,7 @@ impl AsyncWrite for OneWrite {
     }
 }
 
-crate::stream_wrap::delegate_stream_traits!(OneWrite);
+crate::delegate_stream_traits!(OneWrite);
 
 #[cfg(test)]
 mod tests {

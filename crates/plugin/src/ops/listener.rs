@@ -537,7 +537,7 @@ impl Drop for HeadDeadline {
     }
 }
 
-crate::stream_wrap::delegate_stream_traits!(HeadDeadline);
+paysign_http::delegate_stream_traits!(HeadDeadline);
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,9 @@
 //! What a wrapper around a pingora [`Stream`](pingora::protocols::Stream) passes through
 //! untouched: every trait pingora's `IO` needs besides reading and writing. Used by the
-//! listener's [`HeadDeadline`](crate::listener::HeadDeadline) and the client's
+//! plugin listener's `HeadDeadline` and the client's
 //! [`OneWrite`](crate::one_write::OneWrite); each names its inner stream `inner`.
 
+#[macro_export]
 macro_rules! delegate_stream_traits {
     ($t:ty) => {
         #[async_trait::async_trait]
@@ -68,5 +69,3 @@ macro_rules! delegate_stream_traits {
         }
     };
 }
-
-pub(crate) use delegate_stream_traits;

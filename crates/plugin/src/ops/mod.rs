@@ -1,0 +1,8 @@
+//! Operating paysign: per-instance metrics, structured logs, the admin listener, and the
+//! safeguards every listener runs behind (connection bound, head deadline and size).
+
+pub mod admin;
+pub mod listener;
+pub mod log_writer;
+pub mod logging;
+pub mod metrics;
