@@ -18,6 +18,7 @@ pub const RSA_MERCHANT: &str = "202112090604";
 pub const MD5_KEY: &str = "test-md5-key-0123456789abcdef";
 pub mod fault_server;
 pub mod http_server;
+pub mod postgres;
 
 pub const BINDCARD: &str = "/api/vborder/shortcut/bindCard/create";
 

@@ -29,7 +29,9 @@ impl Cipher {
     /// From the text of a key file or variable: 64 hex digits (surrounding whitespace ignored).
     pub fn from_hex(text: &str) -> Result<Self, KeyError> {
         let text = text.trim();
-        let bytes: Option<Vec<u8>> = text.len().is_multiple_of(2)
+        let bytes: Option<Vec<u8>> = text
+            .len()
+            .is_multiple_of(2)
             .then(|| (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect())
             .flatten();
         match bytes {

@@ -13,6 +13,8 @@
 //!   [`Inbox::redeliver`], [`Inbox::purge_delivered`]).
 //! - [`sqlite::SqliteInbox`]: the embedded default — one file, WAL, `synchronous=FULL`, one
 //!   writer thread that commits whatever arrived together in one transaction (group commit).
+//! - [`postgres::PgInbox`]: several replicas on one PostgreSQL database — work claimed with
+//!   `FOR UPDATE SKIP LOCKED` and a lease, `LISTEN/NOTIFY` waking the deliverers.
 //! - [`Cipher`]: payloads carry personal data, so they are stored sealed with AES-256-GCM (the
 //!   id as associated data: a payload moved to another row does not open).
 
@@ -21,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 mod cipher;
+pub mod postgres;
 mod schedule;
 pub mod sqlite;
 
@@ -129,6 +132,10 @@ pub trait Inbox: Send + Sync {
     async fn purge_delivered(&self, before: SystemTime) -> Result<u64, StoreError>;
     /// Deletes dead-lettered notifications: one (`Some(id)`) or all; returns how many.
     async fn purge_dead(&self, id: Option<&str>) -> Result<u64, StoreError>;
+    /// Returns when a notification may have been stored (by this process, or — on a shared
+    /// database — by another replica) since the last `wait` returned, or after `max` at the
+    /// latest. A store while nobody waits is remembered: the next `wait` returns at once.
+    async fn wait(&self, max: Duration);
 }
 
 /// Milliseconds since the epoch (the stores' time column).

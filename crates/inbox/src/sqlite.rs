@@ -69,6 +69,7 @@ enum Command {
 pub struct SqliteInbox {
     tx: mpsc::Sender<Command>,
     path: PathBuf,
+    stored: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for SqliteInbox {
@@ -93,7 +94,7 @@ impl SqliteInbox {
             .name("paysign inbox".into())
             .spawn(move || writer.run(&rx))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the inbox thread: {e}")))?;
-        Ok(SqliteInbox { tx, path: path.to_path_buf() })
+        Ok(SqliteInbox { tx, path: path.to_path_buf(), stored: tokio::sync::Notify::new() })
     }
 
     pub fn path(&self) -> &Path {
@@ -361,7 +362,11 @@ fn dead_letters(db: &Connection, limit: usize) -> Result<Vec<DeadLetter>, StoreE
 #[async_trait]
 impl Inbox for SqliteInbox {
     async fn store(&self, n: NewNotification) -> Result<Stored, StoreError> {
-        self.ask(|r| Command::Store(n, r)).await
+        let stored = self.ask(|r| Command::Store(n, r)).await?;
+        if stored == Stored::New {
+            self.stored.notify_one();
+        }
+        Ok(stored)
     }
     async fn recognise(&self, raw_digest: [u8; 32]) -> Result<Option<String>, StoreError> {
         self.ask(|r| Command::Recognise(raw_digest, r)).await
@@ -389,5 +394,8 @@ impl Inbox for SqliteInbox {
     }
     async fn purge_dead(&self, id: Option<&str>) -> Result<u64, StoreError> {
         self.ask(|r| Command::PurgeDead(id.map(str::to_string), r)).await
+    }
+    async fn wait(&self, max: Duration) {
+        let _ = tokio::time::timeout(max, self.stored.notified()).await;
     }
 }

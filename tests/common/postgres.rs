@@ -1,0 +1,138 @@
+//! A real PostgreSQL server for a test: Debian's `postgresql` package (installed by
+//! `scripts/setup test`), a temporary data directory, run as a non-root user (PostgreSQL refuses
+//! root: as root the server runs as `postgres`, or `nobody`), on a loopback port.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub struct Postgres {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+/// The directory of Debian's server programs (/usr/lib/postgresql/N/bin, the newest), or the
+/// one on PATH that has them all.
+fn bin_dir() -> PathBuf {
+    let tools = ["initdb", "postgres", "pg_isready"];
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some(e.ok()?.path().join("bin")))
+        .filter(|d| tools.iter().all(|t| d.join(t).exists()))
+        .collect();
+    versions.sort();
+    if let Some(dir) = versions.pop() {
+        return dir;
+    }
+    std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).find(|d| tools.iter().all(|t| d.join(t).exists())))
+        .expect("PostgreSQL is not installed: run scripts/setup test")
+}
+
+/// The user the server runs as (uid, gid): none (this one) unless this is root, then
+/// `postgres` (Debian's package creates it) or `nobody`.
+fn server_user() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    for name in [c"postgres", c"nobody"] {
+        // SAFETY: a NUL-terminated name; the record is read at once, before any other call.
+        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+        if !pw.is_null() {
+            // SAFETY: non-null record from getpwnam.
+            return Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) });
+        }
+    }
+    panic!("running as root and neither user postgres nor nobody exists");
+}
+
+/// `program` as the server user, killed if the test that started it dies (so no server
+/// outlives a killed test run).
+fn as_server_user(program: &Path) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(program);
+    if let Some((uid, gid)) = server_user() {
+        c.uid(uid).gid(gid);
+    }
+    // SAFETY: prctl is async-signal-safe; runs in the child after the uid change (which would
+    // clear the setting) and before exec.
+    unsafe {
+        c.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    c
+}
+
+impl Postgres {
+    /// initdb + start; returns once the server accepts connections.
+    pub fn start() -> Postgres {
+        let bin = bin_dir();
+        let dir = std::env::temp_dir().join(format!("paysign-pg-{}-{}", std::process::id(), super::free_port()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        if let Some((uid, gid)) = server_user() {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+        }
+        let data = dir.join("data");
+        let out = as_server_user(&bin.join("initdb"))
+            .args(["-D", data.to_str().unwrap(), "-A", "trust", "-U", "paysign", "--no-sync", "-E", "UTF8"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let mut pg = Postgres { child: None, dir, port: super::free_port(), bin };
+        pg.run();
+        pg
+    }
+
+    fn run(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("server.log")).unwrap();
+        let child = as_server_user(&self.bin.join("postgres"))
+            .args(["-D", self.dir.join("data").to_str().unwrap(), "-p", &self.port.to_string(), "-k", self.dir.to_str().unwrap()])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=on", "-c", "synchronous_commit=on"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let ready = super::eventually(30, || {
+            Command::new(self.bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "paysign", "-d", "postgres"])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(ready, "PostgreSQL did not start: {}", std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default());
+    }
+
+    /// A connection URL for database `postgres` as user `paysign`.
+    pub fn url(&self) -> String {
+        format!("postgresql://paysign@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server at once (SIGQUIT: immediate shutdown, as a crash would).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGQUIT) };
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
