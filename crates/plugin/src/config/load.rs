@@ -285,4 +285,3 @@ fn remove_setting(root: &mut serde_yaml::Value, setting: &str) -> bool {
         (key, None) => node.as_mapping_mut().is_some_and(|m| m.remove(key.as_str()).is_some()),
     }
 }
-

@@ -13,7 +13,6 @@ use crate::crypto::Backend;
 use crate::http_client::Target;
 use crate::protocol::{Merchant, MerchantKeys};
 
-
 /// Where and how to reach the platform.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
@@ -214,7 +213,6 @@ impl Config {
         })
     }
 }
-
 
 /// SHA-256, as stored for callers' and the admin's tokens.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {

@@ -9,7 +9,6 @@ use serde::Deserialize;
 
 use crate::crypto::Backend;
 
-
 pub(crate) fn default_listen() -> String {
     "127.0.0.1:8080".into()
 }
@@ -292,7 +291,6 @@ pub enum ProfileName {
     Rsa,
 }
 
-
 // ---------------------------------------------------------------- the same defaults in code
 
 impl Default for GatewayFile {
@@ -375,11 +373,7 @@ impl MerchantFile {
 
     /// A merchant of profile `rsa`: the platform's public key and the merchant's private key
     /// (a PEM file, or a `pkcs11:` URI with [`GatewayFile::pkcs11`] set).
-    pub fn rsa(
-        customer_no: impl Into<String>,
-        platform_public_key: impl Into<PathBuf>,
-        merchant_private_key: impl Into<PathBuf>,
-    ) -> Self {
+    pub fn rsa(customer_no: impl Into<String>, platform_public_key: impl Into<PathBuf>, merchant_private_key: impl Into<PathBuf>) -> Self {
         MerchantFile {
             merchant_private_key: Some(merchant_private_key.into()),
             ..MerchantFile::new(customer_no.into(), ProfileName::Rsa, platform_public_key.into())

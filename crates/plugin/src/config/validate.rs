@@ -20,7 +20,6 @@ use crate::http_client::{self, Target};
 use crate::pkcs11;
 use crate::protocol::{Merchant, MerchantKeys, Rollover};
 
-
 /// Reading the files a configuration names (keys, certificates), relative to the
 /// configuration file, with every error naming the setting and the file. Public for the
 /// sandbox's configuration, which names keys the same way.
@@ -236,7 +235,6 @@ impl Ctx<'_> {
     }
 }
 
-
 pub fn ctx_for(path: &Path, allow_weak: bool, backend: Backend) -> Ctx<'_> {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     Ctx { config: path, dir, allow_weak, backend, mode: Mode::Run, warnings: Default::default(), pending: Default::default() }
@@ -257,7 +255,6 @@ pub fn check_customer_no(ctx: &Ctx, at: &str, c: &str) -> Result<(), ConfigError
     }
     Ok(())
 }
-
 
 /// The problems found so far: validation goes on after each one, so that a file's problems
 /// are all reported at once.
@@ -489,7 +486,7 @@ fn token_key(
     allow_weak: bool,
 ) -> Result<Option<OpenLater>, ConfigError> {
     let p = settings.ok_or_else(|| ctx.err(setting, None, "a pkcs11: key needs the pkcs11 settings (module, pin_file or pin_env)"))?;
-    pkcs11::Pkcs11Uri::parse(uri).map_err(|e| ctx.err(setting, None, e))?;
+    pkcs11::Pkcs11Uri::parse(uri).map_err(|e| ctx.err(setting, None, e.to_string()))?;
     let pin = ctx.secret("pkcs11.pin", "a pkcs11: key", "the PIN", &p.pin_file, &p.pin_env)?;
     let module = ctx.resolve(&p.module);
     match ctx.mode {
@@ -548,7 +545,7 @@ fn callers(ctx: &Ctx, files: &[CallerFile], merchants: &std::collections::HashSe
 }
 
 fn cidrs(ctx: &Ctx, at: &str, list: &[String]) -> Result<Vec<crate::cidr::Cidr>, ConfigError> {
-    list.iter().map(|c| crate::cidr::Cidr::parse(c).map_err(|m| ctx.err(at, None, m))).collect()
+    list.iter().map(|c| crate::cidr::Cidr::parse(c).map_err(|m| ctx.err(at, None, m.to_string()))).collect()
 }
 
 fn notify(
