@@ -27,7 +27,7 @@ use crate::crypto::Backend;
 /// What a builder's errors name as the configuration when no [`ConfigBuilder::source`] is set.
 const IN_CODE: &str = "(code)";
 
-/// A [`Config`] built in code; see the [module](self) documentation.
+/// A [`Config`] built in code; see the [`builder`](crate::config::builder) module.
 #[derive(Debug, Clone)]
 pub struct ConfigBuilder {
     file: GatewayFile,
@@ -56,8 +56,8 @@ impl Config {
 
 /// Setters of top-level settings, each named as in the file.
 macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {$(
-        $(#[$doc])*
+    ($($name:ident: $ty:ty),* $(,)?) => {$(
+        #[doc = concat!("`", stringify!($name), "` (see the configuration reference, docs/configuration.md).")]
         pub fn $name(mut self, value: impl Into<$ty>) -> Self {
             self.file.$name = value.into();
             self
@@ -93,11 +93,13 @@ impl ConfigBuilder {
         platform: PlatformFile,
     }
 
+    /// `private_key_workers` (default: the CPU cores).
     pub fn private_key_workers(mut self, n: usize) -> Self {
         self.file.private_key_workers = Some(n);
         self
     }
 
+    /// `admin_token_file`: the file holding the admin's bearer token.
     pub fn admin_token_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.file.admin_token_file = Some(path.into());
         self
@@ -127,11 +129,13 @@ impl ConfigBuilder {
         self
     }
 
+    /// The `notify` section: the notification listener.
     pub fn notify(mut self, notify: NotifyFile) -> Self {
         self.file.notify = Some(notify);
         self
     }
 
+    /// The `pkcs11` section, for merchant keys named by `pkcs11:` URIs.
     pub fn pkcs11(mut self, pkcs11: Pkcs11File) -> Self {
         self.file.pkcs11 = Some(pkcs11);
         self

@@ -28,7 +28,9 @@ pub struct Report {
     /// The configuration, when there is no problem (and, for [`Mode::Check`], no key in a
     /// token that was left unopened).
     pub config: Option<Config>,
+    /// Every problem (empty: loaded).
     pub errors: Vec<ConfigError>,
+    /// What is worth saying but not refused.
     pub warnings: Vec<ConfigError>,
     /// How many merchants the file configures.
     pub merchants: usize,
@@ -115,6 +117,7 @@ pub(crate) fn report_file(file: GatewayFile, path: &Path, mode: Mode, mut errors
     Report { config, errors, warnings, merchants }
 }
 
+/// A YAML file into any schema (the sandbox's too); errors name the file.
 pub fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         config: path.to_path_buf(),
@@ -125,6 +128,7 @@ pub fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Confi
     parse_yaml(&text, path)
 }
 
+/// [`read_yaml`] from text; errors name `path`.
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
     if let Some(e) = too_deep(text, path) {
         return Err(e);

@@ -1,10 +1,13 @@
-//! Configuration, in the order it is made:
-//! - [`schema`]: the file's schema (`*File`, serde, unknown keys rejected), every default named;
-//! - [`builder`]: the same schema filled in code, [`Config::builder`];
-//! - [`validate`]: pure checks, file schema → runtime [`Config`], every problem collected;
-//! - [`online`]: what needs the network or the HSM (names looked up, token keys opened), done
-//!   only when a configuration is loaded to run;
-//! - [`load`]: files and YAML; [`runtime`]: the [`Config`] the gateway uses.
+//! Configuration, in the order it is made (one file each):
+//! - `schema.rs`: the file's schema ([`GatewayFile`] and the other `*File` types, serde,
+//!   unknown keys rejected), every default a named function, the same defaults in `Default`;
+//! - `builder.rs`: the same schema filled in code, [`Config::builder`];
+//! - `validate.rs`: pure checks, schema → runtime [`Config`], every problem collected (key
+//!   files are read; no host name is looked up, no PKCS#11 token opened);
+//! - `online.rs`: what needs the network or the HSM (names looked up, token keys opened), done
+//!   only when a configuration is loaded to run ([`Mode::Run`]), once validation has passed;
+//! - `load.rs`: files and YAML ([`load`], [`load_str`], [`load_str_offline`], [`load_report`]);
+//!   `runtime.rs`: the [`Config`] the gateway uses.
 //!
 //! A file and the builder go through the same validation: every error names the setting and,
 //! where one is involved, the file.
@@ -37,6 +40,7 @@ pub struct ConfigError {
     pub setting: String,
     /// The file the setting names, when the problem is with that file.
     pub file: Option<PathBuf>,
+    /// What is wrong.
     pub message: String,
 }
 

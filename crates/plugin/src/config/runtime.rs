@@ -18,7 +18,9 @@ use crate::protocol::{Merchant, MerchantKeys};
 pub struct Upstream {
     /// The base URL; its path is a prefix put before every request path.
     pub target: Target,
+    /// `platform.tls_verify`: verify the platform certificate and host name.
     pub tls_verify: bool,
+    /// `platform.ca_file`, resolved against the configuration's folder.
     pub ca_file: Option<PathBuf>,
     /// (certificate chain, key) presented to the platform (mutual TLS).
     pub client_cert: Option<(PathBuf, PathBuf)>,
@@ -26,39 +28,64 @@ pub struct Upstream {
     pub egress_proxy_uds: Option<PathBuf>,
     /// TCP address of an HTTP CONNECT egress proxy (resolved at start-up).
     pub egress_proxy: Option<std::net::SocketAddr>,
+    /// `platform.connect_timeout_ms`.
     pub connect_timeout: Duration,
+    /// `platform.read_timeout_ms`: from the request sent to the complete answer.
     pub read_timeout: Duration,
+    /// `platform.connect_retries`: extra rounds when connecting fails (nothing sent).
     pub connect_retries: u32,
     /// How often the platform's name is looked up again (`None`: fixed addresses).
     pub dns_refresh: Option<Duration>,
+    /// `platform.max_response_bytes`.
     pub max_response_bytes: usize,
+    /// `platform.pool_idle_timeout_secs`.
     pub pool_idle_timeout: Duration,
 }
 
+/// The validated configuration the gateway runs with; see [`crate::config`].
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The configuration file (for the builder: its `source`); relative paths were resolved against its folder.
     pub source: PathBuf,
+    /// `crypto_backend`: which implementation does the RSA work.
     pub crypto_backend: Backend,
+    /// `offload_private_key_ops`.
     pub offload_private_key_ops: bool,
+    /// `private_key_workers` (the CPU cores when not set).
     pub private_key_workers: usize,
+    /// `private_key_queue`.
     pub private_key_queue: usize,
+    /// `max_in_flight` (at least 1).
     pub max_in_flight: usize,
+    /// `max_connections` per listener (at least 1).
     pub max_connections: usize,
+    /// `header_timeout_ms`.
     pub header_timeout: Duration,
+    /// `max_header_bytes` (1024 ..= [`super::MAX_HEADER_BYTES_LIMIT`]).
     pub max_header_bytes: usize,
     /// SHA-256 of the admin token (`None`: admin writes from 127.0.0.1 and ::1 only).
     pub admin_token_sha256: Option<[u8; 32]>,
     /// Empty: callers are not authenticated.
     pub callers: Vec<Caller>,
+    /// `listen`: where internal services connect.
     pub listen: String,
+    /// `admin_listen`.
     pub admin_listen: String,
+    /// `threads` of the proxy service.
     pub threads: usize,
+    /// `grace_period_seconds`.
     pub grace_period_seconds: u64,
+    /// `upgrade_sock` (empty: the binary picks a private directory).
     pub upgrade_sock: PathBuf,
+    /// `max_body_bytes` of a proxied request.
     pub max_body_bytes: usize,
+    /// `client_body_timeout_ms`.
     pub client_body_timeout: Duration,
+    /// The `platform` section.
     pub upstream: Upstream,
+    /// The merchants by `customer_no`, every key loaded.
     pub merchants: HashMap<String, Arc<Merchant>>,
+    /// The `notify` section (`None`: no notification listener).
     pub notify: Option<Notify>,
     /// What loading found worth saying but not refusing (logged at start and on reload).
     pub warnings: Vec<ConfigError>,
@@ -67,9 +94,13 @@ pub struct Config {
 /// An internal caller and its grants (`None`: all).
 #[derive(Clone)]
 pub struct Caller {
+    /// `callers[].name`, for logs and metrics.
     pub name: String,
+    /// SHA-256 of its bearer token.
     pub token_sha256: [u8; 32],
+    /// The `customer_no`s it may use (`None`: all).
     pub merchants: Option<Vec<String>>,
+    /// The `/api/…` paths it may call (`None`: all).
     pub endpoints: Option<Vec<String>>,
 }
 
@@ -80,9 +111,11 @@ impl fmt::Debug for Caller {
 }
 
 impl Caller {
+    /// Whether it may use this merchant (`customer_no`).
     pub fn may_use(&self, merchant: &str) -> bool {
         self.merchants.as_ref().is_none_or(|m| m.iter().any(|c| c == merchant))
     }
+    /// Whether it may call this `/api/…` path.
     pub fn may_call(&self, path: &str) -> bool {
         self.endpoints.as_ref().is_none_or(|e| e.iter().any(|p| p == path))
     }
@@ -91,22 +124,34 @@ impl Caller {
 /// The validated notification listener.
 #[derive(Debug, Clone)]
 pub struct Notify {
+    /// `notify.listen`.
     pub listen: String,
+    /// `notify.ack`: the body the platform expects once a notification is handed on.
     pub ack: String,
+    /// `notify.max_body_bytes`.
     pub max_body_bytes: usize,
+    /// `notify.forward_timeout_ms`.
     pub forward_timeout: Duration,
+    /// `notify.max_blocks`.
     pub max_blocks: usize,
+    /// `notify.allow_from` (empty: from anywhere).
     pub allow_from: Vec<crate::cidr::Cidr>,
+    /// `notify.trusted_proxies`.
     pub trusted_proxies: Vec<crate::cidr::Cidr>,
     /// The whole notification body must arrive within this (`client_body_timeout_ms`).
     pub body_timeout: Duration,
+    /// `notify.routes`.
     pub routes: Vec<NotifyRoute>,
 }
 
+/// A validated notification route.
 #[derive(Debug, Clone)]
 pub struct NotifyRoute {
+    /// The path the platform calls.
     pub path: String,
+    /// The internal service that gets the verified plaintext.
     pub target: Target,
+    /// The merchant whose keys open it (`None`: the envelope's `customerNo` decides).
     pub merchant: Option<Arc<Merchant>>,
 }
 

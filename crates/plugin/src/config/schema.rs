@@ -33,6 +33,7 @@ pub(crate) fn default_upgrade_sock() -> PathBuf {
 pub(crate) fn default_client_body_timeout() -> u64 {
     10_000
 }
+/// `true`, for serde's `default = …` (also used by the sandbox's schema).
 pub fn default_true() -> bool {
     true
 }
@@ -56,11 +57,14 @@ pub(crate) fn default_pool_idle() -> u64 {
     30
 }
 
+/// The gateway's configuration file (`conf/paysign.yaml`), as written.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayFile {
+    /// Where internal services connect.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// `/metrics`, `/healthz`, `/readyz`, `POST /-/reload`, `GET /config`.
     #[serde(default = "default_admin_listen")]
     pub admin_listen: String,
     /// Worker threads of the proxy service.
@@ -73,6 +77,7 @@ pub struct GatewayFile {
     /// graceful upgrade (SIGQUIT to the old one).
     #[serde(default = "default_upgrade_sock")]
     pub upgrade_sock: PathBuf,
+    /// Larger request bodies get 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
     /// The whole request body must arrive within this time (slow clients get 408).
@@ -118,7 +123,9 @@ pub struct GatewayFile {
     /// `Authorization: Bearer <token>` of one of them (401 otherwise, 403 outside its grants).
     #[serde(default)]
     pub callers: Vec<CallerFile>,
+    /// Where and how to reach the platform.
     pub platform: PlatformFile,
+    /// At least one.
     pub merchants: Vec<MerchantFile>,
     /// The notification listener (the platform calling `bindNotifyUrl`); off when absent.
     pub notify: Option<NotifyFile>,
@@ -140,7 +147,7 @@ pub(crate) fn default_header_timeout() -> u64 {
 pub(crate) fn default_max_header_bytes() -> usize {
     8192
 }
-/// pingora refuses larger heads itself.
+/// The largest `max_header_bytes`: pingora refuses larger heads itself.
 pub const MAX_HEADER_BYTES_LIMIT: usize = 1_048_575;
 pub(crate) fn default_max_in_flight() -> usize {
     256
@@ -149,6 +156,7 @@ pub(crate) fn default_max_blocks() -> usize {
     16
 }
 
+/// `callers[]`: an internal caller and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallerFile {
@@ -173,6 +181,7 @@ pub(crate) fn default_forward_timeout() -> u64 {
     5_000
 }
 
+/// `notify`: the notification listener.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyFile {
@@ -183,6 +192,7 @@ pub struct NotifyFile {
     #[serde(default = "default_ack")]
     pub ack: String,
     #[serde(default = "default_max_body")]
+    /// Larger notification bodies get 413.
     pub max_body_bytes: usize,
     /// How long the internal target may take to answer.
     #[serde(default = "default_forward_timeout")]
@@ -198,9 +208,11 @@ pub struct NotifyFile {
     /// last address in it that is not itself a trusted proxy.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// At least one.
     pub routes: Vec<NotifyRouteFile>,
 }
 
+/// `notify.routes[]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyRouteFile {
@@ -212,15 +224,20 @@ pub struct NotifyRouteFile {
     pub merchant: Option<String>,
 }
 
+/// `platform`: where and how to reach the platform.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlatformFile {
+    /// `https://host[:port][/prefix]`; the prefix goes before every request path.
     pub base_url: String,
     #[serde(default = "default_true")]
+    /// Verify the platform's certificate and host name.
     pub tls_verify: bool,
+    /// A PEM CA bundle for the platform's certificate.
     pub ca_file: Option<PathBuf>,
     /// Client certificate (PEM chain) and key for mutual TLS with the platform.
     pub client_cert_file: Option<PathBuf>,
+    /// The key of `client_cert_file`.
     pub client_key_file: Option<PathBuf>,
     /// Leave through an HTTP CONNECT egress proxy (platforms allow-list merchant IPs; the
     /// proxy owns the fixed IP and resolves the platform's name): `host:port` on TCP…
@@ -228,6 +245,7 @@ pub struct PlatformFile {
     /// …or reached on this Unix socket.
     pub egress_proxy_uds: Option<PathBuf>,
     #[serde(default = "default_connect_timeout")]
+    /// TCP and TLS connection set-up.
     pub connect_timeout_ms: u64,
     /// From the request being sent to the platform's full answer.
     #[serde(default = "default_read_timeout")]
@@ -242,21 +260,31 @@ pub struct PlatformFile {
     /// (platforms that publish fixed addresses); the name still goes into SNI and `Host`.
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// Larger answers are refused (502).
     #[serde(default = "default_max_response")]
     pub max_response_bytes: usize,
+    /// An idle connection to the platform older than this is closed, not reused.
     #[serde(default = "default_pool_idle")]
     pub pool_idle_timeout_secs: u64,
 }
 
+/// `merchants[]`: a merchant and where its keys are.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MerchantFile {
+    /// The platform's merchant number (1 to 32 letters or digits).
     pub customer_no: String,
+    /// `md5` or `rsa`.
     pub profile: ProfileName,
+    /// The platform's RSA public key (both profiles).
     pub platform_public_key: Option<PathBuf>,
+    /// `md5` only: the file holding the MD5 key (or `md5_key_env`).
     pub md5_key_file: Option<PathBuf>,
+    /// `md5` only: the environment variable holding the MD5 key.
     pub md5_key_env: Option<String>,
+    /// `rsa` only: our private key, a PEM file or a `pkcs11:` URI.
     pub merchant_private_key: Option<PathBuf>,
+    /// Plaintext bytes per RSA block (default: the key's size - 11).
     pub chunk_size: Option<usize>,
     /// The platform's announced next public key: during the overlap, answers and
     /// notifications verify under either key.
@@ -271,23 +299,32 @@ pub struct MerchantFile {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pkcs11File {
+    /// The PKCS#11 module (shared library).
     pub module: PathBuf,
+    /// A file holding the token's user PIN (or `pin_env`).
     pub pin_file: Option<PathBuf>,
+    /// The environment variable holding the PIN.
     pub pin_env: Option<String>,
 }
 
+/// `merchants[].seal_with`: which platform key requests are encrypted with.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SealWith {
+    /// The platform's current key.
     #[default]
     Current,
+    /// `next_platform_public_key`, once the platform has switched.
     Next,
 }
 
+/// `merchants[].profile`.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ProfileName {
+    /// Requests signed with the shared MD5 key.
     Md5,
+    /// Requests signed with the merchant's RSA key.
     Rsa,
 }
 

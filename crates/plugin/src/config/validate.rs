@@ -80,6 +80,7 @@ pub(crate) struct OpenLater {
 }
 
 impl Ctx<'_> {
+    /// A problem with `setting` (and `file`) of this configuration.
     pub fn err(&self, setting: impl Into<String>, file: Option<&Path>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             config: self.config.to_path_buf(),
@@ -140,6 +141,7 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// A path from the configuration, relative to its folder.
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
@@ -148,6 +150,7 @@ impl Ctx<'_> {
         }
     }
 
+    /// Reads a file the configuration names: (its resolved path, its text).
     pub fn read(&self, setting: &str, p: &Path) -> Result<(PathBuf, String), ConfigError> {
         let path = self.resolve(p);
         match std::fs::read_to_string(&path) {
@@ -156,6 +159,7 @@ impl Ctx<'_> {
         }
     }
 
+    /// An RSA public key file (refused: missing, a private key, under 2048 bits unless allowed).
     pub fn public_key(&self, setting: &str, p: &Option<PathBuf>) -> Result<Arc<PublicKey>, ConfigError> {
         let p = p.as_ref().ok_or_else(|| self.err(setting, None, "is required for this profile"))?;
         let (path, text) = self.read(setting, p)?;
@@ -164,6 +168,7 @@ impl Ctx<'_> {
             .map_err(|e: KeyError| self.err(setting, Some(&path), e.to_string()))
     }
 
+    /// An RSA private key file, refused when others may write it.
     pub fn private_key(&self, setting: &str, p: &Option<PathBuf>) -> Result<Arc<PrivateKey>, ConfigError> {
         let p = p.as_ref().ok_or_else(|| self.err(setting, None, "is required for this profile"))?;
         let (path, text) = self.read_secret(setting, p)?;
@@ -172,6 +177,7 @@ impl Ctx<'_> {
             .map_err(|e: KeyError| self.err(setting, Some(&path), e.to_string()))
     }
 
+    /// A merchant's MD5 key, from `<at>.md5_key_file` or `<at>.md5_key_env`.
     pub fn md5_key(&self, at: &str, file: &Option<PathBuf>, env: &Option<String>) -> Result<Secret, ConfigError> {
         self.secret(&format!("{at}.md5_key"), "an md5 merchant", "the MD5 key", file, env)
     }
@@ -227,6 +233,7 @@ impl Ctx<'_> {
         }
     }
 
+    /// Refuses a setting the merchant's profile does not use.
     pub fn not_for_profile(&self, at: &str, name: &str, set: bool, profile: &str) -> Result<(), ConfigError> {
         if set {
             return Err(self.err(format!("{at}.{name}"), None, format!("is not used by profile {profile}; remove it")));
@@ -235,6 +242,7 @@ impl Ctx<'_> {
     }
 }
 
+/// The context for a configuration file (its folder resolves relative paths).
 pub fn ctx_for(path: &Path, allow_weak: bool, backend: Backend) -> Ctx<'_> {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     Ctx { config: path, dir, allow_weak, backend, mode: Mode::Run, warnings: Default::default(), pending: Default::default() }
@@ -245,10 +253,12 @@ pub(crate) fn ctx_in(path: &Path, allow_weak: bool, backend: Backend, mode: Mode
     Ctx { mode, ..ctx_for(path, allow_weak, backend) }
 }
 
+/// A listener address (`127.0.0.1:8080`).
 pub fn check_listen(ctx: &Ctx, setting: &str, v: &str) -> Result<(), ConfigError> {
     v.parse::<SocketAddr>().map(|_| ()).map_err(|_| ctx.err(setting, None, format!("'{v}' is not an address like 127.0.0.1:8080")))
 }
 
+/// A merchant number: 1 to 32 ASCII letters or digits.
 pub fn check_customer_no(ctx: &Ctx, at: &str, c: &str) -> Result<(), ConfigError> {
     if c.is_empty() || c.len() > 32 || !c.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(ctx.err(format!("{at}.customer_no"), None, "must be 1 to 32 ASCII letters or digits"));
