@@ -89,7 +89,14 @@ pub struct Config {
     pub notify: Option<Notify>,
     /// What loading found worth saying but not refusing (logged at start and on reload).
     pub warnings: Vec<ConfigError>,
+    /// Only validation makes a `Config` (the file loaders and [`Config::builder`]), so one in
+    /// hand has passed every check: none made by hand with, say, no platform address.
+    pub(crate) _validated: Validated,
 }
+
+/// The mark of a [`Config`] made by validation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Validated;
 
 /// An internal caller and its grants (`None`: all).
 #[derive(Clone)]

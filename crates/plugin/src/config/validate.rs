@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::runtime::{sha256, Caller, Config, Notify, NotifyRoute, Upstream};
+use super::runtime::{sha256, Caller, Config, Notify, NotifyRoute, Upstream, Validated};
 use super::schema::*;
 use super::{ConfigError, Mode};
 use crate::crypto::keys::{self, KeyError};
@@ -389,6 +389,7 @@ pub(crate) fn validate(file: GatewayFile, ctx: &Ctx, found: &mut Found) -> Optio
         upstream: upstream?,
         merchants,
         warnings: Vec::new(),
+        _validated: Validated,
     })
 }
 
