@@ -381,14 +381,19 @@ fn the_builder_makes_the_same_config_as_the_demo_file() {
     assert_eq!(code.warnings, file.warnings);
     assert_eq!(code.upstream, file.upstream);
     // Left at their defaults, the builder's settings are the file's defaults.
+    let sha = "ab".repeat(32);
     let minimal = Config::builder()
         .source(&conf)
         .base_url("http://127.0.0.1:9443")
         .merchant(MerchantFile::md5("202112090603", "keys/platform_public.pem", "keys/md5-202112090603.key"))
+        .merchant(MerchantFile::rsa("202112090604", "keys/platform_public.pem", "keys/merchant_private.pem").chunk_size(117))
+        .caller(paysign_plugin::config::CallerFile::new("orders", &sha, ["202112090604"], ["*"]))
         .build()
         .unwrap();
-    let yaml = "platform: {base_url: 'http://127.0.0.1:9443'}\nmerchants:\n  - {customer_no: '202112090603', profile: md5, platform_public_key: keys/platform_public.pem, md5_key_file: keys/md5-202112090603.key}\n";
-    let from_text = paysign_plugin::config::load_str(yaml, &conf).unwrap();
+    let yaml = format!(
+        "platform: {{base_url: 'http://127.0.0.1:9443'}}\ncallers:\n  - {{name: orders, token_sha256: '{sha}', merchants: ['202112090604'], endpoints: ['*']}}\nmerchants:\n  - {{customer_no: '202112090603', profile: md5, platform_public_key: keys/platform_public.pem, md5_key_file: keys/md5-202112090603.key}}\n  - {{customer_no: '202112090604', profile: rsa, platform_public_key: keys/platform_public.pem, merchant_private_key: keys/merchant_private.pem, chunk_size: 117}}\n"
+    );
+    let from_text = paysign_plugin::config::load_str(&yaml, &conf).unwrap();
     assert_eq!(minimal.describe(), from_text.describe());
 }
 
@@ -464,11 +469,7 @@ fn validation_needs_no_dns_nor_hsm_loading_to_run_does_both() {
         .source(&conf)
         .base_url("http://127.0.0.1:9443")
         .merchant(token)
-        .pkcs11(paysign_plugin::config::Pkcs11File {
-            module: "/nonexistent/module.so".into(),
-            pin_file: None,
-            pin_env: Some("PATH".into()),
-        })
+        .pkcs11(paysign_plugin::config::Pkcs11File::with_pin_env("/nonexistent/module.so", "PATH"))
         .build_offline()
         .unwrap_err();
     assert_eq!(

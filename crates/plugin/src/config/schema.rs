@@ -417,6 +417,25 @@ impl MerchantFile {
         }
     }
 
+    /// `md5_key_env` instead of `md5_key_file`: the MD5 key from this environment variable.
+    pub fn md5_key_env(mut self, var: impl Into<String>) -> Self {
+        (self.md5_key_file, self.md5_key_env) = (None, Some(var.into()));
+        self
+    }
+
+    /// `chunk_size`: plaintext bytes per RSA block.
+    pub fn chunk_size(mut self, bytes: usize) -> Self {
+        self.chunk_size = Some(bytes);
+        self
+    }
+
+    /// `next_platform_public_key` and `seal_with`: the platform's announced next key, and
+    /// whether requests are already sealed with it.
+    pub fn rollover(mut self, next_platform_public_key: impl Into<PathBuf>, seal_with: SealWith) -> Self {
+        (self.next_platform_public_key, self.seal_with) = (Some(next_platform_public_key.into()), seal_with);
+        self
+    }
+
     fn new(customer_no: String, profile: ProfileName, platform_public_key: PathBuf) -> Self {
         MerchantFile {
             customer_no,
@@ -432,7 +451,43 @@ impl MerchantFile {
     }
 }
 
+impl CallerFile {
+    /// A caller: its name, the SHA-256 of its token (hex), the merchants and `/api/…` paths it
+    /// may use (`["*"]`: all).
+    pub fn new<M: Into<String>, E: Into<String>>(
+        name: impl Into<String>,
+        token_sha256: impl Into<String>,
+        merchants: impl IntoIterator<Item = M>,
+        endpoints: impl IntoIterator<Item = E>,
+    ) -> Self {
+        CallerFile {
+            name: name.into(),
+            token_sha256: token_sha256.into(),
+            merchants: merchants.into_iter().map(Into::into).collect(),
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl Pkcs11File {
+    /// The module, with the PIN from this environment variable.
+    pub fn with_pin_env(module: impl Into<PathBuf>, var: impl Into<String>) -> Self {
+        Pkcs11File { module: module.into(), pin_file: None, pin_env: Some(var.into()) }
+    }
+
+    /// The module, with the PIN from this file.
+    pub fn with_pin_file(module: impl Into<PathBuf>, file: impl Into<PathBuf>) -> Self {
+        Pkcs11File { module: module.into(), pin_file: Some(file.into()), pin_env: None }
+    }
+}
+
 impl NotifyRouteFile {
+    /// Pinned to one merchant's keys (`merchant`).
+    pub fn merchant(mut self, customer_no: impl Into<String>) -> Self {
+        self.merchant = Some(customer_no.into());
+        self
+    }
+
     /// A route: the path the platform calls and the internal URL that gets the plaintext.
     pub fn new(path: impl Into<String>, target: impl Into<String>) -> Self {
         NotifyRouteFile { path: path.into(), target: target.into(), merchant: None }
