@@ -514,3 +514,26 @@ fn a_closure_reload_source_gives_the_next_config() {
     assert_eq!((r.generation, r.needs_restart), (2, vec!["threads"]));
     assert_eq!(live.current().config.threads, 2);
 }
+
+#[test]
+fn check_reports_names_that_do_not_resolve_in_the_files_order() {
+    // Validation looks no name up; `check` then tries each, and says so where the name is.
+    let dir = temp_dir();
+    let path = dir.join("order.yaml");
+    std::fs::set_permissions(dir.join("keys/md5.key"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let notify =
+        "notify:\n  listen: 0.0.0.0:18081\n  routes:\n    - path: /notify/bindcard\n      target: http://inbox.platform.example/in\n";
+    write(&path, &format!("{}{MD5}{notify}", BASE.replace("http://127.0.0.1:19443", "https://openapi.platform.example")));
+    let (code, lines) = check_lines(&path, &[]);
+    assert_eq!(code, 0, "{lines:#?}");
+    let p = path.display();
+    let settings: Vec<_> =
+        lines.iter().map(|l| l.strip_prefix(&format!("warning: {p}: ")).map(|r| r.split([' ', ':']).next().unwrap())).collect();
+    assert_eq!(
+        settings,
+        [Some("platform.base_url"), Some("merchants[0].md5_key_file"), Some("notify.allow_from"), Some("notify.routes[0].target"), None],
+        "{lines:#?}"
+    );
+    assert!(lines[3].contains("cannot resolve inbox.platform.example now ("), "{lines:#?}");
+    assert_eq!(lines[4], format!("{p}: ok (gateway, 1 merchant(s), 4 warning(s))"));
+}

@@ -62,10 +62,14 @@ pub(crate) fn complete(config: &mut Config, pending: Pending, ctx: &Ctx) -> Vec<
 
 /// `paysign check`: each pending name looked up now, a failure a warning (it must resolve
 /// when paysign starts, not when it is checked).
+/// Each warning goes where validation named the host, as if looked up then.
 pub(crate) fn try_lookups(pending: &Pending, ctx: &Ctx) {
+    let mut added = 0;
     for l in &pending.lookups {
         if let Err(e) = crate::addresses::system_lookup(&l.host, l.port) {
-            ctx.warn(l.setting.as_str(), None, format!("cannot resolve {} now ({e}); it must resolve when paysign starts", l.host));
+            let message = format!("cannot resolve {} now ({e}); it must resolve when paysign starts", l.host);
+            ctx.warn_at(l.warnings_before + added, ctx.err(l.setting.as_str(), None, message));
+            added += 1;
         }
     }
 }

@@ -51,6 +51,9 @@ pub(crate) struct Lookup {
     pub host: String,
     pub port: u16,
     pub place: Place,
+    /// How many warnings there were when it was named: `check` reports a name that does not
+    /// resolve there, in the file's order.
+    pub warnings_before: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +93,13 @@ impl Ctx<'_> {
         }
     }
 
+    /// A warning at position `at` among the warnings so far (see [`Lookup::warnings_before`]).
+    pub(crate) fn warn_at(&self, at: usize, warning: ConfigError) {
+        let mut w = self.warnings.borrow_mut();
+        let at = at.min(w.len());
+        w.insert(at, warning);
+    }
+
     /// Something worth saying that does not make the configuration unusable.
     pub fn warn(&self, setting: impl Into<String>, file: Option<&Path>, message: impl Into<String>) {
         self.warnings.borrow_mut().push(self.err(setting, file, message));
@@ -106,7 +116,9 @@ impl Ctx<'_> {
         let target = http_client::parse_url_with(url, false).map_err(|m| self.err(setting, None, m.to_string()))?;
         if let Some(place) = lookup.filter(|_| !target.is_ip_literal()) {
             let host = target.host.clone();
-            self.pending.borrow_mut().lookups.push(Lookup { setting: setting.into(), host, port: target.port, place });
+            let warnings_before = self.warnings.borrow().len();
+            let lookup = Lookup { setting: setting.into(), host, port: target.port, place, warnings_before };
+            self.pending.borrow_mut().lookups.push(lookup);
         }
         Ok(target)
     }
