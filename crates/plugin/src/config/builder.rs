@@ -7,7 +7,7 @@
 //! use paysign_plugin::config::{Config, MerchantFile};
 //!
 //! let config = Config::builder()
-//!     .source("/etc/paysign/paysign.yaml") // errors name it; relative key paths start from its folder
+//!     .source("/etc/paysign/config/paysign.yaml") // errors name it; relative key paths start from its folder
 //!     .listen("127.0.0.1:8080")
 //!     .base_url("https://openapi.platform.example")
 //!     .merchant(MerchantFile::rsa("M100", "keys/platform_public.pem", "keys/merchant_private.pem"))
