@@ -346,10 +346,10 @@ fn demo_in_code() -> paysign_plugin::config::ConfigBuilder {
         .source(conf.join("paysign.yaml"))
         .listen("127.0.0.1:8080")
         .admin_listen("127.0.0.1:9091")
-        .threads(2usize)
+        .threads(2)
         .crypto_backend(paysign_plugin::protocol::crypto::Backend::AwsLc)
-        .grace_period_seconds(5u64)
-        .max_body_bytes(65536usize)
+        .grace_period_seconds(5)
+        .max_body_bytes(65536)
         .allow_weak_keys(false)
         .platform(PlatformFile {
             base_url: "http://127.0.0.1:9443".into(),
@@ -407,10 +407,10 @@ fn builder_errors_name_the_setting_and_never_panic() {
     let c = conf.display();
 
     // Accepted in code before (then every call 503): refused as in a file.
-    assert_eq!(errors(base().max_in_flight(0usize)), [format!("{c}: max_in_flight: must be at least 1")]);
+    assert_eq!(errors(base().max_in_flight(0)), [format!("{c}: max_in_flight: must be at least 1")]);
     // Every problem at once, in the file's order.
     assert_eq!(
-        errors(base().threads(0usize).max_connections(0usize).header_timeout_ms(0u64)),
+        errors(base().threads(0).max_connections(0).header_timeout_ms(0)),
         [
             format!("{c}: threads: must be at least 1"),
             format!("{c}: max_connections: must be at least 1"),
@@ -429,7 +429,7 @@ fn builder_errors_name_the_setting_and_never_panic() {
         errors(base().addresses(["platform.example"])),
         [format!("{c}: platform.addresses: each entry must be an IP address (no port, no name)")]
     );
-    let e = base().max_in_flight(0usize).build().unwrap_err();
+    let e = base().max_in_flight(0).build().unwrap_err();
     assert!(e.names("max_in_flight") && !e.names("threads"), "{e}");
     // Fixed addresses are used as given, never looked up.
     let fixed = base().base_url("https://platform.example").addresses(["192.0.2.7", "192.0.2.8"]).build().unwrap();
@@ -489,7 +489,7 @@ fn a_closure_reload_source_gives_the_next_config() {
     let live = Live::new(
         ReloadSource::from_fn(move || {
             // 0 stands for a settings store that holds a bad value.
-            Ok(demo_in_code().max_body_bytes(next.load(std::sync::atomic::Ordering::SeqCst)).threads(2usize).build()?)
+            Ok(demo_in_code().max_body_bytes(next.load(std::sync::atomic::Ordering::SeqCst)).threads(2).build()?)
         }),
         initial,
     );
@@ -509,7 +509,7 @@ fn a_closure_reload_source_gives_the_next_config() {
     assert_eq!((live.current().generation, live.current().config.max_body_bytes), (2, 4096));
 
     // Settings read once at start are named, and stay in force, as with a file.
-    let live = Live::new(ReloadSource::from_fn(|| Ok(demo_in_code().threads(3usize).build()?)), demo_in_code().build().unwrap());
+    let live = Live::new(ReloadSource::from_fn(|| Ok(demo_in_code().threads(3).build()?)), demo_in_code().build().unwrap());
     let r = live.reload().unwrap();
     assert_eq!((r.generation, r.needs_restart), (2, vec!["threads"]));
     assert_eq!(live.current().config.threads, 2);

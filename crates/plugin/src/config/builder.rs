@@ -54,8 +54,18 @@ impl Config {
     }
 }
 
-/// Setters of top-level settings, each named as in the file.
+/// Setters of top-level settings, each named as in the file: numbers and flags as they are,
+/// text and paths as anything that converts.
 macro_rules! setters {
+    ($($name:ident: $ty:ty),* $(,)?) => {$(
+        #[doc = concat!("`", stringify!($name), "` (see the configuration reference, docs/configuration.md).")]
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.file.$name = value;
+            self
+        }
+    )*};
+}
+macro_rules! setters_into {
     ($($name:ident: $ty:ty),* $(,)?) => {$(
         #[doc = concat!("`", stringify!($name), "` (see the configuration reference, docs/configuration.md).")]
         pub fn $name(mut self, value: impl Into<$ty>) -> Self {
@@ -74,12 +84,15 @@ impl ConfigBuilder {
         self
     }
 
-    setters! {
+    setters_into! {
         listen: String,
         admin_listen: String,
+        upgrade_sock: PathBuf,
+    }
+
+    setters! {
         threads: usize,
         grace_period_seconds: u64,
-        upgrade_sock: PathBuf,
         max_body_bytes: usize,
         client_body_timeout_ms: u64,
         allow_weak_keys: bool,
