@@ -508,6 +508,14 @@ fn a_closure_reload_source_gives_the_next_config() {
     }
     assert_eq!((live.current().generation, live.current().config.max_body_bytes), (2, 4096));
 
+    // A source may refuse for a reason of its own: nothing changes either.
+    let refusing = Live::new(
+        ReloadSource::from_fn(|| Err(ReloadError::Source("the settings store is unreachable".into()))),
+        demo_in_code().build().unwrap(),
+    );
+    let e = refusing.reload().unwrap_err();
+    assert_eq!((e.to_string(), refusing.current().generation), ("the settings store is unreachable".to_string(), 1));
+
     // Settings read once at start are named, and stay in force, as with a file.
     let live = Live::new(ReloadSource::from_fn(|| Ok(demo_in_code().threads(3).build()?)), demo_in_code().build().unwrap());
     let r = live.reload().unwrap();
