@@ -169,7 +169,7 @@ impl TokenAccess {
     /// check (an error, or a key nobody looked at).
     fn check(&self, uri: &str) -> Result<String, String> {
         let error = |e: String| format!("ERROR: {e}");
-        let parsed = paysign_plugin::pkcs11::Pkcs11Uri::parse(uri).map_err(error)?;
+        let parsed = paysign_plugin::pkcs11::Pkcs11Uri::parse(uri).map_err(|e| error(e.to_string()))?;
         let Some(module) = &self.module else {
             // Saying nothing is not saying "fine": a key nobody looked at fails the check.
             return Err(format!(
@@ -178,7 +178,7 @@ impl TokenAccess {
             ));
         };
         let pin = paysign_protocol::crypto::Secret::new(self.pin().map_err(error)?);
-        let key = paysign_plugin::pkcs11::open_key(uri, module, &pin, false).map_err(error)?;
+        let key = paysign_plugin::pkcs11::open_key(uri, module, &pin, false).map_err(|e| error(e.to_string()))?;
         Ok(format!("private key in a PKCS#11 token, RSA-{} (it never leaves the token)", key.public().bits()))
     }
 }

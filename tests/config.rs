@@ -333,3 +333,215 @@ fn check_needs_no_hsm_a_token_key_is_checked_but_not_opened() {
         (1, vec![format!("{p}: pkcs11.module ({}): file does not exist", dir.join("nope.so").display()), format!("{p}: 1 problem(s)")])
     );
 }
+
+// ---------------------------------------------------------------- a configuration in code
+
+use paysign_plugin::config::{Config, MerchantFile, NotifyFile, NotifyRouteFile, PlatformFile};
+use paysign_plugin::live::{Live, ReloadError, ReloadSource};
+
+/// conf/paysign.yaml, written with the builder.
+fn demo_in_code() -> paysign_plugin::config::ConfigBuilder {
+    let conf = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf");
+    Config::builder()
+        .source(conf.join("paysign.yaml"))
+        .listen("127.0.0.1:8080")
+        .admin_listen("127.0.0.1:9091")
+        .threads(2)
+        .crypto_backend(paysign_plugin::protocol::crypto::Backend::AwsLc)
+        .grace_period_seconds(5)
+        .max_body_bytes(65536)
+        .allow_weak_keys(false)
+        .platform(PlatformFile {
+            base_url: "http://127.0.0.1:9443".into(),
+            connect_timeout_ms: 2000,
+            read_timeout_ms: 10000,
+            connect_retries: 1,
+            max_response_bytes: 1048576,
+            pool_idle_timeout_secs: 30,
+            ..PlatformFile::default()
+        })
+        .merchant(MerchantFile::md5("202112090603", "keys/platform_public.pem", "keys/md5-202112090603.key"))
+        .merchant(MerchantFile::rsa("202112090604", "keys/platform_public.pem", "keys/merchant_private.pem"))
+        .notify(NotifyFile {
+            listen: "127.0.0.1:8081".into(),
+            ack: "SUCCESS".into(),
+            forward_timeout_ms: 5000,
+            routes: vec![NotifyRouteFile::new("/notify/bindcard", "http://127.0.0.1:9443/__sandbox/inbox")],
+            ..NotifyFile::default()
+        })
+}
+
+#[test]
+fn the_builder_makes_the_same_config_as_the_demo_file() {
+    let conf = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf/paysign.yaml");
+    let file = paysign_plugin::config::load(&conf).unwrap();
+    let code = demo_in_code().build().unwrap();
+    // `describe` is every setting in force (GET /config); the warnings are the file's too.
+    assert_eq!(code.describe(), file.describe());
+    assert_eq!(code.warnings, file.warnings);
+    assert_eq!(code.upstream, file.upstream);
+    // Left at their defaults, the builder's settings are the file's defaults.
+    let sha = "ab".repeat(32);
+    let minimal = Config::builder()
+        .source(&conf)
+        .base_url("http://127.0.0.1:9443")
+        .merchant(MerchantFile::md5("202112090603", "keys/platform_public.pem", "keys/md5-202112090603.key"))
+        .merchant(MerchantFile::rsa("202112090604", "keys/platform_public.pem", "keys/merchant_private.pem").chunk_size(117))
+        .caller(paysign_plugin::config::CallerFile::new("orders", &sha, ["202112090604"], ["*"]))
+        .build()
+        .unwrap();
+    let yaml = format!(
+        "platform: {{base_url: 'http://127.0.0.1:9443'}}\ncallers:\n  - {{name: orders, token_sha256: '{sha}', merchants: ['202112090604'], endpoints: ['*']}}\nmerchants:\n  - {{customer_no: '202112090603', profile: md5, platform_public_key: keys/platform_public.pem, md5_key_file: keys/md5-202112090603.key}}\n  - {{customer_no: '202112090604', profile: rsa, platform_public_key: keys/platform_public.pem, merchant_private_key: keys/merchant_private.pem, chunk_size: 117}}\n"
+    );
+    let from_text = paysign_plugin::config::load_str(&yaml, &conf).unwrap();
+    assert_eq!(minimal.describe(), from_text.describe());
+}
+
+#[test]
+fn builder_errors_name_the_setting_and_never_panic() {
+    let md5 = || MerchantFile::md5("202112090603", "keys/platform_public.pem", "keys/md5-202112090603.key");
+    let conf = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf/paysign.yaml");
+    let base = || Config::builder().source(&conf).base_url("http://127.0.0.1:9443").merchant(md5());
+    let errors =
+        |b: paysign_plugin::config::ConfigBuilder| -> Vec<String> { b.build().unwrap_err().0.iter().map(ToString::to_string).collect() };
+    let c = conf.display();
+
+    // Accepted in code before (then every call 503): refused as in a file.
+    assert_eq!(errors(base().max_in_flight(0)), [format!("{c}: max_in_flight: must be at least 1")]);
+    // Every problem at once, in the file's order.
+    assert_eq!(
+        errors(base().threads(0).max_connections(0).header_timeout_ms(0)),
+        [
+            format!("{c}: threads: must be at least 1"),
+            format!("{c}: max_connections: must be at least 1"),
+            format!("{c}: header_timeout_ms: must be positive"),
+        ]
+    );
+    // No platform, no merchant: refused (an empty address list panicked inside Paysign::new).
+    assert_eq!(
+        errors(Config::builder()),
+        [
+            "(code): platform.base_url: '' must start with https:// or http://".to_string(),
+            "(code): merchants: at least one merchant is required".to_string(),
+        ]
+    );
+    assert_eq!(
+        errors(base().addresses(["platform.example"])),
+        [format!("{c}: platform.addresses: each entry must be an IP address (no port, no name)")]
+    );
+    let e = base().max_in_flight(0).build().unwrap_err();
+    assert!(e.names("max_in_flight") && !e.names("threads"), "{e}");
+    // Fixed addresses are used as given, never looked up.
+    let fixed = base().base_url("https://platform.example").addresses(["192.0.2.7", "192.0.2.8"]).build().unwrap();
+    assert_eq!(fixed.upstream.target.addrs, ["192.0.2.7:443".parse().unwrap(), "192.0.2.8:443".parse().unwrap()]);
+}
+
+#[test]
+fn validation_needs_no_dns_nor_hsm_loading_to_run_does_both() {
+    let conf = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf/paysign.yaml");
+    let md5 = MerchantFile::md5("202112090603", "keys/platform_public.pem", "keys/md5-202112090603.key");
+    // A name that cannot resolve: offline, it is not looked up (0.0.0.0); to run, it must resolve.
+    let b = Config::builder().source(&conf).base_url("https://name.invalid").merchant(md5);
+    let offline = b.clone().build_offline().unwrap();
+    assert_eq!(offline.upstream.target.addrs, ["0.0.0.0:443".parse().unwrap()]);
+    let e = b.build().unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert!(e.to_string().starts_with(&format!("{}: platform.base_url: cannot resolve name.invalid: ", conf.display())), "{e}");
+    // Every name goes through the same step: the notification targets and the egress proxy.
+    let named = Config::builder()
+        .source(&conf)
+        .base_url("http://127.0.0.1:9443")
+        .merchant(MerchantFile::md5("202112090603", "keys/platform_public.pem", "keys/md5-202112090603.key"))
+        .with(|f| f.platform.egress_proxy = Some("localhost:3128".into()))
+        .notify(NotifyFile { routes: vec![NotifyRouteFile::new("/notify/bindcard", "http://localhost:9/inbox")], ..NotifyFile::default() });
+    let offline = named.clone().build_offline().unwrap();
+    let route = |c: &Config| c.notify.as_ref().unwrap().routes[0].target.addrs.clone();
+    assert_eq!(
+        (route(&offline), offline.upstream.egress_proxy),
+        (vec!["0.0.0.0:9".parse().unwrap()], Some("0.0.0.0:3128".parse().unwrap()))
+    );
+    let online = named.build().unwrap();
+    assert!(!route(&online).is_empty() && route(&online).iter().all(|a| a.ip().is_loopback() && a.port() == 9), "{:?}", route(&online));
+    assert!(online.upstream.egress_proxy.is_some_and(|a| a.ip().is_loopback() && a.port() == 3128), "{:?}", online.upstream.egress_proxy);
+    // A key in a token: offline, refused without touching any module.
+    let token = MerchantFile::rsa("202112090604", "keys/platform_public.pem", "pkcs11:token=paysign;object=merchant");
+    let e = Config::builder()
+        .source(&conf)
+        .base_url("http://127.0.0.1:9443")
+        .merchant(token)
+        .pkcs11(paysign_plugin::config::Pkcs11File::with_pin_env("/nonexistent/module.so", "PATH"))
+        .build_offline()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: merchants[0].merchant_private_key: PKCS#11 keys are opened only when the configuration is loaded for real",
+            conf.display()
+        )
+    );
+}
+
+#[test]
+fn a_closure_reload_source_gives_the_next_config() {
+    let initial = demo_in_code().build().unwrap();
+    let body = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(65536));
+    let next = body.clone();
+    let live = Live::new(
+        ReloadSource::from_fn(move || {
+            // 0 stands for a settings store that holds a bad value.
+            Ok(demo_in_code().max_body_bytes(next.load(std::sync::atomic::Ordering::SeqCst)).threads(2).build()?)
+        }),
+        initial,
+    );
+    assert_eq!(live.current().generation, 1);
+    body.store(4096, std::sync::atomic::Ordering::SeqCst);
+    let r = live.reload().unwrap();
+    assert_eq!((r.generation, r.needs_restart.len()), (2, 0));
+    assert_eq!(live.current().config.max_body_bytes, 4096);
+
+    body.store(0, std::sync::atomic::Ordering::SeqCst);
+    match live.reload() {
+        Err(ReloadError::Invalid(e)) => {
+            assert_eq!(e.iter().map(|e| e.setting.as_str()).collect::<Vec<_>>(), ["max_body_bytes"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!((live.current().generation, live.current().config.max_body_bytes), (2, 4096));
+
+    // A source may refuse for a reason of its own: nothing changes either.
+    let refusing = Live::new(
+        ReloadSource::from_fn(|| Err(ReloadError::Source("the settings store is unreachable".into()))),
+        demo_in_code().build().unwrap(),
+    );
+    let e = refusing.reload().unwrap_err();
+    assert_eq!((e.to_string(), refusing.current().generation), ("the settings store is unreachable".to_string(), 1));
+
+    // Settings read once at start are named, and stay in force, as with a file.
+    let live = Live::new(ReloadSource::from_fn(|| Ok(demo_in_code().threads(3).build()?)), demo_in_code().build().unwrap());
+    let r = live.reload().unwrap();
+    assert_eq!((r.generation, r.needs_restart), (2, vec!["threads"]));
+    assert_eq!(live.current().config.threads, 2);
+}
+
+#[test]
+fn check_reports_names_that_do_not_resolve_in_the_files_order() {
+    // Validation looks no name up; `check` then tries each, and says so where the name is.
+    let dir = temp_dir();
+    let path = dir.join("order.yaml");
+    std::fs::set_permissions(dir.join("keys/md5.key"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let notify =
+        "notify:\n  listen: 0.0.0.0:18081\n  routes:\n    - path: /notify/bindcard\n      target: http://inbox.platform.example/in\n";
+    write(&path, &format!("{}{MD5}{notify}", BASE.replace("http://127.0.0.1:19443", "https://openapi.platform.example")));
+    let (code, lines) = check_lines(&path, &[]);
+    assert_eq!(code, 0, "{lines:#?}");
+    let p = path.display();
+    let settings: Vec<_> =
+        lines.iter().map(|l| l.strip_prefix(&format!("warning: {p}: ")).map(|r| r.split([' ', ':']).next().unwrap())).collect();
+    assert_eq!(
+        settings,
+        [Some("platform.base_url"), Some("merchants[0].md5_key_file"), Some("notify.allow_from"), Some("notify.routes[0].target"), None],
+        "{lines:#?}"
+    );
+    assert!(lines[3].contains("cannot resolve inbox.platform.example now ("), "{lines:#?}");
+    assert_eq!(lines[4], format!("{p}: ok (gateway, 1 merchant(s), 4 warning(s))"));
+}

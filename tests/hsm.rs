@@ -330,3 +330,29 @@ fn badly_padded_blocks_cost_and_end_like_well_padded_ones() {
     let answer = request(s.sandbox_port, "POST", "/__sandbox/notify", &[], req.to_string().as_bytes()).json();
     assert_eq!((answer["status"].as_u64(), answer["body"].as_str()), (Some(200), Some("SUCCESS")), "{answer}\n{}", gateway.logs());
 }
+
+/// The key is opened after validation (which looks at no token): a notification route pinned
+/// to the merchant whose key is in the token still gets that merchant, not "the envelope decides".
+#[test]
+fn a_route_pinned_to_a_merchant_in_the_token_keeps_it() {
+    let dir = temp_dir();
+    let conf = token(&dir);
+    let (proxy, admin, notify) = (free_port(), free_port(), free_port());
+    let cfg = dir.join("hsm.yaml");
+    let route = format!(
+        "notify:\n  listen: 127.0.0.1:{notify}\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:9/inbox\n      merchant: \"{RSA_MERCHANT}\"\n"
+    );
+    let yaml = format!(
+        "listen: 127.0.0.1:{proxy}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: 0\nplatform:\n  base_url: http://127.0.0.1:9\npkcs11:\n  module: {}\n  pin_env: PAYSIGN_TEST_PKCS11_PIN\nmerchants:\n  - customer_no: \"{RSA_MERCHANT}\"\n    profile: rsa\n    platform_public_key: keys/platform_public.pem\n    merchant_private_key: \"pkcs11:token=paysign;object=merchant\"\n{route}",
+        module().display()
+    );
+    write(&cfg, &yaml);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_paysign"));
+    cmd.args(["run", "-c", cfg.to_str().unwrap()]).env("SOFTHSM2_CONF", &conf).env("PAYSIGN_TEST_PKCS11_PIN", PIN);
+    let gateway = spawn_cmd(&mut cmd, dir.join("hsm-gateway.log"));
+    wait_ready(admin, "/readyz");
+    let c = request(admin, "GET", "/config", &[], b"").json();
+    let c = &c["config"];
+    assert_eq!(c["notify"]["routes"][0]["merchant"], RSA_MERCHANT, "{c}\n{}", gateway.logs());
+    assert_eq!(c["merchants"][0]["merchant_private_key"].as_str().map(|k| k.starts_with("rsa-2048 (")), Some(true), "{c}");
+}

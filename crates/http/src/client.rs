@@ -45,33 +45,48 @@ pub struct Target {
     pub path: String,
 }
 
+/// Why a URL was refused (the messages name the URL or host as written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("'{0}' must start with https:// or http://")]
+    Scheme(String),
+    #[error("'{0}' is not a URL like https://host[:port][/path]")]
+    Malformed(String),
+    #[error("bad port in '{0}'")]
+    Port(String),
+    #[error("cannot resolve {host}: {reason}")]
+    Unresolved { host: String, reason: String },
+    #[error("{0} resolves to no address")]
+    NoAddress(String),
+}
+
 /// Parses and resolves a URL (a blocking lookup: call at start-up or off the event loop).
-pub fn parse_url(url: &str) -> Result<Target, String> {
+pub fn parse_url(url: &str) -> Result<Target, UrlError> {
     parse_url_with(url, true)
 }
 
 /// [`parse_url`]; with `resolve` false, a host name is not looked up (IP literals still parse)
 /// and the address is 0.0.0.0 — for fuzzing, which must send no DNS query anywhere.
-pub fn parse_url_with(url: &str, resolve: bool) -> Result<Target, String> {
+pub fn parse_url_with(url: &str, resolve: bool) -> Result<Target, UrlError> {
     let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
         (true, r)
     } else if let Some(r) = url.strip_prefix("http://") {
         (false, r)
     } else {
-        return Err(format!("'{url}' must start with https:// or http://"));
+        return Err(UrlError::Scheme(url.into()));
     };
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
     };
     if authority.is_empty() || authority.contains('@') || path.contains('#') || url.chars().any(char::is_whitespace) {
-        return Err(format!("'{url}' is not a URL like https://host[:port][/path]"));
+        return Err(UrlError::Malformed(url.into()));
     }
     let default_port = if tls { 443 } else { 80 };
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, port)) if !h.contains('[') || h.ends_with(']') => match port.parse::<u16>() {
             Ok(n) if !h.is_empty() => (h.trim_start_matches('[').trim_end_matches(']').to_string(), n),
-            _ => return Err(format!("bad port in '{url}'")),
+            _ => return Err(UrlError::Port(url.into())),
         },
         _ => (authority.trim_start_matches('[').trim_end_matches(']').to_string(), default_port),
     };
@@ -79,13 +94,19 @@ pub fn parse_url_with(url: &str, resolve: bool) -> Result<Target, String> {
     let addrs = match literal {
         Some(a) => vec![a],
         None if !resolve => vec![SocketAddr::from(([0, 0, 0, 0], port))],
-        None => addresses::system_lookup(&host, port).map_err(|e| format!("cannot resolve {host}: {e}"))?,
+        None => lookup(&host, port)?,
     };
-    if addrs.is_empty() {
-        return Err(format!("{host} resolves to no address"));
-    }
     let path = if path.starts_with('?') { format!("/{path}") } else { path.to_string() };
     Ok(Target { tls, host, port, addrs, authority: authority.to_string(), path })
+}
+
+/// A host name's addresses (a blocking lookup), never none.
+pub fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, UrlError> {
+    let addrs = addresses::system_lookup(host, port).map_err(|e| UrlError::Unresolved { host: host.into(), reason: e.to_string() })?;
+    if addrs.is_empty() {
+        return Err(UrlError::NoAddress(host.into()));
+    }
+    Ok(addrs)
 }
 
 impl Target {

@@ -47,6 +47,59 @@ impl Runtime {
     }
 }
 
+/// Where a reload takes the next configuration from.
+pub enum ReloadSource {
+    /// The configuration file, read again (the binary's `POST /-/reload` and SIGHUP).
+    File(PathBuf),
+    /// A configuration the embedder makes, e.g. with [`Config::builder`] from its own settings
+    /// store; an error refuses the reload (the running configuration stays in force).
+    Fn(Box<dyn Fn() -> Result<Config, ReloadError> + Send + Sync>),
+}
+
+impl ReloadSource {
+    /// A closure that returns the next configuration.
+    pub fn from_fn(f: impl Fn() -> Result<Config, ReloadError> + Send + Sync + 'static) -> Self {
+        ReloadSource::Fn(Box::new(f))
+    }
+
+    /// The next configuration, with every problem named.
+    fn next(&self) -> Result<Config, ReloadError> {
+        match self {
+            ReloadSource::File(path) => {
+                let report = config::load_report(path, config::Mode::Run);
+                match report.config {
+                    Some(c) if report.errors.is_empty() => Ok(c),
+                    _ => Err(ReloadError::Invalid(report.errors)),
+                }
+            }
+            ReloadSource::Fn(f) => f(),
+        }
+    }
+
+    /// What log lines name as the source.
+    fn describe(&self) -> String {
+        match self {
+            ReloadSource::File(path) => path.display().to_string(),
+            ReloadSource::Fn(_) => "the embedder's reload source".into(),
+        }
+    }
+}
+
+impl From<PathBuf> for ReloadSource {
+    fn from(path: PathBuf) -> Self {
+        ReloadSource::File(path)
+    }
+}
+
+impl std::fmt::Debug for ReloadSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadSource::File(path) => f.debug_tuple("File").field(path).finish(),
+            ReloadSource::Fn(_) => f.write_str("Fn(..)"),
+        }
+    }
+}
+
 /// Why a reload was refused; the running configuration stays in force.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -56,6 +109,9 @@ pub enum ReloadError {
     /// Every problem of a file that does not validate, each naming its setting and file.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<config::ConfigError>),
+    /// A [`ReloadSource::Fn`] refused for a reason of its own.
+    #[error("{0}")]
+    Source(Box<dyn std::error::Error + Send + Sync>),
     /// A listener that only a restart (or an upgrade) can change.
     #[error("{0}")]
     NeedsRestart(ListenerChange),
@@ -92,18 +148,25 @@ pub struct Reloaded {
     pub needs_restart: Vec<&'static str>,
 }
 
+impl From<config::ConfigErrors> for ReloadError {
+    fn from(e: config::ConfigErrors) -> Self {
+        ReloadError::Invalid(e.0)
+    }
+}
+
 pub struct Live {
-    path: PathBuf,
+    source: ReloadSource,
     /// One reload at a time: each reads the file after the previous one has been swapped in,
     /// so the last reload to answer `ok` is the configuration in force.
     state: Reloadable<Runtime>,
 }
 
 impl Live {
-    pub fn new(path: PathBuf, config: Config) -> Self {
+    /// `config` in force, reloaded from `source` (a [`PathBuf`] for a file).
+    pub fn new(source: impl Into<ReloadSource>, config: Config) -> Self {
         set_metrics(&config);
         metrics::CONFIG_GENERATION.set(1);
-        Live { path, state: Reloadable::new(Runtime::new(config, 1, None)) }
+        Live { source: source.into(), state: Reloadable::new(Runtime::new(config, 1, None)) }
     }
 
     /// The runtime for one request.
@@ -111,7 +174,8 @@ impl Live {
         self.state.current()
     }
 
-    /// Loads the configuration file again and swaps it in, or leaves everything as it was.
+    /// Takes the next configuration from the source (the file read again, or the embedder's
+    /// closure) and swaps it in, or leaves everything as it was.
     pub fn reload(&self) -> Result<Reloaded, ReloadError> {
         let result = self
             .state
@@ -132,13 +196,13 @@ impl Live {
         match &result {
             Ok(Reloaded { generation, needs_restart }) if needs_restart.is_empty() => {
                 metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
-                tracing::info!("configuration reloaded from {}: generation {generation}", self.path.display());
+                tracing::info!("configuration reloaded from {}: generation {generation}", self.source.describe());
             }
             Ok(Reloaded { generation, needs_restart }) => {
                 metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
                 tracing::warn!(
                     "configuration reloaded from {}: generation {generation}; needs a restart: {} (the running values stay in force)",
-                    self.path.display(),
+                    self.source.describe(),
                     needs_restart.join(", ")
                 );
             }
@@ -150,14 +214,10 @@ impl Live {
         result
     }
 
-    /// The next runtime: the file read again, checked against what cannot change on reload.
-    /// Settings fixed at start keep their running values, and are named as needing a restart.
+    /// The next runtime: the source's configuration, checked against what cannot change on
+    /// reload. Settings fixed at start keep their running values, named as needing a restart.
     fn next(&self, old: &Arc<Runtime>) -> Result<Runtime, ReloadError> {
-        let report = config::load_report(&self.path, config::Mode::Run);
-        let mut new = match report.config {
-            Some(c) if report.errors.is_empty() => c,
-            _ => return Err(ReloadError::Invalid(report.errors)),
-        };
+        let mut new = self.source.next()?;
         let o = &old.config;
         let listeners = [
             ("listen", o.listen.clone(), new.listen.clone()),
@@ -165,7 +225,7 @@ impl Live {
             ("notify.listen", listen_of(o), listen_of(&new)),
         ];
         if let Some((setting, running, file)) = listeners.into_iter().find(|(_, a, b)| a != b) {
-            return Err(ReloadError::NeedsRestart(ListenerChange { config: self.path.clone(), setting, running, file }));
+            return Err(ReloadError::NeedsRestart(ListenerChange { config: new.source.clone(), setting, running, file }));
         }
         let mut needs_restart = Vec::new();
         // Each is read once at start (pingora's server, the listeners' limits, the executor

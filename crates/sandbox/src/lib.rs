@@ -342,7 +342,7 @@ impl Sandbox {
 
     /// POSTs a notification to `url` (loopback only) and returns the answer.
     async fn send_notification(&self, url: String, body: Vec<u8>) -> Result<(u16, String), String> {
-        let target = tokio::task::spawn_blocking(move || parse_url(&url)).await.map_err(|e| e.to_string())??;
+        let target = tokio::task::spawn_blocking(move || parse_url(&url).map_err(|e| e.to_string())).await.map_err(|e| e.to_string())??;
         if let Some(a) = target.addrs.iter().find(|a| !a.ip().is_loopback()) {
             return Err(format!("{a} is not a loopback address; the sandbox only notifies this machine"));
         }

@@ -15,9 +15,14 @@ impl std::fmt::Display for Cidr {
     }
 }
 
+/// A text that is neither an address nor a network.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not an address or a network like 203.0.113.0/24")]
+pub struct CidrError(pub String);
+
 impl Cidr {
-    pub fn parse(text: &str) -> Result<Cidr, String> {
-        let bad = || format!("'{text}' is not an address or a network like 203.0.113.0/24");
+    pub fn parse(text: &str) -> Result<Cidr, CidrError> {
+        let bad = || CidrError(text.into());
         let (addr, prefix) = match text.trim().split_once('/') {
             Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| bad())?)),
             None => (text.trim(), None),

@@ -53,7 +53,11 @@ pub struct Pkcs11Uri {
 impl Pkcs11Uri {
     /// RFC 7512: `pkcs11:token=…;object=…;id=%01;type=private`. A PIN in the URI is refused
     /// (it would sit in the configuration file).
-    pub fn parse(uri: &str) -> Result<Self, String> {
+    pub fn parse(uri: &str) -> Result<Self, Pkcs11Error> {
+        Self::parse_text(uri).map_err(Pkcs11Error::Uri)
+    }
+
+    fn parse_text(uri: &str) -> Result<Self, String> {
         let rest = uri.strip_prefix("pkcs11:").ok_or("a PKCS#11 URI starts with pkcs11:")?;
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (mut token, mut object, mut id) = (None, None, None);
@@ -361,8 +365,12 @@ impl ExternalKey for TokenKey {
 
 /// Opens the key a URI names: finds the token, logs in, finds the key, reads its public half
 /// (the modulus and exponent; the private half never leaves the token).
-pub fn open_key(uri: &str, module_path: &Path, pin: &Secret, allow_weak: bool) -> Result<PrivateKey, String> {
+pub fn open_key(uri: &str, module_path: &Path, pin: &Secret, allow_weak: bool) -> Result<PrivateKey, Pkcs11Error> {
     let uri = Pkcs11Uri::parse(uri)?;
+    open_parsed(uri, module_path, pin, allow_weak).map_err(Pkcs11Error::Token)
+}
+
+fn open_parsed(uri: Pkcs11Uri, module_path: &Path, pin: &Secret, allow_weak: bool) -> Result<PrivateKey, String> {
     let ctx = module(module_path)?;
     let token = TokenKey { ctx, uri, pin: pin.clone(), idle: Mutex::new(Vec::new()), rejection: RejectionKey::new(rand::random()) };
     let pooled = token.session()?;
@@ -407,6 +415,17 @@ fn public_half(pooled: &Pooled, allow_weak: bool) -> Result<keys::PublicKey, Str
     }
 }
 
+/// Why a key in a token cannot be used (the messages say what to fix).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Pkcs11Error {
+    /// The URI does not name a key paysign can use.
+    #[error("{0}")]
+    Uri(String),
+    /// The module, the token, the login or the key failed.
+    #[error("{0}")]
+    Token(String),
+}
+
 pub fn is_uri(s: &str) -> bool {
     s.starts_with("pkcs11:")
 }
@@ -431,7 +450,7 @@ mod tests {
             ("pkcs11:token=t;object=m;type=public", "type must be private (the merchant's private key)"),
             ("pkcs11:token=t;id=%zz", "a % escape needs two hex digits"),
         ] {
-            assert_eq!(Pkcs11Uri::parse(bad).unwrap_err(), why, "{bad}");
+            assert_eq!(Pkcs11Uri::parse(bad).unwrap_err(), Pkcs11Error::Uri(why.into()), "{bad}");
         }
     }
 }

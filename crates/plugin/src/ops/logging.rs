@@ -210,7 +210,7 @@ pub const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
 /// `PAYSIGN_LOG`'s value as a level; anything but [`LEVELS`] is refused, so a typo
 /// (`verbose`) does not silently log at `info`.
-pub fn parse_level(value: Option<&str>) -> Result<Level, String> {
+pub fn parse_level(value: Option<&str>) -> Result<Level, LevelError> {
     let value = value.map(str::trim).unwrap_or("");
     match value.to_ascii_lowercase().as_str() {
         "" | "info" => Ok(Level::INFO),
@@ -218,14 +218,19 @@ pub fn parse_level(value: Option<&str>) -> Result<Level, String> {
         "warn" => Ok(Level::WARN),
         "debug" => Ok(Level::DEBUG),
         "trace" => Ok(Level::TRACE),
-        _ => Err(format!("PAYSIGN_LOG={value:?} is not a log level: use one of {}", LEVELS.join(", "))),
+        _ => Err(LevelError(value.into())),
     }
 }
+
+/// A `PAYSIGN_LOG` value that is not one of [`LEVELS`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("PAYSIGN_LOG={0:?} is not a log level: use one of {levels}", levels = LEVELS.join(", "))]
+pub struct LevelError(pub String);
 
 /// Installs the `tracing` subscriber and the bridge for `log` records (pingora logs through
 /// `log`); `PAYSIGN_LOG` = error|warn|info|debug|trace (default info). An unknown level is an
 /// error (nothing is installed).
-pub fn init() -> Result<(), String> {
+pub fn init() -> Result<(), LevelError> {
     let level = parse_level(std::env::var("PAYSIGN_LOG").ok().as_deref())?;
     MAX_LEVEL.store(rank(&level), Ordering::Relaxed);
     // Other crates' `info` is written at `debug` and their `trace` never (see `foreign_level`):
@@ -294,7 +299,7 @@ mod tests {
         }
         for bad in ["verbose", "3", "information", "off"] {
             assert_eq!(
-                super::parse_level(Some(bad)),
+                super::parse_level(Some(bad)).map_err(|e| e.to_string()),
                 Err(format!("PAYSIGN_LOG={bad:?} is not a log level: use one of error, warn, info, debug, trace"))
             );
         }
