@@ -55,6 +55,7 @@ pub mod pkcs11;
 pub mod proxy;
 pub mod reload;
 pub mod serve;
+pub mod sighup;
 mod stream_wrap;
 pub mod upstream;
 
