@@ -132,3 +132,51 @@ fn nothing_is_acknowledged_before_the_target_took_it_and_repeats_carry_the_same_
     assert_eq!(sample(&m, r#"paysign_notifications_total{outcome="target_failed",route="/notify/bindcard"}"#), Some(1.0));
     assert_eq!(sample(&m, r#"paysign_notifications_total{outcome="forwarded",route="/notify/bindcard"}"#), Some(2.0));
 }
+
+/// An embedder's notification listener, built through the plugin API in the embedder's own
+/// process (no paysign binary): it is safeguarded like the binary's — a request head sent in
+/// part is closed at `header_timeout_ms` and counted, and a whole notification is still served.
+/// (Issue 27: an embedder's listener, a bare `Service::new` of the app, held a half-sent head
+/// for 25 s+; pingora's own read timeout is 60 s.)
+#[test]
+fn an_embedded_notification_listener_closes_a_half_sent_head_at_the_header_deadline() {
+    use pingora::services::Service as _;
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
+    let dir = temp_dir();
+    let notify_port = free_port();
+    let yaml = format!(
+        "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{}\nheader_timeout_ms: 400\nplatform:\n  base_url: http://127.0.0.1:9\nnotify:\n  listen: 127.0.0.1:{notify_port}\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:9/unused\nmerchants:\n  - customer_no: \"{MD5_MERCHANT}\"\n    profile: md5\n    platform_public_key: keys/platform_public.pem\n    md5_key_file: keys/md5.key\n",
+        free_port(),
+        free_port()
+    );
+    let path = dir.join("paysign.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let config = paysign_plugin::config::load(&path).expect("the configuration loads");
+    let live = Arc::new(paysign_plugin::live::Live::new(path, config));
+    let mut service = paysign_plugin::notifications::Notifications::new(live).service().expect("notify is configured");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (_shutdown, watch) = tokio::sync::watch::channel(false);
+    runtime.spawn(async move { service.start_service(None, watch, 1).await });
+    wait_listening(notify_port);
+    let timeouts = || {
+        paysign_plugin::metrics::HEADER_TIMEOUTS.with_label_values(&["notify"]).get()
+    };
+    let before = timeouts();
+
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", notify_port)).unwrap();
+    let sent = Instant::now();
+    c.write_all(b"POST /notify/bindcard HTTP/1.1\r\nHost: x\r\nContent-Le").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    let read = c.read(&mut buf);
+    let took = sent.elapsed();
+    assert!(matches!(read, Ok(0) | Err(_)), "the half-sent head got an answer: {read:?}");
+    assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(3), "closed after {took:?}, not at the 400 ms deadline");
+    assert!(eventually(5, || timeouts() == before + 1), "paysign_header_timeouts_total{{listener=\"notify\"}}: {}", timeouts());
+
+    // A whole request is served (here: a GET, which is not a notification).
+    assert_eq!(request(notify_port, "GET", "/notify/bindcard", &[], b"").status, 405);
+}

@@ -1,7 +1,9 @@
-//! Structured logs: one JSON object per line on stderr. Application lines go through `tracing`
-//! (pingora's `log` records are bridged into it); the access line is written by
-//! [`access_line`] with its fields at the top level. Every line leaves through one writer
-//! thread ([`crate::log_writer`]): logging never blocks a request on stderr. Nothing secret or
+//! Structured logs. paysign logs through `tracing` only — application lines and access lines
+//! ([`access_line`]: one event on [`ACCESS_TARGET`] carrying the line's JSON) — so they go to
+//! whatever subscriber the embedder installed. The binary installs [`init`]'s: one JSON object
+//! per line on stderr (pingora's `log` records bridged into it), the access line's JSON as the
+//! line itself; every line leaves through one writer thread ([`crate::log_writer`]), so
+//! logging never blocks a request on stderr. Nothing secret or
 //! personal is ever passed in: callers log customer numbers, order numbers, outcomes and
 //! sizes, never keys, `sign`, `reqmsg` or the personal fields of a request.
 
@@ -175,6 +177,11 @@ impl<S: Subscriber> Layer<S> for JsonLines {
     }
 
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        // An access line is already the JSON line (written without waiting: see log_writer).
+        if event.metadata().target() == ACCESS_TARGET {
+            event.record(&mut AccessJson);
+            return;
+        }
         // A bridged `log` record carries its real target and level in its normalized metadata.
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
@@ -241,11 +248,23 @@ pub fn init() -> Result<(), String> {
     Ok(())
 }
 
-fn access_enabled() -> bool {
-    MAX_LEVEL.load(Ordering::Relaxed) >= 3
+/// The `tracing` target of access lines: each is one `info` event whose field `json` is the
+/// whole line, serialised once (an embedder's subscriber gets it as any other event; the
+/// binary's [`init`] writes it as the line itself).
+pub const ACCESS_TARGET: &str = "paysign::access";
+
+/// Emits one access line (see [`ACCESS_TARGET`]).
+fn access_event(json: &str) {
+    tracing::info!(target: ACCESS_TARGET, json, "access");
 }
 
-/// Writes the access line: `fields` plus `ts`, `level` and `msg: "access"`.
+/// Whether an access line would be taken by the subscriber in force: when not, nothing is
+/// serialised.
+fn access_enabled() -> bool {
+    tracing::enabled!(target: ACCESS_TARGET, Level::INFO)
+}
+
+/// Emits the access line `fields` plus `ts`, `level` and `msg: "access"`.
 pub fn access(mut fields: Map<String, Value>) {
     if !access_enabled() {
         return;
@@ -253,20 +272,35 @@ pub fn access(mut fields: Map<String, Value>) {
     fields.insert("ts".into(), Value::String(timestamp()));
     fields.insert("level".into(), Value::String("info".into()));
     fields.insert("msg".into(), Value::String("access".into()));
-    write_line(&Value::Object(fields), false);
+    access_event(&Value::Object(fields).to_string());
 }
 
-/// Writes an access line serialised from `line` (its fields in declaration order), when the
-/// access log is on; no intermediate map.
+/// Emits an access line serialised from `line` (its fields in declaration order), when the
+/// subscriber takes access lines; no intermediate map.
 pub fn access_line<T: serde::Serialize>(line: &T) {
     if !access_enabled() {
         return;
     }
     let mut buf = Vec::with_capacity(320);
     if serde_json::to_writer(&mut buf, line).is_ok() {
-        buf.push(b'\n');
-        log_writer::write(&buf, false);
+        // serde_json writes UTF-8: the check cannot fail (and costs far less than the line).
+        if let Ok(json) = std::str::from_utf8(&buf) {
+            access_event(json);
+        }
     }
+}
+
+/// Writes an access event's `json` field as the line, as it is.
+struct AccessJson;
+
+impl Visit for AccessJson {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "json" {
+            log_writer::write_str_line(value, false);
+        }
+    }
+
+    fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
 }
 
 /// A new request id: 128 random bits as 32 hex digits (for `X-Request-Id`).
