@@ -72,6 +72,23 @@ fn a_bound_card_is_notified_verified_forwarded_and_acknowledged() {
     let m = s.stack.metrics();
     assert_eq!(sample(&m, r#"paysign_notifications_total{outcome="forwarded",route="/notify/bindcard"}"#), Some(2.0));
     assert_eq!(sample(&m, r#"paysign_notification_forward_duration_seconds_count{route="/notify/bindcard"}"#), Some(2.0));
+
+    // Each has its access line: these fields, in this order (docs/observability.md).
+    let lines = |logs: &str| -> Vec<Value> {
+        logs.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["kind"] == "notification").collect()
+    };
+    assert!(eventually(10, || lines(&s.stack.gateway.logs()).len() == 2), "{}", s.stack.gateway.logs());
+    for (line, merchant) in lines(&s.stack.gateway.logs()).iter().zip([MD5_MERCHANT, RSA_MERCHANT]) {
+        let keys: Vec<&str> = line.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["route", "merchant", "notification_id", "order_no", "outcome", "status", "latency_ms", "kind", "ts", "level", "msg"],
+            "{line}"
+        );
+        assert_eq!((&line["route"], &line["merchant"]), (&Value::from("/notify/bindcard"), &Value::from(merchant)), "{line}");
+        assert_eq!((&line["order_no"], &line["outcome"], &line["status"]), (&Value::from(format!("NTF-{merchant}")), &Value::from("forwarded"), &Value::from(200)), "{line}");
+        assert_eq!((&line["level"], &line["msg"]), (&Value::from("info"), &Value::from("access")), "{line}");
+    }
 }
 
 #[test]
