@@ -86,7 +86,11 @@ fn a_bound_card_is_notified_verified_forwarded_and_acknowledged() {
             "{line}"
         );
         assert_eq!((&line["route"], &line["merchant"]), (&Value::from("/notify/bindcard"), &Value::from(merchant)), "{line}");
-        assert_eq!((&line["order_no"], &line["outcome"], &line["status"]), (&Value::from(format!("NTF-{merchant}")), &Value::from("forwarded"), &Value::from(200)), "{line}");
+        assert_eq!(
+            (&line["order_no"], &line["outcome"], &line["status"]),
+            (&Value::from(format!("NTF-{merchant}")), &Value::from("forwarded"), &Value::from(200)),
+            "{line}"
+        );
         assert_eq!((&line["level"], &line["msg"]), (&Value::from("info"), &Value::from("access")), "{line}");
     }
 }
@@ -178,9 +182,7 @@ fn an_embedded_notification_listener_closes_a_half_sent_head_at_the_header_deadl
     let (_shutdown, watch) = tokio::sync::watch::channel(false);
     runtime.spawn(async move { service.start_service(None, watch, 1).await });
     wait_listening(notify_port);
-    let timeouts = || {
-        paysign_plugin::metrics::HEADER_TIMEOUTS.with_label_values(&["notify"]).get()
-    };
+    let timeouts = || paysign_plugin::metrics::HEADER_TIMEOUTS.with_label_values(&["notify"]).get();
     let before = timeouts();
 
     let mut c = std::net::TcpStream::connect(("127.0.0.1", notify_port)).unwrap();

@@ -413,11 +413,13 @@ impl NotifyState {
     ) -> Step<(String, Map<String, Value>)> {
         let m = merchant.clone();
         let opened = match merchant.profile() {
-            Profile::Rsa => match self.executor.run_unauthenticated(move || m.open_notification_observed(&data, &metrics::CryptoTimings)).await {
-                Ok(opened) => opened,
-                Err(ExecError::Overloaded) => return Err(NotificationOutcome::Shed),
-                Err(ExecError::Panicked) => return Err(NotificationOutcome::Internal),
-            },
+            Profile::Rsa => {
+                match self.executor.run_unauthenticated(move || m.open_notification_observed(&data, &metrics::CryptoTimings)).await {
+                    Ok(opened) => opened,
+                    Err(ExecError::Overloaded) => return Err(NotificationOutcome::Shed),
+                    Err(ExecError::Panicked) => return Err(NotificationOutcome::Internal),
+                }
+            }
             Profile::Md5 => m.open_notification_observed(&data, &metrics::CryptoTimings),
         };
         match opened {
