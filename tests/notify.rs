@@ -196,6 +196,50 @@ fn an_embedded_notification_listener_closes_a_half_sent_head_at_the_header_deadl
     assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(3), "closed after {took:?}, not at the 400 ms deadline");
     assert!(eventually(5, || timeouts() == before + 1), "paysign_header_timeouts_total{{listener=\"notify\"}}: {}", timeouts());
 
-    // A whole request is served (here: a GET, which is not a notification).
+    // A whole request is served (here: a GET, which is not a notification), and its access
+    // line goes to the embedder's subscriber, not to a writer of paysign's own.
+    let lines = access_lines();
     assert_eq!(request(notify_port, "GET", "/notify/bindcard", &[], b"").status, 405);
+    assert!(eventually(5, || lines.lock().unwrap().len() == 1), "{:?}", lines.lock().unwrap());
+    let line: Value = serde_json::from_str(&lines.lock().unwrap()[0]).unwrap();
+    let keys: Vec<&str> = line.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["route", "outcome", "status", "latency_ms", "kind", "ts", "level", "msg"], "{line}");
+    assert_eq!(
+        (&line["route"], &line["outcome"], &line["status"]),
+        (&Value::from("/notify/bindcard"), &Value::from("method_not_allowed"), &Value::from(405))
+    );
+}
+
+/// An embedder's `tracing` subscriber that keeps paysign's access lines (the `json` field of
+/// events on `paysign::access`), installed for this test process.
+fn access_lines() -> Arc<std::sync::Mutex<Vec<String>>> {
+    use tracing::field::{Field, Visit};
+    struct Capture(Arc<std::sync::Mutex<Vec<String>>>);
+    struct Json<'a>(&'a std::sync::Mutex<Vec<String>>);
+    impl Visit for Json<'_> {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "json" {
+                self.0.lock().unwrap().push(value.to_string());
+            }
+        }
+        fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+    }
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+            m.target() == "paysign::access"
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, e: &tracing::Event<'_>) {
+            e.record(&mut Json(&self.0));
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    tracing::subscriber::set_global_default(Capture(lines.clone())).expect("the only subscriber of this test process");
+    lines
 }

@@ -281,13 +281,26 @@ pub fn access_line<T: serde::Serialize>(line: &T) {
     if !access_enabled() {
         return;
     }
-    let mut buf = Vec::with_capacity(320);
-    if serde_json::to_writer(&mut buf, line).is_ok() {
-        // serde_json writes UTF-8: the check cannot fail (and costs far less than the line).
-        if let Ok(json) = std::str::from_utf8(&buf) {
-            access_event(json);
-        }
+    // One buffer per thread, reused: the line is copied once, by whoever takes the event.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
     }
+    let emit = |buf: &mut Vec<u8>| {
+        buf.clear();
+        if serde_json::to_writer(&mut *buf, line).is_ok() {
+            // serde_json writes UTF-8: the check cannot fail (and costs far less than the line).
+            if let Ok(json) = std::str::from_utf8(buf) {
+                access_event(json);
+            }
+        }
+        // A rare huge line does not stay resident on every thread.
+        buf.shrink_to(4096);
+    };
+    // Re-entered (a subscriber that logs an access line while taking one): a buffer of its own.
+    BUF.with(|b| match b.try_borrow_mut() {
+        Ok(mut buf) => emit(&mut buf),
+        Err(_) => emit(&mut Vec::new()),
+    });
 }
 
 /// Writes an access event's `json` field as the line, as it is.
@@ -382,6 +395,44 @@ Host: h
         assert_eq!(super::foreign_level(Level::TRACE, "pingora_proxy", "raw"), None);
         assert_eq!(super::foreign_level(Level::WARN, "pingora_core", "x"), Some(Level::WARN));
         assert!(super::is_own("paysign_plugin::proxy") && super::is_own("paysign") && !super::is_own("pingora_core::server"));
+    }
+
+    /// An access line is serialised once, and only when the subscriber takes access lines.
+    #[test]
+    fn access_lines_are_serialised_only_for_a_subscriber_that_takes_them() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tracing_subscriber::layer::SubscriberExt;
+        static SERIALISED: AtomicUsize = AtomicUsize::new(0);
+        struct Line;
+        impl serde::Serialize for Line {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                SERIALISED.fetch_add(1, Ordering::SeqCst);
+                s.serialize_str("line")
+            }
+        }
+        /// Takes everything but (when `access` is false) access lines; counts the access events.
+        struct Only {
+            access: bool,
+            seen: std::sync::Arc<AtomicUsize>,
+        }
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Only {
+            fn enabled(&self, m: &tracing::Metadata<'_>, _: tracing_subscriber::layer::Context<'_, S>) -> bool {
+                self.access || m.target() != super::ACCESS_TARGET
+            }
+            fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+                if e.metadata().target() == super::ACCESS_TARGET {
+                    self.seen.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        for access in [false, true] {
+            let seen = std::sync::Arc::new(AtomicUsize::new(0));
+            let subscriber = tracing_subscriber::registry().with(Only { access, seen: seen.clone() });
+            SERIALISED.store(0, Ordering::SeqCst);
+            tracing::subscriber::with_default(subscriber, || super::access_line(&Line));
+            let expected = usize::from(access);
+            assert_eq!((SERIALISED.load(Ordering::SeqCst), seen.load(Ordering::SeqCst)), (expected, expected), "access: {access}");
+        }
     }
 
     #[test]
