@@ -51,7 +51,9 @@ use crate::metrics;
 /// Connection limits of one listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// Open connections at most; beyond, a new one is closed at accept.
     pub max_connections: usize,
+    /// A request head must arrive within this (also the keep-alive idle timeout).
     pub head_timeout: Duration,
     /// A request head (request line, headers and the blank line, with any blank lines before
     /// it) may be at most this long; beyond, 431.
@@ -88,6 +90,7 @@ struct HeadLimits {
 }
 
 impl<A> Limited<A> {
+    /// `inner` behind `limits`, counted under `listener` in the per-listener metrics.
     pub fn new(inner: A, listener: &'static str, limits: Limits) -> Self {
         let bound = Arc::new(ConnectionBound {
             open: AtomicUsize::new(0),

@@ -76,7 +76,7 @@ pub fn write(line: &[u8], urgent: bool) {
     write_parts(&[line], urgent);
 }
 
-/// Queues `text` and a newline as one line (see [`write`]), without first joining them.
+/// Queues `text` and a newline as one line (see [`write()`]), without first joining them.
 pub fn write_str_line(text: &str, urgent: bool) {
     write_parts(&[text.as_bytes(), b"\n"], urgent);
 }

@@ -25,6 +25,7 @@ use crate::notify::{NotificationFacts, NotificationLine, NotificationOutcome, No
 /// SIGTERM waits for them as for calls, since a forward cut midway may have reached the target.
 static IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
 
+/// Notifications being handled now, in this process.
 pub fn in_flight() -> i64 {
     IN_FLIGHT.load(Ordering::Acquire)
 }

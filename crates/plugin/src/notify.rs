@@ -28,6 +28,7 @@ use crate::metrics;
 use crate::protocol::{canonicalize, fields_of, Merchant, OpenError, Opened, Profile};
 use crate::serve::{read_body, reply, BodyError};
 
+/// The header carrying [`notification_id`] to the target, which may drop repeats by it.
 pub const NOTIFICATION_ID_HEADER: &str = "X-Paysign-Notification-Id";
 
 /// How one notification ended: a closed set, each with the status the platform gets
@@ -40,6 +41,7 @@ pub enum NotificationOutcome {
     SourceRefused,
     /// No route for the path.
     NotFound,
+    /// Not a `POST`.
     MethodNotAllowed,
     /// Body over `notify.max_body_bytes`.
     TooLarge,
@@ -142,8 +144,10 @@ pub struct NotificationFacts<'a> {
     /// A refused source's peer (the trusted proxy it came through, or itself).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
+    /// The route's path, once one matched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<&'a str>,
+    /// The merchant's customer number, once the envelope named a served one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merchant: Option<&'a str>,
     /// Ciphertext blocks of a notification refused for having too many.
@@ -152,6 +156,7 @@ pub struct NotificationFacts<'a> {
     /// Why opening failed (`paysign_verification_failures_total{reason}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
+    /// [`notification_id`] of a verified notification.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notification_id: Option<String>,
     /// The notification's `orderNo`, at most 64 characters.
@@ -166,15 +171,23 @@ pub struct NotificationFacts<'a> {
 /// docs/observability.md).
 #[derive(serde::Serialize)]
 pub struct NotificationLine<'a> {
+    /// What the steps learnt (first in the line).
     #[serde(flatten)]
     pub facts: NotificationFacts<'a>,
+    /// Written as its label.
     #[serde(serialize_with = "outcome_label")]
     pub outcome: NotificationOutcome,
+    /// The status the platform got.
     pub status: u16,
+    /// From the head parsed to the answer, in milliseconds (three decimals).
     pub latency_ms: f64,
+    /// `notification`.
     pub kind: &'static str,
+    /// When the line was written.
     pub ts: logging::Now,
+    /// `info`.
     pub level: &'static str,
+    /// `access`.
     pub msg: &'static str,
 }
 
@@ -206,6 +219,7 @@ pub enum TargetError {
 /// the platform is acknowledged only when it returns a 2xx [`TargetAnswer`].
 #[async_trait]
 pub trait NotificationTarget: Send + Sync {
+    /// Hands one verified notification on (see the trait's doc).
     async fn deliver(&self, route: &NotifyRoute, headers: &[(&'static str, &str)], body: Bytes) -> Result<TargetAnswer, TargetError>;
 }
 
@@ -307,6 +321,7 @@ impl NotifyState {
         NotifyState { notify, merchants: config.merchants.clone(), routes, executor, http, target }
     }
 
+    /// The listener's plain-text answer (`FAIL`, or the acknowledgement).
     pub fn text(status: u16, body: &str) -> Response<Vec<u8>> {
         reply(status, "text/plain;charset=UTF-8", body.as_bytes().to_vec())
     }

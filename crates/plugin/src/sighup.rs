@@ -19,6 +19,7 @@ use crate::live::Live;
 /// force and says why); it runs on the service's thread, so it may block briefly (file reads,
 /// key parsing).
 pub trait Reload: Send + Sync {
+    /// Loads again and swaps in, or keeps what is in force (and says why).
     fn reload(&self);
 }
 
