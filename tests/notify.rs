@@ -156,11 +156,13 @@ fn nothing_is_acknowledged_before_the_target_took_it_and_repeats_carry_the_same_
 
 /// An embedder's notification listener, built through the plugin API in the embedder's own
 /// process (no paysign binary): it is safeguarded like the binary's — a request head sent in
-/// part is closed at `header_timeout_ms` and counted, and a whole notification is still served.
-/// (Issue 27: an embedder's listener, a bare `Service::new` of the app, held a half-sent head
-/// for 25 s+; pingora's own read timeout is 60 s.)
+/// part is closed at `header_timeout_ms` and counted — while its access lines go to the
+/// embedder's `tracing` subscriber and its threads keep their priority. (Issue 27: an
+/// embedder's listener, a bare `Service::new` of the app, held a half-sent head for 25 s+ —
+/// pingora's own read timeout is 60 s —, wrote its lines to paysign's own stderr writer and
+/// reniced the embedder's thread.)
 #[test]
-fn an_embedded_notification_listener_closes_a_half_sent_head_at_the_header_deadline() {
+fn an_embedded_notification_listener_is_safeguarded_logs_through_tracing_and_keeps_thread_priority() {
     use pingora::services::Service as _;
     use std::io::{Read, Write};
     use std::time::Instant;
@@ -178,7 +180,7 @@ fn an_embedded_notification_listener_closes_a_half_sent_head_at_the_header_deadl
     let live = Arc::new(paysign_plugin::live::Live::new(path, config));
     let mut service = paysign_plugin::notifications::Notifications::new(live).service().expect("notify is configured");
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("embedder").enable_all().build().unwrap();
     let (_shutdown, watch) = tokio::sync::watch::channel(false);
     runtime.spawn(async move { service.start_service(None, watch, 1).await });
     wait_listening(notify_port);
@@ -208,6 +210,27 @@ fn an_embedded_notification_listener_closes_a_half_sent_head_at_the_header_deadl
         (&line["route"], &line["outcome"], &line["status"]),
         (&Value::from("/notify/bindcard"), &Value::from("method_not_allowed"), &Value::from(405))
     );
+
+    // The embedder's threads kept their priority, this thread's (lowering it is opt-in).
+    // SAFETY: getpriority of the calling thread; no memory is passed.
+    let own = i64::from(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) });
+    let threads = embedder_threads();
+    assert!(!threads.is_empty());
+    assert!(threads.iter().all(|nice| *nice == own), "an embedder's threads were reniced: {threads:?}, not {own}");
+}
+
+/// The nice values of this process's threads named `embedder` (from /proc).
+fn embedder_threads() -> Vec<i64> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap_or_default();
+        // `pid (comm) state …`: the nice value is the 19th field (index 16 after the comm).
+        let Some((comm, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") ")) else { continue };
+        if comm == "embedder" {
+            out.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+        }
+    }
+    out
 }
 
 /// An embedder's `tracing` subscriber that keeps paysign's access lines (the `json` field of
