@@ -266,3 +266,65 @@ fn access_lines() -> Arc<std::sync::Mutex<Vec<String>>> {
     tracing::subscriber::set_global_default(Capture(lines.clone())).expect("the only subscriber of this test process");
     lines
 }
+
+/// The connection to a notification target outlives a reload: the forwarder (and its pool) is
+/// the notification state's, kept across reloads like the platform client's. (Before, each
+/// reload built a new client: the next notification opened a new connection.)
+#[test]
+fn a_reload_keeps_the_connection_to_the_notification_target() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::AtomicUsize;
+
+    // A target that answers 200 on kept-alive connections and counts the connections.
+    let listener = bind_unclaimed();
+    let target_port = listener.local_addr().unwrap().port();
+    let (connections, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, r) = (connections.clone(), requests.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            c.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some((k, v)) = line.trim_end().split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                length = v.trim().parse().unwrap();
+                            }
+                        } else if line.trim_end().is_empty() {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    reader.read_exact(&mut body).unwrap();
+                    r.fetch_add(1, Ordering::SeqCst);
+                    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
+                }
+            });
+        }
+    });
+    let notify_port = free_port();
+    let extra = format!(
+        "notify:\n  listen: 127.0.0.1:{notify_port}\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:{target_port}/internal\n"
+    );
+    let stack = Stack::start(Options { gateway_extra: extra, ..Options::default() });
+    wait_listening(notify_port);
+    let notify = |order: &str| {
+        let req = serde_json::json!({
+            "customerNo": MD5_MERCHANT, "orderNo": order, "url": format!("http://127.0.0.1:{notify_port}/notify/bindcard")
+        });
+        request(stack.sandbox_port, "POST", "/__sandbox/notify", &[], req.to_string().as_bytes()).json()
+    };
+    assert_eq!(notify("NTF-POOL-1")["status"], 200);
+    let r = request(stack.admin, "POST", "/-/reload", &[], b"");
+    assert_eq!((r.status, &r.json()["generation"]), (200, &Value::from(2)), "{}", r.text());
+    assert_eq!(notify("NTF-POOL-2")["status"], 200);
+    assert_eq!((requests.load(Ordering::SeqCst), connections.load(Ordering::SeqCst)), (2, 1), "requests, connections");
+}
