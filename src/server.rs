@@ -4,8 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora::apps::ServerApp;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
@@ -13,11 +11,12 @@ use pingora::services::listening::Service;
 use paysign_plugin::admin::{Admin, ReadyState};
 use paysign_plugin::call::Paysign;
 use paysign_plugin::config::Config;
-use paysign_plugin::listener::{Limited, Limits};
+use paysign_plugin::listener::{safeguarded_service, tcp_listener, Limits};
 use paysign_plugin::live::Live;
 use paysign_plugin::metrics;
-use paysign_plugin::notifications::Notifications;
+use paysign_plugin::notifications::{Notifications, NOTIFY_NICE};
 use paysign_plugin::proxy::Gateway;
+use paysign_plugin::sighup::{Reload, ReloadOnSighup};
 use paysign_protocol::MerchantKeys;
 use paysign_sandbox::SandboxConfig;
 use paysign_sandbox::{SandboxApp, SandboxService};
@@ -73,44 +72,16 @@ fn client_verifier(ca: &std::path::Path) -> Result<Arc<dyn pingora::tls::ClientC
     pingora::tls::WebPkiClientVerifier::builder(Arc::new(roots)).build().map_err(|e| format!("tls_client_ca_file {}: {e}", ca.display()))
 }
 
-/// What SIGHUP reloads in this process.
-enum Reloadable {
-    Gateway(Arc<Live>),
-    Sandbox(Arc<SandboxService>),
-}
+/// The sandbox, reloaded by SIGHUP like the gateway (its failures logged here: its `reload`
+/// only returns them).
+struct SandboxReload(Arc<SandboxService>);
 
-/// SIGHUP reloads every configuration of this process (keys included). pingora handles
-/// SIGTERM/SIGINT/SIGQUIT itself; SIGHUP would otherwise end the process.
-fn reload_on_sighup(targets: Vec<Reloadable>) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    // Registering here (before the server runs) closes the window where SIGHUP would kill us.
-    let mut hup = rt
-        .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
-        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
-    std::thread::Builder::new()
-        .name("paysign reload".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                while hup.recv().await.is_some() {
-                    tracing::info!("SIGHUP: reloading");
-                    for t in &targets {
-                        match t {
-                            // `Live::reload` logs its own refusal: one line per failed reload.
-                            Reloadable::Gateway(live) => {
-                                let _ = live.reload();
-                            }
-                            Reloadable::Sandbox(sb) => {
-                                if let Err(e) = sb.reload() {
-                                    tracing::error!("sandbox reload failed: {e}");
-                                }
-                            }
-                        }
-                    }
-                }
-            })
-        })
-        .map_err(|e| e.to_string())?;
-    Ok(())
+impl Reload for SandboxReload {
+    fn reload(&self) {
+        if let Err(e) = self.0.reload() {
+            tracing::error!("sandbox reload failed: {e}");
+        }
+    }
 }
 
 /// The longest a call whose connection was open at SIGTERM can still take: the rest of its
@@ -179,7 +150,7 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
 
     let ready = Arc::new(ReadyState::default());
     let mut listeners: Vec<Listen> = Vec::new();
-    let mut reloadable: Vec<Reloadable> = Vec::new();
+    let mut reloadable: Vec<Arc<dyn Reload>> = Vec::new();
     if let Some(cfg) = gateway {
         announce_gateway(&cfg);
         let proxy_addr: SocketAddr = cfg.listen.parse().map_err(|_| format!("bad listen address {}", cfg.listen))?;
@@ -190,20 +161,15 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         if let Some(n) = &notify_listen {
             listeners.push(Listen { setting: "notify.listen", addr: n.clone() });
         }
-        let limits =
-            Limits { max_connections: cfg.max_connections, head_timeout: cfg.header_timeout, max_head_bytes: cfg.max_header_bytes };
+        let limits = Limits::of(&cfg);
         let admin_limits = Limits { max_connections: cfg.max_connections.min(64), ..limits };
         for r in cfg.notify.iter().flat_map(|n| n.routes.iter()) {
             tracing::info!("notification route {} -> {}", r.path, r.target.url());
         }
         let live = Arc::new(Live::new(cfg.source.clone(), cfg));
-        reloadable.push(Reloadable::Gateway(live.clone()));
-        if let Some(listen) = notify_listen {
-            let app = Limited::new(Notifications { live: live.clone() }, "notify", limits)
-                .with_peer_check(Notifications::peer_check(live.clone()));
-            let mut svc = limited_service("paysign notifications", app);
-            svc.add_listener(tcp_listener(&listen));
-            svc.threads = Some(1);
+        reloadable.push(live.clone());
+        // The listener's own thread: it yields the CPU to the callers' proxy.
+        if let Some(svc) = Notifications::new(live.clone()).lower_priority(NOTIFY_NICE).service() {
             server.add_service(svc);
         }
         let mut app = pingora::proxy::HttpProxy::new(
@@ -211,11 +177,13 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
             server.configuration.clone(),
         );
         app.handle_init_modules();
-        let mut proxy = limited_service("paysign proxy", Limited::new(app, "proxy", limits));
+        let mut proxy = safeguarded_service("paysign proxy", "proxy", app, limits);
         proxy.add_listener(tcp_listener(&listen));
-        let mut admin = limited_service(
+        let mut admin = safeguarded_service(
             "paysign admin",
-            Limited::new(Admin { proxy_addr, live, registry: registry.clone(), ready: ready.clone() }, "admin", admin_limits),
+            "admin",
+            Admin { proxy_addr, live, registry: registry.clone(), ready: ready.clone() },
+            admin_limits,
         );
         admin.add_listener(tcp_listener(&admin_listen));
         admin.threads = Some(1);
@@ -235,7 +203,7 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         let tls = sb.tls.clone();
         let client_ca = sb.tls_client_ca.clone();
         let service = Arc::new(SandboxService::new(sb)?);
-        reloadable.push(Reloadable::Sandbox(service.clone()));
+        reloadable.push(Arc::new(SandboxReload(service.clone())));
         let mut svc = Service::new("paysign sandbox".to_string(), SandboxApp(service));
         match tls {
             Some((cert, key)) => {
@@ -256,7 +224,9 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         svc.threads = Some(2);
         server.add_service(svc);
     }
-    reload_on_sighup(reloadable)?;
+    // Constructed before the server runs: from here on SIGHUP cannot end the process.
+    let reload = ReloadOnSighup::new(reloadable).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    server.add_service(reload.service());
     // Sockets taken over in an upgrade are bound already (by the old process).
     if !upgrade {
         if let Err(e) = lifecycle::probe(&listeners) {
@@ -273,22 +243,4 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
     )?;
     server.run(RunArgs { shutdown_signal: Box::new(Signals { upgrade_sock, ready }) });
     lifecycle::exit(0)
-}
-
-/// A plain TCP listener: a whole answer (head and body, up to 4 KiB) leaves in one write
-/// instead of two. Reads go through a 16 KiB buffer instead of pingora's 64 KiB: a client that
-/// sends fast fills the buffer, and it stays resident for the connection's life (1,024
-/// connections sending large heads: 64 MiB of the 137 MiB peak); an idle connection's cost is
-/// unchanged (not resident until used), and a larger read bypasses it.
-fn tcp_listener(addr: &str) -> ListenerConfig {
-    ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(16 * 1024, 4096))
-}
-
-/// A pingora service whose listeners bound their connections and head deadlines: the bound is
-/// applied in the accept loop first (nothing allocated for a refused connection), then exactly.
-fn limited_service<A: ServerApp + Send + Sync + 'static>(name: &str, limited: Limited<A>) -> Service<Limited<A>> {
-    let filter = limited.connection_filter();
-    let mut service = Service::new(name.to_string(), limited);
-    service.set_connection_filter(filter);
-    service
 }

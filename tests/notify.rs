@@ -72,6 +72,27 @@ fn a_bound_card_is_notified_verified_forwarded_and_acknowledged() {
     let m = s.stack.metrics();
     assert_eq!(sample(&m, r#"paysign_notifications_total{outcome="forwarded",route="/notify/bindcard"}"#), Some(2.0));
     assert_eq!(sample(&m, r#"paysign_notification_forward_duration_seconds_count{route="/notify/bindcard"}"#), Some(2.0));
+
+    // Each has its access line: these fields, in this order (docs/observability.md).
+    let lines = |logs: &str| -> Vec<Value> {
+        logs.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["kind"] == "notification").collect()
+    };
+    assert!(eventually(10, || lines(&s.stack.gateway.logs()).len() == 2), "{}", s.stack.gateway.logs());
+    for (line, merchant) in lines(&s.stack.gateway.logs()).iter().zip([MD5_MERCHANT, RSA_MERCHANT]) {
+        let keys: Vec<&str> = line.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["route", "merchant", "notification_id", "order_no", "outcome", "status", "latency_ms", "kind", "ts", "level", "msg"],
+            "{line}"
+        );
+        assert_eq!((&line["route"], &line["merchant"]), (&Value::from("/notify/bindcard"), &Value::from(merchant)), "{line}");
+        assert_eq!(
+            (&line["order_no"], &line["outcome"], &line["status"]),
+            (&Value::from(format!("NTF-{merchant}")), &Value::from("forwarded"), &Value::from(200)),
+            "{line}"
+        );
+        assert_eq!((&line["level"], &line["msg"]), (&Value::from("info"), &Value::from("access")), "{line}");
+    }
 }
 
 #[test]
@@ -131,4 +152,179 @@ fn nothing_is_acknowledged_before_the_target_took_it_and_repeats_carry_the_same_
     let m = s.stack.metrics();
     assert_eq!(sample(&m, r#"paysign_notifications_total{outcome="target_failed",route="/notify/bindcard"}"#), Some(1.0));
     assert_eq!(sample(&m, r#"paysign_notifications_total{outcome="forwarded",route="/notify/bindcard"}"#), Some(2.0));
+}
+
+/// An embedder's notification listener, built through the plugin API in the embedder's own
+/// process (no paysign binary): it is safeguarded like the binary's — a request head sent in
+/// part is closed at `header_timeout_ms` and counted — while its access lines go to the
+/// embedder's `tracing` subscriber and its threads keep their priority. (Issue 27: an
+/// embedder's listener, a bare `Service::new` of the app, held a half-sent head for 25 s+ —
+/// pingora's own read timeout is 60 s —, wrote its lines to paysign's own stderr writer and
+/// reniced the embedder's thread.)
+#[test]
+fn an_embedded_notification_listener_is_safeguarded_logs_through_tracing_and_keeps_thread_priority() {
+    use pingora::services::Service as _;
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
+    let dir = temp_dir();
+    let notify_port = free_port();
+    let yaml = format!(
+        "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{}\nheader_timeout_ms: 400\nplatform:\n  base_url: http://127.0.0.1:9\nnotify:\n  listen: 127.0.0.1:{notify_port}\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:9/unused\nmerchants:\n  - customer_no: \"{MD5_MERCHANT}\"\n    profile: md5\n    platform_public_key: keys/platform_public.pem\n    md5_key_file: keys/md5.key\n",
+        free_port(),
+        free_port()
+    );
+    let path = dir.join("paysign.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let config = paysign_plugin::config::load(&path).expect("the configuration loads");
+    let live = Arc::new(paysign_plugin::live::Live::new(path, config));
+    let mut service = paysign_plugin::notifications::Notifications::new(live).service().expect("notify is configured");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("embedder").enable_all().build().unwrap();
+    let (_shutdown, watch) = tokio::sync::watch::channel(false);
+    runtime.spawn(async move { service.start_service(None, watch, 1).await });
+    wait_listening(notify_port);
+    let timeouts = || paysign_plugin::metrics::HEADER_TIMEOUTS.with_label_values(&["notify"]).get();
+    let before = timeouts();
+
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", notify_port)).unwrap();
+    let sent = Instant::now();
+    c.write_all(b"POST /notify/bindcard HTTP/1.1\r\nHost: x\r\nContent-Le").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    let read = c.read(&mut buf);
+    let took = sent.elapsed();
+    assert!(matches!(read, Ok(0) | Err(_)), "the half-sent head got an answer: {read:?}");
+    assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(3), "closed after {took:?}, not at the 400 ms deadline");
+    assert!(eventually(5, || timeouts() == before + 1), "paysign_header_timeouts_total{{listener=\"notify\"}}: {}", timeouts());
+
+    // A whole request is served (here: a GET, which is not a notification), and its access
+    // line goes to the embedder's subscriber, not to a writer of paysign's own.
+    let lines = access_lines();
+    assert_eq!(request(notify_port, "GET", "/notify/bindcard", &[], b"").status, 405);
+    assert!(eventually(5, || lines.lock().unwrap().len() == 1), "{:?}", lines.lock().unwrap());
+    let line: Value = serde_json::from_str(&lines.lock().unwrap()[0]).unwrap();
+    let keys: Vec<&str> = line.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["route", "outcome", "status", "latency_ms", "kind", "ts", "level", "msg"], "{line}");
+    assert_eq!(
+        (&line["route"], &line["outcome"], &line["status"]),
+        (&Value::from("/notify/bindcard"), &Value::from("method_not_allowed"), &Value::from(405))
+    );
+
+    // The embedder's threads kept their priority, this thread's (lowering it is opt-in).
+    // SAFETY: getpriority of the calling thread; no memory is passed.
+    let own = i64::from(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) });
+    let threads = embedder_threads();
+    assert!(!threads.is_empty());
+    assert!(threads.iter().all(|nice| *nice == own), "an embedder's threads were reniced: {threads:?}, not {own}");
+}
+
+/// The nice values of this process's threads named `embedder` (from /proc).
+fn embedder_threads() -> Vec<i64> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap_or_default();
+        // `pid (comm) state …`: the nice value is the 19th field (index 16 after the comm).
+        let Some((comm, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") ")) else { continue };
+        if comm == "embedder" {
+            out.push(rest.split(' ').nth(16).unwrap().parse().unwrap());
+        }
+    }
+    out
+}
+
+/// An embedder's `tracing` subscriber that keeps paysign's access lines (the `json` field of
+/// events on `paysign::access`), installed for this test process.
+fn access_lines() -> Arc<std::sync::Mutex<Vec<String>>> {
+    use tracing::field::{Field, Visit};
+    struct Capture(Arc<std::sync::Mutex<Vec<String>>>);
+    struct Json<'a>(&'a std::sync::Mutex<Vec<String>>);
+    impl Visit for Json<'_> {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "json" {
+                self.0.lock().unwrap().push(value.to_string());
+            }
+        }
+        fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+    }
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+            m.target() == "paysign::access"
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, e: &tracing::Event<'_>) {
+            e.record(&mut Json(&self.0));
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    tracing::subscriber::set_global_default(Capture(lines.clone())).expect("the only subscriber of this test process");
+    lines
+}
+
+/// The connection to a notification target outlives a reload: the forwarder (and its pool) is
+/// the notification state's, kept across reloads like the platform client's. (Before, each
+/// reload built a new client: the next notification opened a new connection.)
+#[test]
+fn a_reload_keeps_the_connection_to_the_notification_target() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::AtomicUsize;
+
+    // A target that answers 200 on kept-alive connections and counts the connections.
+    let listener = bind_unclaimed();
+    let target_port = listener.local_addr().unwrap().port();
+    let (connections, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, r) = (connections.clone(), requests.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            c.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some((k, v)) = line.trim_end().split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                length = v.trim().parse().unwrap();
+                            }
+                        } else if line.trim_end().is_empty() {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    reader.read_exact(&mut body).unwrap();
+                    r.fetch_add(1, Ordering::SeqCst);
+                    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
+                }
+            });
+        }
+    });
+    let notify_port = free_port();
+    let extra = format!(
+        "notify:\n  listen: 127.0.0.1:{notify_port}\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:{target_port}/internal\n"
+    );
+    let stack = Stack::start(Options { gateway_extra: extra, ..Options::default() });
+    wait_listening(notify_port);
+    let notify = |order: &str| {
+        let req = serde_json::json!({
+            "customerNo": MD5_MERCHANT, "orderNo": order, "url": format!("http://127.0.0.1:{notify_port}/notify/bindcard")
+        });
+        request(stack.sandbox_port, "POST", "/__sandbox/notify", &[], req.to_string().as_bytes()).json()
+    };
+    assert_eq!(notify("NTF-POOL-1")["status"], 200);
+    let r = request(stack.admin, "POST", "/-/reload", &[], b"");
+    assert_eq!((r.status, &r.json()["generation"]), (200, &Value::from(2)), "{}", r.text());
+    assert_eq!(notify("NTF-POOL-2")["status"], 200);
+    assert_eq!((requests.load(Ordering::SeqCst), connections.load(Ordering::SeqCst)), (2, 1), "requests, connections");
 }

@@ -20,8 +20,9 @@
 //! - [`notify`]: a notification's steps (open, verify, forward); [`notifications`]: the
 //!   listener (a pingora service) that runs them and acknowledges;
 //! - [`error`]: every failure and the one place it becomes an answer;
-//! - [`metrics`], [`logging`] (written by [`log_writer`]'s thread), [`admin`], [`listener`]:
-//!   operating it.
+//! - [`metrics`], [`logging`] (through `tracing`; the binary's subscriber written by
+//!   [`log_writer`]'s thread), [`admin`], [`listener`] (safeguards for any pingora service),
+//!   [`sighup`] (SIGHUP → reload, a background service): operating it.
 //!
 //! The wire protocol itself (keys, seal, open) is the pure crate [`protocol`]
 //! (`paysign-protocol`).
@@ -47,7 +48,7 @@ pub mod upstream;
 // settles, outside it).
 pub use access::{auth, bearer, cidr};
 pub use keys::{executor, pkcs11};
-pub use ops::{admin, listener, log_writer, logging, metrics};
+pub use ops::{admin, listener, log_writer, logging, metrics, sighup};
 pub use upstream::egress;
 
 pub use paysign_protocol as protocol;

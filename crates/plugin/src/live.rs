@@ -42,7 +42,8 @@ impl Runtime {
                 Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
             ),
         };
-        let notify = NotifyState::new(&config);
+        // The notification target's connection pool survives the reload, like the platform's.
+        let notify = NotifyState::new(&config, executor.clone(), previous.and_then(|p| p.notify.as_ref()));
         Runtime { config, client, executor, admission, notify, generation, needs_restart: Vec::new() }
     }
 }

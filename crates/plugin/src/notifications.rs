@@ -1,6 +1,8 @@
 //! The notification listener as a pingora service: each notification takes the current
-//! configuration once and runs [`NotifyState::handle`] (open → verify → forward), then the
-//! acknowledgement, the metric and the log line.
+//! configuration once and runs [`NotifyState::handle`] (open → verify → deliver), then the
+//! acknowledgement, the metric and the access line. [`Notifications::service`] builds the
+//! service with the listener's safeguards applied ([`crate::listener::safeguarded_service`]:
+//! connection bound, peer check, head deadline): it faces the internet.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -10,19 +12,20 @@ use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
-use serde_json::{Map, Value};
+use pingora::services::listening::Service;
 
 use crate::config::Notify;
-use crate::listener::PeerCheck;
+use crate::listener::{tcp_listener, Limited, Limits, PeerCheck};
 use crate::live::Live;
 use crate::logging;
 use crate::metrics;
-use crate::notify::NotifyState;
+use crate::notify::{NotificationFacts, NotificationLine, NotificationOutcome, NotifyState};
 
 /// Notifications being handled (read, opened, forwarded, acknowledged): the drain after
 /// SIGTERM waits for them as for calls, since a forward cut midway may have reached the target.
 static IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
 
+/// Notifications being handled now, in this process.
 pub fn in_flight() -> i64 {
     IN_FLIGHT.load(Ordering::Acquire)
 }
@@ -43,7 +46,45 @@ impl Drop for Handling {
 
 /// The listener: takes the current [`NotifyState`] for each notification.
 pub struct Notifications {
-    pub live: Arc<Live>,
+    live: Arc<Live>,
+    /// The nice value its threads take, if any (opt-in: see [`Notifications::lower_priority`]).
+    nice: Option<i32>,
+}
+
+/// The nice value the binary gives the notification listener's thread.
+pub const NOTIFY_NICE: i32 = 5;
+
+impl Notifications {
+    /// The listener of `live`'s notification routes; its threads' priority is left alone.
+    pub fn new(live: Arc<Live>) -> Self {
+        Notifications { live, nice: None }
+    }
+
+    /// Opt-in: each thread that handles a notification lowers its own priority (`setpriority`
+    /// to `nice`, once per thread, never raised again), so that on a busy machine the callers'
+    /// requests win the CPU over anything a stranger on the internet can send. The binary
+    /// does this ([`NOTIFY_NICE`]) on the listener's own thread; an embedder should only where
+    /// the service runs on threads of its own (`threads`), as [`Notifications::service`] does.
+    pub fn lower_priority(mut self, nice: i32) -> Self {
+        self.nice = Some(nice);
+        self
+    }
+
+    /// The notification listener as a ready pingora service, or `None` when the configuration
+    /// has no `notify`: listening on `notify.listen`, on one thread of its own, behind
+    /// `max_connections`, `header_timeout_ms` and `max_header_bytes` and the `allow_from`
+    /// check at accept ([`Notifications::peer_check`]) — the same safeguards as the binary's.
+    /// Add it with `server.add_service(…)`.
+    pub fn service(self) -> Option<Service<Limited<Notifications>>> {
+        let rt = self.live.current();
+        let listen = rt.config.notify.as_ref()?.listen.clone();
+        let limits = Limits::of(&rt.config);
+        let check = Self::peer_check(self.live.clone());
+        let mut service = Limited::new(self, "notify", limits).with_peer_check(check).into_service("paysign notifications");
+        service.add_listener(tcp_listener(&listen));
+        service.threads = Some(1);
+        Some(service)
+    }
 }
 
 #[async_trait]
@@ -52,31 +93,37 @@ impl ServeHttp for Notifications {
         // Until the acknowledgement is built; pingora writes it right after (a few bytes), and
         // the drain only ends after two idle looks a poll apart.
         let _handling = Handling::new();
-        // This listener faces the internet: its thread yields the CPU to the callers' proxy.
-        crate::executor::lower_thread_priority_once(5);
+        if let Some(nice) = self.nice {
+            crate::executor::lower_thread_priority_once(nice);
+        }
         crate::listener::request_parsed(session);
         let start = Instant::now();
-        let mut log = Map::new();
         let rt = self.live.current();
         let Some(state) = rt.notify.as_ref() else {
             return NotifyState::text(503, "FAIL");
         };
-        let o = state.handle(session, &rt.executor, &mut log).await;
-        let route = log.get("route").and_then(Value::as_str).unwrap_or("none").to_string();
-        metrics::NOTIFICATIONS.with_label_values(&[&route, o.label]).inc();
-        log.insert("outcome".into(), Value::String(o.label.into()));
-        log.insert("status".into(), Value::from(o.status));
-        log.insert("latency_ms".into(), Value::from((start.elapsed().as_secs_f64() * 1e6).round() / 1e3));
-        log.insert("kind".into(), Value::String("notification".into()));
-        logging::access(log);
-        if o.label == "source_refused" {
+        let mut facts = NotificationFacts::default();
+        let outcome = state.handle(session, &mut facts).await;
+        metrics::NOTIFICATIONS.with_label_values(&[facts.route.unwrap_or("none"), outcome.as_str()]).inc();
+        let status = outcome.status();
+        logging::access_line(&NotificationLine {
+            facts,
+            outcome,
+            status,
+            latency_ms: (start.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            kind: "notification",
+            ts: logging::Now,
+            level: "info",
+            msg: "access",
+        });
+        if outcome == NotificationOutcome::SourceRefused {
             // Behind a trusted proxy a refused source is known only now: it keeps no slot.
             session.set_keepalive(None);
         }
-        if o.status == 200 {
+        if outcome == NotificationOutcome::Forwarded {
             NotifyState::text(200, state.ack())
         } else {
-            NotifyState::text(o.status, "FAIL")
+            NotifyState::text(status, "FAIL")
         }
     }
 }

@@ -4,11 +4,16 @@
 //! forged, tampered, malformed or wrong-merchant notification gets a 4xx and goes nowhere; an
 //! internal target that does not answer 2xx gets the platform a 5xx, so the platform retries
 //! (at-least-once; `X-Paysign-Notification-Id` lets the target drop repeats).
+//!
+//! The steps: source → intake → open and verify → [`NotificationTarget::deliver`]. The target
+//! is a trait so that where a verified notification goes (the internal HTTP service today,
+//! [`HttpTarget`]; a durable inbox next) is a choice, not part of the steps.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use http::Response;
 use pingora::protocols::http::ServerSession;
@@ -23,24 +28,254 @@ use crate::metrics;
 use crate::protocol::{canonicalize, fields_of, Merchant, OpenError, Opened, Profile};
 use crate::serve::{read_body, reply, BodyError};
 
+/// The header carrying [`notification_id`] to the target, which may drop repeats by it.
 pub const NOTIFICATION_ID_HEADER: &str = "X-Paysign-Notification-Id";
 
-/// The notification routes of one configuration (rebuilt on reload).
-pub struct NotifyState {
-    notify: Notify,
-    merchants: HashMap<String, Arc<Merchant>>,
-    routes: HashMap<String, (NotifyRoute, Route)>,
-    client: Client,
+/// How one notification ended: a closed set, each with the status the platform gets
+/// (`paysign_notifications_total{outcome}` and the access line's `outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotificationOutcome {
+    /// Verified and taken by the target (2xx): acknowledged.
+    Forwarded,
+    /// Not from `notify.allow_from`.
+    SourceRefused,
+    /// No route for the path.
+    NotFound,
+    /// Not a `POST`.
+    MethodNotAllowed,
+    /// Body over `notify.max_body_bytes`.
+    TooLarge,
+    /// Body not received within `notify.body_timeout_ms`.
+    BodyTimeout,
+    /// Not the platform's envelope, or an answer where a notification was expected.
+    Malformed,
+    /// The envelope names a merchant other than the route's.
+    WrongMerchant,
+    /// The envelope names a merchant not configured.
+    UnknownMerchant,
+    /// More ciphertext blocks than `notify.max_blocks`: refused before any decryption.
+    TooManyBlocks,
+    /// The private-key executor is full: the platform retries.
+    Shed,
+    /// The private-key work failed unexpectedly.
+    Internal,
+    /// Any cryptographic failure (one answer for all: no oracle).
+    Forged,
+    /// Genuine but not UTF-8 (a charset problem to fix with the platform).
+    NotUtf8,
+    /// Signed by the platform but not a notification: never forwarded.
+    NotNotification,
+    /// The target answered other than 2xx, or may have received it and did not answer.
+    TargetFailed,
+    /// The target could not be reached: nothing was sent.
+    TargetUnreachable,
 }
 
-/// How one notification ended (a fixed label set).
-pub struct Outcome {
-    pub label: &'static str,
+impl NotificationOutcome {
+    /// Every outcome (the metric's label set).
+    pub const ALL: [NotificationOutcome; 17] = [
+        Self::Forwarded,
+        Self::SourceRefused,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::TooLarge,
+        Self::BodyTimeout,
+        Self::Malformed,
+        Self::WrongMerchant,
+        Self::UnknownMerchant,
+        Self::TooManyBlocks,
+        Self::Shed,
+        Self::Internal,
+        Self::Forged,
+        Self::NotUtf8,
+        Self::NotNotification,
+        Self::TargetFailed,
+        Self::TargetUnreachable,
+    ];
+
+    /// The label (metric and access line).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Forwarded => "forwarded",
+            Self::SourceRefused => "source_refused",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::TooLarge => "too_large",
+            Self::BodyTimeout => "body_timeout",
+            Self::Malformed => "malformed",
+            Self::WrongMerchant => "wrong_merchant",
+            Self::UnknownMerchant => "unknown_merchant",
+            Self::TooManyBlocks => "too_many_blocks",
+            Self::Shed => "shed",
+            Self::Internal => "internal",
+            Self::Forged => "forged",
+            Self::NotUtf8 => "not_utf8",
+            Self::NotNotification => "not_notification",
+            Self::TargetFailed => "target_failed",
+            Self::TargetUnreachable => "target_unreachable",
+        }
+    }
+
+    /// The status the platform gets: 200 (with the acknowledgement) only when forwarded; a 5xx
+    /// where a retry can succeed.
+    pub const fn status(self) -> u16 {
+        match self {
+            Self::Forwarded => 200,
+            Self::SourceRefused => 403,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::BodyTimeout => 408,
+            Self::TooLarge | Self::TooManyBlocks => 413,
+            Self::Malformed | Self::WrongMerchant | Self::UnknownMerchant | Self::Forged | Self::NotUtf8 | Self::NotNotification => 400,
+            Self::Internal => 500,
+            Self::TargetFailed | Self::TargetUnreachable => 502,
+            Self::Shed => 503,
+        }
+    }
+}
+
+/// What one notification's steps learnt, for its access line: each absent when the
+/// notification did not get that far.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct NotificationFacts<'a> {
+    /// A refused source: the address an operator adds to `allow_from`, or blocks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// A refused source's peer (the trusted proxy it came through, or itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// The route's path, once one matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<&'a str>,
+    /// The merchant's customer number, once the envelope named a served one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant: Option<&'a str>,
+    /// Ciphertext blocks of a notification refused for having too many.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<usize>,
+    /// Why opening failed (`paysign_verification_failures_total{reason}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// [`notification_id`] of a verified notification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notification_id: Option<String>,
+    /// The notification's `orderNo`, at most 64 characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_no: Option<String>,
+    /// The target's status when it was not 2xx.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_status: Option<u16>,
+}
+
+/// A notification's access line (a contract: these fields, in this order; see
+/// docs/observability.md).
+#[derive(serde::Serialize)]
+pub struct NotificationLine<'a> {
+    /// What the steps learnt (first in the line).
+    #[serde(flatten)]
+    pub facts: NotificationFacts<'a>,
+    /// Written as its label.
+    #[serde(serialize_with = "outcome_label")]
+    pub outcome: NotificationOutcome,
+    /// The status the platform got.
+    pub status: u16,
+    /// From the head parsed to the answer, in milliseconds (three decimals).
+    pub latency_ms: f64,
+    /// `notification`.
+    pub kind: &'static str,
+    /// When the line was written.
+    pub ts: logging::Now,
+    /// `info`.
+    pub level: &'static str,
+    /// `access`.
+    pub msg: &'static str,
+}
+
+fn outcome_label<S: serde::Serializer>(o: &NotificationOutcome, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(o.as_str())
+}
+
+/// What an internal target answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetAnswer {
+    /// Its HTTP status (or the equivalent): only a 2xx is acknowledged to the platform.
     pub status: u16,
 }
 
-const fn outcome(label: &'static str, status: u16) -> Outcome {
-    Outcome { label, status }
+/// Why a target took no answerable delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// Nothing reached the target (no connection could be made).
+    #[error("the target could not be reached")]
+    NotSent,
+    /// The target may have received it but did not answer (timeout, TLS, a broken answer).
+    #[error("the target did not answer")]
+    Failed,
+}
+
+/// Where verified notifications go: the seam for a durable inbox. `deliver` is called once per
+/// verified notification, with its route, the headers paysign adds (`Content-Type`,
+/// [`NOTIFICATION_ID_HEADER`], `X-Paysign-Merchant`, `X-Request-Id`) and the verified plaintext;
+/// the platform is acknowledged only when it returns a 2xx [`TargetAnswer`].
+#[async_trait]
+pub trait NotificationTarget: Send + Sync {
+    /// Hands one verified notification on (see the trait's doc).
+    async fn deliver(&self, route: &NotifyRoute, headers: &[(&'static str, &str)], body: Bytes) -> Result<TargetAnswer, TargetError>;
+}
+
+/// The internal HTTP services of `notify.routes[].target`: a POST of the plaintext to each
+/// route's target. Its connection pool is kept across reloads ([`HttpTarget::reloaded`]).
+pub struct HttpTarget {
+    client: Arc<Client>,
+    peers: HashMap<String, Route>,
+}
+
+impl HttpTarget {
+    /// The targets of `notify`'s routes, with a new connection pool.
+    pub fn new(notify: &Notify) -> Self {
+        Self::with_client(notify, Arc::new(Client::new(None, None, DEFAULT_POOL_SIZE)))
+    }
+
+    /// The targets of a reloaded `notify`, keeping this one's connection pool.
+    pub fn reloaded(&self, notify: &Notify) -> Self {
+        Self::with_client(notify, self.client.clone())
+    }
+
+    fn with_client(notify: &Notify, client: Arc<Client>) -> Self {
+        let peers = notify
+            .routes
+            .iter()
+            .map(|r| (r.path.clone(), Route::new(r.target.clone(), notify.forward_timeout, notify.forward_timeout, true)))
+            .collect();
+        HttpTarget { client, peers }
+    }
+}
+
+#[async_trait]
+impl NotificationTarget for HttpTarget {
+    async fn deliver(&self, route: &NotifyRoute, headers: &[(&'static str, &str)], body: Bytes) -> Result<TargetAnswer, TargetError> {
+        let Some(peer) = self.peers.get(&route.path) else {
+            return Err(TargetError::NotSent);
+        };
+        let path = if route.target.path.is_empty() { "/" } else { route.target.path.as_str() };
+        match self.client.post(peer, path, headers, body, || {}).await {
+            Ok(a) => Ok(TargetAnswer { status: a.status }),
+            Err(SendError::NotSent) => Err(TargetError::NotSent),
+            Err(SendError::Tls(_) | SendError::Unknown | SendError::Timeout | SendError::TooLarge(_)) => Err(TargetError::Failed),
+        }
+    }
+}
+
+/// The notification routes of one configuration (rebuilt on reload), with the executor for
+/// their private-key work and the target they are handed to (both kept across reloads).
+pub struct NotifyState {
+    notify: Notify,
+    merchants: HashMap<String, Arc<Merchant>>,
+    routes: HashMap<String, NotifyRoute>,
+    executor: Arc<PrivateKeyExecutor>,
+    /// The HTTP target whose pool a reload keeps (`None` when another target was given).
+    http: Option<Arc<HttpTarget>>,
+    target: Arc<dyn NotificationTarget>,
 }
 
 /// A stable id for a verified notification: the same content gives the same id however often
@@ -55,22 +290,45 @@ pub fn notification_id(customer_no: &str, fields: &Map<String, Value>) -> String
     hex::encode(&h.finalize()[..16])
 }
 
+type Step<T> = Result<T, NotificationOutcome>;
+
 impl NotifyState {
-    pub fn new(config: &Config) -> Option<Self> {
+    /// The notification state of `config` (`None` without `notify`), delivering to the routes'
+    /// HTTP targets; `previous`: the state it replaces on reload, whose connection pool is kept.
+    pub fn new(config: &Config, executor: Arc<PrivateKeyExecutor>, previous: Option<&NotifyState>) -> Option<Self> {
         let notify = config.notify.clone()?;
-        let routes = notify
-            .routes
-            .iter()
-            .map(|r| {
-                let route = Route::new(r.target.clone(), notify.forward_timeout, notify.forward_timeout, true);
-                (r.path.clone(), (r.clone(), route))
-            })
-            .collect();
-        Some(NotifyState { notify, merchants: config.merchants.clone(), routes, client: Client::new(None, None, DEFAULT_POOL_SIZE) })
+        let http = Arc::new(match previous.and_then(|p| p.http.as_ref()) {
+            Some(p) => p.reloaded(&notify),
+            None => HttpTarget::new(&notify),
+        });
+        Some(Self::build(notify, config, executor, Some(http.clone()), http))
     }
 
+    /// The notification state of `config` delivering to `target` instead of HTTP.
+    pub fn with_target(config: &Config, executor: Arc<PrivateKeyExecutor>, target: Arc<dyn NotificationTarget>) -> Option<Self> {
+        let notify = config.notify.clone()?;
+        Some(Self::build(notify, config, executor, None, target))
+    }
+
+    fn build(
+        notify: Notify,
+        config: &Config,
+        executor: Arc<PrivateKeyExecutor>,
+        http: Option<Arc<HttpTarget>>,
+        target: Arc<dyn NotificationTarget>,
+    ) -> Self {
+        let routes = notify.routes.iter().map(|r| (r.path.clone(), r.clone())).collect();
+        NotifyState { notify, merchants: config.merchants.clone(), routes, executor, http, target }
+    }
+
+    /// The listener's plain-text answer (`FAIL`, or the acknowledgement).
     pub fn text(status: u16, body: &str) -> Response<Vec<u8>> {
         reply(status, "text/plain;charset=UTF-8", body.as_bytes().to_vec())
+    }
+
+    /// What the platform gets back once a notification was handed on.
+    pub fn ack(&self) -> &str {
+        &self.notify.ack
     }
 
     /// The notification's source: the peer, or — when the peer is a trusted proxy — the last
@@ -93,19 +351,14 @@ impl NotifyState {
         Some(forwarded.into_iter().rev().find(|ip| !trusted(*ip)).unwrap_or(peer))
     }
 
-    /// The steps of one notification: source → intake → open and verify → forward; the
-    /// acknowledgement follows from the outcome (`forwarded` only).
-    /// What the platform gets back once a notification was handed on.
-    pub fn ack(&self) -> &str {
-        &self.notify.ack
-    }
-
-    pub async fn handle(&self, session: &mut ServerSession, executor: &PrivateKeyExecutor, log: &mut Map<String, Value>) -> Outcome {
+    /// The steps of one notification: source → intake → open and verify → deliver; the
+    /// acknowledgement follows from the outcome (`Forwarded` only).
+    pub async fn handle<'s>(&'s self, session: &mut ServerSession, facts: &mut NotificationFacts<'s>) -> NotificationOutcome {
         let steps = async {
-            self.check_source(session, log)?;
-            let (route, peer, merchant, data) = self.intake(session, log).await?;
-            let (plaintext, fields) = open(&merchant, data, executor, log).await?;
-            Ok(self.forward(route, peer, &merchant, plaintext, &fields, log).await)
+            self.check_source(session, facts)?;
+            let (route, merchant, data) = self.intake(session, facts).await?;
+            let (plaintext, fields) = self.open(merchant, data, facts).await?;
+            Ok(self.deliver(route, merchant, plaintext, &fields, facts).await)
         };
         match steps.await {
             Ok(o) | Err(o) => o,
@@ -113,80 +366,114 @@ impl NotifyState {
     }
 
     /// The optional allow-list of the platform's callback addresses.
-    fn check_source(&self, session: &ServerSession, log: &mut Map<String, Value>) -> Result<(), Outcome> {
+    fn check_source(&self, session: &ServerSession, facts: &mut NotificationFacts<'_>) -> Step<()> {
         if !self.notify.allow_from.is_empty() {
             let source = self.source(session);
             let allowed = source.is_some_and(|ip| self.notify.allow_from.iter().any(|c| c.contains(ip)));
             if !allowed {
-                // Who was refused: the address an operator adds to `allow_from`, or blocks.
-                let shown = source.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
-                log.insert("source".into(), Value::String(shown));
-                if let Some(peer) = session.client_addr().and_then(|a| a.as_inet()) {
-                    log.insert("peer".into(), Value::String(peer.ip().to_string()));
-                }
-                return Err(outcome("source_refused", 403));
+                facts.source = Some(source.map_or_else(|| "unknown".to_string(), |ip| ip.to_string()));
+                facts.peer = session.client_addr().and_then(|a| a.as_inet()).map(|peer| peer.ip().to_string());
+                return Err(NotificationOutcome::SourceRefused);
             }
         }
         Ok(())
     }
 
     /// Route, method, bounded body, merchant, and the block cap — before any decryption.
-    async fn intake(
-        &self,
+    async fn intake<'s>(
+        &'s self,
         session: &mut ServerSession,
-        log: &mut Map<String, Value>,
-    ) -> Result<(&NotifyRoute, &Route, Arc<Merchant>, Map<String, Value>), Outcome> {
-        let path = session.req_header().uri.path().to_string();
-        let Some((route, peer)) = self.routes.get(&path) else {
-            return Err(outcome("not_found", 404));
+        facts: &mut NotificationFacts<'s>,
+    ) -> Step<(&'s NotifyRoute, &'s Arc<Merchant>, Map<String, Value>)> {
+        let Some(route) = self.routes.get(session.req_header().uri.path()) else {
+            return Err(NotificationOutcome::NotFound);
         };
-        log.insert("route".into(), Value::String(route.path.clone()));
+        facts.route = Some(&route.path);
         if session.req_header().method != http::Method::POST {
-            return Err(outcome("method_not_allowed", 405));
+            return Err(NotificationOutcome::MethodNotAllowed);
         }
         let body = match tokio::time::timeout(self.notify.body_timeout, read_body(session, self.notify.max_body_bytes)).await {
             Ok(Ok(b)) => b,
-            Ok(Err(BodyError::TooLarge)) => return Err(outcome("too_large", 413)),
-            Ok(Err(BodyError::Unreadable)) => return Err(outcome("malformed", 400)),
-            Err(_) => return Err(outcome("body_timeout", 408)),
+            Ok(Err(BodyError::TooLarge)) => return Err(NotificationOutcome::TooLarge),
+            Ok(Err(BodyError::Unreadable)) => return Err(NotificationOutcome::Malformed),
+            Err(_) => return Err(NotificationOutcome::BodyTimeout),
         };
         let data = match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(m)) => m,
-            _ => return Err(outcome("malformed", 400)),
+            _ => return Err(NotificationOutcome::Malformed),
         };
         let named = data.get("customerNo").and_then(Value::as_str).unwrap_or("");
         let merchant = match &route.merchant {
-            Some(m) if m.customer_no == named => m.clone(),
-            Some(_) => return Err(outcome("wrong_merchant", 400)),
-            None => match self.merchants.get(named) {
-                Some(m) => m.clone(),
-                None => return Err(outcome("unknown_merchant", 400)),
-            },
+            Some(m) if m.customer_no == named => m,
+            Some(_) => return Err(NotificationOutcome::WrongMerchant),
+            None => self.merchants.get(named).ok_or(NotificationOutcome::UnknownMerchant)?,
         };
-        log.insert("merchant".into(), Value::String(merchant.customer_no.clone()));
+        facts.merchant = Some(&merchant.customer_no);
         // Nothing unauthenticated may cost unbounded work: count the blocks before opening any.
         let blocks = data.get("reqmsg").and_then(Value::as_str).map_or(0, |r| merchant.ciphertext_blocks(r));
         if blocks > self.notify.max_blocks {
-            log.insert("blocks".into(), Value::from(blocks));
-            return Err(outcome("too_many_blocks", 413));
+            facts.blocks = Some(blocks);
+            return Err(NotificationOutcome::TooManyBlocks);
         }
-        Ok((route, peer, merchant, data))
+        Ok((route, merchant, data))
     }
 
-    /// Hands the verified plaintext to the internal target; acknowledged only on its 2xx.
-    async fn forward(
+    /// Opens and verifies like a platform answer. RSA work is unauthenticated here: it goes to
+    /// the executor's lowest class, and when that is full the platform gets a 503 and retries.
+    async fn open(
+        &self,
+        merchant: &Arc<Merchant>,
+        data: Map<String, Value>,
+        facts: &mut NotificationFacts<'_>,
+    ) -> Step<(String, Map<String, Value>)> {
+        let m = merchant.clone();
+        let opened = match merchant.profile() {
+            Profile::Rsa => {
+                match self.executor.run_unauthenticated(move || m.open_notification_observed(&data, &metrics::CryptoTimings)).await {
+                    Ok(opened) => opened,
+                    Err(ExecError::Overloaded) => return Err(NotificationOutcome::Shed),
+                    Err(ExecError::Panicked) => return Err(NotificationOutcome::Internal),
+                }
+            }
+            Profile::Md5 => m.open_notification_observed(&data, &metrics::CryptoTimings),
+        };
+        match opened {
+            Ok(Opened::Verified { plaintext, .. }) => {
+                let fields = fields_of(&plaintext);
+                Ok((plaintext, fields))
+            }
+            Ok(Opened::PlatformFailure { .. }) => Err(NotificationOutcome::Malformed),
+            Err(e) => {
+                metrics::VERIFY_FAILURES.with_label_values(&[e.reason()]).inc();
+                facts.reason = Some(e.reason());
+                Err(match e {
+                    OpenError::Envelope(_) => NotificationOutcome::Malformed,
+                    OpenError::CustomerMismatch => NotificationOutcome::WrongMerchant,
+                    // Genuine (md5: a valid type-1 block) but not UTF-8: a charset problem to
+                    // fix with the platform, not a forgery.
+                    OpenError::NotUtf8 => NotificationOutcome::NotUtf8,
+                    // Signed by the platform, but an answer (or another message) posing as a
+                    // notification: never forwarded.
+                    OpenError::NotANotification => NotificationOutcome::NotNotification,
+                    // One answer for every cryptographic failure: no oracle.
+                    OpenError::Ciphertext(_) | OpenError::Plaintext | OpenError::Signature => NotificationOutcome::Forged,
+                })
+            }
+        }
+    }
+
+    /// Hands the verified plaintext to the target; acknowledged only on its 2xx.
+    async fn deliver(
         &self,
         route: &NotifyRoute,
-        peer: &Route,
         merchant: &Merchant,
         plaintext: String,
         fields: &Map<String, Value>,
-        log: &mut Map<String, Value>,
-    ) -> Outcome {
+        facts: &mut NotificationFacts<'_>,
+    ) -> NotificationOutcome {
         let id = notification_id(&merchant.customer_no, fields);
-        log.insert("notification_id".into(), Value::String(id.clone()));
         if let Some(o) = fields.get("orderNo").and_then(Value::as_str) {
-            log.insert("order_no".into(), Value::String(o.chars().take(64).collect()));
+            facts.order_no = Some(o.chars().take(64).collect());
         }
         let request_id = logging::new_request_id();
         let headers = [
@@ -196,59 +483,31 @@ impl NotifyState {
             ("X-Request-Id", request_id.as_str()),
         ];
         let start = Instant::now();
-        let target_path = if route.target.path.is_empty() { "/" } else { route.target.path.as_str() };
-        let sent = self.client.post(peer, target_path, &headers, Bytes::from(plaintext), || {}).await;
+        let sent = self.target.deliver(route, &headers, Bytes::from(plaintext)).await;
         metrics::NOTIFY_FORWARD_DURATION.with_label_values(&[&route.path]).observe(start.elapsed().as_secs_f64());
+        facts.notification_id = Some(id);
         match sent {
-            Ok(a) if (200..300).contains(&a.status) => outcome("forwarded", 200),
+            Ok(a) if (200..300).contains(&a.status) => NotificationOutcome::Forwarded,
             Ok(a) => {
-                log.insert("target_status".into(), Value::from(a.status));
-                outcome("target_failed", 502)
+                facts.target_status = Some(a.status);
+                NotificationOutcome::TargetFailed
             }
-            Err(SendError::NotSent) => outcome("target_unreachable", 502),
-            Err(SendError::Tls(_) | SendError::Unknown | SendError::Timeout | SendError::TooLarge(_)) => outcome("target_failed", 502),
+            Err(TargetError::NotSent) => NotificationOutcome::TargetUnreachable,
+            Err(TargetError::Failed) => NotificationOutcome::TargetFailed,
         }
     }
 }
 
-/// Opens and verifies like a platform answer. RSA work is unauthenticated here: it goes to the
-/// executor's lowest class, and when that is full the platform gets a 503 and retries.
-async fn open(
-    merchant: &Arc<Merchant>,
-    data: Map<String, Value>,
-    executor: &PrivateKeyExecutor,
-    log: &mut Map<String, Value>,
-) -> Result<(String, Map<String, Value>), Outcome> {
-    let m = merchant.clone();
-    let opened = match merchant.profile() {
-        Profile::Rsa => match executor.run_unauthenticated(move || m.open_notification_observed(&data, &metrics::CryptoTimings)).await {
-            Ok(opened) => opened,
-            Err(ExecError::Overloaded) => return Err(outcome("shed", 503)),
-            Err(ExecError::Panicked) => return Err(outcome("internal", 500)),
-        },
-        Profile::Md5 => m.open_notification_observed(&data, &metrics::CryptoTimings),
-    };
-    match opened {
-        Ok(Opened::Verified { plaintext, .. }) => {
-            let fields = fields_of(&plaintext);
-            Ok((plaintext, fields))
-        }
-        Ok(Opened::PlatformFailure { .. }) => Err(outcome("malformed", 400)),
-        Err(e) => {
-            metrics::VERIFY_FAILURES.with_label_values(&[e.reason()]).inc();
-            log.insert("reason".into(), Value::String(e.reason().into()));
-            Err(match e {
-                OpenError::Envelope(_) => outcome("malformed", 400),
-                OpenError::CustomerMismatch => outcome("wrong_merchant", 400),
-                // Genuine (md5: a valid type-1 block) but not UTF-8: a charset problem to fix
-                // with the platform, not a forgery.
-                OpenError::NotUtf8 => outcome("not_utf8", 400),
-                // Signed by the platform, but an answer (or another message) posing as a
-                // notification: never forwarded.
-                OpenError::NotANotification => outcome("not_notification", 400),
-                // One answer for every cryptographic failure: no oracle.
-                OpenError::Ciphertext(_) | OpenError::Plaintext | OpenError::Signature => outcome("forged", 400),
-            })
+#[cfg(test)]
+mod tests {
+    use super::NotificationOutcome;
+
+    #[test]
+    fn outcomes_have_distinct_labels_and_only_forwarded_is_acknowledged() {
+        let labels: std::collections::BTreeSet<&str> = NotificationOutcome::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(labels.len(), NotificationOutcome::ALL.len());
+        for o in NotificationOutcome::ALL {
+            assert_eq!(o.status() == 200, o == NotificationOutcome::Forwarded, "{o:?}");
         }
     }
 }

@@ -73,19 +73,35 @@ fn lock(w: &Writer) -> MutexGuard<'_, Pending> {
 /// Queues one whole line (ending in `\n`) for stderr; never blocks on the consumer.
 /// `urgent`: write it without waiting for the batch to fill (application lines).
 pub fn write(line: &[u8], urgent: bool) {
+    write_parts(&[line], urgent);
+}
+
+/// Queues `text` and a newline as one line (see [`write()`]), without first joining them.
+pub fn write_str_line(text: &str, urgent: bool) {
+    write_parts(&[text.as_bytes(), b"\n"], urgent);
+}
+
+/// Queues the parts of one line, all or none.
+fn write_parts(parts: &[&[u8]], urgent: bool) {
     let Some(w) = writer() else {
-        let _ = std::io::stderr().lock().write_all(line);
+        let mut err = std::io::stderr().lock();
+        for part in parts {
+            let _ = err.write_all(part);
+        }
         return;
     };
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     let mut p = lock(w);
-    if p.lines.len() + line.len() > MAX_PENDING {
+    if p.lines.len() + len > MAX_PENDING {
         p.dropped += 1;
         drop(p);
         metrics::LOG_LINES_DROPPED.inc();
         return;
     }
     let first = p.lines.is_empty();
-    p.lines.extend_from_slice(line);
+    for part in parts {
+        p.lines.extend_from_slice(part);
+    }
     let wake = urgent || first || p.lines.len() >= FLUSH_AT;
     p.urgent |= urgent;
     drop(p);

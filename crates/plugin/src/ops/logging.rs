@@ -1,7 +1,9 @@
-//! Structured logs: one JSON object per line on stderr. Application lines go through `tracing`
-//! (pingora's `log` records are bridged into it); the access line is written by
-//! [`access_line`] with its fields at the top level. Every line leaves through one writer
-//! thread ([`crate::log_writer`]): logging never blocks a request on stderr. Nothing secret or
+//! Structured logs. paysign logs through `tracing` only — application lines and access lines
+//! ([`access_line`]: one event on [`ACCESS_TARGET`] carrying the line's JSON) — so they go to
+//! whatever subscriber the embedder installed. The binary installs [`init`]'s: one JSON object
+//! per line on stderr (pingora's `log` records bridged into it), the access line's JSON as the
+//! line itself; every line leaves through one writer thread ([`crate::log_writer`]), so
+//! logging never blocks a request on stderr. Nothing secret or
 //! personal is ever passed in: callers log customer numbers, order numbers, outcomes and
 //! sizes, never keys, `sign`, `reqmsg` or the personal fields of a request.
 
@@ -175,6 +177,11 @@ impl<S: Subscriber> Layer<S> for JsonLines {
     }
 
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        // An access line is already the JSON line (written without waiting: see log_writer).
+        if event.metadata().target() == ACCESS_TARGET {
+            event.record(&mut AccessJson);
+            return;
+        }
         // A bridged `log` record carries its real target and level in its normalized metadata.
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
@@ -246,11 +253,23 @@ pub fn init() -> Result<(), LevelError> {
     Ok(())
 }
 
-fn access_enabled() -> bool {
-    MAX_LEVEL.load(Ordering::Relaxed) >= 3
+/// The `tracing` target of access lines: each is one `info` event whose field `json` is the
+/// whole line, serialised once (an embedder's subscriber gets it as any other event; the
+/// binary's [`init`] writes it as the line itself).
+pub const ACCESS_TARGET: &str = "paysign::access";
+
+/// Emits one access line (see [`ACCESS_TARGET`]).
+fn access_event(json: &str) {
+    tracing::info!(target: ACCESS_TARGET, json, "access");
 }
 
-/// Writes the access line: `fields` plus `ts`, `level` and `msg: "access"`.
+/// Whether an access line would be taken by the subscriber in force: when not, nothing is
+/// serialised.
+fn access_enabled() -> bool {
+    tracing::enabled!(target: ACCESS_TARGET, Level::INFO)
+}
+
+/// Emits the access line `fields` plus `ts`, `level` and `msg: "access"`.
 pub fn access(mut fields: Map<String, Value>) {
     if !access_enabled() {
         return;
@@ -258,20 +277,48 @@ pub fn access(mut fields: Map<String, Value>) {
     fields.insert("ts".into(), Value::String(timestamp()));
     fields.insert("level".into(), Value::String("info".into()));
     fields.insert("msg".into(), Value::String("access".into()));
-    write_line(&Value::Object(fields), false);
+    access_event(&Value::Object(fields).to_string());
 }
 
-/// Writes an access line serialised from `line` (its fields in declaration order), when the
-/// access log is on; no intermediate map.
+/// Emits an access line serialised from `line` (its fields in declaration order), when the
+/// subscriber takes access lines; no intermediate map.
 pub fn access_line<T: serde::Serialize>(line: &T) {
     if !access_enabled() {
         return;
     }
-    let mut buf = Vec::with_capacity(320);
-    if serde_json::to_writer(&mut buf, line).is_ok() {
-        buf.push(b'\n');
-        log_writer::write(&buf, false);
+    // One buffer per thread, reused: the line is copied once, by whoever takes the event.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
     }
+    let emit = |buf: &mut Vec<u8>| {
+        buf.clear();
+        if serde_json::to_writer(&mut *buf, line).is_ok() {
+            // serde_json writes UTF-8: the check cannot fail (and costs far less than the line).
+            if let Ok(json) = std::str::from_utf8(buf) {
+                access_event(json);
+            }
+        }
+        // A rare huge line does not stay resident on every thread.
+        buf.shrink_to(4096);
+    };
+    // Re-entered (a subscriber that logs an access line while taking one): a buffer of its own.
+    BUF.with(|b| match b.try_borrow_mut() {
+        Ok(mut buf) => emit(&mut buf),
+        Err(_) => emit(&mut Vec::new()),
+    });
+}
+
+/// Writes an access event's `json` field as the line, as it is.
+struct AccessJson;
+
+impl Visit for AccessJson {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "json" {
+            log_writer::write_str_line(value, false);
+        }
+    }
+
+    fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
 }
 
 /// A new request id: 128 random bits as 32 hex digits (for `X-Request-Id`).
@@ -353,6 +400,44 @@ Host: h
         assert_eq!(super::foreign_level(Level::TRACE, "pingora_proxy", "raw"), None);
         assert_eq!(super::foreign_level(Level::WARN, "pingora_core", "x"), Some(Level::WARN));
         assert!(super::is_own("paysign_plugin::proxy") && super::is_own("paysign") && !super::is_own("pingora_core::server"));
+    }
+
+    /// An access line is serialised once, and only when the subscriber takes access lines.
+    #[test]
+    fn access_lines_are_serialised_only_for_a_subscriber_that_takes_them() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tracing_subscriber::layer::SubscriberExt;
+        static SERIALISED: AtomicUsize = AtomicUsize::new(0);
+        struct Line;
+        impl serde::Serialize for Line {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                SERIALISED.fetch_add(1, Ordering::SeqCst);
+                s.serialize_str("line")
+            }
+        }
+        /// Takes everything but (when `access` is false) access lines; counts the access events.
+        struct Only {
+            access: bool,
+            seen: std::sync::Arc<AtomicUsize>,
+        }
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Only {
+            fn enabled(&self, m: &tracing::Metadata<'_>, _: tracing_subscriber::layer::Context<'_, S>) -> bool {
+                self.access || m.target() != super::ACCESS_TARGET
+            }
+            fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+                if e.metadata().target() == super::ACCESS_TARGET {
+                    self.seen.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        for access in [false, true] {
+            let seen = std::sync::Arc::new(AtomicUsize::new(0));
+            let subscriber = tracing_subscriber::registry().with(Only { access, seen: seen.clone() });
+            SERIALISED.store(0, Ordering::SeqCst);
+            tracing::subscriber::with_default(subscriber, || super::access_line(&Line));
+            let expected = usize::from(access);
+            assert_eq!((SERIALISED.load(Ordering::SeqCst), seen.load(Ordering::SeqCst)), (expected, expected), "access: {access}");
+        }
     }
 
     #[test]

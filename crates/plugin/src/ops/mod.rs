@@ -6,3 +6,4 @@ pub mod listener;
 pub mod log_writer;
 pub mod logging;
 pub mod metrics;
+pub mod sighup;
