@@ -13,8 +13,9 @@
 //! - [`config`]: the gateway's configuration (YAML schema → runtime [`config::Config`], keys
 //!   parsed once); [`live`]: the reloadable state every flow reads;
 //! - [`auth`], [`bearer`], [`cidr`]: who may call (callers' tokens and grants, notification sources);
-//! - [`proxy`]: the `ProxyHttp` application (route, authorise, admit, validate, seal, send,
-//!   open, verify, answer); [`upstream`], [`http_client`], [`one_write`], [`addresses`],
+//! - [`exchange`]: the whole exchange, for your `ProxyHttp` ([`exchange::Paysign::request_filter`])
+//!   or for callers that are not HTTP ([`exchange::Paysign::call_as`]): route, authorise, admit,
+//!   validate, seal, send, open, verify, answer, count, log; [`upstream`], [`http_client`], [`one_write`], [`addresses`],
 //!   [`egress`]: the call;
 //! - [`executor`]: the one bounded executor for all private-key work;
 //! - [`notify`]: a notification's steps (open, verify, forward); [`notifications`]: the
@@ -35,11 +36,11 @@ pub mod addresses;
 pub mod admin;
 pub mod auth;
 pub mod bearer;
-pub mod call;
 pub mod cidr;
 pub mod config;
 pub mod egress;
 pub mod error;
+pub mod exchange;
 pub mod executor;
 pub mod http_client;
 pub mod idle_pool;
@@ -52,7 +53,6 @@ pub mod notifications;
 pub mod notify;
 pub mod one_write;
 pub mod pkcs11;
-pub mod proxy;
 pub mod reload;
 pub mod serve;
 mod stream_wrap;
