@@ -158,8 +158,7 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy(&server.configuration, MyGateway { paysign, upstream });
-    proxy.handle_init_modules();
+    let proxy = pingora::proxy::http_proxy(&server.configuration, MyGateway { paysign, upstream });
     server.add_service(limited("my gateway", Limited::new(proxy, "proxy", limits), &listen));
 
     if let Some(addr) = notify_listen {

@@ -258,6 +258,16 @@ pub fn example_binary() -> PathBuf {
             let release = bin.parent().unwrap().ends_with("release");
             let mut cargo = Command::new(env!("CARGO"));
             cargo.args(["build", "--example", "my_gateway"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+            // Without what cargo set for this test process: a build script that reads one of
+            // them (ring: CARGO_MANIFEST_DIR) would otherwise be rebuilt, with its dependants,
+            // on every run — a minute each time.
+            for (k, _) in std::env::vars_os() {
+                let k = k.to_string_lossy();
+                let set_for_tests = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_", "CARGO_TARGET_TMPDIR"];
+                if set_for_tests.iter().any(|p| k.starts_with(p)) || k == "OUT_DIR" {
+                    cargo.env_remove(k.as_ref());
+                }
+            }
             if release {
                 cargo.arg("--release");
             }
