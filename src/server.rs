@@ -11,8 +11,8 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
 use paysign_plugin::admin::{Admin, ReadyState};
-use paysign_plugin::exchange::Paysign;
 use paysign_plugin::config::Config;
+use paysign_plugin::exchange::Paysign;
 use paysign_plugin::listener::{Limited, Limits};
 use paysign_plugin::live::Live;
 use paysign_plugin::metrics;

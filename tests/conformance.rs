@@ -39,9 +39,9 @@ fn metric(s: &Stack, series: &str) -> f64 {
 /// The access line of `request_id` in `logs` (the last one).
 fn access_line(logs: &str, request_id: &str) -> Value {
     logs.lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["msg"] == "access" && v["request_id"] == request_id)
-        .last()
+        .find(|v| v["msg"] == "access" && v["request_id"] == request_id)
         .unwrap_or_else(|| panic!("no access line for {request_id}: {logs}"))
 }
 
@@ -112,9 +112,23 @@ fn the_exchange(under_test: UnderTest) {
 
     // Refused before anything is sent, each with the error contract.
     let body = bindcard("CONF-REFUSED").to_string();
-    let refusals: [(&str, &str, Vec<(&str, &str)>, u16, &str); 6] = [
-        ("POST", "?customerNo=999", vec![("X-Paysign-Merchant", MD5_MERCHANT)], 400, "a query string is not accepted on this endpoint; send every field in the JSON body"),
-        ("POST", "", vec![("X-Paysign-Merchant", MD5_MERCHANT), ("X-Paysign-Merchant", RSA_MERCHANT)], 400, "the x-paysign-merchant header appears more than once"),
+    // (method, query, headers, status, errMessage when checked)
+    type Refusal<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let refusals: [Refusal; 6] = [
+        (
+            "POST",
+            "?customerNo=999",
+            vec![("X-Paysign-Merchant", MD5_MERCHANT)],
+            400,
+            "a query string is not accepted on this endpoint; send every field in the JSON body",
+        ),
+        (
+            "POST",
+            "",
+            vec![("X-Paysign-Merchant", MD5_MERCHANT), ("X-Paysign-Merchant", RSA_MERCHANT)],
+            400,
+            "the x-paysign-merchant header appears more than once",
+        ),
         ("POST", "", vec![("X-Paysign-Merchant", MD5_MERCHANT), ("X-Paysign-Deadline-Ms", "soon")], 400, ""),
         ("POST", "", vec![("X-Paysign-Merchant", MD5_MERCHANT), ("X-Paysign-Deadline-Ms", "0")], 503, ""),
         ("GET", "", vec![("X-Paysign-Merchant", MD5_MERCHANT)], 405, ""),
@@ -184,7 +198,11 @@ fn the_exchange(under_test: UnderTest) {
     assert_eq!(requests(MD5_MERCHANT, "deadline"), Some(1.0), "{m}");
     assert_eq!(requests("none", "unknown_merchant"), Some(1.0), "{m}");
     assert_eq!(sample(&m, r#"paysign_requests_total{endpoint="bindcard_create",merchant="none",outcome="method_not_allowed"}"#), Some(1.0));
-    assert_eq!(sample(&m, r#"paysign_requests_total{endpoint="none",merchant="none",outcome="not_found"}"#), Some(2.0), "with the log marker's");
+    assert_eq!(
+        sample(&m, r#"paysign_requests_total{endpoint="none",merchant="none",outcome="not_found"}"#),
+        Some(2.0),
+        "with the log marker's"
+    );
     assert_eq!(sample(&m, r#"paysign_verification_failures_total{reason="signature"}"#), Some(1.0), "{m}");
     assert_eq!(sample(&m, r#"paysign_platform_errcode_total{endpoint="bindcard_create",errcode="0000"}"#), Some(3.0), "{m}");
     assert_eq!(sample(&m, r#"paysign_upstream_duration_seconds_count{endpoint="bindcard_create"}"#), Some(4.0), "{m}");
@@ -204,8 +222,10 @@ fn callers_are_refused_before_their_body(under_test: UnderTest) {
         ..Options::default()
     });
     let mut c = TcpStream::connect(("127.0.0.1", s.proxy)).unwrap();
-    c.write_all(format!("POST {BINDCARD} HTTP/1.1\r\nHost: x\r\nX-Paysign-Merchant: {MD5_MERCHANT}\r\nContent-Length: 1000\r\n\r\n").as_bytes())
-        .unwrap();
+    c.write_all(
+        format!("POST {BINDCARD} HTTP/1.1\r\nHost: x\r\nX-Paysign-Merchant: {MD5_MERCHANT}\r\nContent-Length: 1000\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
     // The body never comes: the answer must not wait for it (client_body_timeout_ms is 10 s).
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let started = Instant::now();

@@ -53,8 +53,8 @@ fn my_gateway_signs_the_platform_paths_and_proxies_the_rest() {
 /// `call_as` applies the caller's grants — embedding cannot bypass them.
 #[test]
 fn the_embedding_api_keeps_the_callers_grants() {
-    use paysign_plugin::exchange::Paysign;
     use paysign_plugin::error::Delivery;
+    use paysign_plugin::exchange::Paysign;
 
     let stack = Stack::start(Options::default());
     let sha = |t: &str| paysign_plugin::config::sha256(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();

@@ -263,7 +263,8 @@ pub fn example_binary() -> PathBuf {
             // on every run — a minute each time.
             for (k, _) in std::env::vars_os() {
                 let k = k.to_string_lossy();
-                let set_for_tests = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_", "CARGO_TARGET_TMPDIR"];
+                let set_for_tests =
+                    ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_", "CARGO_TARGET_TMPDIR"];
                 if set_for_tests.iter().any(|p| k.starts_with(p)) || k == "OUT_DIR" {
                     cargo.env_remove(k.as_ref());
                 }
