@@ -30,7 +30,12 @@ macro_rules! against_both {
     )*};
 }
 
-against_both!(the_exchange, callers_are_refused_before_their_body, every_listener_has_a_header_deadline);
+against_both!(
+    the_exchange,
+    callers_are_refused_before_their_body,
+    every_listener_has_a_header_deadline,
+    notifications_are_verified_forwarded_and_counted
+);
 
 fn metric(s: &Stack, series: &str) -> f64 {
     sample(&s.metrics(), series).unwrap_or(0.0)
@@ -276,4 +281,40 @@ fn every_listener_has_a_header_deadline(under_test: UnderTest) {
         let series = format!(r#"paysign_header_timeouts_total{{listener="{listener}"}}"#);
         assert!(eventually(5, || metric(&s, &series) == 1.0), "{listener}: {}", s.metrics());
     }
+}
+
+/// The notification listener on `notify.listen`: the platform's (the sandbox's) notification is
+/// verified, forwarded to the internal target and acknowledged; a forged one is refused `FAIL`
+/// and never forwarded; both counted.
+fn notifications_are_verified_forwarded_and_counted(under_test: UnderTest) {
+    use std::sync::Arc;
+    let target = common::http_server::start(Arc::new(|_r| (200, "text/plain".into(), b"ok".to_vec())));
+    let notify_port = free_port();
+    let extra = format!(
+        "notify:\n  listen: 127.0.0.1:{notify_port}\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:{}/internal/bound\n",
+        target.port
+    );
+    let s = Stack::start(Options { under_test, merchants: &[MD5_MERCHANT], gateway_extra: extra, ..Options::default() });
+    wait_listening(notify_port);
+    let notify = |order: &str, tamper: Option<&str>| {
+        let mut req = serde_json::json!({"customerNo": MD5_MERCHANT, "orderNo": order, "url": format!("http://127.0.0.1:{notify_port}/notify/bindcard")});
+        if let Some(t) = tamper {
+            req["tamper"] = t.into();
+        }
+        request(s.sandbox_port, "POST", "/__sandbox/notify", &[], req.to_string().as_bytes()).json()
+    };
+    let v = notify("CONF-NTF-1", None);
+    assert_eq!(v["status"], 200, "{v}");
+    let got = target.requests.recv_timeout(Duration::from_secs(15)).expect("the internal target received nothing");
+    assert_eq!((got.method.as_str(), got.path.as_str()), ("POST", "/internal/bound"));
+    assert_eq!(got.header("X-Paysign-Merchant"), Some(MD5_MERCHANT));
+    assert_eq!(serde_json::from_slice::<Value>(&got.body).unwrap()["orderNo"], "CONF-NTF-1");
+
+    let v = notify("CONF-NTF-2", Some("sign"));
+    assert_eq!((v["status"].as_u64(), v["body"].as_str()), (Some(400), Some("FAIL")), "{v}");
+    assert!(target.requests.try_recv().is_err(), "a forged notification was forwarded");
+
+    let m = s.metrics();
+    let n = |outcome: &str| sample(&m, &format!(r#"paysign_notifications_total{{outcome="{outcome}",route="/notify/bindcard"}}"#));
+    assert_eq!((n("forwarded"), n("forged")), (Some(1.0), Some(1.0)), "{m}");
 }
