@@ -1,6 +1,7 @@
-//! Test harness: starts the real `paysign` binary (gateway and/or sandbox) on free loopback
-//! ports with configs written to a temporary directory, waits for readiness, and speaks
-//! HTTP/1.1 over plain sockets. Processes are killed when the harness is dropped.
+//! Test harness: starts the real `paysign` binary (gateway and/or sandbox) — or, for the
+//! gateway, the embedding example (`Options::under_test`) — on free loopback ports with configs
+//! written to a temporary directory, waits for readiness, and speaks HTTP/1.1 over plain
+//! sockets. Processes are killed when the harness is dropped.
 
 #![allow(dead_code)]
 

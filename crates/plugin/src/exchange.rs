@@ -426,8 +426,9 @@ impl Paysign {
         match ex.seen {
             Seen::Paysigns => {}
             Seen::NotPaysigns => return,
-            // Failed before request_filter: paysign's only when it was for paysign's paths.
-            Seen::NotYet if !session.req_header().uri.path().starts_with("/api/") => return,
+            // Failed before request_filter (pingora's error): paysign's when it was for
+            // paysign's paths. Without an error, the embedder answered it without paysign.
+            Seen::NotYet if e.is_none() || !session.req_header().uri.path().starts_with("/api/") => return,
             Seen::NotYet => {}
         }
         ex.record(e);
