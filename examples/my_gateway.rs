@@ -1,84 +1,180 @@
-//! Your own pingora gateway, with paysign inside: ordinary routes are proxied to an ordinary
-//! upstream; the platform's paths (`/api/…`) are sealed, sent, opened and verified by paysign's
-//! plugin API, from `request_filter` (a verified answer must be complete before the status
-//! line leaves, so this cannot be a streaming filter).
+//! Your own pingora gateway, with paysign inside — and the conformance target of paysign's
+//! end-to-end contract tests (tests/conformance.rs runs each check against this and the
+//! `paysign` binary alike).
+//!
+//! - ordinary routes are proxied to `--upstream` (without it, they get paysign's 404, as in the
+//!   binary);
+//! - the platform's paths (`/api/…`) are the whole paysign exchange, in ONE call from
+//!   `request_filter` (plus one in `logging` for the access line and request metrics);
+//! - the notification listener on `notify.listen` (when configured);
+//! - paysign's metrics in this gateway's OWN registry, served at `GET /metrics` on
+//!   `admin_listen` (with `/healthz` and `/readyz`);
+//! - every listener behind the plugin's connection bound and head deadline
+//!   (`max_connections`, `header_timeout_ms`, `max_header_bytes`).
 //!
 //! ```text
-//! cargo run --example my_gateway -- conf/paysign.yaml 127.0.0.1:8000 127.0.0.1:3000
+//! cargo run --release --example my_gateway -- -c conf/paysign.yaml [--upstream 127.0.0.1:3000]
 //! ```
-//! (configuration, listen address, ordinary upstream; `make demo` runs the sandbox it talks to.)
+//! (`make demo` runs the sandbox platform it talks to.)
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use paysign_plugin::call::Paysign;
-use pingora::http::ResponseHeader;
+use pingora::apps::http_app::ServeHttp;
 use pingora::prelude::*;
+use pingora::protocols::http::ServerSession;
 use pingora::proxy::{ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+
+use paysign_plugin::exchange::{Exchange, Paysign};
+use paysign_plugin::listener::{request_parsed, safeguarded_service, tcp_listener, Limits};
+use paysign_plugin::live::Live;
+use paysign_plugin::notifications::Notifications;
+use paysign_plugin::sighup::{Reload, ReloadOnSighup};
+use paysign_plugin::{config, logging, metrics};
 
 struct MyGateway {
     paysign: Paysign,
-    ordinary_upstream: String,
+    /// Where everything that is not paysign's goes; `None`: paysign's 404.
+    upstream: Option<String>,
 }
 
 #[async_trait]
 impl ProxyHttp for MyGateway {
-    type CTX = ();
-    fn new_ctx(&self) {}
+    type CTX = Exchange;
+    fn new_ctx(&self) -> Exchange {
+        Exchange::default()
+    }
 
-    /// The platform's paths end here, answered by paysign; everything else goes on upstream.
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
-        let path = session.req_header().uri.path().to_string();
-        if !path.starts_with("/api/") {
-            return Ok(false);
+    /// The head is complete: its deadline ends (the listener's safeguard), and pipelined
+    /// requests are answered in order.
+    async fn early_request_filter(&self, session: &mut Session, _ex: &mut Exchange) -> Result<()> {
+        request_parsed(session);
+        Ok(())
+    }
+
+    /// `/api/…` is answered by paysign; everything else goes on to the ordinary upstream.
+    async fn request_filter(&self, session: &mut Session, ex: &mut Exchange) -> Result<bool> {
+        if self.paysign.request_filter(session, ex).await? {
+            return Ok(true);
         }
-        let header = |name| session.req_header().headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let merchant = header("x-paysign-merchant");
-        // The caller's own token: with `callers` configured, paysign checks its grants.
-        let token = header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_string));
-        let mut body = Vec::new();
-        while let Some(chunk) = session.read_request_body().await? {
-            if body.len() + chunk.len() > 64 * 1024 {
-                return answer(session, 413, "not-sent", Bytes::from_static(b"{\"errMessage\":\"too large\"}")).await;
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let business = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-        match self.paysign.call_as(token.as_deref(), merchant.as_deref(), &path, business, "my-gateway").await {
-            Ok(verified) => answer(session, 200, "sent", Bytes::from(verified.plaintext)).await,
-            Err(e) => answer(session, e.status(), e.delivery().as_str(), Bytes::from(e.body())).await,
+        match self.upstream {
+            Some(_) => Ok(false),
+            None => self.paysign.not_found(session, ex).await,
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.ordinary_upstream.as_str(), false, String::new())))
+    async fn upstream_peer(&self, _session: &mut Session, _ex: &mut Exchange) -> Result<Box<HttpPeer>> {
+        match &self.upstream {
+            Some(up) => Ok(Box::new(HttpPeer::new(up.as_str(), false, String::new()))),
+            None => Err(Error::explain(ErrorType::InternalError, "no upstream configured")),
+        }
+    }
+
+    /// paysign's access line and request metrics (nothing for the ordinary routes).
+    async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ex: &mut Exchange) {
+        self.paysign.logging(session, e, ex);
     }
 }
 
-/// Writes a complete JSON answer with the delivery state and ends the request (`Ok(true)`).
-async fn answer(session: &mut Session, status: u16, delivery: &str, body: Bytes) -> Result<bool> {
-    let mut resp = ResponseHeader::build(status, Some(3))?;
-    resp.insert_header("Content-Type", "application/json")?;
-    resp.insert_header("Content-Length", body.len().to_string())?;
-    resp.insert_header("X-Paysign-Delivery", delivery.to_string())?;
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await?;
-    Ok(true)
+/// This gateway's own operations endpoint: its registry (with paysign's metrics in it).
+struct Ops {
+    registry: prometheus::Registry,
+    /// Ready once the proxy listener accepts.
+    proxy: String,
+}
+
+#[async_trait]
+impl ServeHttp for Ops {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        request_parsed(session);
+        let (status, body) = match session.req_header().uri.path() {
+            "/metrics" => (200, metrics::render(&self.registry).into_bytes()),
+            "/healthz" => (200, b"ok\n".to_vec()),
+            "/readyz" => {
+                let probe = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(&self.proxy)).await;
+                match probe {
+                    Ok(Ok(_)) => (200, b"ready\n".to_vec()),
+                    _ => (503, b"proxy listener is not accepting\n".to_vec()),
+                }
+            }
+            _ => (404, b"not found\n".to_vec()),
+        };
+        let mut builder = http::Response::builder().status(status).header("Content-Type", "text/plain; version=0.0.4");
+        builder = builder.header("Content-Length", body.len());
+        builder.body(body).unwrap_or_default()
+    }
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let [_, config, listen, upstream] = args.as_slice() else {
-        eprintln!("usage: my_gateway CONFIG LISTEN_ADDR ORDINARY_UPSTREAM");
-        std::process::exit(2);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (config_path, upstream) = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["-c", c] => (c.to_string(), None),
+        ["-c", c, "--upstream", u] | ["--upstream", u, "-c", c] => (c.to_string(), Some(u.to_string())),
+        _ => {
+            eprintln!("usage: my_gateway -c CONFIG [--upstream HOST:PORT]");
+            std::process::exit(2);
+        }
     };
-    let paysign = Paysign::from_file(config.as_ref()).unwrap_or_else(|e| {
+    if let Err(e) = logging::init() {
+        eprintln!("my_gateway: {e}");
+        std::process::exit(2);
+    }
+    let cfg = config::load(config_path.as_ref()).unwrap_or_else(|e| {
         eprintln!("my_gateway: {e}");
         std::process::exit(1);
     });
-    let mut server = Server::new(None).expect("pingora server");
+
+    // paysign's metrics in this gateway's own registry.
+    let registry = prometheus::Registry::new();
+    if let Err(e) = metrics::register(&registry) {
+        eprintln!("my_gateway: metrics: {e}");
+        std::process::exit(1);
+    }
+    metrics::init(cfg.crypto_backend.as_str());
+
+    // paysign's safeguards (connection bound, head deadline and size) for this gateway's own
+    // listeners too.
+    let limits = Limits::of(&cfg);
+    let (listen, admin_listen, threads) = (cfg.listen.clone(), cfg.admin_listen.clone(), cfg.threads);
+    // One reloadable state for the exchange and the notification listener.
+    let live = Arc::new(Live::new(cfg.source.clone(), cfg));
+    let paysign = Paysign::from_live(live.clone()).unwrap_or_else(|e| {
+        eprintln!("my_gateway: {e}");
+        std::process::exit(1);
+    });
+
+    let conf = ServerConf { threads, ..ServerConf::default() };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = http_proxy_service(&server.configuration, MyGateway { paysign, ordinary_upstream: upstream.clone() });
-    proxy.add_tcp(listen);
-    server.add_service(proxy);
+
+    let proxy = pingora::proxy::http_proxy(&server.configuration, MyGateway { paysign, upstream });
+    let mut svc = safeguarded_service("my gateway", "proxy", proxy, limits);
+    svc.add_listener(tcp_listener(&listen));
+    server.add_service(svc);
+
+    // The notification listener on `notify.listen`, safeguards and allow_from applied.
+    if let Some(svc) = Notifications::new(live.clone()).service() {
+        server.add_service(svc);
+    }
+
+    let ops = Ops { registry, proxy: listen };
+    let mut svc = safeguarded_service("my gateway ops", "admin", ops, Limits { max_connections: 64, ..limits });
+    svc.add_listener(tcp_listener(&admin_listen));
+    svc.threads = Some(1);
+    server.add_service(svc);
+
+    // SIGHUP reloads paysign's configuration (and keys) instead of ending the process.
+    match ReloadOnSighup::new(vec![live.clone() as Arc<dyn Reload>]) {
+        Ok(reload) => {
+            server.add_service(reload.service());
+        }
+        Err(e) => {
+            eprintln!("my_gateway: cannot handle SIGHUP: {e}");
+            std::process::exit(1);
+        }
+    }
+
     server.run_forever();
 }

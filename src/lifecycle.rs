@@ -363,11 +363,12 @@ pub const ANSWER_NOT_SENT: Duration = Duration::from_secs(1);
 /// Once pingora has stopped accepting (after SIGTERM, or after handing the sockets over), exits
 /// as soon as no call or notification is in flight, and at the latest after `deadline` (pingora
 /// itself would wait out its whole grace period even with nothing to do). At the deadline the
-/// calls not yet sent are answered 503 `not-sent` (for at most [`ANSWER_NOT_SENT`]) before
+/// calls not yet sent are answered 503 `not-sent` (`stop_sending`; for at most [`ANSWER_NOT_SENT`]) before
 /// the exit, instead of being cut.
 pub fn exit_when_drained(
     mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>,
     in_flight: impl Fn() -> i64 + Send + 'static,
+    stop_sending: impl Fn() + Send + 'static,
     deadline: Duration,
     pid_file: Option<PathBuf>,
 ) -> Result<(), String> {
@@ -397,7 +398,7 @@ pub fn exit_when_drained(
                         "shutdown: {n} call(s) still in flight at the drain deadline ({} s); those not yet sent are answered 503 not-sent",
                         deadline.as_secs()
                     );
-                    paysign_plugin::call::stop_sending();
+                    stop_sending();
                     let answering = Instant::now();
                     let mut n = in_flight();
                     while n > 0 && answering.elapsed() < ANSWER_NOT_SENT {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod gateway;
 mod lifecycle;
 mod server;
 mod tools;

@@ -9,18 +9,18 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
 use paysign_plugin::admin::{Admin, ReadyState};
-use paysign_plugin::call::Paysign;
 use paysign_plugin::config::Config;
+use paysign_plugin::exchange::Paysign;
 use paysign_plugin::listener::{safeguarded_service, tcp_listener, Limits};
 use paysign_plugin::live::Live;
 use paysign_plugin::metrics;
 use paysign_plugin::notifications::{Notifications, NOTIFY_NICE};
-use paysign_plugin::proxy::Gateway;
 use paysign_plugin::sighup::{Reload, ReloadOnSighup};
 use paysign_protocol::MerchantKeys;
 use paysign_sandbox::SandboxConfig;
 use paysign_sandbox::{SandboxApp, SandboxService};
 
+use crate::gateway::Gateway;
 use crate::lifecycle::{self, Listen, RunFiles, Signals};
 
 /// Logs what was loaded (never key material).
@@ -151,6 +151,8 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
     let ready = Arc::new(ReadyState::default());
     let mut listeners: Vec<Listen> = Vec::new();
     let mut reloadable: Vec<Arc<dyn Reload>> = Vec::new();
+    // The instance whose sending stops at the drain deadline.
+    let mut paysign: Option<Paysign> = None;
     if let Some(cfg) = gateway {
         announce_gateway(&cfg);
         let proxy_addr: SocketAddr = cfg.listen.parse().map_err(|_| format!("bad listen address {}", cfg.listen))?;
@@ -172,10 +174,9 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         if let Some(svc) = Notifications::new(live.clone()).lower_priority(NOTIFY_NICE).service() {
             server.add_service(svc);
         }
-        let mut app = pingora::proxy::HttpProxy::new(
-            Gateway::new(Paysign::from_live(live.clone()).map_err(|e| e.to_string())?),
-            server.configuration.clone(),
-        );
+        let instance = Paysign::from_live(live.clone()).map_err(|e| e.to_string())?;
+        paysign = Some(instance.clone());
+        let mut app = pingora::proxy::HttpProxy::new(Gateway::new(instance), server.configuration.clone());
         app.handle_init_modules();
         let mut proxy = safeguarded_service("paysign proxy", "proxy", app, limits);
         proxy.add_listener(tcp_listener(&listen));
@@ -238,6 +239,11 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
     lifecycle::exit_when_drained(
         server.watch_execution_phase(),
         || metrics::IN_FLIGHT.get() + paysign_plugin::notifications::in_flight(),
+        move || {
+            if let Some(p) = &paysign {
+                p.stop_sending();
+            }
+        },
         drain,
         pid_file,
     )?;

@@ -3,40 +3,16 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 
 use common::http_server;
 use common::*;
 
-fn example_binary() -> std::path::PathBuf {
-    // `cargo test` builds the examples next to the binaries; `cargo test --test …` does not, and
-    // would run a stale one: build it every time (a no-op when it is up to date).
-    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_paysign"));
-    let release = bin.parent().unwrap().ends_with("release");
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo.args(["build", "--example", "my_gateway"]).current_dir(env!("CARGO_MANIFEST_DIR"));
-    if release {
-        cargo.arg("--release");
-    }
-    assert!(cargo.status().unwrap().success(), "cargo build --example my_gateway");
-    bin.parent().unwrap().join("examples/my_gateway")
-}
-
 #[test]
 fn my_gateway_signs_the_platform_paths_and_proxies_the_rest() {
-    let stack = Stack::start(Options::default());
     let ordinary = http_server::start(Arc::new(|r| (200, "text/plain".into(), format!("ordinary {} {}", r.method, r.path).into_bytes())));
-    let listen = free_port();
-    let _gateway = spawn_cmd(
-        Command::new(example_binary()).args([
-            stack.dir.join("paysign.yaml").to_str().unwrap(),
-            &format!("127.0.0.1:{listen}"),
-            &format!("127.0.0.1:{}", ordinary.port),
-        ]),
-        stack.dir.join("my_gateway.log"),
-    );
-    wait_listening(listen);
+    let stack = Stack::start(Options { under_test: UnderTest::Example, example_upstream: Some(ordinary.port), ..Options::default() });
+    let listen = stack.proxy;
 
     // The platform's path, both profiles: sealed, sent, opened, verified.
     for merchant in [MD5_MERCHANT, RSA_MERCHANT] {
@@ -77,8 +53,8 @@ fn my_gateway_signs_the_platform_paths_and_proxies_the_rest() {
 /// `call_as` applies the caller's grants — embedding cannot bypass them.
 #[test]
 fn the_embedding_api_keeps_the_callers_grants() {
-    use paysign_plugin::call::Paysign;
     use paysign_plugin::error::Delivery;
+    use paysign_plugin::exchange::Paysign;
 
     let stack = Stack::start(Options::default());
     let sha = |t: &str| paysign_plugin::config::sha256(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
@@ -93,7 +69,7 @@ fn the_embedding_api_keeps_the_callers_grants() {
     );
     // A configuration that does not load is a typed error that names the setting.
     match Paysign::from_file(&stack.dir.join("missing.yaml")) {
-        Err(paysign_plugin::call::StartError::Config(e)) => assert!(e.to_string().contains("missing.yaml"), "{e}"),
+        Err(paysign_plugin::exchange::StartError::Config(e)) => assert!(e.to_string().contains("missing.yaml"), "{e}"),
         Err(other) => panic!("expected a configuration error, got {other}"),
         Ok(_) => panic!("a missing configuration file was accepted"),
     }
@@ -133,18 +109,10 @@ fn my_gateway_passes_the_callers_token() {
             "callers:\n  - name: checkout\n    token_sha256: {}\n    merchants: [\"{MD5_MERCHANT}\"]\n    endpoints: [\"{BINDCARD}\"]\n",
             sha("checkout-token")
         ),
+        under_test: UnderTest::Example,
         ..Options::default()
     });
-    let listen = free_port();
-    let _gateway = spawn_cmd(
-        Command::new(example_binary()).args([
-            stack.dir.join("paysign.yaml").to_str().unwrap(),
-            &format!("127.0.0.1:{listen}"),
-            "127.0.0.1:1",
-        ]),
-        stack.dir.join("my_gateway.log"),
-    );
-    wait_listening(listen);
+    let listen = stack.proxy;
 
     let body = |order: &str| bindcard(order).to_string();
     let granted = [("Content-Type", "application/json"), ("X-Paysign-Merchant", MD5_MERCHANT), ("Authorization", "Bearer checkout-token")];
@@ -162,4 +130,48 @@ fn my_gateway_passes_the_callers_token() {
     assert_eq!((r.status, r.header("X-Paysign-Delivery")), (403, Some("not-sent")), "{}", r.text());
 
     assert_eq!(stack.sandbox_stats()["received"], 1, "only the granted call reached the platform");
+}
+
+/// `call_as` (a caller that is not HTTP) runs the exchange's own steps and counts like the
+/// binary: a tampered answer moves `paysign_verification_failures_total` (the page alert), the
+/// request is counted by outcome with its durations and errCodes, and nothing stays in
+/// flight. (Before: six tampered answers refused, not one counted.) The RSA merchant only:
+/// the other in-process test of this file calls the MD5 one.
+#[test]
+fn call_as_records_the_same_metrics_as_the_gateway() {
+    use paysign_plugin::exchange::Paysign;
+
+    let stack = Stack::start(Options::default());
+    let registry = prometheus::Registry::new();
+    paysign_plugin::metrics::register(&registry).unwrap();
+    let paysign = Paysign::from_file(&stack.dir.join("paysign.yaml")).unwrap();
+    let series = |m: &str, s: &str| sample(m, s).unwrap_or(0.0);
+    let verified = format!(r#"paysign_requests_total{{endpoint="bindcard_create",merchant="{RSA_MERCHANT}",outcome="verified"}}"#);
+    let refused = format!(r#"paysign_requests_total{{endpoint="bindcard_create",merchant="{RSA_MERCHANT}",outcome="verify_failed"}}"#);
+    let invalid = format!(r#"paysign_requests_total{{endpoint="bindcard_create",merchant="{RSA_MERCHANT}",outcome="invalid"}}"#);
+    let signature = r#"paysign_verification_failures_total{reason="signature"}"#;
+    let before = paysign_plugin::metrics::render(&registry);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let v = paysign.call_as(None, Some(RSA_MERCHANT), BINDCARD, bindcard("CM-1"), "cm-1").await.unwrap();
+        assert_eq!(v.err_code.as_deref(), Some("0000"));
+        let e = paysign.call_as(None, Some(RSA_MERCHANT), BINDCARD, bindcard("TAMPER-SIGN-CM-2"), "cm-2").await.unwrap_err();
+        assert_eq!((e.status(), e.outcome()), (502, "verify_failed"));
+        let mut bad = bindcard("CM-3");
+        bad["certType"] = "DRIVER".into();
+        let e = paysign.call_as(None, Some(RSA_MERCHANT), BINDCARD, bad, "cm-3").await.unwrap_err();
+        assert_eq!(e.status(), 400);
+    });
+
+    let after = paysign_plugin::metrics::render(&registry);
+    for (s, by) in [(verified.as_str(), 1.0), (refused.as_str(), 1.0), (invalid.as_str(), 1.0), (signature, 1.0)] {
+        assert_eq!(series(&after, s) - series(&before, s), by, "{s}\n{after}");
+    }
+    let histogram = r#"paysign_upstream_duration_seconds_count{endpoint="bindcard_create"}"#;
+    assert!(series(&after, histogram) - series(&before, histogram) >= 2.0, "{after}");
+    let errcode = r#"paysign_platform_errcode_total{endpoint="bindcard_create",errcode="0000"}"#;
+    assert!(series(&after, errcode) - series(&before, errcode) >= 1.0, "{after}");
+    assert_eq!(sample(&after, "paysign_requests_in_flight"), Some(0.0), "{after}");
+    assert_eq!(stack.sandbox_stats()["received"], 2, "the invalid call never left");
 }

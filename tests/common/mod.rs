@@ -1,6 +1,7 @@
-//! Test harness: starts the real `paysign` binary (gateway and/or sandbox) on free loopback
-//! ports with configs written to a temporary directory, waits for readiness, and speaks
-//! HTTP/1.1 over plain sockets. Processes are killed when the harness is dropped.
+//! Test harness: starts the real `paysign` binary (gateway and/or sandbox) — or, for the
+//! gateway, the embedding example (`Options::under_test`) — on free loopback ports with configs
+//! written to a temporary directory, waits for readiness, and speaks HTTP/1.1 over plain
+//! sockets. Processes are killed when the harness is dropped.
 
 #![allow(dead_code)]
 
@@ -233,6 +234,50 @@ pub struct Options {
     pub platform_host: &'static str,
     /// The sandbox listens on this address (`[::1]` for IPv6).
     pub sandbox_host: &'static str,
+    /// What serves the gateway's listeners: the `paysign` binary or the embedding example.
+    pub under_test: UnderTest,
+    /// The example's `--upstream` (its ordinary routes' server); ignored for the binary.
+    pub example_upstream: Option<u16>,
+}
+
+/// The gateway a contract test runs against: both start from the same `paysign.yaml` and serve
+/// `listen`, `admin_listen` (`/metrics`, `/readyz`) and `notify.listen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderTest {
+    /// `paysign run -c paysign.yaml`.
+    Binary,
+    /// `examples/my_gateway.rs -c paysign.yaml`: someone else's pingora gateway with paysign inside.
+    Example,
+}
+
+/// The embedding example's executable, built once per test process (`cargo test --test …`
+/// does not build examples, and would run a stale one; a no-op build when it is up to date).
+pub fn example_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let bin = PathBuf::from(env!("CARGO_BIN_EXE_paysign"));
+            let release = bin.parent().unwrap().ends_with("release");
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo.args(["build", "--example", "my_gateway"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+            // Without what cargo set for this test process: a build script that reads one of
+            // them (ring: CARGO_MANIFEST_DIR) would otherwise be rebuilt, with its dependants,
+            // on every run — a minute each time.
+            for (k, _) in std::env::vars_os() {
+                let k = k.to_string_lossy();
+                let set_for_tests =
+                    ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_", "CARGO_TARGET_TMPDIR"];
+                if set_for_tests.iter().any(|p| k.starts_with(p)) || k == "OUT_DIR" {
+                    cargo.env_remove(k.as_ref());
+                }
+            }
+            if release {
+                cargo.arg("--release");
+            }
+            assert!(cargo.status().unwrap().success(), "cargo build --example my_gateway");
+            bin.parent().unwrap().join("examples/my_gateway")
+        })
+        .clone()
 }
 
 impl Default for Options {
@@ -253,6 +298,8 @@ impl Default for Options {
             connect_timeout_ms: 1000,
             platform_host: "127.0.0.1",
             sandbox_host: "127.0.0.1",
+            under_test: UnderTest::Binary,
+            example_upstream: None,
         }
     }
 }
@@ -310,7 +357,21 @@ impl Stack {
             ),
         )
         .unwrap();
-        let gateway = spawn(&["run", "-c", dir.join("paysign.yaml").to_str().unwrap()], dir.join("gateway.log"));
+        let config = dir.join("paysign.yaml");
+        let gateway = match o.under_test {
+            UnderTest::Binary => spawn(&["run", "-c", config.to_str().unwrap()], dir.join("gateway.log")),
+            UnderTest::Example => {
+                let log = dir.join("gateway.log");
+                let out = std::fs::File::create(&log).unwrap();
+                let mut cmd = Command::new(example_binary());
+                cmd.args(["-c", config.to_str().unwrap()]);
+                if let Some(port) = o.example_upstream {
+                    cmd.args(["--upstream", &format!("127.0.0.1:{port}")]);
+                }
+                cmd.env("PAYSIGN_LOG", "info").stdout(Stdio::null()).stderr(Stdio::from(out));
+                Proc { child: cmd.spawn().unwrap(), log }
+            }
+        };
         wait_ready(admin, "/readyz");
         Stack { dir, proxy, admin, sandbox_port, gateway, sandbox }
     }

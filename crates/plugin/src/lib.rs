@@ -13,8 +13,9 @@
 //! - [`config`]: the gateway's configuration (YAML schema → runtime [`config::Config`], keys
 //!   parsed once); [`live`]: the reloadable state every flow reads;
 //! - [`auth`], [`bearer`], [`cidr`]: who may call (callers' tokens and grants, notification sources);
-//! - [`proxy`]: the `ProxyHttp` application (route, authorise, admit, validate, seal, send,
-//!   open, verify, answer); [`upstream`], [`http_client`], [`one_write`], [`addresses`],
+//! - [`exchange`]: the whole exchange, for your `ProxyHttp` ([`exchange::Paysign::request_filter`])
+//!   or for callers that are not HTTP ([`exchange::Paysign::call_as`]): route, authorise, admit,
+//!   validate, seal, send, open, verify, answer, count, log; [`upstream`], [`http_client`], [`one_write`], [`addresses`],
 //!   [`egress`]: the call;
 //! - [`executor`]: the one bounded executor for all private-key work;
 //! - [`notify`]: a notification's steps (open, verify, forward); [`notifications`]: the
@@ -33,15 +34,14 @@
 compile_error!("paysign-plugin needs one TLS feature: `rustls` (the default), `openssl` or `boringssl`");
 
 pub mod access;
-pub mod call;
 pub mod config;
 pub mod error;
+pub mod exchange;
 pub mod keys;
 pub mod live;
 pub mod notifications;
 pub mod notify;
 pub mod ops;
-pub mod proxy;
 pub mod upstream;
 
 // The modules under their short names, for paths inside the crate (and, until the facade

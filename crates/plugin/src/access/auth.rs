@@ -1,5 +1,5 @@
 //! Which internal caller this is, and whether it may use this merchant and endpoint: the one
-//! place for both, used by the gateway and by [`crate::call::Paysign::call_as`]. With no
+//! place for both, used by the gateway and by [`crate::exchange::Paysign::call_as`]. With no
 //! `callers` configured, authentication is off. Refusals are counted by caller and reason.
 
 use crate::bearer::{self, Presented};
