@@ -71,7 +71,7 @@ fn main() {
         eprintln!("usage: my_gateway CONFIG LISTEN_ADDR ORDINARY_UPSTREAM");
         std::process::exit(2);
     };
-    let paysign = Paysign::from_file(config.as_ref()).unwrap_or_else(|e| {
+    let paysign = Paysign::from_file(config.as_ref(), &prometheus::Registry::new()).unwrap_or_else(|e| {
         eprintln!("my_gateway: {e}");
         std::process::exit(1);
     });

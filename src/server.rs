@@ -15,7 +15,7 @@ use paysign_plugin::call::Paysign;
 use paysign_plugin::config::Config;
 use paysign_plugin::listener::{Limited, Limits};
 use paysign_plugin::live::Live;
-use paysign_plugin::metrics;
+use paysign_plugin::metrics::{Listener, Metrics};
 use paysign_plugin::notifications::Notifications;
 use paysign_plugin::proxy::Gateway;
 use paysign_protocol::MerchantKeys;
@@ -131,9 +131,8 @@ fn longest_call(cfg: &Config) -> Duration {
 /// SIGTERM (graceful: exits once nothing is in flight), SIGINT (fast) or a SIGQUIT that a new
 /// process is waiting for (hand-off).
 pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: bool) -> Result<(), String> {
+    // The default registry: prometheus's `process_*` metrics are in it too.
     let registry = prometheus::default_registry().clone();
-    metrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
-    metrics::init(gateway.as_ref().map_or("none", |g| g.crypto_backend.as_str()));
     let mut conf = ServerConf::default();
     // Shutdown lasts until no call is in flight (lifecycle::exit_when_drained), at the latest
     // until the configured grace or the longest a call can take, whichever is longer; pingora's
@@ -180,6 +179,8 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
     let ready = Arc::new(ReadyState::default());
     let mut listeners: Vec<Listen> = Vec::new();
     let mut reloadable: Vec<Reloadable> = Vec::new();
+    // The gateway's calls and notifications, which the drain waits for.
+    let mut in_flight_of: Option<Arc<Live>> = None;
     if let Some(cfg) = gateway {
         announce_gateway(&cfg);
         let proxy_addr: SocketAddr = cfg.listen.parse().map_err(|_| format!("bad listen address {}", cfg.listen))?;
@@ -196,10 +197,13 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         for r in cfg.notify.iter().flat_map(|n| n.routes.iter()) {
             tracing::info!("notification route {} -> {}", r.path, r.target.url());
         }
-        let live = Arc::new(Live::new(cfg.source.clone(), cfg));
+        let metrics = Arc::new(Metrics::new(&registry).map_err(|e| format!("metrics: {e}"))?);
+        metrics.crypto_backend(cfg.crypto_backend.as_str());
+        let live = Arc::new(Live::new(cfg.source.clone(), cfg, metrics.clone()));
         reloadable.push(Reloadable::Gateway(live.clone()));
+        in_flight_of = Some(live.clone());
         if let Some(listen) = notify_listen {
-            let app = Limited::new(Notifications { live: live.clone() }, "notify", limits)
+            let app = Limited::new(Notifications { live: live.clone() }, Listener::Notify, limits, &metrics)
                 .with_peer_check(Notifications::peer_check(live.clone()));
             let mut svc = limited_service("paysign notifications", app);
             svc.add_listener(tcp_listener(&listen));
@@ -211,11 +215,16 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
             server.configuration.clone(),
         );
         app.handle_init_modules();
-        let mut proxy = limited_service("paysign proxy", Limited::new(app, "proxy", limits));
+        let mut proxy = limited_service("paysign proxy", Limited::new(app, Listener::Proxy, limits, &metrics));
         proxy.add_listener(tcp_listener(&listen));
         let mut admin = limited_service(
             "paysign admin",
-            Limited::new(Admin { proxy_addr, live, registry: registry.clone(), ready: ready.clone() }, "admin", admin_limits),
+            Limited::new(
+                Admin { proxy_addr, live, registry: registry.clone(), ready: ready.clone() },
+                Listener::Admin,
+                admin_limits,
+                &metrics,
+            ),
         );
         admin.add_listener(tcp_listener(&admin_listen));
         admin.threads = Some(1);
@@ -267,7 +276,7 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
     lifecycle::announce_when_listening(listeners, ready.clone(), pid_file.clone())?;
     lifecycle::exit_when_drained(
         server.watch_execution_phase(),
-        || metrics::IN_FLIGHT.get() + paysign_plugin::notifications::in_flight(),
+        move || in_flight_of.as_ref().map_or(0, |live| live.metrics().in_flight.get() + live.notifications_in_flight()),
         drain,
         pid_file,
     )?;

@@ -92,12 +92,12 @@ fn the_embedding_api_keeps_the_callers_grants() {
         ),
     );
     // A configuration that does not load is a typed error that names the setting.
-    match Paysign::from_file(&stack.dir.join("missing.yaml")) {
+    match Paysign::from_file(&stack.dir.join("missing.yaml"), &prometheus::Registry::new()) {
         Err(paysign_plugin::call::StartError::Config(e)) => assert!(e.to_string().contains("missing.yaml"), "{e}"),
         Err(other) => panic!("expected a configuration error, got {other}"),
         Ok(_) => panic!("a missing configuration file was accepted"),
     }
-    let paysign = Paysign::from_file(&cfg).unwrap();
+    let paysign = Paysign::from_file(&cfg, &prometheus::Registry::new()).unwrap();
     // A reload that would change a listener is refused as needing a restart; the running
     // configuration stays.
     let moved = std::fs::read_to_string(&cfg).unwrap().replacen("platform:", "listen: 127.0.0.1:1\nplatform:", 1);

@@ -9,7 +9,8 @@
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use paysign_plugin::call::Paysign;
 //!
-//! let paysign = Paysign::from_file("conf/paysign.yaml".as_ref())?;
+//! let registry = prometheus::Registry::new(); // paysign's metrics go here: serve it
+//! let paysign = Paysign::from_file("conf/paysign.yaml".as_ref(), &registry)?;
 //! let business = serde_json::json!({"orderNo": "BC-1", "...": "..."});
 //! match paysign.call(Some("202112090603"), "/api/vborder/shortcut/bindCard/create", business, "req-1").await {
 //!     Ok(verified) => println!("{}", verified.plaintext),
@@ -32,7 +33,7 @@ use crate::error::GatewayError;
 use crate::executor::ExecError;
 use crate::http_client::Answer;
 use crate::live::{Live, Runtime};
-use crate::metrics;
+use crate::metrics::Metrics;
 use crate::protocol::canonical::Part;
 use crate::protocol::schema::Endpoints;
 use crate::protocol::{fields_of, Business, Merchant, OpenError, Opened, Profile};
@@ -83,17 +84,23 @@ pub enum StartError {
     /// The endpoint tables built into this binary do not parse: a defect of the build.
     #[error("the built-in endpoint tables: {0}")]
     Endpoints(String),
+    /// paysign's metrics could not be registered (the registry already holds paysign's
+    /// families: one registry per instance).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 impl Paysign {
-    /// From a validated configuration (reloads read `config.source`).
-    pub fn new(config: Config) -> Result<Self, StartError> {
-        Self::from_live(Arc::new(Live::new(config.source.clone(), config)))
+    /// From a validated configuration (reloads read `config.source`); its metrics are
+    /// registered into `registry` (one registry per instance).
+    pub fn new(config: Config, registry: &prometheus::Registry) -> Result<Self, StartError> {
+        let metrics = Arc::new(Metrics::new(registry)?);
+        Self::from_live(Arc::new(Live::new(config.source.clone(), config, metrics)))
     }
 
-    /// Loads and validates the configuration file (keys parsed once).
-    pub fn from_file(path: &Path) -> Result<Self, StartError> {
-        Self::new(config::load(path)?)
+    /// Loads and validates the configuration file (keys parsed once); metrics as [`Self::new`].
+    pub fn from_file(path: &Path, registry: &prometheus::Registry) -> Result<Self, StartError> {
+        Self::new(config::load(path)?, registry)
     }
 
     /// Shares reloadable state with other flows (the notification listener, the admin).
@@ -131,9 +138,9 @@ impl Paysign {
     ) -> Result<Verified, GatewayError> {
         let rt = self.live.current();
         let presented = token.map_or(Presented::Missing, Presented::Token);
-        let caller = auth::authenticate(&rt.config, presented)?;
+        let caller = auth::authenticate(&rt.config, &rt.metrics, presented)?;
         let merchant = select_merchant(&rt, merchant)?;
-        auth::authorize(caller, path, &merchant.customer_no)?;
+        auth::authorize(&rt.metrics, caller, path, &merchant.customer_no)?;
         let Value::Object(fields) = business else {
             return Err(GatewayError::BadBody("is not a JSON object"));
         };
@@ -174,10 +181,10 @@ pub fn validate(endpoints: &Endpoints, path: &str, business: &mut Business<'_>, 
 pub async fn seal(rt: &Runtime, merchant: &Arc<Merchant>, business: Business<'_>) -> Result<Sealed, GatewayError> {
     let admitted = rt.admission.clone().try_acquire_owned().map_err(|_| GatewayError::Overloaded)?;
     let sealed = match merchant.profile() {
-        Profile::Md5 => merchant.seal_observed(business, &metrics::CryptoTimings),
+        Profile::Md5 => merchant.seal_observed(business, rt.metrics.crypto_timings()),
         Profile::Rsa => {
-            let (m, business) = (merchant.clone(), business.into_owned());
-            private_key_work(rt, Profile::Rsa, Stage::BeforeSending, move || m.seal_observed(business, &metrics::CryptoTimings)).await?
+            let (m, business, metrics) = (merchant.clone(), business.into_owned(), rt.metrics.clone());
+            private_key_work(rt, Profile::Rsa, Stage::BeforeSending, move || m.seal_observed(business, metrics.crypto_timings())).await?
         }
     }?;
     Ok(Sealed { merchant: merchant.clone(), body: sealed.body, _admitted: admitted })
@@ -223,12 +230,17 @@ pub async fn send(rt: &Runtime, path: &str, sealed: Sealed, request_id: &str, on
 
 /// Step 5: open and verify the platform's answer.
 async fn open(rt: &Runtime, merchant: &Arc<Merchant>, answer: Answer) -> Result<Verified, GatewayError> {
-    let m = merchant.clone();
     let status = answer.status;
     let body = answer.body;
-    let opened =
-        private_key_work(rt, merchant.profile(), Stage::AfterSending, move || m.open_response_observed(&body, &metrics::CryptoTimings))
-            .await?;
+    let opened = match merchant.profile() {
+        // Inline: nothing to move to a worker.
+        Profile::Md5 => merchant.open_response_observed(&body, rt.metrics.crypto_timings()),
+        Profile::Rsa => {
+            let (m, metrics) = (merchant.clone(), rt.metrics.clone());
+            let open = move || m.open_response_observed(&body, metrics.crypto_timings());
+            private_key_work(rt, Profile::Rsa, Stage::AfterSending, open).await?
+        }
+    };
     match opened {
         Ok(Opened::Verified { plaintext, err_code }) => Ok(Verified { plaintext, err_code }),
         Ok(Opened::PlatformFailure { code, msg }) => Err(GatewayError::PlatformFailure { code, msg }),

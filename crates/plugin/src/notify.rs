@@ -19,7 +19,7 @@ use crate::config::{Config, Notify, NotifyRoute};
 use crate::executor::{ExecError, PrivateKeyExecutor};
 use crate::http_client::{Client, Route, SendError, DEFAULT_POOL_SIZE};
 use crate::logging;
-use crate::metrics;
+use crate::metrics::Metrics;
 use crate::protocol::{canonicalize, fields_of, Merchant, OpenError, Opened, Profile};
 use crate::serve::{read_body, reply, BodyError};
 
@@ -31,6 +31,7 @@ pub struct NotifyState {
     merchants: HashMap<String, Arc<Merchant>>,
     routes: HashMap<String, (NotifyRoute, Route)>,
     client: Client,
+    metrics: Arc<Metrics>,
 }
 
 /// How one notification ended (a fixed label set).
@@ -56,7 +57,7 @@ pub fn notification_id(customer_no: &str, fields: &Map<String, Value>) -> String
 }
 
 impl NotifyState {
-    pub fn new(config: &Config) -> Option<Self> {
+    pub fn new(config: &Config, metrics: &Arc<Metrics>) -> Option<Self> {
         let notify = config.notify.clone()?;
         let routes = notify
             .routes
@@ -66,7 +67,13 @@ impl NotifyState {
                 (r.path.clone(), (r.clone(), route))
             })
             .collect();
-        Some(NotifyState { notify, merchants: config.merchants.clone(), routes, client: Client::new(None, None, DEFAULT_POOL_SIZE) })
+        Some(NotifyState {
+            notify,
+            merchants: config.merchants.clone(),
+            routes,
+            client: Client::new(None, None, DEFAULT_POOL_SIZE),
+            metrics: metrics.clone(),
+        })
     }
 
     pub fn text(status: u16, body: &str) -> Response<Vec<u8>> {
@@ -104,7 +111,7 @@ impl NotifyState {
         let steps = async {
             self.check_source(session, log)?;
             let (route, peer, merchant, data) = self.intake(session, log).await?;
-            let (plaintext, fields) = open(&merchant, data, executor, log).await?;
+            let (plaintext, fields) = open(&merchant, data, executor, &self.metrics, log).await?;
             Ok(self.forward(route, peer, &merchant, plaintext, &fields, log).await)
         };
         match steps.await {
@@ -198,7 +205,7 @@ impl NotifyState {
         let start = Instant::now();
         let target_path = if route.target.path.is_empty() { "/" } else { route.target.path.as_str() };
         let sent = self.client.post(peer, target_path, &headers, Bytes::from(plaintext), || {}).await;
-        metrics::NOTIFY_FORWARD_DURATION.with_label_values(&[&route.path]).observe(start.elapsed().as_secs_f64());
+        self.metrics.notify_forward_duration.with_label_values(&[&route.path]).observe(start.elapsed().as_secs_f64());
         match sent {
             Ok(a) if (200..300).contains(&a.status) => outcome("forwarded", 200),
             Ok(a) => {
@@ -217,16 +224,19 @@ async fn open(
     merchant: &Arc<Merchant>,
     data: Map<String, Value>,
     executor: &PrivateKeyExecutor,
+    metrics: &Arc<Metrics>,
     log: &mut Map<String, Value>,
 ) -> Result<(String, Map<String, Value>), Outcome> {
-    let m = merchant.clone();
     let opened = match merchant.profile() {
-        Profile::Rsa => match executor.run_unauthenticated(move || m.open_notification_observed(&data, &metrics::CryptoTimings)).await {
-            Ok(opened) => opened,
-            Err(ExecError::Overloaded) => return Err(outcome("shed", 503)),
-            Err(ExecError::Panicked) => return Err(outcome("internal", 500)),
-        },
-        Profile::Md5 => m.open_notification_observed(&data, &metrics::CryptoTimings),
+        Profile::Rsa => {
+            let (m, metrics) = (merchant.clone(), metrics.clone());
+            match executor.run_unauthenticated(move || m.open_notification_observed(&data, metrics.crypto_timings())).await {
+                Ok(opened) => opened,
+                Err(ExecError::Overloaded) => return Err(outcome("shed", 503)),
+                Err(ExecError::Panicked) => return Err(outcome("internal", 500)),
+            }
+        }
+        Profile::Md5 => merchant.open_notification_observed(&data, metrics.crypto_timings()),
     };
     match opened {
         Ok(Opened::Verified { plaintext, .. }) => {
@@ -235,7 +245,7 @@ async fn open(
         }
         Ok(Opened::PlatformFailure { .. }) => Err(outcome("malformed", 400)),
         Err(e) => {
-            metrics::VERIFY_FAILURES.with_label_values(&[e.reason()]).inc();
+            metrics.verify_failed(&e);
             log.insert("reason".into(), Value::String(e.reason().into()));
             Err(match e {
                 OpenError::Envelope(_) => outcome("malformed", 400),

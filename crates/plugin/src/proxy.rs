@@ -21,7 +21,7 @@ use crate::error::{Delivery, GatewayError};
 use crate::h5;
 use crate::live::Runtime;
 use crate::logging;
-use crate::metrics;
+use crate::metrics::{self, Metrics};
 use crate::protocol::canonical::Part;
 use crate::protocol::envelope::NotAnObject;
 use crate::protocol::{Business, Merchant};
@@ -38,6 +38,7 @@ const JSON: &str = "application/json;charset=UTF-8";
 /// Long-lived state shared by all requests.
 pub struct Gateway {
     paysign: Paysign,
+    metrics: Arc<Metrics>,
 }
 
 /// Per-request state, filled in as the request moves through the phases.
@@ -56,16 +57,16 @@ pub struct Ctx {
 }
 
 /// Counts a request in `paysign_requests_in_flight` for exactly as long as it lives.
-struct InFlight;
+struct InFlight(prometheus::IntGauge);
 impl InFlight {
-    fn new() -> Self {
-        metrics::IN_FLIGHT.inc();
-        InFlight
+    fn new(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        InFlight(gauge.clone())
     }
 }
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::IN_FLIGHT.dec();
+        self.0.dec();
     }
 }
 
@@ -79,7 +80,8 @@ struct Reply {
 
 impl Gateway {
     pub fn new(paysign: Paysign) -> Self {
-        Gateway { paysign }
+        let metrics = paysign.live().metrics().clone();
+        Gateway { paysign, metrics }
     }
 
     fn merchant_label(rt: &Runtime, m: Option<&str>) -> String {
@@ -106,7 +108,7 @@ impl Gateway {
             }
             before = self.before_sending(&rt, session, ctx) => before?,
         };
-        let retry = || metrics::CONNECT_RETRIES.with_label_values(&[&ctx.endpoint]).inc();
+        let retry = || self.metrics.connect_retries.with_label_values(&[&ctx.endpoint]).inc();
         let sent = call::send(&rt, &path, sealed, &ctx.request_id, retry).await;
         ctx.upstream = sent.upstream;
         let verified = sent.result.inspect_err(|e| self.count_refusal(ctx, e))?;
@@ -150,14 +152,14 @@ impl Gateway {
             return Err(GatewayError::MethodNotAllowed);
         }
         let wants_html = req.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"));
-        let caller = auth::authenticate(&rt.config, bearer::presented(&req.headers))?;
+        let caller = auth::authenticate(&rt.config, &self.metrics, bearer::presented(&req.headers))?;
         let deadline = deadline(req)?;
 
         let named = single_header(req, MERCHANT_HEADER)?.map(|v| v.to_str().unwrap_or("").trim().to_string());
         ctx.merchant = Self::merchant_label(rt, named.as_deref());
         let merchant = call::select_merchant(rt, named.as_deref())?;
         ctx.merchant = merchant.customer_no.clone();
-        auth::authorize(caller, &path, &merchant.customer_no)?;
+        auth::authorize(&self.metrics, caller, &path, &merchant.customer_no)?;
         // The platform signs the body only: nothing unsigned may ride along in the URL.
         if req.uri.query().is_some() {
             return Err(GatewayError::QueryNotAllowed);
@@ -176,7 +178,7 @@ impl Gateway {
     /// The verified plaintext as JSON, or the bank page when a browser asked for it.
     fn answer(&self, ctx: &mut Ctx, verified: call::Verified, wants_html: bool) -> Result<Reply, GatewayError> {
         let code = verified.err_code.as_deref().unwrap_or("");
-        metrics::PLATFORM_ERRCODES.with_label_values(&[&ctx.endpoint, metrics::errcode_label(code)]).inc();
+        self.metrics.platform_errcodes.with_label_values(&[&ctx.endpoint, metrics::errcode_label(code)]).inc();
         // The log says the code itself; only the metric label is bounded to the document's set.
         ctx.err_code = verified.err_code.as_deref().map(log_code);
         if wants_html {
@@ -192,9 +194,9 @@ impl Gateway {
     /// The platform's refusals and answers that did not verify, counted and logged.
     fn count_refusal(&self, ctx: &Ctx, e: &GatewayError) {
         match e {
-            GatewayError::PlatformFailure { .. } => metrics::PLATFORM_FAILURES.with_label_values(&[&ctx.endpoint]).inc(),
+            GatewayError::PlatformFailure { .. } => self.metrics.platform_failures.with_label_values(&[&ctx.endpoint]).inc(),
             GatewayError::Verify(v) => {
-                metrics::VERIFY_FAILURES.with_label_values(&[v.reason()]).inc();
+                self.metrics.verify_failed(v);
                 tracing::warn!("platform answer rejected: request_id={} merchant={} reason={}", ctx.request_id, ctx.merchant, v.reason());
             }
             _ => {} // ok: only these two are counted here; every error is counted by outcome in `logging`
@@ -361,7 +363,7 @@ impl ProxyHttp for Gateway {
             delivery: Delivery::NotSent,
             err_code: None,
             upstream: None,
-            _in_flight: InFlight::new(),
+            _in_flight: InFlight::new(&self.metrics.in_flight),
         }
     }
 
@@ -434,10 +436,10 @@ impl ProxyHttp for Gateway {
         if e.is_some() && ctx.outcome == "verified" {
             ctx.outcome = "client_gone";
         }
-        metrics::REQUESTS.with_label_values(&[&ctx.endpoint, &ctx.merchant, ctx.outcome]).inc();
-        metrics::REQUEST_DURATION.with_label_values(&[&ctx.endpoint]).observe(took.as_secs_f64());
+        self.metrics.requests.with_label_values(&[&ctx.endpoint, &ctx.merchant, ctx.outcome]).inc();
+        self.metrics.request_duration.with_label_values(&[&ctx.endpoint]).observe(took.as_secs_f64());
         if let Some(up) = ctx.upstream {
-            metrics::UPSTREAM_DURATION.with_label_values(&[&ctx.endpoint]).observe(up.as_secs_f64());
+            self.metrics.upstream_duration.with_label_values(&[&ctx.endpoint]).observe(up.as_secs_f64());
         }
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         logging::access_line(&AccessLine {
