@@ -527,10 +527,9 @@ fn two_instances_in_one_process_count_only_their_own() {
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let refused = |p: &Paysign, token: Option<&'static str>, merchant: &'static str, path: &'static str| {
-            let call = p.call_as(token, Some(merchant), path, bindcard("TWO-1"), "two-1");
-            async move { call.await.unwrap_err().status() }
-        };
+        async fn refused(p: &Paysign, token: Option<&str>, merchant: &str, path: &str) -> u16 {
+            p.call_as(token, Some(merchant), path, bindcard("TWO-1"), "two-1").await.unwrap_err().status()
+        }
         // A: a call without a token, and one with a token A does not know (B's).
         assert_eq!(refused(&a, None, MD5_MERCHANT, BINDCARD).await, 401);
         assert_eq!(refused(&a, Some("token-b-0123456789abcdef"), MD5_MERCHANT, BINDCARD).await, 401);
