@@ -29,7 +29,7 @@ use pingora::server::configuration::ServerConf;
 
 use paysign_plugin::exchange::{Exchange, Paysign};
 use paysign_plugin::listener::{request_parsed, safeguarded_service, tcp_listener, Limits};
-use paysign_plugin::live::Live;
+use paysign_plugin::metrics::Listener;
 use paysign_plugin::notifications::Notifications;
 use paysign_plugin::sighup::{Reload, ReloadOnSighup};
 use paysign_plugin::{config, logging, metrics};
@@ -126,31 +126,25 @@ fn main() {
         std::process::exit(1);
     });
 
-    // paysign's metrics in this gateway's own registry.
-    let registry = prometheus::Registry::new();
-    if let Err(e) = metrics::register(&registry) {
-        eprintln!("my_gateway: metrics: {e}");
-        std::process::exit(1);
-    }
-    metrics::init(cfg.crypto_backend.as_str());
-
     // paysign's safeguards (connection bound, head deadline and size) for this gateway's own
     // listeners too.
     let limits = Limits::of(&cfg);
     let (listen, admin_listen, threads) = (cfg.listen.clone(), cfg.admin_listen.clone(), cfg.threads);
-    // One reloadable state for the exchange and the notification listener.
-    let live = Arc::new(Live::new(cfg.source.clone(), cfg));
-    let paysign = Paysign::from_live(live.clone()).unwrap_or_else(|e| {
+    // paysign's metrics in this gateway's own registry, served on its own endpoint below.
+    let registry = prometheus::Registry::new();
+    let paysign = Paysign::new(cfg, &registry).unwrap_or_else(|e| {
         eprintln!("my_gateway: {e}");
         std::process::exit(1);
     });
+    // One reloadable state for the exchange and the notification listener.
+    let live = paysign.live().clone();
 
     let conf = ServerConf { threads, ..ServerConf::default() };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
     let proxy = pingora::proxy::http_proxy(&server.configuration, MyGateway { paysign, upstream });
-    let mut svc = safeguarded_service("my gateway", "proxy", proxy, limits);
+    let mut svc = safeguarded_service("my gateway", Listener::Proxy, proxy, limits, live.metrics());
     svc.add_listener(tcp_listener(&listen));
     server.add_service(svc);
 
@@ -160,7 +154,7 @@ fn main() {
     }
 
     let ops = Ops { registry, proxy: listen };
-    let mut svc = safeguarded_service("my gateway ops", "admin", ops, Limits { max_connections: 64, ..limits });
+    let mut svc = safeguarded_service("my gateway ops", Listener::Admin, ops, Limits { max_connections: 64, ..limits }, live.metrics());
     svc.add_listener(tcp_listener(&admin_listen));
     svc.threads = Some(1);
     server.add_service(svc);

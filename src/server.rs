@@ -13,7 +13,7 @@ use paysign_plugin::config::Config;
 use paysign_plugin::exchange::Paysign;
 use paysign_plugin::listener::{safeguarded_service, tcp_listener, Limits};
 use paysign_plugin::live::Live;
-use paysign_plugin::metrics;
+use paysign_plugin::metrics::{Listener, Metrics};
 use paysign_plugin::notifications::{Notifications, NOTIFY_NICE};
 use paysign_plugin::sighup::{Reload, ReloadOnSighup};
 use paysign_protocol::MerchantKeys;
@@ -102,9 +102,8 @@ fn longest_call(cfg: &Config) -> Duration {
 /// SIGTERM (graceful: exits once nothing is in flight), SIGINT (fast) or a SIGQUIT that a new
 /// process is waiting for (hand-off).
 pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: bool) -> Result<(), String> {
+    // The default registry: prometheus's `process_*` metrics are in it too.
     let registry = prometheus::default_registry().clone();
-    metrics::register(&registry).map_err(|e| format!("metrics: {e}"))?;
-    metrics::init(gateway.as_ref().map_or("none", |g| g.crypto_backend.as_str()));
     let mut conf = ServerConf::default();
     // Shutdown lasts until no call is in flight (lifecycle::exit_when_drained), at the latest
     // until the configured grace or the longest a call can take, whichever is longer; pingora's
@@ -151,7 +150,8 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
     let ready = Arc::new(ReadyState::default());
     let mut listeners: Vec<Listen> = Vec::new();
     let mut reloadable: Vec<Arc<dyn Reload>> = Vec::new();
-    // The instance whose sending stops at the drain deadline.
+    // The instance whose sending stops at the drain deadline, and whose calls and notifications
+    // the drain waits for.
     let mut paysign: Option<Paysign> = None;
     if let Some(cfg) = gateway {
         announce_gateway(&cfg);
@@ -168,7 +168,9 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         for r in cfg.notify.iter().flat_map(|n| n.routes.iter()) {
             tracing::info!("notification route {} -> {}", r.path, r.target.url());
         }
-        let live = Arc::new(Live::new(cfg.source.clone(), cfg));
+        let metrics = Arc::new(Metrics::new(&registry).map_err(|e| format!("metrics: {e}"))?);
+        metrics.crypto_backend(cfg.crypto_backend.as_str());
+        let live = Arc::new(Live::new(cfg.source.clone(), cfg, metrics.clone()));
         reloadable.push(live.clone());
         // The listener's own thread: it yields the CPU to the callers' proxy.
         if let Some(svc) = Notifications::new(live.clone()).lower_priority(NOTIFY_NICE).service() {
@@ -178,13 +180,14 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
         paysign = Some(instance.clone());
         let mut app = pingora::proxy::HttpProxy::new(Gateway::new(instance), server.configuration.clone());
         app.handle_init_modules();
-        let mut proxy = safeguarded_service("paysign proxy", "proxy", app, limits);
+        let mut proxy = safeguarded_service("paysign proxy", Listener::Proxy, app, limits, &metrics);
         proxy.add_listener(tcp_listener(&listen));
         let mut admin = safeguarded_service(
             "paysign admin",
-            "admin",
+            Listener::Admin,
             Admin { proxy_addr, live, registry: registry.clone(), ready: ready.clone() },
             admin_limits,
+            &metrics,
         );
         admin.add_listener(tcp_listener(&admin_listen));
         admin.threads = Some(1);
@@ -238,7 +241,10 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
     lifecycle::announce_when_listening(listeners, ready.clone(), pid_file.clone())?;
     lifecycle::exit_when_drained(
         server.watch_execution_phase(),
-        || metrics::IN_FLIGHT.get() + paysign_plugin::notifications::in_flight(),
+        {
+            let paysign = paysign.clone();
+            move || paysign.as_ref().map_or(0, |p| p.live().metrics().in_flight.get() + p.live().notifications_in_flight())
+        },
         move || {
             if let Some(p) = &paysign {
                 p.stop_sending();

@@ -492,6 +492,7 @@ fn a_closure_reload_source_gives_the_next_config() {
             Ok(demo_in_code().max_body_bytes(next.load(std::sync::atomic::Ordering::SeqCst)).threads(2).build()?)
         }),
         initial,
+        fresh_metrics(),
     );
     assert_eq!(live.current().generation, 1);
     body.store(4096, std::sync::atomic::Ordering::SeqCst);
@@ -512,12 +513,14 @@ fn a_closure_reload_source_gives_the_next_config() {
     let refusing = Live::new(
         ReloadSource::from_fn(|| Err(ReloadError::Source("the settings store is unreachable".into()))),
         demo_in_code().build().unwrap(),
+        fresh_metrics(),
     );
     let e = refusing.reload().unwrap_err();
     assert_eq!((e.to_string(), refusing.current().generation), ("the settings store is unreachable".to_string(), 1));
 
     // Settings read once at start are named, and stay in force, as with a file.
-    let live = Live::new(ReloadSource::from_fn(|| Ok(demo_in_code().threads(3).build()?)), demo_in_code().build().unwrap());
+    let live =
+        Live::new(ReloadSource::from_fn(|| Ok(demo_in_code().threads(3).build()?)), demo_in_code().build().unwrap(), fresh_metrics());
     let r = live.reload().unwrap();
     assert_eq!((r.generation, r.needs_restart), (2, vec!["threads"]));
     assert_eq!(live.current().config.threads, 2);
@@ -544,4 +547,9 @@ fn check_reports_names_that_do_not_resolve_in_the_files_order() {
     );
     assert!(lines[3].contains("cannot resolve inbox.platform.example now ("), "{lines:#?}");
     assert_eq!(lines[4], format!("{p}: ok (gateway, 1 merchant(s), 4 warning(s))"));
+}
+
+/// An instance's metrics in a registry of its own.
+fn fresh_metrics() -> std::sync::Arc<paysign_plugin::metrics::Metrics> {
+    std::sync::Arc::new(paysign_plugin::metrics::Metrics::new(&prometheus::Registry::new()).unwrap())
 }

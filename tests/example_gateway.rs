@@ -68,12 +68,12 @@ fn the_embedding_api_keeps_the_callers_grants() {
         ),
     );
     // A configuration that does not load is a typed error that names the setting.
-    match Paysign::from_file(&stack.dir.join("missing.yaml")) {
+    match Paysign::from_file(&stack.dir.join("missing.yaml"), &prometheus::Registry::new()) {
         Err(paysign_plugin::exchange::StartError::Config(e)) => assert!(e.to_string().contains("missing.yaml"), "{e}"),
         Err(other) => panic!("expected a configuration error, got {other}"),
         Ok(_) => panic!("a missing configuration file was accepted"),
     }
-    let paysign = Paysign::from_file(&cfg).unwrap();
+    let paysign = Paysign::from_file(&cfg, &prometheus::Registry::new()).unwrap();
     // A reload that would change a listener is refused as needing a restart; the running
     // configuration stays.
     let moved = std::fs::read_to_string(&cfg).unwrap().replacen("platform:", "listen: 127.0.0.1:1\nplatform:", 1);
@@ -143,8 +143,7 @@ fn call_as_records_the_same_metrics_as_the_gateway() {
 
     let stack = Stack::start(Options::default());
     let registry = prometheus::Registry::new();
-    paysign_plugin::metrics::register(&registry).unwrap();
-    let paysign = Paysign::from_file(&stack.dir.join("paysign.yaml")).unwrap();
+    let paysign = Paysign::from_file(&stack.dir.join("paysign.yaml"), &registry).unwrap();
     let series = |m: &str, s: &str| sample(m, s).unwrap_or(0.0);
     let verified = format!(r#"paysign_requests_total{{endpoint="bindcard_create",merchant="{RSA_MERCHANT}",outcome="verified"}}"#);
     let refused = format!(r#"paysign_requests_total{{endpoint="bindcard_create",merchant="{RSA_MERCHANT}",outcome="verify_failed"}}"#);

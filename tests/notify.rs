@@ -177,14 +177,16 @@ fn an_embedded_notification_listener_is_safeguarded_logs_through_tracing_and_kee
     let path = dir.join("paysign.yaml");
     std::fs::write(&path, yaml).unwrap();
     let config = paysign_plugin::config::load(&path).expect("the configuration loads");
-    let live = Arc::new(paysign_plugin::live::Live::new(path, config));
+    let registry = prometheus::Registry::new();
+    let metrics = Arc::new(paysign_plugin::metrics::Metrics::new(&registry).unwrap());
+    let live = Arc::new(paysign_plugin::live::Live::new(path, config, metrics.clone()));
     let mut service = paysign_plugin::notifications::Notifications::new(live).service().expect("notify is configured");
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("embedder").enable_all().build().unwrap();
     let (_shutdown, watch) = tokio::sync::watch::channel(false);
     runtime.spawn(async move { service.start_service(None, watch, 1).await });
     wait_listening(notify_port);
-    let timeouts = || paysign_plugin::metrics::HEADER_TIMEOUTS.with_label_values(&["notify"]).get();
+    let timeouts = || metrics.header_timeouts.with_label_values(&["notify"]).get();
     let before = timeouts();
 
     let mut c = std::net::TcpStream::connect(("127.0.0.1", notify_port)).unwrap();

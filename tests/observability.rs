@@ -485,3 +485,75 @@ fn the_demo_call_makes_the_sandbox_warn_of_nothing() {
     );
     assert_eq!(s.sandbox_stats()["notifications_sent"], 0);
 }
+
+/// Two `Paysign` instances in one process (an embedder with two gateways), each with its own
+/// registry and configuration: each counts only its own calls and reloads. With process-wide
+/// metrics, loading B erased A's merchant from A's registry, B's refusals showed up in A's,
+/// and reloading A bumped B's `paysign_config_generation`.
+#[test]
+fn two_instances_in_one_process_count_only_their_own() {
+    use paysign_plugin::exchange::Paysign;
+    use prometheus::Registry;
+
+    let dir = temp_dir();
+    let config = |merchant: &str, profile_keys: &str, caller: &str, token: &str| {
+        format!(
+            "platform:\n  base_url: http://127.0.0.1:9\ncallers:\n  - name: {caller}\n    token_sha256: {}\n    merchants: [\"{merchant}\"]\n    endpoints: [\"{BINDCARD}\"]\nmerchants:\n  - customer_no: \"{merchant}\"\n    platform_public_key: keys/platform_public.pem\n{profile_keys}",
+            sha256_hex(token)
+        )
+    };
+    let (a_file, b_file) = (dir.join("a.yaml"), dir.join("b.yaml"));
+    write(&a_file, &config(MD5_MERCHANT, "    profile: md5\n    md5_key_file: keys/md5.key\n", "shop_a", "token-a-0123456789abcdef"));
+    write(
+        &b_file,
+        &config(
+            RSA_MERCHANT,
+            "    profile: rsa\n    merchant_private_key: keys/merchant_private.pem\n",
+            "shop_b",
+            "token-b-0123456789abcdef",
+        ),
+    );
+    let (ra, rb) = (Registry::new(), Registry::new());
+    let a = Paysign::from_file(&a_file, &ra).unwrap();
+    let b = Paysign::from_file(&b_file, &rb).unwrap();
+    let value = |r: &Registry, series: &str| sample(&metrics::render(r), series);
+
+    // Loading B left A's merchant in A's registry.
+    let merchants = |r: &Registry| {
+        (value(r, r#"paysign_merchants_configured{profile="md5"}"#), value(r, r#"paysign_merchants_configured{profile="rsa"}"#))
+    };
+    assert_eq!(merchants(&ra), (Some(1.0), Some(0.0)));
+    assert_eq!(merchants(&rb), (Some(0.0), Some(1.0)));
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        async fn refused(p: &Paysign, token: Option<&str>, merchant: &str, path: &str) -> u16 {
+            p.call_as(token, Some(merchant), path, bindcard("TWO-1"), "two-1").await.unwrap_err().status()
+        }
+        // A: a call without a token, and one with a token A does not know (B's).
+        assert_eq!(refused(&a, None, MD5_MERCHANT, BINDCARD).await, 401);
+        assert_eq!(refused(&a, Some("token-b-0123456789abcdef"), MD5_MERCHANT, BINDCARD).await, 401);
+        // B: a call without a token, and its own caller on an endpoint it was not granted.
+        assert_eq!(refused(&b, None, RSA_MERCHANT, BINDCARD).await, 401);
+        assert_eq!(refused(&b, Some("token-b-0123456789abcdef"), RSA_MERCHANT, "/api/other/endpoint").await, 403);
+    });
+    let refusals = |r: &Registry, caller: &str, reason: &str| {
+        value(r, &format!(r#"paysign_caller_refusals_total{{caller="{caller}",reason="{reason}"}}"#))
+    };
+    assert_eq!(
+        (refusals(&ra, "anonymous", "missing"), refusals(&ra, "anonymous", "unknown_token"), refusals(&ra, "shop_b", "forbidden")),
+        (Some(1.0), Some(1.0), None)
+    );
+    assert_eq!(
+        (refusals(&rb, "anonymous", "missing"), refusals(&rb, "anonymous", "unknown_token"), refusals(&rb, "shop_b", "forbidden")),
+        (Some(1.0), Some(0.0), Some(1.0))
+    );
+
+    // Reloading A: A's generation and reload count move, B's do not.
+    a.live().reload().unwrap();
+    let reloads = |r: &Registry| (value(r, "paysign_config_generation"), value(r, r#"paysign_config_reloads_total{result="ok"}"#));
+    assert_eq!(reloads(&ra), (Some(2.0), Some(1.0)));
+    assert_eq!(reloads(&rb), (Some(1.0), Some(0.0)));
+    assert_eq!(merchants(&ra), (Some(1.0), Some(0.0)), "A's reload keeps A's merchants");
+    assert_eq!(merchants(&rb), (Some(0.0), Some(1.0)), "and leaves B's alone");
+}

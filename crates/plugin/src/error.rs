@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::metrics::RequestOutcome;
 use crate::protocol::schema::Invalid;
 use crate::protocol::{OpenError, SealError};
 
@@ -239,38 +240,43 @@ impl GatewayError {
         }
     }
 
-    /// Fixed label set for `paysign_requests_total{outcome}` and the access log.
+    /// The label of `paysign_requests_total{outcome}` and the access log's `outcome`.
     pub fn outcome(&self) -> &'static str {
+        self.request_outcome().as_str()
+    }
+
+    /// How a request that failed with this error ended (a closed set).
+    pub fn request_outcome(&self) -> RequestOutcome {
         match self {
-            GatewayError::NotFound => "not_found",
-            GatewayError::MethodNotAllowed => "method_not_allowed",
-            GatewayError::BodyTooLarge { .. } => "body_too_large",
-            GatewayError::ClientTimeout => "client_timeout",
+            GatewayError::NotFound => RequestOutcome::NotFound,
+            GatewayError::MethodNotAllowed => RequestOutcome::MethodNotAllowed,
+            GatewayError::BodyTooLarge { .. } => RequestOutcome::BodyTooLarge,
+            GatewayError::ClientTimeout => RequestOutcome::ClientTimeout,
             GatewayError::BadBody(_) | GatewayError::ReservedField(..) | GatewayError::DuplicateHeader(_) | GatewayError::BadHeader(_) => {
-                "bad_request"
+                RequestOutcome::BadRequest
             }
-            GatewayError::QueryNotAllowed => "query_refused",
-            GatewayError::Unauthenticated => "unauthenticated",
-            GatewayError::Forbidden => "forbidden",
-            GatewayError::Overloaded => "shed",
-            GatewayError::DeadlinePassed => "deadline",
-            GatewayError::ShuttingDown => "shutting_down",
-            GatewayError::CallerGone => "abandoned",
-            GatewayError::Invalid(_) => "invalid",
-            GatewayError::MerchantRequired | GatewayError::UnknownMerchant => "unknown_merchant",
-            GatewayError::Seal(_) => "seal_failed",
-            GatewayError::Unreachable => "unreachable",
-            GatewayError::PlatformTls => "tls_failed",
-            GatewayError::Timeout => "timeout",
-            GatewayError::UpstreamIo => "upstream_io",
-            GatewayError::ResponseTooLarge { .. } => "response_too_large",
-            GatewayError::UpstreamHttp(_) => "upstream_http",
-            GatewayError::PlatformFailure { .. } => "platform_failure",
-            GatewayError::Verify(_) => "verify_failed",
-            GatewayError::Form(_) => "form_failed",
-            GatewayError::BadHttp => "bad_http",
-            GatewayError::HeadTooLarge { .. } => "head_too_large",
-            GatewayError::Internal => "internal",
+            GatewayError::QueryNotAllowed => RequestOutcome::QueryRefused,
+            GatewayError::Unauthenticated => RequestOutcome::Unauthenticated,
+            GatewayError::Forbidden => RequestOutcome::Forbidden,
+            GatewayError::Overloaded => RequestOutcome::Shed,
+            GatewayError::DeadlinePassed => RequestOutcome::Deadline,
+            GatewayError::ShuttingDown => RequestOutcome::ShuttingDown,
+            GatewayError::CallerGone => RequestOutcome::Abandoned,
+            GatewayError::Invalid(_) => RequestOutcome::Invalid,
+            GatewayError::MerchantRequired | GatewayError::UnknownMerchant => RequestOutcome::UnknownMerchant,
+            GatewayError::Seal(_) => RequestOutcome::SealFailed,
+            GatewayError::Unreachable => RequestOutcome::Unreachable,
+            GatewayError::PlatformTls => RequestOutcome::TlsFailed,
+            GatewayError::Timeout => RequestOutcome::Timeout,
+            GatewayError::UpstreamIo => RequestOutcome::UpstreamIo,
+            GatewayError::ResponseTooLarge { .. } => RequestOutcome::ResponseTooLarge,
+            GatewayError::UpstreamHttp(_) => RequestOutcome::UpstreamHttp,
+            GatewayError::PlatformFailure { .. } => RequestOutcome::PlatformFailure,
+            GatewayError::Verify(_) => RequestOutcome::VerifyFailed,
+            GatewayError::Form(_) => RequestOutcome::FormFailed,
+            GatewayError::BadHttp => RequestOutcome::BadHttp,
+            GatewayError::HeadTooLarge { .. } => RequestOutcome::HeadTooLarge,
+            GatewayError::Internal => RequestOutcome::Internal,
         }
     }
 

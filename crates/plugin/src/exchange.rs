@@ -51,7 +51,8 @@
 //! }
 //!
 //! # fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
-//! let paysign = Paysign::from_file("conf/paysign.yaml".as_ref())?;
+//! let registry = prometheus::Registry::new(); // paysign's metrics: serve it on your /metrics
+//! let paysign = Paysign::from_file("conf/paysign.yaml".as_ref(), &registry)?;
 //! let mut server = Server::new(None)?;
 //! server.bootstrap();
 //! let mut proxy = http_proxy_service(&server.configuration, MyGateway { paysign });
@@ -81,7 +82,7 @@ use crate::h5;
 use crate::http_client::Answer;
 use crate::live::{Live, Runtime};
 use crate::logging;
-use crate::metrics;
+use crate::metrics::{self, Metrics};
 use crate::protocol::canonical::Part;
 use crate::protocol::envelope::NotAnObject;
 use crate::protocol::schema::Endpoints;
@@ -123,6 +124,8 @@ pub struct Exchange {
     delivery: Delivery,
     err_code: Option<String>,
     upstream: Option<Duration>,
+    /// The instance's metrics, from the moment paysign takes the request.
+    metrics: Option<Arc<Metrics>>,
     _in_flight: Option<InFlight>,
 }
 
@@ -149,6 +152,7 @@ impl Default for Exchange {
             delivery: Delivery::NotSent,
             err_code: None,
             upstream: None,
+            metrics: None,
             _in_flight: None,
         }
     }
@@ -161,11 +165,12 @@ impl Exchange {
     }
 
     /// From now on the request is paysign's: timed, counted in flight, logged.
-    fn claim(&mut self, request_id: String) {
+    fn claim(&mut self, request_id: String, metrics: &Arc<Metrics>) {
         self.seen = Seen::Paysigns;
         self.start = Instant::now();
         self.request_id = request_id;
-        self._in_flight = Some(InFlight::new());
+        self._in_flight = Some(InFlight::new(&metrics.in_flight));
+        self.metrics = Some(metrics.clone());
     }
 
     /// What the caller got, for the access line and the metrics.
@@ -194,17 +199,20 @@ impl Exchange {
     /// The platform's answer that verified: its errCode, counted and kept for the access line.
     fn count_answer(&mut self, verified: &Verified) {
         let code = verified.err_code.as_deref().unwrap_or("");
-        metrics::PLATFORM_ERRCODES.with_label_values(&[&self.endpoint, metrics::errcode_label(code)]).inc();
+        if let Some(m) = &self.metrics {
+            m.platform_errcodes.with_label_values(&[&self.endpoint, metrics::errcode_label(code)]).inc();
+        }
         // The log says the code itself; only the metric label is bounded to the document's set.
         self.err_code = verified.err_code.as_deref().map(log_code);
     }
 
     /// The platform's refusals and answers that did not verify, counted and logged.
     fn count_refusal(&self, e: &GatewayError) {
+        let Some(m) = &self.metrics else { return };
         match e {
-            GatewayError::PlatformFailure { .. } => metrics::PLATFORM_FAILURES.with_label_values(&[&self.endpoint]).inc(),
+            GatewayError::PlatformFailure { .. } => m.platform_failures.with_label_values(&[&self.endpoint]).inc(),
             GatewayError::Verify(v) => {
-                metrics::VERIFY_FAILURES.with_label_values(&[v.reason()]).inc();
+                m.verify_failed(v);
                 tracing::warn!("platform answer rejected: request_id={} merchant={} reason={}", self.request_id, self.merchant, v.reason());
             }
             _ => {} // ok: only these two are counted here; every error is counted by outcome in `record`
@@ -213,11 +221,13 @@ impl Exchange {
 
     /// A connection attempt to the platform that is retried (nothing was sent on it).
     fn count_retry(&self) {
-        metrics::CONNECT_RETRIES.with_label_values(&[&self.endpoint]).inc();
+        if let Some(m) = &self.metrics {
+            m.connect_retries.with_label_values(&[&self.endpoint]).inc();
+        }
     }
 
     /// The end of the request: `paysign_requests_total`, the durations, the access line.
-    fn record(&mut self, e: Option<&pingora::Error>) {
+    fn record(&mut self, e: Option<&pingora::Error>, m: &Metrics) {
         let took = self.start.elapsed();
         if self.request_id.is_empty() {
             // The request never reached request_filter (e.g. a failed downstream module).
@@ -227,10 +237,10 @@ impl Exchange {
         if e.is_some() && self.outcome == "verified" {
             self.outcome = "client_gone";
         }
-        metrics::REQUESTS.with_label_values(&[&self.endpoint, &self.merchant, self.outcome]).inc();
-        metrics::REQUEST_DURATION.with_label_values(&[&self.endpoint]).observe(took.as_secs_f64());
+        m.requests.with_label_values(&[&self.endpoint, &self.merchant, self.outcome]).inc();
+        m.request_duration.with_label_values(&[&self.endpoint]).observe(took.as_secs_f64());
         if let Some(up) = self.upstream {
-            metrics::UPSTREAM_DURATION.with_label_values(&[&self.endpoint]).observe(up.as_secs_f64());
+            m.upstream_duration.with_label_values(&[&self.endpoint]).observe(up.as_secs_f64());
         }
         let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
         logging::access_line(&AccessLine {
@@ -252,16 +262,16 @@ impl Exchange {
 }
 
 /// Counts a request in `paysign_requests_in_flight` for exactly as long as it lives.
-struct InFlight;
+struct InFlight(prometheus::IntGauge);
 impl InFlight {
-    fn new() -> Self {
-        metrics::IN_FLIGHT.inc();
-        InFlight
+    fn new(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        InFlight(gauge.clone())
     }
 }
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::IN_FLIGHT.dec();
+        self.0.dec();
     }
 }
 
@@ -341,17 +351,25 @@ pub enum StartError {
     /// The endpoint tables built into this binary do not parse: a defect of the build.
     #[error("the built-in endpoint tables: {0}")]
     Endpoints(String),
+    /// paysign's metrics could not be registered (the registry already holds paysign's
+    /// families: one registry per instance).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 impl Paysign {
     /// From a validated configuration (reloads read `config.source`).
-    pub fn new(config: Config) -> Result<Self, StartError> {
-        Self::from_live(Arc::new(Live::new(config.source.clone(), config)))
+    pub fn new(config: Config, registry: &prometheus::Registry) -> Result<Self, StartError> {
+        let metrics = Arc::new(Metrics::new(registry)?);
+        metrics.crypto_backend(config.crypto_backend.as_str());
+        Self::from_live(Arc::new(Live::new(config.source.clone(), config, metrics)))
     }
 
-    /// Loads and validates the configuration file (keys parsed once).
-    pub fn from_file(path: &Path) -> Result<Self, StartError> {
-        Self::new(config::load(path)?)
+    /// Loads and validates the configuration file (keys parsed once); its metrics are
+    /// registered into `registry` (one registry per instance; serve it on your metrics
+    /// endpoint).
+    pub fn from_file(path: &Path, registry: &prometheus::Registry) -> Result<Self, StartError> {
+        Self::new(config::load(path)?, registry)
     }
 
     /// Shares reloadable state with other flows (the notification listener, the admin).
@@ -406,7 +424,7 @@ impl Paysign {
             ex.seen = Seen::NotPaysigns;
             return Ok(false);
         }
-        ex.claim(request_id(session));
+        ex.claim(request_id(session), self.live.metrics());
         let result = self.handle(session, ex).await;
         self.respond(session, ex, result).await
     }
@@ -414,7 +432,7 @@ impl Paysign {
     /// Answers the request as paysign answers a path it does not serve (404, JSON, with its
     /// headers, access line and metrics): for a gateway that has nothing else on its listener.
     pub async fn not_found(&self, session: &mut Session, ex: &mut Exchange) -> pingora::Result<bool> {
-        ex.claim(request_id(session));
+        ex.claim(request_id(session), self.live.metrics());
         self.respond(session, ex, Err(GatewayError::NotFound)).await
     }
 
@@ -431,7 +449,7 @@ impl Paysign {
             Seen::NotYet if e.is_none() || !session.req_header().uri.path().starts_with("/api/") => return,
             Seen::NotYet => {}
         }
-        ex.record(e);
+        ex.record(e, self.live.metrics());
     }
 
     /// The exchange for a caller that is not HTTP, on behalf of the caller whose bearer token
@@ -449,10 +467,10 @@ impl Paysign {
         request_id: &str,
     ) -> Result<Verified, GatewayError> {
         let mut ex = Exchange::default();
-        ex.claim(request_id.to_string());
+        ex.claim(request_id.to_string(), self.live.metrics());
         let result = self.call_steps(&mut ex, token, merchant, path, &business).await;
         ex.settle(result.as_ref().map(|_| ()));
-        ex.record(None);
+        ex.record(None, self.live.metrics());
         result
     }
 
@@ -511,12 +529,12 @@ impl Paysign {
             return Err(GatewayError::MethodNotAllowed);
         }
         let wants_html = req.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"));
-        let caller = auth::authenticate(&rt.config, bearer::presented(&req.headers))?;
+        let caller = auth::authenticate(&rt.config, &rt.metrics, bearer::presented(&req.headers))?;
         let deadline = deadline(req)?;
 
         let named = single_header(req, MERCHANT_HEADER)?.map(|v| v.to_str().unwrap_or("").trim().to_string());
         let merchant = select_merchant(rt, ex, named.as_deref())?;
-        auth::authorize(caller, &path, &merchant.customer_no)?;
+        auth::authorize(&rt.metrics, caller, &path, &merchant.customer_no)?;
         // The platform signs the body only: nothing unsigned may ride along in the URL.
         if req.uri.query().is_some() {
             return Err(GatewayError::QueryNotAllowed);
@@ -548,9 +566,9 @@ impl Paysign {
             if !is_forwardable_path(path) {
                 return Err(GatewayError::NotFound);
             }
-            let caller = auth::authenticate(&rt.config, token.map_or(Presented::Missing, Presented::Token))?;
+            let caller = auth::authenticate(&rt.config, &rt.metrics, token.map_or(Presented::Missing, Presented::Token))?;
             let merchant = select_merchant(&rt, ex, merchant)?;
-            auth::authorize(caller, path, &merchant.customer_no)?;
+            auth::authorize(&rt.metrics, caller, path, &merchant.customer_no)?;
             let Value::Object(fields) = business else {
                 return Err(GatewayError::BadBody("is not a JSON object"));
             };
@@ -692,10 +710,10 @@ fn validate(endpoints: &Endpoints, path: &str, business: &mut Business<'_>, merc
 async fn seal(rt: &Runtime, merchant: &Arc<Merchant>, business: Business<'_>) -> Result<Sealed, GatewayError> {
     let admitted = rt.admission.clone().try_acquire_owned().map_err(|_| GatewayError::Overloaded)?;
     let sealed = match merchant.profile() {
-        Profile::Md5 => merchant.seal_observed(business, &metrics::CryptoTimings),
+        Profile::Md5 => merchant.seal_observed(business, rt.metrics.crypto_timings()),
         Profile::Rsa => {
-            let (m, business) = (merchant.clone(), business.into_owned());
-            private_key_work(rt, Profile::Rsa, Stage::BeforeSending, move || m.seal_observed(business, &metrics::CryptoTimings)).await?
+            let (m, business, metrics) = (merchant.clone(), business.into_owned(), rt.metrics.clone());
+            private_key_work(rt, Profile::Rsa, Stage::BeforeSending, move || m.seal_observed(business, metrics.crypto_timings())).await?
         }
     }?;
     Ok(Sealed { merchant: merchant.clone(), body: sealed.body, _admitted: admitted })
@@ -818,12 +836,17 @@ async fn write_reply(
 
 /// Step 5: open and verify the platform's answer.
 async fn open(rt: &Runtime, merchant: &Arc<Merchant>, answer: Answer) -> Result<Verified, GatewayError> {
-    let m = merchant.clone();
     let status = answer.status;
     let body = answer.body;
-    let opened =
-        private_key_work(rt, merchant.profile(), Stage::AfterSending, move || m.open_response_observed(&body, &metrics::CryptoTimings))
-            .await?;
+    let opened = match merchant.profile() {
+        // Inline: nothing to move to a worker.
+        Profile::Md5 => merchant.open_response_observed(&body, rt.metrics.crypto_timings()),
+        Profile::Rsa => {
+            let (m, metrics) = (merchant.clone(), rt.metrics.clone());
+            let open = move || m.open_response_observed(&body, metrics.crypto_timings());
+            private_key_work(rt, Profile::Rsa, Stage::AfterSending, open).await?
+        }
+    };
     match opened {
         Ok(Opened::Verified { plaintext, err_code }) => Ok(Verified { plaintext, err_code }),
         Ok(Opened::PlatformFailure { code, msg }) => Err(GatewayError::PlatformFailure { code, msg }),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::config::{self, Config};
 use crate::executor::PrivateKeyExecutor;
-use crate::metrics;
+use crate::metrics::{Known, Metrics, ReloadResult};
 use crate::notify::NotifyState;
 use crate::reload::Reloadable;
 use crate::upstream::PlatformClient;
@@ -27,24 +27,31 @@ pub struct Runtime {
     /// Settings whose value in the file differs from the one in force, which only a restart
     /// (or an upgrade) applies; `config` holds the values in force.
     pub needs_restart: Vec<&'static str>,
+    /// The instance's metrics (the same across reloads).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Runtime {
-    fn new(config: Config, generation: u64, previous: Option<&Runtime>) -> Self {
+    fn new(config: Config, generation: u64, previous: Option<&Runtime>, metrics: &Arc<Metrics>) -> Self {
         let client = match previous {
             Some(p) if p.config.upstream == config.upstream => p.client.clone(),
-            _ => Arc::new(PlatformClient::new(&config.upstream, config.max_in_flight)),
+            _ => Arc::new(PlatformClient::new(&config.upstream, config.max_in_flight, metrics.upstream_connections_opened.clone())),
         };
         let (executor, admission) = match previous {
             Some(p) => (p.executor.clone(), p.admission.clone()),
             None => (
-                Arc::new(PrivateKeyExecutor::new(config.private_key_workers, config.private_key_queue, config.offload_private_key_ops)),
+                Arc::new(PrivateKeyExecutor::new(
+                    config.private_key_workers,
+                    config.private_key_queue,
+                    config.offload_private_key_ops,
+                    metrics.executor(),
+                )),
                 Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
             ),
         };
         // The notification target's connection pool survives the reload, like the platform's.
-        let notify = NotifyState::new(&config, executor.clone(), previous.and_then(|p| p.notify.as_ref()));
-        Runtime { config, client, executor, admission, notify, generation, needs_restart: Vec::new() }
+        let notify = NotifyState::new(&config, executor.clone(), previous.and_then(|p| p.notify.as_ref()), metrics);
+        Runtime { config, client, executor, admission, notify, generation, needs_restart: Vec::new(), metrics: metrics.clone() }
     }
 }
 
@@ -160,14 +167,30 @@ pub struct Live {
     /// One reload at a time: each reads the file after the previous one has been swapped in,
     /// so the last reload to answer `ok` is the configuration in force.
     state: Reloadable<Runtime>,
+    /// This instance's metrics, handed to every part it builds.
+    metrics: Arc<Metrics>,
+    /// Notifications in flight and the refusal-line limiter of this instance's listener.
+    pub(crate) notifications: crate::notifications::Counters,
 }
 
 impl Live {
-    /// `config` in force, reloaded from `source` (a [`PathBuf`] for a file).
-    pub fn new(source: impl Into<ReloadSource>, config: Config) -> Self {
-        set_metrics(&config);
-        metrics::CONFIG_GENERATION.set(1);
-        Live { source: source.into(), state: Reloadable::new(Runtime::new(config, 1, None)) }
+    /// `config` in force, reloaded from `source` (a [`PathBuf`] for a file); `metrics`: this
+    /// instance's, built into the embedder's registry ([`Metrics::new`]).
+    pub fn new(source: impl Into<ReloadSource>, config: Config, metrics: Arc<Metrics>) -> Self {
+        set_metrics(&metrics, &config);
+        metrics.config_generation.set(1);
+        let state = Reloadable::new(Runtime::new(config, 1, None, &metrics));
+        Live { source: source.into(), state, metrics, notifications: Default::default() }
+    }
+
+    /// This instance's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Notifications being handled now (the drain after SIGTERM waits for them as for calls).
+    pub fn notifications_in_flight(&self) -> i64 {
+        self.notifications.in_flight()
     }
 
     /// The runtime for one request.
@@ -184,8 +207,8 @@ impl Live {
                 |old| self.next(old),
                 // Once it is in force, before the next reload: the metrics follow the swaps in order.
                 |rt| {
-                    set_metrics(&rt.config);
-                    metrics::CONFIG_GENERATION.set(rt.generation as i64);
+                    set_metrics(&self.metrics, &rt.config);
+                    self.metrics.config_generation.set(rt.generation as i64);
                 },
             )
             .map(|rt| {
@@ -196,11 +219,11 @@ impl Live {
             });
         match &result {
             Ok(Reloaded { generation, needs_restart }) if needs_restart.is_empty() => {
-                metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
+                self.metrics.reloaded(ReloadResult::Ok);
                 tracing::info!("configuration reloaded from {}: generation {generation}", self.source.describe());
             }
             Ok(Reloaded { generation, needs_restart }) => {
-                metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
+                self.metrics.reloaded(ReloadResult::Ok);
                 tracing::warn!(
                     "configuration reloaded from {}: generation {generation}; needs a restart: {} (the running values stay in force)",
                     self.source.describe(),
@@ -208,7 +231,7 @@ impl Live {
                 );
             }
             Err(e) => {
-                metrics::CONFIG_RELOADS.with_label_values(&["failed"]).inc();
+                self.metrics.reloaded(ReloadResult::Failed);
                 tracing::error!("configuration reload refused, the running configuration stays in force: {e}");
             }
         }
@@ -251,7 +274,7 @@ impl Live {
             max_in_flight => "max_in_flight",
             offload_private_key_ops => "offload_private_key_ops",
         );
-        let mut next = Runtime::new(new, old.generation + 1, Some(old));
+        let mut next = Runtime::new(new, old.generation + 1, Some(old), &self.metrics);
         next.needs_restart = needs_restart;
         Ok(next)
     }
@@ -262,13 +285,13 @@ fn listen_of(c: &Config) -> String {
 }
 
 /// The metrics that follow a (re)loaded configuration: `paysign_merchants_configured`, and
-/// the zero-valued series of everything it names ([`metrics::configured`]). Here, not in
+/// the zero-valued series of everything it names ([`Metrics::configured`]). Here, not in
 /// `metrics`, which the configuration's own modules use (no import cycle).
-fn set_metrics(config: &Config) {
-    metrics::set_merchants(config.merchants.values().map(|m| &**m));
+fn set_metrics(metrics: &Metrics, config: &Config) {
+    metrics.set_merchants(config.merchants.values().map(|m| &**m));
     // The compiled-in table cannot fail but on a build defect (its unit tests catch it).
     let table = crate::protocol::schema::Endpoints::builtin().ok();
-    metrics::configured(&metrics::Known {
+    metrics.configured(&Known {
         endpoints: table.iter().flat_map(|t| t.iter().map(|e| e.name.as_str())).collect(),
         merchants: config.merchants.keys().map(String::as_str).collect(),
         routes: config.notify.iter().flat_map(|n| n.routes.iter().map(|r| r.path.as_str())).collect(),

@@ -18,29 +18,37 @@ use crate::config::Notify;
 use crate::listener::{tcp_listener, Limited, Limits, PeerCheck};
 use crate::live::Live;
 use crate::logging;
-use crate::metrics;
+use crate::metrics::Listener;
 use crate::notify::{NotificationFacts, NotificationLine, NotificationOutcome, NotifyState};
 
-/// Notifications being handled (read, opened, forwarded, acknowledged): the drain after
-/// SIGTERM waits for them as for calls, since a forward cut midway may have reached the target.
-static IN_FLIGHT: AtomicI64 = AtomicI64::new(0);
-
-/// Notifications being handled now, in this process.
-pub fn in_flight() -> i64 {
-    IN_FLIGHT.load(Ordering::Acquire)
+/// One instance's notification listener state that outlives reloads (held by its `Live`).
+#[derive(Default)]
+pub struct Counters {
+    /// Notifications being handled (read, opened, forwarded, acknowledged): the drain after
+    /// SIGTERM waits for them as for calls, since a forward cut midway may have reached the
+    /// target.
+    in_flight: AtomicI64,
+    /// At most one refusal line a second.
+    refusal_lines: OncePerSecond,
 }
 
-/// Counts one notification in [`in_flight`] for as long as it lives.
-struct Handling;
-impl Handling {
-    fn new() -> Self {
-        IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
-        Handling
+impl Counters {
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Acquire)
     }
 }
-impl Drop for Handling {
+
+/// Counts one notification in [`Counters::in_flight`] for as long as it lives.
+struct Handling<'a>(&'a AtomicI64);
+impl<'a> Handling<'a> {
+    fn new(in_flight: &'a AtomicI64) -> Self {
+        in_flight.fetch_add(1, Ordering::AcqRel);
+        Handling(in_flight)
+    }
+}
+impl Drop for Handling<'_> {
     fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -80,7 +88,9 @@ impl Notifications {
         let listen = rt.config.notify.as_ref()?.listen.clone();
         let limits = Limits::of(&rt.config);
         let check = Self::peer_check(self.live.clone());
-        let mut service = Limited::new(self, "notify", limits).with_peer_check(check).into_service("paysign notifications");
+        let metrics = self.live.metrics().clone();
+        let mut service =
+            Limited::new(self, Listener::Notify, limits, &metrics).with_peer_check(check).into_service("paysign notifications");
         service.add_listener(tcp_listener(&listen));
         service.threads = Some(1);
         Some(service)
@@ -92,7 +102,7 @@ impl ServeHttp for Notifications {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         // Until the acknowledgement is built; pingora writes it right after (a few bytes), and
         // the drain only ends after two idle looks a poll apart.
-        let _handling = Handling::new();
+        let _handling = Handling::new(&self.live.notifications.in_flight);
         if let Some(nice) = self.nice {
             crate::executor::lower_thread_priority_once(nice);
         }
@@ -104,7 +114,7 @@ impl ServeHttp for Notifications {
         };
         let mut facts = NotificationFacts::default();
         let outcome = state.handle(session, &mut facts).await;
-        metrics::NOTIFICATIONS.with_label_values(&[facts.route.unwrap_or("none"), outcome.as_str()]).inc();
+        rt.metrics.notifications.with_label_values(&[facts.route.unwrap_or("none"), outcome.as_str()]).inc();
         let status = outcome.status();
         logging::access_line(&NotificationLine {
             facts,
@@ -140,11 +150,12 @@ impl Notifications {
             let rt = live.current();
             let admitted = rt.config.notify.as_ref().is_none_or(|n| admits_peer(n, ip));
             if !admitted {
-                metrics::NOTIFICATIONS.with_label_values(&["none", "source_refused"]).inc();
+                let refused = NotificationOutcome::SourceRefused.as_str();
+                rt.metrics.notifications.with_label_values(&["none", refused]).inc();
                 // Which sender was refused, for the operator: at most one line a second, with
                 // how many refusals it stands for, so a flood of refused connections cannot
                 // crowd other lines out of the log (the metric counts every one).
-                if let Some(refused) = REFUSAL_LINES.take() {
+                if let Some(refused) = live.notifications.refusal_lines.take() {
                     tracing::warn!(
                         kind = "notification",
                         outcome = "source_refused",
@@ -159,28 +170,23 @@ impl Notifications {
     }
 }
 
-/// At most one refusal line a second, process-wide.
-static REFUSAL_LINES: OncePerSecond = OncePerSecond::new();
-
 /// Lets one event a second through and counts the rest.
+#[derive(Default)]
 struct OncePerSecond {
-    /// The second (since the process's first refusal) of the last line, plus one (0: none yet).
+    /// The first refusal's time: seconds are counted from it.
+    start: std::sync::OnceLock<Instant>,
+    /// The second (since the first refusal) of the last line, plus one (0: none yet).
     last: std::sync::atomic::AtomicU64,
     /// Refusals since the last line, the one being logged included.
     pending: std::sync::atomic::AtomicU64,
 }
 
 impl OncePerSecond {
-    const fn new() -> Self {
-        OncePerSecond { last: std::sync::atomic::AtomicU64::new(0), pending: std::sync::atomic::AtomicU64::new(0) }
-    }
-
     /// Counts one event; `Some(n)` when a line is due now (`n` events since the last one).
     fn take(&self) -> Option<u64> {
         use std::sync::atomic::Ordering;
-        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
         self.pending.fetch_add(1, Ordering::AcqRel);
-        let now = START.get_or_init(Instant::now).elapsed().as_secs() + 1;
+        let now = self.start.get_or_init(Instant::now).elapsed().as_secs() + 1;
         let last = self.last.load(Ordering::Acquire);
         if now > last && self.last.compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             // The count this line reports; later events start the next count.

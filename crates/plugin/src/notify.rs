@@ -24,98 +24,18 @@ use crate::config::{Config, Notify, NotifyRoute};
 use crate::executor::{ExecError, PrivateKeyExecutor};
 use crate::http_client::{Client, Route, SendError, DEFAULT_POOL_SIZE};
 use crate::logging;
-use crate::metrics;
+use crate::metrics::Metrics;
 use crate::protocol::{canonicalize, fields_of, Merchant, OpenError, Opened, Profile};
 use crate::serve::{read_body, reply, BodyError};
 
 /// The header carrying [`notification_id`] to the target, which may drop repeats by it.
 pub const NOTIFICATION_ID_HEADER: &str = "X-Paysign-Notification-Id";
 
-/// How one notification ended: a closed set, each with the status the platform gets
-/// (`paysign_notifications_total{outcome}` and the access line's `outcome`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum NotificationOutcome {
-    /// Verified and taken by the target (2xx): acknowledged.
-    Forwarded,
-    /// Not from `notify.allow_from`.
-    SourceRefused,
-    /// No route for the path.
-    NotFound,
-    /// Not a `POST`.
-    MethodNotAllowed,
-    /// Body over `notify.max_body_bytes`.
-    TooLarge,
-    /// Body not received within `notify.body_timeout_ms`.
-    BodyTimeout,
-    /// Not the platform's envelope, or an answer where a notification was expected.
-    Malformed,
-    /// The envelope names a merchant other than the route's.
-    WrongMerchant,
-    /// The envelope names a merchant not configured.
-    UnknownMerchant,
-    /// More ciphertext blocks than `notify.max_blocks`: refused before any decryption.
-    TooManyBlocks,
-    /// The private-key executor is full: the platform retries.
-    Shed,
-    /// The private-key work failed unexpectedly.
-    Internal,
-    /// Any cryptographic failure (one answer for all: no oracle).
-    Forged,
-    /// Genuine but not UTF-8 (a charset problem to fix with the platform).
-    NotUtf8,
-    /// Signed by the platform but not a notification: never forwarded.
-    NotNotification,
-    /// The target answered other than 2xx, or may have received it and did not answer.
-    TargetFailed,
-    /// The target could not be reached: nothing was sent.
-    TargetUnreachable,
-}
+/// How one notification ended: the closed set of `paysign_notifications_total{outcome}` and
+/// the access line's `outcome` (declared with the other label sets in `metrics`).
+pub use crate::metrics::NotificationOutcome;
 
 impl NotificationOutcome {
-    /// Every outcome (the metric's label set).
-    pub const ALL: [NotificationOutcome; 17] = [
-        Self::Forwarded,
-        Self::SourceRefused,
-        Self::NotFound,
-        Self::MethodNotAllowed,
-        Self::TooLarge,
-        Self::BodyTimeout,
-        Self::Malformed,
-        Self::WrongMerchant,
-        Self::UnknownMerchant,
-        Self::TooManyBlocks,
-        Self::Shed,
-        Self::Internal,
-        Self::Forged,
-        Self::NotUtf8,
-        Self::NotNotification,
-        Self::TargetFailed,
-        Self::TargetUnreachable,
-    ];
-
-    /// The label (metric and access line).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Forwarded => "forwarded",
-            Self::SourceRefused => "source_refused",
-            Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::TooLarge => "too_large",
-            Self::BodyTimeout => "body_timeout",
-            Self::Malformed => "malformed",
-            Self::WrongMerchant => "wrong_merchant",
-            Self::UnknownMerchant => "unknown_merchant",
-            Self::TooManyBlocks => "too_many_blocks",
-            Self::Shed => "shed",
-            Self::Internal => "internal",
-            Self::Forged => "forged",
-            Self::NotUtf8 => "not_utf8",
-            Self::NotNotification => "not_notification",
-            Self::TargetFailed => "target_failed",
-            Self::TargetUnreachable => "target_unreachable",
-        }
-    }
-
     /// The status the platform gets: 200 (with the acknowledgement) only when forwarded; a 5xx
     /// where a retry can succeed.
     pub const fn status(self) -> u16 {
@@ -276,6 +196,7 @@ pub struct NotifyState {
     /// The HTTP target whose pool a reload keeps (`None` when another target was given).
     http: Option<Arc<HttpTarget>>,
     target: Arc<dyn NotificationTarget>,
+    metrics: Arc<Metrics>,
 }
 
 /// A stable id for a verified notification: the same content gives the same id however often
@@ -295,19 +216,24 @@ type Step<T> = Result<T, NotificationOutcome>;
 impl NotifyState {
     /// The notification state of `config` (`None` without `notify`), delivering to the routes'
     /// HTTP targets; `previous`: the state it replaces on reload, whose connection pool is kept.
-    pub fn new(config: &Config, executor: Arc<PrivateKeyExecutor>, previous: Option<&NotifyState>) -> Option<Self> {
+    pub fn new(config: &Config, executor: Arc<PrivateKeyExecutor>, previous: Option<&NotifyState>, metrics: &Arc<Metrics>) -> Option<Self> {
         let notify = config.notify.clone()?;
         let http = Arc::new(match previous.and_then(|p| p.http.as_ref()) {
             Some(p) => p.reloaded(&notify),
             None => HttpTarget::new(&notify),
         });
-        Some(Self::build(notify, config, executor, Some(http.clone()), http))
+        Some(Self::build(notify, config, executor, Some(http.clone()), http, metrics))
     }
 
     /// The notification state of `config` delivering to `target` instead of HTTP.
-    pub fn with_target(config: &Config, executor: Arc<PrivateKeyExecutor>, target: Arc<dyn NotificationTarget>) -> Option<Self> {
+    pub fn with_target(
+        config: &Config,
+        executor: Arc<PrivateKeyExecutor>,
+        target: Arc<dyn NotificationTarget>,
+        metrics: &Arc<Metrics>,
+    ) -> Option<Self> {
         let notify = config.notify.clone()?;
-        Some(Self::build(notify, config, executor, None, target))
+        Some(Self::build(notify, config, executor, None, target, metrics))
     }
 
     fn build(
@@ -316,9 +242,10 @@ impl NotifyState {
         executor: Arc<PrivateKeyExecutor>,
         http: Option<Arc<HttpTarget>>,
         target: Arc<dyn NotificationTarget>,
+        metrics: &Arc<Metrics>,
     ) -> Self {
         let routes = notify.routes.iter().map(|r| (r.path.clone(), r.clone())).collect();
-        NotifyState { notify, merchants: config.merchants.clone(), routes, executor, http, target }
+        NotifyState { notify, merchants: config.merchants.clone(), routes, executor, http, target, metrics: metrics.clone() }
     }
 
     /// The listener's plain-text answer (`FAIL`, or the acknowledgement).
@@ -426,16 +353,16 @@ impl NotifyState {
         data: Map<String, Value>,
         facts: &mut NotificationFacts<'_>,
     ) -> Step<(String, Map<String, Value>)> {
-        let m = merchant.clone();
         let opened = match merchant.profile() {
             Profile::Rsa => {
-                match self.executor.run_unauthenticated(move || m.open_notification_observed(&data, &metrics::CryptoTimings)).await {
+                let (m, metrics) = (merchant.clone(), self.metrics.clone());
+                match self.executor.run_unauthenticated(move || m.open_notification_observed(&data, metrics.crypto_timings())).await {
                     Ok(opened) => opened,
                     Err(ExecError::Overloaded) => return Err(NotificationOutcome::Shed),
                     Err(ExecError::Panicked) => return Err(NotificationOutcome::Internal),
                 }
             }
-            Profile::Md5 => m.open_notification_observed(&data, &metrics::CryptoTimings),
+            Profile::Md5 => merchant.open_notification_observed(&data, self.metrics.crypto_timings()),
         };
         match opened {
             Ok(Opened::Verified { plaintext, .. }) => {
@@ -444,7 +371,7 @@ impl NotifyState {
             }
             Ok(Opened::PlatformFailure { .. }) => Err(NotificationOutcome::Malformed),
             Err(e) => {
-                metrics::VERIFY_FAILURES.with_label_values(&[e.reason()]).inc();
+                self.metrics.verify_failed(&e);
                 facts.reason = Some(e.reason());
                 Err(match e {
                     OpenError::Envelope(_) => NotificationOutcome::Malformed,
@@ -484,7 +411,7 @@ impl NotifyState {
         ];
         let start = Instant::now();
         let sent = self.target.deliver(route, &headers, Bytes::from(plaintext)).await;
-        metrics::NOTIFY_FORWARD_DURATION.with_label_values(&[&route.path]).observe(start.elapsed().as_secs_f64());
+        self.metrics.notify_forward_duration.with_label_values(&[&route.path]).observe(start.elapsed().as_secs_f64());
         facts.notification_id = Some(id);
         match sent {
             Ok(a) if (200..300).contains(&a.status) => NotificationOutcome::Forwarded,
@@ -506,7 +433,7 @@ mod tests {
     fn outcomes_have_distinct_labels_and_only_forwarded_is_acknowledged() {
         let labels: std::collections::BTreeSet<&str> = NotificationOutcome::ALL.iter().map(|o| o.as_str()).collect();
         assert_eq!(labels.len(), NotificationOutcome::ALL.len());
-        for o in NotificationOutcome::ALL {
+        for &o in NotificationOutcome::ALL {
             assert_eq!(o.status() == 200, o == NotificationOutcome::Forwarded, "{o:?}");
         }
     }

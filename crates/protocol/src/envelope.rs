@@ -21,7 +21,7 @@ pub enum Profile {
 }
 
 impl Profile {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Profile::Md5 => "md5",
             Profile::Rsa => "rsa",
@@ -67,7 +67,7 @@ pub enum PlatformKey {
 }
 
 impl PlatformKey {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             PlatformKey::Current => "current",
             PlatformKey::Next => "next",

@@ -5,20 +5,20 @@
 use crate::bearer::{self, Presented};
 use crate::config::{Caller, Config};
 use crate::error::GatewayError;
-use crate::metrics;
+use crate::metrics::{CallerRefusal, Metrics};
 
 /// The caller a presented bearer token names; `None` when no callers are configured.
-pub fn authenticate<'a>(config: &'a Config, presented: Presented<'_>) -> Result<Option<&'a Caller>, GatewayError> {
+pub fn authenticate<'a>(config: &'a Config, metrics: &Metrics, presented: Presented<'_>) -> Result<Option<&'a Caller>, GatewayError> {
     if config.callers.is_empty() {
         return Ok(None);
     }
-    let refuse = |reason: &str| {
-        metrics::CALLER_REFUSED.with_label_values(&["anonymous", reason]).inc();
+    let refuse = |reason: CallerRefusal| {
+        metrics.caller_refused("anonymous", reason);
         GatewayError::Unauthenticated
     };
     let token = match presented {
-        Presented::Missing => return Err(refuse("missing")),
-        Presented::Malformed => return Err(refuse("malformed")),
+        Presented::Missing => return Err(refuse(CallerRefusal::Missing)),
+        Presented::Malformed => return Err(refuse(CallerRefusal::Malformed)),
         Presented::Token(t) => t,
     };
     let presented = crate::config::sha256(token.as_bytes());
@@ -29,14 +29,14 @@ pub fn authenticate<'a>(config: &'a Config, presented: Presented<'_>) -> Result<
             found = Some(c);
         }
     }
-    found.map(Some).ok_or_else(|| refuse("unknown_token"))
+    found.map(Some).ok_or_else(|| refuse(CallerRefusal::UnknownToken))
 }
 
 /// Whether `caller` (when authentication is on) may call `path` for `merchant`.
-pub fn authorize(caller: Option<&Caller>, path: &str, merchant: &str) -> Result<(), GatewayError> {
+pub fn authorize(metrics: &Metrics, caller: Option<&Caller>, path: &str, merchant: &str) -> Result<(), GatewayError> {
     match caller {
         Some(c) if !c.may_call(path) || !c.may_use(merchant) => {
-            metrics::CALLER_REFUSED.with_label_values(&[&c.name, "forbidden"]).inc();
+            metrics.caller_refused(&c.name, CallerRefusal::Forbidden);
             Err(GatewayError::Forbidden)
         }
         _ => Ok(()),

@@ -31,7 +31,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::metrics;
+use crate::metrics::ExecutorMetrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ExecError {
@@ -64,6 +64,7 @@ struct State {
     /// At most half the workers run unauthenticated work at once.
     unauthenticated_running: tokio::sync::Semaphore,
     running: AtomicUsize,
+    metrics: ExecutorMetrics,
 }
 
 /// Releases an admission slot however the operation ends (the job's end, or the caller going
@@ -72,7 +73,7 @@ struct Admitted(Arc<State>);
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.0.admitted.fetch_sub(1, Ordering::AcqRel);
-        metrics::PRIVATE_KEY_QUEUE.dec();
+        self.0.metrics.admitted.dec();
     }
 }
 
@@ -91,6 +92,18 @@ impl Drop for HalfPermit {
     }
 }
 
+/// What a job holds while it waits and runs, and the metrics it is counted in (reached through
+/// it: no clone per job).
+trait Holds: Send + 'static {
+    fn metrics(&self) -> Option<&ExecutorMetrics>;
+}
+
+impl Holds for Held {
+    fn metrics(&self) -> Option<&ExecutorMetrics> {
+        Some(&self._running.0.metrics)
+    }
+}
+
 /// Everything an operation holds while it waits for and runs on a worker: it travels with the
 /// job, so it is given back when the work ends (or is skipped), never earlier.
 /// Fields drop in order: the worker slot last, so that when the next job can start, this one
@@ -105,7 +118,8 @@ struct Held {
 impl PrivateKeyExecutor {
     /// `offload: false` runs callers' work inline on the calling event loop (still bounded);
     /// unauthenticated work always runs on the lowest-priority threads.
-    pub fn new(workers: usize, queue: usize, offload: bool) -> Self {
+    /// `metrics`: the instance's ([`crate::metrics::Metrics::executor`]).
+    pub fn new(workers: usize, queue: usize, offload: bool, metrics: ExecutorMetrics) -> Self {
         let workers = workers.max(1);
         PrivateKeyExecutor {
             workers,
@@ -118,6 +132,7 @@ impl PrivateKeyExecutor {
                 unauthenticated: AtomicUsize::new(0),
                 unauthenticated_running: tokio::sync::Semaphore::new((workers / 2).max(1)),
                 running: AtomicUsize::new(0),
+                metrics,
             }),
             ordinary: Threads::start(if offload { workers } else { 0 }, "paysign-pk", to_worker_scheduling),
             lowest: Threads::start((workers / 2).max(1), "paysign-unauth", to_idle_scheduling),
@@ -130,7 +145,7 @@ impl PrivateKeyExecutor {
     pub async fn run_unauthenticated<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
         if self.state.unauthenticated.fetch_add(1, Ordering::AcqRel) >= self.unauthenticated_limit {
             self.state.unauthenticated.fetch_sub(1, Ordering::AcqRel);
-            metrics::PRIVATE_KEY_SHED.inc();
+            self.state.metrics.shed.inc();
             return Err(ExecError::Overloaded);
         }
         let class = Unauthenticated(self.state.clone());
@@ -161,10 +176,10 @@ impl PrivateKeyExecutor {
     fn admit(&self) -> Result<Admitted, ExecError> {
         if self.state.admitted.fetch_add(1, Ordering::AcqRel) >= self.workers + self.queue {
             self.state.admitted.fetch_sub(1, Ordering::AcqRel);
-            metrics::PRIVATE_KEY_SHED.inc();
+            self.state.metrics.shed.inc();
             return Err(ExecError::Overloaded);
         }
-        metrics::PRIVATE_KEY_QUEUE.inc();
+        self.state.metrics.admitted.inc();
         Ok(Admitted(self.state.clone()))
     }
 
@@ -173,7 +188,7 @@ impl PrivateKeyExecutor {
     /// admitted before sending, so this wait is bounded too.
     pub async fn run_committed<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, ExecError> {
         self.state.admitted.fetch_add(1, Ordering::AcqRel);
-        metrics::PRIVATE_KEY_QUEUE.inc();
+        self.state.metrics.admitted.inc();
         let admitted = Admitted(self.state.clone());
         self.run_on_worker(Priority::AfterSending, admitted, None, f).await
     }
@@ -188,7 +203,8 @@ impl PrivateKeyExecutor {
         let slot = Slots::acquire(&self.state, priority).await;
         let now = self.state.running.fetch_add(1, Ordering::AcqRel) + 1;
         let held = Held { _running: Running(self.state.clone()), _slot: slot, _admitted: admitted, _class: class };
-        metrics::PRIVATE_KEY_RUNNING_MAX.set(metrics::PRIVATE_KEY_RUNNING_MAX.get().max(now as i64));
+        let max = &self.state.metrics.running_max;
+        max.set(max.get().max(now as i64));
         if priority == Priority::Unauthenticated {
             self.lowest.run(f, held).await
         } else if self.offload {
@@ -196,7 +212,7 @@ impl PrivateKeyExecutor {
         } else {
             // Inline: the caller's future cannot be dropped while this runs.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ExecError::Panicked);
-            metrics::PRIVATE_KEY_JOBS.with_label_values(&["executed"]).inc();
+            self.state.metrics.executed.inc();
             drop(held);
             result
         }
@@ -362,15 +378,19 @@ impl Threads {
 
     /// Runs `f` on one of the threads; `held` (its admission and slot) is dropped when the
     /// work ends, or when the job is skipped because its caller has gone.
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static, held: impl Send + 'static) -> Result<T, ExecError> {
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static, held: impl Holds) -> Result<T, ExecError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             if tx.is_closed() {
-                metrics::PRIVATE_KEY_JOBS.with_label_values(&["skipped"]).inc();
+                if let Some(m) = held.metrics() {
+                    m.skipped.inc();
+                }
                 return drop(held);
             }
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-            metrics::PRIVATE_KEY_JOBS.with_label_values(&["executed"]).inc();
+            if let Some(m) = held.metrics() {
+                m.executed.inc();
+            }
             // Given back before the caller hears of the result, so its next call finds the
             // slot free.
             drop(held);
@@ -435,9 +455,14 @@ pub fn lower_thread_priority_once(nice: i32) {
 mod tests {
     use super::*;
 
+    /// A fresh instance's executor metrics.
+    fn metrics() -> ExecutorMetrics {
+        crate::metrics::Metrics::new(&prometheus::Registry::new()).unwrap().executor()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn beyond_workers_and_queue_callers_are_refused_at_once() {
-        let ex = Arc::new(PrivateKeyExecutor::new(2, 3, true));
+        let ex = Arc::new(PrivateKeyExecutor::new(2, 3, true, metrics()));
         let (release, gate) = std::sync::mpsc::channel::<()>();
         let gate = Arc::new(std::sync::Mutex::new(gate));
         let mut held = Vec::new();
@@ -474,7 +499,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unauthenticated_work_gets_at_most_half_the_workers() {
-        let ex = Arc::new(PrivateKeyExecutor::new(4, 16, true)); // 2 running + 2 waiting
+        let ex = Arc::new(PrivateKeyExecutor::new(4, 16, true, metrics())); // 2 running + 2 waiting
         let (release, gate) = std::sync::mpsc::channel::<()>();
         let gate = Arc::new(std::sync::Mutex::new(gate));
         let held: Vec<_> = (0..4)
@@ -526,7 +551,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn answers_already_sent_for_go_first_then_calls_and_notifications_as_they_came() {
-        let ex = Arc::new(PrivateKeyExecutor::new(1, 8, true));
+        let ex = Arc::new(PrivateKeyExecutor::new(1, 8, true, metrics()));
         let (release, held) = occupy(&ex).await;
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut waiting = Vec::new();
@@ -556,7 +581,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_caller_that_gives_up_while_waiting_loses_no_worker() {
-        let ex = Arc::new(PrivateKeyExecutor::new(1, 8, true));
+        let ex = Arc::new(PrivateKeyExecutor::new(1, 8, true, metrics()));
         let (release, held) = occupy(&ex).await;
         let ran = Arc::new(AtomicUsize::new(0));
         let gone = {
@@ -582,7 +607,7 @@ mod tests {
     /// Issue 26, point 5: a caller that hangs up frees nothing that is still computing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_caller_that_leaves_while_its_work_runs_keeps_the_worker_until_it_ends() {
-        let ex = Arc::new(PrivateKeyExecutor::new(1, 8, true));
+        let ex = Arc::new(PrivateKeyExecutor::new(1, 8, true, metrics()));
         let (release, held) = occupy(&ex).await;
         held.abort();
         assert!(held.await.unwrap_err().is_cancelled());
@@ -600,6 +625,16 @@ mod tests {
 
     /// Drops set a flag: stands for what a job holds.
     struct Flag(Arc<std::sync::atomic::AtomicBool>);
+    impl Holds for Flag {
+        fn metrics(&self) -> Option<&ExecutorMetrics> {
+            None
+        }
+    }
+    impl Holds for () {
+        fn metrics(&self) -> Option<&ExecutorMetrics> {
+            None
+        }
+    }
     impl Drop for Flag {
         fn drop(&mut self) {
             self.0.store(true, Ordering::Release);
@@ -659,12 +694,12 @@ mod tests {
     #[tokio::test]
     async fn a_panic_is_an_error_not_a_result() {
         for offload in [true, false] {
-            let ex = PrivateKeyExecutor::new(1, 0, offload);
+            let ex = PrivateKeyExecutor::new(1, 0, offload, metrics());
             let r: Result<u8, _> = ex.run(|| panic!("boom")).await;
             assert_eq!(r, Err(ExecError::Panicked));
             assert_eq!(ex.run(|| 3u8).await, Ok(3));
         }
-        let ex = PrivateKeyExecutor::new(2, 0, true);
+        let ex = PrivateKeyExecutor::new(2, 0, true, metrics());
         let r: Result<u8, _> = ex.run_unauthenticated(|| panic!("boom")).await;
         assert_eq!(r, Err(ExecError::Panicked));
         assert_eq!(ex.run_unauthenticated(|| 4u8).await, Ok(4));
@@ -672,7 +707,7 @@ mod tests {
 
     #[tokio::test]
     async fn unauthenticated_work_runs_on_the_lowest_priority_threads() {
-        let ex = PrivateKeyExecutor::new(4, 4, true);
+        let ex = PrivateKeyExecutor::new(4, 4, true, metrics());
         let (name, policy) = ex
             .run_unauthenticated(|| {
                 // SAFETY: sched_getscheduler of the calling thread.

@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,6 @@ use once_cell::sync::Lazy;
 
 use crate::crypto::keys;
 use crate::crypto::{ExternalError, ExternalKey, PrivateKey, RejectionKey, Secret};
-use crate::metrics;
 
 /// A parsed `pkcs11:` URI (the path attributes paysign uses).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +164,15 @@ fn module(path: &Path) -> Result<Pkcs11, String> {
     Ok(ctx)
 }
 
+/// Sessions open in this process's modules (a module is loaded once per process, whichever
+/// `Paysign` instance opened the key): every instance's `paysign_pkcs11_sessions` shows it.
+static SESSIONS: AtomicI64 = AtomicI64::new(0);
+
+/// How many PKCS#11 sessions paysign holds open in this process (pooled or in use).
+pub fn sessions_open() -> i64 {
+    SESSIONS.load(Ordering::Acquire)
+}
+
 /// A private key in a token, usable from any thread.
 struct TokenKey {
     ctx: Pkcs11,
@@ -208,7 +216,7 @@ impl TokenKey {
         let found = session.find_objects(&template).map_err(|e| format!("finding the key: {e}"))?;
         match found.as_slice() {
             [key] => {
-                metrics::PKCS11_SESSIONS.inc();
+                SESSIONS.fetch_add(1, Ordering::AcqRel);
                 Ok(Pooled { session, key: *key, epoch })
             }
             [] => Err(format!("no RSA private key matches {}", self.uri.display()).into()),
@@ -295,7 +303,7 @@ impl Drop for TokenKey {
 /// open stays allocated in the module: hundreds of bytes each in SoftHSM2), forgotten when the
 /// module was re-initialised since (its handle may name a newer session by now).
 fn discard(p: Pooled) {
-    metrics::PKCS11_SESSIONS.dec();
+    SESSIONS.fetch_sub(1, Ordering::AcqRel);
     let _shared = GATE.read().unwrap_or_else(|p| p.into_inner());
     if p.epoch == EPOCH.load(Ordering::SeqCst) {
         let _ = p.session.close();

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::bearer::{self, Presented};
 use crate::live::Live;
-use crate::metrics;
+use crate::metrics::{self, CallerRefusal};
 
 /// How long `/readyz` waits for the proxy listener to accept a probe connection.
 const READY_PROBE: Duration = Duration::from_millis(500);
@@ -96,7 +96,7 @@ impl Admin {
                 if ok {
                     return Ok(());
                 }
-                metrics::CALLER_REFUSED.with_label_values(&["admin", "unauthenticated"]).inc();
+                self.live.metrics().caller_refused("admin", CallerRefusal::Unauthenticated);
                 refused(session, 401, "no valid admin token");
                 let mut r = reply(401, "application/json", br#"{"result":"refused","error":"admin token required"}"#.to_vec());
                 r.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
@@ -110,7 +110,7 @@ impl Admin {
                 if local {
                     return Ok(());
                 }
-                metrics::CALLER_REFUSED.with_label_values(&["admin", "not_loopback"]).inc();
+                self.live.metrics().caller_refused("admin", CallerRefusal::NotLoopback);
                 refused(session, 403, "not from 127.0.0.1 or ::1 and no admin_token_file is configured");
                 Err(reply(
                     403,

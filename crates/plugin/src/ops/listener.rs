@@ -46,7 +46,7 @@ use pingora::services::listening::Service;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::error::GatewayError;
-use crate::metrics;
+use crate::metrics::{Listener, ListenerMetrics, Metrics};
 
 /// Connection limits of one listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,12 +90,12 @@ struct HeadLimits {
 }
 
 impl<A> Limited<A> {
-    /// `inner` behind `limits`, counted under `listener` in the per-listener metrics.
-    pub fn new(inner: A, listener: &'static str, limits: Limits) -> Self {
+    /// `metrics`: the instance's, counted under `listener`.
+    pub fn new(inner: A, listener: Listener, limits: Limits, metrics: &Metrics) -> Self {
         let bound = Arc::new(ConnectionBound {
             open: AtomicUsize::new(0),
             max: limits.max_connections,
-            listener,
+            metrics: metrics.listener(listener),
             peer_check: std::sync::OnceLock::new(),
             head_bytes: AtomicUsize::new(0),
             head_budget: HEAD_BUDGET.max(limits.max_head_bytes + 1),
@@ -141,11 +141,12 @@ impl<A: ServerApp + Send + Sync + 'static> Limited<A> {
 /// `HttpProxy` do not know to: without it the head deadline would also cut the body).
 pub fn safeguarded_service<A: ServerApp + Send + Sync + 'static>(
     name: &str,
-    listener: &'static str,
+    listener: Listener,
     app: A,
     limits: Limits,
+    metrics: &Metrics,
 ) -> Service<Limited<A>> {
-    Limited::new(app, listener, limits).into_service(name)
+    Limited::new(app, listener, limits, metrics).into_service(name)
 }
 
 /// A plain TCP listener as paysign's services use it: a whole answer (head and body, up to
@@ -161,7 +162,8 @@ pub fn tcp_listener(addr: &str) -> ListenerConfig {
 struct ConnectionBound {
     open: AtomicUsize,
     max: usize,
-    listener: &'static str,
+    /// The listener's label and its connection metrics.
+    metrics: ListenerMetrics,
     peer_check: std::sync::OnceLock<PeerCheck>,
     /// Bytes of unfinished heads all connections hold now, and the most they may.
     head_bytes: AtomicUsize,
@@ -170,7 +172,7 @@ struct ConnectionBound {
 
 impl std::fmt::Debug for ConnectionBound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnectionBound").field("listener", &self.listener).field("max", &self.max).finish()
+        f.debug_struct("ConnectionBound").field("listener", &self.metrics.listener).field("max", &self.max).finish()
     }
 }
 
@@ -182,12 +184,12 @@ impl ConnectionBound {
             self.refused();
             return None;
         }
-        metrics::CONNECTIONS_OPEN.with_label_values(&[self.listener]).inc();
+        self.metrics.open.inc();
         Some(Counted(self.clone()))
     }
 
     fn refused(&self) {
-        metrics::CONNECTIONS_REFUSED.with_label_values(&[self.listener]).inc();
+        self.metrics.refused.inc();
     }
 }
 
@@ -221,7 +223,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
             stream
         } else {
             let counted = self.bound.admit()?; // None: dropped, closed at once
-            Box::new(HeadDeadline::new(stream, self.head, self.bound.listener, counted, shutdown.clone())) as pingora::protocols::Stream
+            Box::new(HeadDeadline::new(stream, self.head, counted, shutdown.clone())) as pingora::protocols::Stream
         };
         self.inner.process_new(stream, shutdown).await
     }
@@ -238,7 +240,7 @@ struct Counted(Arc<ConnectionBound>);
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
-        metrics::CONNECTIONS_OPEN.with_label_values(&[self.0.listener]).dec();
+        self.0.metrics.open.dec();
     }
 }
 
@@ -270,7 +272,6 @@ enum Phase {
 pub struct HeadDeadline {
     inner: pingora::protocols::Stream,
     limits: HeadLimits,
-    listener: &'static str,
     phase: Phase,
     /// Set through [`request_parsed`] (from the app, which holds only `&Stream`).
     parsed: AtomicBool,
@@ -291,22 +292,15 @@ pub struct HeadDeadline {
 
 impl std::fmt::Debug for HeadDeadline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeadDeadline").field("listener", &self.listener).field("phase", &self.phase).finish()
+        f.debug_struct("HeadDeadline").field("listener", &self._counted.0.metrics.listener).field("phase", &self.phase).finish()
     }
 }
 
 impl HeadDeadline {
-    fn new(
-        inner: pingora::protocols::Stream,
-        limits: HeadLimits,
-        listener: &'static str,
-        counted: Counted,
-        shutdown: ShutdownWatch,
-    ) -> Self {
+    fn new(inner: pingora::protocols::Stream, limits: HeadLimits, counted: Counted, shutdown: ShutdownWatch) -> Self {
         HeadDeadline {
             inner,
             limits,
-            listener,
             phase: Phase::Head,
             parsed: AtomicBool::new(false),
             head_bytes: 0,
@@ -345,8 +339,9 @@ impl HeadDeadline {
     fn refuse(&mut self, e: &GatewayError) {
         self.release_head();
         let request_id = crate::logging::new_request_id();
-        note_refusal(self.listener, e, &request_id);
-        self.own = Some((own_answer(self.listener, e, &request_id), 0));
+        let metrics = &self._counted.0.metrics;
+        note_refusal(metrics, e, &request_id);
+        self.own = Some((own_answer(metrics.listener, e, &request_id), 0));
         self.phase = Phase::Refused;
     }
 
@@ -450,7 +445,7 @@ impl AsyncRead for HeadDeadline {
             Poll::Pending => {
                 if this.expired(cx) {
                     this.ended = true;
-                    metrics::HEADER_TIMEOUTS.with_label_values(&[this.listener]).inc();
+                    this._counted.0.metrics.header_timeouts.inc();
                     this.deadline = None;
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "request head not received in time")));
                 }
@@ -476,16 +471,16 @@ fn pingora_refusal(data: &[u8]) -> Option<GatewayError> {
 }
 
 /// A refusal, counted and logged (the one place that sees it).
-fn note_refusal(listener: &'static str, e: &GatewayError, request_id: &str) {
+fn note_refusal(metrics: &ListenerMetrics, e: &GatewayError, request_id: &str) {
     if !matches!(e, GatewayError::Overloaded) {
-        metrics::BAD_HTTP.with_label_values(&[listener]).inc();
+        metrics.bad_http.inc();
     }
-    if listener == "proxy" {
-        metrics::REQUESTS.with_label_values(&["none", "none", e.outcome()]).inc();
+    if metrics.listener == Listener::Proxy {
+        metrics.requests.with_label_values(&["none", "none", e.outcome()]).inc();
     }
     let mut f = serde_json::Map::new();
     f.insert("request_id".into(), request_id.into());
-    f.insert("listener".into(), listener.into());
+    f.insert("listener".into(), metrics.listener.as_str().into());
     f.insert("outcome".into(), e.outcome().into());
     f.insert("status".into(), e.status().into());
     f.insert("delivery".into(), e.delivery().as_str().into());
@@ -495,9 +490,12 @@ fn note_refusal(listener: &'static str, e: &GatewayError, request_id: &str) {
 
 /// paysign's answer for a refusal made before any app saw the request: the error contract's
 /// headers (the notification listener answers `FAIL` as it always does), then the close.
-fn own_answer(listener: &'static str, e: &GatewayError, request_id: &str) -> Vec<u8> {
-    let (content_type, body) =
-        if listener == "notify" { ("text/plain;charset=UTF-8", b"FAIL".to_vec()) } else { ("application/json;charset=UTF-8", e.body()) };
+fn own_answer(listener: Listener, e: &GatewayError, request_id: &str) -> Vec<u8> {
+    let (content_type, body) = if listener == Listener::Notify {
+        ("text/plain;charset=UTF-8", b"FAIL".to_vec())
+    } else {
+        ("application/json;charset=UTF-8", e.body())
+    };
     let status = e.status();
     let reason = http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
     let mut out = format!(
@@ -594,16 +592,17 @@ mod tests {
 
     #[tokio::test]
     async fn the_accept_filter_refuses_at_the_bound_and_counts_it() {
+        let metrics = Metrics::new(&prometheus::Registry::new()).unwrap().listener(Listener::Proxy);
         let filter = Arc::new(ConnectionBound {
             open: AtomicUsize::new(0),
             max: 2,
-            listener: "filter-test",
+            metrics: metrics.clone(),
             peer_check: std::sync::OnceLock::new(),
             head_bytes: AtomicUsize::new(0),
             head_budget: 1,
         });
         let open = &filter.open;
-        let refused = || metrics::CONNECTIONS_REFUSED.with_label_values(&["filter-test"]).get();
+        let refused = || metrics.refused.get();
         assert!(filter.should_accept(None).await);
         open.store(2, Ordering::Release);
         assert!(!filter.should_accept(None).await);
@@ -617,10 +616,11 @@ mod tests {
     #[tokio::test]
     async fn the_accept_filter_refuses_peers_the_check_refuses() {
         let check: PeerCheck = Arc::new(|ip: IpAddr| ip == IpAddr::from([127, 0, 0, 2]));
+        let metrics = Metrics::new(&prometheus::Registry::new()).unwrap().listener(Listener::Notify);
         let filter = ConnectionBound {
             open: AtomicUsize::new(0),
             max: 2,
-            listener: "peer-test",
+            metrics: metrics.clone(),
             peer_check: std::sync::OnceLock::from(check),
             head_bytes: AtomicUsize::new(0),
             head_budget: 1,
@@ -628,7 +628,7 @@ mod tests {
         assert!(filter.should_accept(Some(&"127.0.0.2:1000".parse().unwrap())).await);
         assert!(!filter.should_accept(Some(&"127.0.0.1:1000".parse().unwrap())).await);
         // Refused by address, not by capacity.
-        assert_eq!(metrics::CONNECTIONS_REFUSED.with_label_values(&["peer-test"]).get(), 0);
+        assert_eq!(metrics.refused.get(), 0);
     }
 
     #[test]
@@ -643,14 +643,14 @@ mod tests {
 
     #[test]
     fn own_answers_carry_the_error_contract() {
-        let a = String::from_utf8(own_answer("proxy", &GatewayError::HeadTooLarge { limit: 8192 }, "rid-1")).unwrap();
+        let a = String::from_utf8(own_answer(Listener::Proxy, &GatewayError::HeadTooLarge { limit: 8192 }, "rid-1")).unwrap();
         assert!(a.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{a}");
         assert!(a.contains("\r\nX-Request-Id: rid-1\r\n") && a.contains("\r\nX-Paysign-Delivery: not-sent\r\n"), "{a}");
         let body = &a[a.find("\r\n\r\n").unwrap() + 4..];
         assert!(a.contains(&format!("\r\nContent-Length: {}\r\n", body.len())), "{a}");
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["errCode"], "1002");
-        let n = String::from_utf8(own_answer("notify", &GatewayError::BadHttp, "rid-2")).unwrap();
+        let n = String::from_utf8(own_answer(Listener::Notify, &GatewayError::BadHttp, "rid-2")).unwrap();
         assert!(n.starts_with("HTTP/1.1 400 Bad Request\r\n") && n.ends_with("\r\n\r\nFAIL"), "{n}");
     }
 }

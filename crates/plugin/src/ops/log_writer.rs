@@ -14,8 +14,6 @@ use std::io::Write;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::metrics;
-
 /// A batch is written once it holds this many bytes …
 pub const FLUSH_AT: usize = 32 * 1024;
 /// … or this long after its first line.
@@ -48,6 +46,15 @@ static WRITER: Writer = Writer {
     wake: Condvar::new(),
     written: Condvar::new(),
 };
+/// Lines dropped since the process started (stderr is one per process): every instance's
+/// `paysign_log_lines_dropped_total` shows it.
+static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many log lines were dropped because stderr was not read fast enough.
+pub fn lines_dropped() -> u64 {
+    DROPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether the writer thread runs (started on first use).
 static STARTED: OnceLock<bool> = OnceLock::new();
 
@@ -95,7 +102,7 @@ fn write_parts(parts: &[&[u8]], urgent: bool) {
     if p.lines.len() + len > MAX_PENDING {
         p.dropped += 1;
         drop(p);
-        metrics::LOG_LINES_DROPPED.inc();
+        DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return;
     }
     let first = p.lines.is_empty();

@@ -1,13 +1,19 @@
-//! Prometheus metrics, defined once and registered into the registry the embedder passes
-//! ([`register`]; the `paysign` binary passes the default one). Label values come
-//! from small fixed sets: endpoint names from the schema tables (or `other`), configured
-//! customer numbers (or `unknown`), outcome and reason enums, documented errCodes (or `other`).
+//! Prometheus metrics as values: one [`Metrics`] per `Paysign` instance, built once into the
+//! registry the embedder gives ([`Metrics::new`]; the `paysign` binary gives the default one)
+//! and handed down at construction to each part that counts (executor, listeners, platform
+//! client, notifications, reload). Nothing is process-wide: two instances in one process, each
+//! with its own registry, count only their own calls and reloads. Label values come from small
+//! fixed sets: endpoint names from the schema tables (or `other`), configured customer numbers
+//! (or `unknown`), the closed enums below, documented errCodes (or `other`).
 
+use std::sync::Mutex;
 use std::time::Duration;
 
-use once_cell::sync::Lazy;
-use prometheus::core::Collector;
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::protocol::{OpenError, PlatformKey, Profile};
 
 /// Latency buckets from 0.5 ms to 30 s: crypto-only requests sit at the low end, platform
 /// round trips and timeouts at the high end.
@@ -19,333 +25,583 @@ const CRYPTO_BUCKETS: &[f64] = &[0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.
 pub const KNOWN_ERRCODES: &[&str] = &["0000", "1001", "1002", "1003", "2001", "2002", "2104", "2106", "9999"];
 
 // The closed label sets: every value a label can take besides configured names (merchants,
-// routes, callers, endpoint names). Each family gets zero-valued series for them at start-up
-// and on reload ([`configured`]), so dashboards and alerts see 0, not "No data"; the unit tests
-// (and `tests/observability.rs` against docs/observability.md) keep these lists and the code
-// that emits the values in step.
+// routes, callers, endpoint names). Each is an enum whose `as_str` is the label value, and its
+// `…S` constant (the list the docs test reads) comes from the same declaration, so they cannot
+// drift. Each family gets zero-valued series for them at start-up and on reload
+// ([`Metrics::configured`]), so dashboards and alerts see 0, not "No data".
 
-/// `paysign_requests_total{outcome}`: `verified`, `client_gone` (the answer could not be
-/// written), `bad_http` (pingora's parser refused the head), `head_too_large` (a head over
-/// `max_header_bytes`), and every `GatewayError::outcome`.
-pub const REQUEST_OUTCOMES: &[&str] = &[
-    "verified",
-    "client_gone",
-    "bad_http",
-    "head_too_large",
-    "not_found",
-    "method_not_allowed",
-    "body_too_large",
-    "client_timeout",
-    "bad_request",
-    "query_refused",
-    "unauthenticated",
-    "forbidden",
-    "shed",
-    "deadline",
-    "shutting_down",
-    "abandoned",
-    "invalid",
-    "unknown_merchant",
-    "seal_failed",
-    "unreachable",
-    "tls_failed",
-    "timeout",
-    "upstream_io",
-    "response_too_large",
-    "upstream_http",
-    "platform_failure",
-    "verify_failed",
-    "form_failed",
-    "internal",
-];
+/// A closed label set: the enum, its `as_str`, `ALL`, and the list of its values.
+macro_rules! label_set {
+    ($(#[$m:meta])* $name:ident, $(#[$lm:meta])* $list:ident { $($(#[$vm:meta])* $v:ident => $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vm])* $v),+
+        }
+        impl $name {
+            /// Every value, in the order of the list.
+            pub const ALL: &'static [$name] = &[$($name::$v),+];
+            /// The label value.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$v => $s),+
+                }
+            }
+        }
+        $(#[$lm])*
+        pub const $list: &[&str] = &[$($s),+];
+    };
+}
+
+label_set!(
+    /// How a request to the proxy ended: `paysign_requests_total{outcome}` and the access line.
+    RequestOutcome,
+    /// `paysign_requests_total{outcome}`: `verified`, `client_gone` (the answer could not be
+    /// written), `bad_http` (pingora's parser refused the head), `head_too_large` (a head over
+    /// `max_header_bytes`), and every `GatewayError::outcome`.
+    REQUEST_OUTCOMES {
+        Verified => "verified",
+        ClientGone => "client_gone",
+        BadHttp => "bad_http",
+        HeadTooLarge => "head_too_large",
+        NotFound => "not_found",
+        MethodNotAllowed => "method_not_allowed",
+        BodyTooLarge => "body_too_large",
+        ClientTimeout => "client_timeout",
+        BadRequest => "bad_request",
+        QueryRefused => "query_refused",
+        Unauthenticated => "unauthenticated",
+        Forbidden => "forbidden",
+        Shed => "shed",
+        Deadline => "deadline",
+        ShuttingDown => "shutting_down",
+        Abandoned => "abandoned",
+        Invalid => "invalid",
+        UnknownMerchant => "unknown_merchant",
+        SealFailed => "seal_failed",
+        Unreachable => "unreachable",
+        TlsFailed => "tls_failed",
+        Timeout => "timeout",
+        UpstreamIo => "upstream_io",
+        ResponseTooLarge => "response_too_large",
+        UpstreamHttp => "upstream_http",
+        PlatformFailure => "platform_failure",
+        VerifyFailed => "verify_failed",
+        FormFailed => "form_failed",
+        Internal => "internal",
+    }
+);
+
+label_set!(
+    /// Why an answer or a notification did not open or verify.
+    VerifyReason,
+    /// `paysign_verification_failures_total{reason}` (`OpenError::reason`).
+    VERIFY_REASONS {
+        Envelope => "envelope",
+        CustomerMismatch => "customer_mismatch",
+        Encoding => "encoding",
+        Padding => "padding",
+        Plaintext => "plaintext",
+        NotUtf8 => "not_utf8",
+        Signature => "signature",
+        NotNotification => "not_notification",
+    }
+);
+
+impl VerifyReason {
+    /// The reason of a failure to open (the same value as `OpenError::reason`).
+    pub fn of(e: &OpenError) -> Self {
+        use crate::protocol::crypto::CryptoError;
+        match e {
+            OpenError::Envelope(_) => VerifyReason::Envelope,
+            OpenError::CustomerMismatch => VerifyReason::CustomerMismatch,
+            OpenError::Ciphertext(CryptoError::Encoding) => VerifyReason::Encoding,
+            OpenError::Ciphertext(_) => VerifyReason::Padding,
+            OpenError::NotUtf8 => VerifyReason::NotUtf8,
+            OpenError::Plaintext => VerifyReason::Plaintext,
+            OpenError::NotANotification => VerifyReason::NotNotification,
+            OpenError::Signature => VerifyReason::Signature,
+        }
+    }
+}
+
+label_set!(
+    /// How a notification ended.
+    NotificationOutcome,
+    /// `paysign_notifications_total{outcome}` (the outcomes of `notify.rs`).
+    NOTIFICATION_OUTCOMES {
+        Forwarded => "forwarded",
+        SourceRefused => "source_refused",
+        NotFound => "not_found",
+        MethodNotAllowed => "method_not_allowed",
+        TooLarge => "too_large",
+        BodyTimeout => "body_timeout",
+        Malformed => "malformed",
+        WrongMerchant => "wrong_merchant",
+        UnknownMerchant => "unknown_merchant",
+        TooManyBlocks => "too_many_blocks",
+        Shed => "shed",
+        Internal => "internal",
+        Forged => "forged",
+        NotUtf8 => "not_utf8",
+        NotNotification => "not_notification",
+        TargetFailed => "target_failed",
+        TargetUnreachable => "target_unreachable",
+    }
+);
+
+label_set!(
+    /// Why a caller was refused.
+    CallerRefusal,
+    /// `paysign_caller_refusals_total{reason}`: the proxy's (`missing`, `malformed`,
+    /// `unknown_token`, `forbidden`) and the admin listener's (`unauthenticated`, `not_loopback`).
+    CALLER_REFUSAL_REASONS {
+        Missing => "missing",
+        Malformed => "malformed",
+        UnknownToken => "unknown_token",
+        Forbidden => "forbidden",
+        Unauthenticated => "unauthenticated",
+        NotLoopback => "not_loopback",
+    }
+);
+
+label_set!(
+    /// Which of paysign's listeners a connection came to.
+    Listener,
+    /// `listener` of the connection metrics.
+    LISTENERS {
+        Proxy => "proxy",
+        Notify => "notify",
+        Admin => "admin",
+    }
+);
+
+label_set!(
+    /// What became of a private-key operation that reached a worker.
+    PrivateKeyJob,
+    /// `paysign_private_key_jobs_total{outcome}`: done, or skipped (its caller had gone).
+    PRIVATE_KEY_JOB_OUTCOMES {
+        Executed => "executed",
+        Skipped => "skipped",
+    }
+);
+
+label_set!(
+    /// How a configuration reload ended.
+    ReloadResult,
+    /// `paysign_config_reloads_total{result}`.
+    RELOAD_RESULTS {
+        Ok => "ok",
+        Failed => "failed",
+    }
+);
+
+/// `paysign_platform_key_verified_total{key}` (the protocol's [`PlatformKey`]).
+pub const PLATFORM_KEYS: &[&str] = &[PlatformKey::Current.as_str(), PlatformKey::Next.as_str()];
+/// `paysign_merchants_configured{profile}` (the protocol's [`Profile`]).
+pub const PROFILES: &[&str] = &[Profile::Md5.as_str(), Profile::Rsa.as_str()];
 /// `endpoint` besides the endpoint table's names: `other` (a forwardable path without a
 /// table), `none` (not a forwardable path, or a head that never reached paysign).
 pub const ENDPOINT_FALLBACKS: &[&str] = &["other", "none"];
 /// `merchant` besides the configured customer numbers.
 pub const MERCHANT_FALLBACKS: &[&str] = &["unknown", "none"];
-/// `paysign_verification_failures_total{reason}` (`OpenError::reason`).
-pub const VERIFY_REASONS: &[&str] =
-    &["envelope", "customer_mismatch", "encoding", "padding", "plaintext", "not_utf8", "signature", "not_notification"];
-/// `paysign_notifications_total{outcome}` (the outcomes of `notify.rs`).
-pub const NOTIFICATION_OUTCOMES: &[&str] = &[
-    "forwarded",
-    "source_refused",
-    "not_found",
-    "method_not_allowed",
-    "too_large",
-    "body_timeout",
-    "malformed",
-    "wrong_merchant",
-    "unknown_merchant",
-    "too_many_blocks",
-    "shed",
-    "internal",
-    "forged",
-    "not_utf8",
-    "not_notification",
-    "target_failed",
-    "target_unreachable",
-];
 /// `route` besides the configured paths: `none` (no route matched).
 pub const ROUTE_FALLBACKS: &[&str] = &["none"];
-/// `paysign_caller_refusals_total{reason}`: the proxy's (`missing`, `malformed`,
-/// `unknown_token`, `forbidden`) and the admin listener's (`unauthenticated`, `not_loopback`).
-pub const CALLER_REFUSAL_REASONS: &[&str] = &["missing", "malformed", "unknown_token", "forbidden", "unauthenticated", "not_loopback"];
 /// `caller` besides the configured callers' names.
 pub const CALLER_FALLBACKS: &[&str] = &["anonymous", "admin"];
-/// `listener` of the connection metrics.
-pub const LISTENERS: &[&str] = &["proxy", "notify", "admin"];
-/// `paysign_private_key_jobs_total{outcome}`: done, or skipped (its caller had gone).
-pub const PRIVATE_KEY_JOB_OUTCOMES: &[&str] = &["executed", "skipped"];
-/// `paysign_config_reloads_total{result}`.
-pub const RELOAD_RESULTS: &[&str] = &["ok", "failed"];
-/// `paysign_platform_key_verified_total{key}`.
-pub const PLATFORM_KEYS: &[&str] = &["current", "next"];
-/// `paysign_merchants_configured{profile}`.
-pub const PROFILES: &[&str] = &["md5", "rsa"];
+/// The protocol's operations, each with its histogram resolved once (no label lookup per call).
+pub const CRYPTO_OPS: [&str; 8] = ["canonicalize", "md5_sign", "md5_verify", "rsa_sign", "rsa_verify", "encrypt", "decrypt", "open_type1"];
 
-// The definitions below can fail only on a malformed name or label, fixed at compile time;
-// the unit test `metrics_register` builds and registers every one of them.
-macro_rules! lazy_metric {
-    ($name:ident: $ty:ty = $e:expr) => {
-        pub static $name: Lazy<$ty> = Lazy::new(|| $e.expect("metric definition")); // ok: static definition
-    };
+/// Every paysign metric of one instance. Built once ([`Metrics::new`]) into the embedder's
+/// registry and shared (`Arc<Metrics>`) by the parts of that instance; the hot paths hold
+/// handles resolved at construction ([`Metrics::listener`], [`Metrics::executor`],
+/// [`Metrics::crypto_timings`]) so that counting costs no label lookup.
+pub struct Metrics {
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_duration: HistogramVec,
+    pub crypto_duration: HistogramVec,
+    pub verify_failures: IntCounterVec,
+    pub platform_errcodes: IntCounterVec,
+    pub platform_failures: IntCounterVec,
+    pub connect_retries: IntCounterVec,
+    pub notifications: IntCounterVec,
+    pub notify_forward_duration: HistogramVec,
+    pub config_reloads: IntCounterVec,
+    pub config_generation: IntGauge,
+    pub in_flight: IntGauge,
+    pub private_key_queue: IntGauge,
+    pub private_key_running_max: IntGauge,
+    pub private_key_shed: IntCounter,
+    pub private_key_jobs: IntCounterVec,
+    pub caller_refused: IntCounterVec,
+    pub connections_open: IntGaugeVec,
+    pub connections_refused: IntCounterVec,
+    pub header_timeouts: IntCounterVec,
+    pub bad_http: IntCounterVec,
+    pub platform_key_verified: IntCounterVec,
+    pub upstream_connections_opened: IntCounter,
+    pub build_info: IntGaugeVec,
+    pub merchants: IntGaugeVec,
+    /// Read from the process's PKCS#11 modules when gathered (a module is loaded once per
+    /// process, whichever instance opened it).
+    pkcs11_sessions: IntGauge,
+    /// Read from the process's stderr writer when gathered (one per process, as stderr is).
+    log_lines_dropped: IntCounter,
+    crypto: CryptoTimings,
 }
 
 macro_rules! counter_vec {
     ($name:expr, $help:expr, $labels:expr) => {
-        IntCounterVec::new(Opts::new($name, $help), $labels)
+        IntCounterVec::new(Opts::new($name, $help), $labels)?
     };
 }
 macro_rules! gauge_vec {
     ($name:expr, $help:expr, $labels:expr) => {
-        IntGaugeVec::new(Opts::new($name, $help), $labels)
-    };
-}
-macro_rules! counter {
-    ($name:expr, $help:expr) => {
-        IntCounter::new($name, $help)
-    };
-}
-macro_rules! gauge {
-    ($name:expr, $help:expr) => {
-        IntGauge::new($name, $help)
+        IntGaugeVec::new(Opts::new($name, $help), $labels)?
     };
 }
 macro_rules! histogram_vec {
     ($name:expr, $help:expr, $labels:expr, $buckets:expr) => {
-        HistogramVec::new(HistogramOpts::new($name, $help).buckets($buckets), $labels)
+        HistogramVec::new(HistogramOpts::new($name, $help).buckets($buckets.to_vec()), $labels)?
     };
 }
 
-lazy_metric!(REQUESTS: IntCounterVec = counter_vec!(
-    "paysign_requests_total",
-    "Requests from internal services, by endpoint, merchant and outcome.",
-    &["endpoint", "merchant", "outcome"]
-));
-lazy_metric!(REQUEST_DURATION: HistogramVec = histogram_vec!(
-    "paysign_request_duration_seconds",
-    "End-to-end time from request received to response written, by endpoint.",
-    &["endpoint"],
-    LATENCY_BUCKETS.to_vec()
-));
-lazy_metric!(UPSTREAM_DURATION: HistogramVec = histogram_vec!(
-    "paysign_upstream_duration_seconds",
-    "Time from connecting to the platform to its full response, by endpoint.",
-    &["endpoint"],
-    LATENCY_BUCKETS.to_vec()
-));
-lazy_metric!(CRYPTO_DURATION: HistogramVec = histogram_vec!(
-    "paysign_crypto_duration_seconds",
-    "Duration of crypto operations, by operation.",
-    &["op"],
-    CRYPTO_BUCKETS.to_vec()
-));
-lazy_metric!(VERIFY_FAILURES: IntCounterVec = counter_vec!(
-    "paysign_verification_failures_total",
-    "Platform responses that could not be opened or verified, by reason.",
-    &["reason"]
-));
-lazy_metric!(PLATFORM_ERRCODES: IntCounterVec = counter_vec!(
-    "paysign_platform_errcode_total",
-    "errCode of verified platform answers, by endpoint.",
-    &["endpoint", "errcode"]
-));
-lazy_metric!(PLATFORM_FAILURES: IntCounterVec = counter_vec!(
-    "paysign_platform_failures_total",
-    "Platform-level failure envelopes (code != 200 or success false), by endpoint.",
-    &["endpoint"]
-));
-lazy_metric!(CONNECT_RETRIES: IntCounterVec = counter_vec!(
-    "paysign_upstream_connect_retries_total",
-    "Connection attempts to the platform retried (nothing had been sent).",
-    &["endpoint"]
-));
-lazy_metric!(NOTIFICATIONS: IntCounterVec = counter_vec!(
-    "paysign_notifications_total",
-    "Platform notifications, by configured route and outcome.",
-    &["route", "outcome"]
-));
-lazy_metric!(NOTIFY_FORWARD_DURATION: HistogramVec = histogram_vec!(
-    "paysign_notification_forward_duration_seconds",
-    "Time for the internal target to take a verified notification, by route.",
-    &["route"],
-    LATENCY_BUCKETS.to_vec()
-));
-lazy_metric!(CONFIG_RELOADS: IntCounterVec = counter_vec!(
-    "paysign_config_reloads_total",
-    "Configuration reloads (SIGHUP or POST /-/reload), by result.",
-    &["result"]
-));
-lazy_metric!(CONFIG_GENERATION: IntGauge = gauge!(
-    "paysign_config_generation",
-    "How many configurations this process has loaded (1 at start-up)."
-));
-lazy_metric!(IN_FLIGHT: IntGauge = gauge!(
-    "paysign_requests_in_flight",
-    "Requests being handled right now."
-));
-lazy_metric!(PRIVATE_KEY_QUEUE: IntGauge = gauge!(
-    "paysign_private_key_ops_admitted",
-    "Private-key operations running or waiting for a worker."
-));
-lazy_metric!(PRIVATE_KEY_RUNNING_MAX: IntGauge = gauge!(
-    "paysign_private_key_ops_running_max",
-    "The most private-key operations ever seen running at once (never above private_key_workers)."
-));
-lazy_metric!(PRIVATE_KEY_SHED: IntCounter = counter!(
-    "paysign_private_key_ops_shed_total",
-    "Private-key operations refused at once because workers and queue were full (nothing was sent)."
-));
-lazy_metric!(PRIVATE_KEY_JOBS: IntCounterVec = counter_vec!(
-    "paysign_private_key_jobs_total",
-    "Private-key operations that reached a worker, by outcome: `executed`, or `skipped` because their caller had gone before the work started.",
-    &["outcome"]
-));
-lazy_metric!(PKCS11_SESSIONS: IntGauge = gauge!(
-    "paysign_pkcs11_sessions",
-    "PKCS#11 sessions paysign holds open (pooled or in use); at most one per concurrent private-key operation and key."
-));
-lazy_metric!(CALLER_REFUSED: IntCounterVec = counter_vec!(
-    "paysign_caller_refusals_total",
-    "Requests refused by caller authentication or authorisation, by caller (or `anonymous`) and reason.",
-    &["caller", "reason"]
-));
-lazy_metric!(CONNECTIONS_OPEN: IntGaugeVec = gauge_vec!(
-    "paysign_connections_open",
-    "Open client connections, by listener (proxy, notify, admin).",
-    &["listener"]
-));
-lazy_metric!(CONNECTIONS_REFUSED: IntCounterVec = counter_vec!(
-    "paysign_connections_refused_total",
-    "Connections closed at once because the listener had max_connections open.",
-    &["listener"]
-));
-lazy_metric!(HEADER_TIMEOUTS: IntCounterVec = counter_vec!(
-    "paysign_header_timeouts_total",
-    "Connections closed because a request head (or the next one, when idle) did not arrive within header_timeout_ms.",
-    &["listener"]
-));
-lazy_metric!(BAD_HTTP: IntCounterVec = counter_vec!(
-    "paysign_bad_http_total",
-    "Request heads refused before any app saw them, by listener: the HTTP parser's refusals (400) and heads over max_header_bytes (431).",
-    &["listener"]
-));
-lazy_metric!(PLATFORM_KEY_VERIFIED: IntCounterVec = counter_vec!(
-    "paysign_platform_key_verified_total",
-    "Answers and notifications verified, by merchant and by which platform key verified them (current or next, during a rollover).",
-    &["merchant", "key"]
-));
-lazy_metric!(UPSTREAM_CONNECTIONS_OPENED: IntCounter = counter!(
-    "paysign_upstream_connections_opened_total",
-    "Connections opened to the platform (each a TCP and, over https, a TLS handshake); the rest reuse pooled ones."
-));
-lazy_metric!(LOG_LINES_DROPPED: IntCounter = counter!(
-    "paysign_log_lines_dropped_total",
-    "Log lines dropped because stderr was not read fast enough (more than 1 MiB waiting); requests are never held up by logging."
-));
-lazy_metric!(BUILD_INFO: IntGaugeVec = gauge_vec!(
-    "paysign_build_info",
-    "Always 1; labels tell the build.",
-    &["version", "crypto_backend"]
-));
-lazy_metric!(MERCHANTS: IntGaugeVec = gauge_vec!(
-    "paysign_merchants_configured",
-    "Merchants loaded from the configuration, by profile.",
-    &["profile"]
-));
-
-/// Every paysign metric, for registering into a registry.
-fn collectors() -> Vec<Box<dyn Collector>> {
-    vec![
-        Box::new(REQUESTS.clone()),
-        Box::new(REQUEST_DURATION.clone()),
-        Box::new(UPSTREAM_DURATION.clone()),
-        Box::new(CRYPTO_DURATION.clone()),
-        Box::new(VERIFY_FAILURES.clone()),
-        Box::new(PLATFORM_ERRCODES.clone()),
-        Box::new(PLATFORM_FAILURES.clone()),
-        Box::new(CONNECT_RETRIES.clone()),
-        Box::new(NOTIFICATIONS.clone()),
-        Box::new(NOTIFY_FORWARD_DURATION.clone()),
-        Box::new(CONFIG_RELOADS.clone()),
-        Box::new(CONFIG_GENERATION.clone()),
-        Box::new(IN_FLIGHT.clone()),
-        Box::new(PRIVATE_KEY_QUEUE.clone()),
-        Box::new(PRIVATE_KEY_RUNNING_MAX.clone()),
-        Box::new(PRIVATE_KEY_SHED.clone()),
-        Box::new(PRIVATE_KEY_JOBS.clone()),
-        Box::new(PKCS11_SESSIONS.clone()),
-        Box::new(CALLER_REFUSED.clone()),
-        Box::new(CONNECTIONS_OPEN.clone()),
-        Box::new(CONNECTIONS_REFUSED.clone()),
-        Box::new(HEADER_TIMEOUTS.clone()),
-        Box::new(BAD_HTTP.clone()),
-        Box::new(PLATFORM_KEY_VERIFIED.clone()),
-        Box::new(UPSTREAM_CONNECTIONS_OPENED.clone()),
-        Box::new(LOG_LINES_DROPPED.clone()),
-        Box::new(BUILD_INFO.clone()),
-        Box::new(MERCHANTS.clone()),
-    ]
-}
-
-/// The name of every paysign metric family.
-pub fn family_names() -> Vec<String> {
-    families().into_iter().map(|(name, _)| name).collect()
-}
-
-/// Every paysign metric family with its label names.
-pub fn families() -> Vec<(String, Vec<String>)> {
-    collectors().iter().flat_map(|c| c.desc().into_iter().map(|d| (d.fq_name.clone(), d.variable_labels.clone()))).collect()
-}
-
-/// Registers every paysign metric into `registry` (the embedder's, or
-/// `prometheus::default_registry()`), so that a scrape shows them all from the start. Metrics
-/// count whether or not they are registered; registering twice into one registry is an error.
-pub fn register(registry: &Registry) -> prometheus::Result<()> {
-    for c in collectors() {
-        registry.register(c)?;
+impl Metrics {
+    /// Defines every paysign metric and registers it into `registry` (the embedder's, or
+    /// `prometheus::default_registry()`), so that a scrape shows them all from the start.
+    /// Fails when a family of the same name is already registered there (a registry holds one
+    /// instance's metrics).
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let crypto_duration =
+            histogram_vec!("paysign_crypto_duration_seconds", "Duration of crypto operations, by operation.", &["op"], CRYPTO_BUCKETS);
+        let platform_key_verified = counter_vec!(
+            "paysign_platform_key_verified_total",
+            "Answers and notifications verified, by merchant and by which platform key verified them (current or next, during a rollover).",
+            &["merchant", "key"]
+        );
+        let crypto = CryptoTimings {
+            ops: CRYPTO_OPS.map(|op| crypto_duration.with_label_values(&[op])),
+            all: crypto_duration.clone(),
+            platform_key_verified: platform_key_verified.clone(),
+        };
+        let m = Metrics {
+            requests: counter_vec!(
+                "paysign_requests_total",
+                "Requests from internal services, by endpoint, merchant and outcome.",
+                &["endpoint", "merchant", "outcome"]
+            ),
+            request_duration: histogram_vec!(
+                "paysign_request_duration_seconds",
+                "End-to-end time from request received to response written, by endpoint.",
+                &["endpoint"],
+                LATENCY_BUCKETS
+            ),
+            upstream_duration: histogram_vec!(
+                "paysign_upstream_duration_seconds",
+                "Time from connecting to the platform to its full response, by endpoint.",
+                &["endpoint"],
+                LATENCY_BUCKETS
+            ),
+            crypto_duration,
+            verify_failures: counter_vec!(
+                "paysign_verification_failures_total",
+                "Platform responses that could not be opened or verified, by reason.",
+                &["reason"]
+            ),
+            platform_errcodes: counter_vec!(
+                "paysign_platform_errcode_total",
+                "errCode of verified platform answers, by endpoint.",
+                &["endpoint", "errcode"]
+            ),
+            platform_failures: counter_vec!(
+                "paysign_platform_failures_total",
+                "Platform-level failure envelopes (code != 200 or success false), by endpoint.",
+                &["endpoint"]
+            ),
+            connect_retries: counter_vec!(
+                "paysign_upstream_connect_retries_total",
+                "Connection attempts to the platform retried (nothing had been sent).",
+                &["endpoint"]
+            ),
+            notifications: counter_vec!(
+                "paysign_notifications_total",
+                "Platform notifications, by configured route and outcome.",
+                &["route", "outcome"]
+            ),
+            notify_forward_duration: histogram_vec!(
+                "paysign_notification_forward_duration_seconds",
+                "Time for the internal target to take a verified notification, by route.",
+                &["route"],
+                LATENCY_BUCKETS
+            ),
+            config_reloads: counter_vec!(
+                "paysign_config_reloads_total",
+                "Configuration reloads (SIGHUP or POST /-/reload), by result.",
+                &["result"]
+            ),
+            config_generation: IntGauge::new(
+                "paysign_config_generation",
+                "How many configurations this process has loaded (1 at start-up).",
+            )?,
+            in_flight: IntGauge::new("paysign_requests_in_flight", "Requests being handled right now.")?,
+            private_key_queue: IntGauge::new(
+                "paysign_private_key_ops_admitted",
+                "Private-key operations running or waiting for a worker.",
+            )?,
+            private_key_running_max: IntGauge::new(
+                "paysign_private_key_ops_running_max",
+                "The most private-key operations ever seen running at once (never above private_key_workers).",
+            )?,
+            private_key_shed: IntCounter::new(
+                "paysign_private_key_ops_shed_total",
+                "Private-key operations refused at once because workers and queue were full (nothing was sent).",
+            )?,
+            private_key_jobs: counter_vec!(
+                "paysign_private_key_jobs_total",
+                "Private-key operations that reached a worker, by outcome: `executed`, or `skipped` because their caller had gone before the work started.",
+                &["outcome"]
+            ),
+            caller_refused: counter_vec!(
+                "paysign_caller_refusals_total",
+                "Requests refused by caller authentication or authorisation, by caller (or `anonymous`) and reason.",
+                &["caller", "reason"]
+            ),
+            connections_open: gauge_vec!(
+                "paysign_connections_open",
+                "Open client connections, by listener (proxy, notify, admin).",
+                &["listener"]
+            ),
+            connections_refused: counter_vec!(
+                "paysign_connections_refused_total",
+                "Connections closed at once because the listener had max_connections open.",
+                &["listener"]
+            ),
+            header_timeouts: counter_vec!(
+                "paysign_header_timeouts_total",
+                "Connections closed because a request head (or the next one, when idle) did not arrive within header_timeout_ms.",
+                &["listener"]
+            ),
+            bad_http: counter_vec!(
+                "paysign_bad_http_total",
+                "Request heads refused before any app saw them, by listener: the HTTP parser's refusals (400) and heads over max_header_bytes (431).",
+                &["listener"]
+            ),
+            platform_key_verified,
+            upstream_connections_opened: IntCounter::new(
+                "paysign_upstream_connections_opened_total",
+                "Connections opened to the platform (each a TCP and, over https, a TLS handshake); the rest reuse pooled ones.",
+            )?,
+            build_info: gauge_vec!("paysign_build_info", "Always 1; labels tell the build.", &["version", "crypto_backend"]),
+            merchants: gauge_vec!(
+                "paysign_merchants_configured",
+                "Merchants loaded from the configuration, by profile.",
+                &["profile"]
+            ),
+            pkcs11_sessions: IntGauge::new(
+                "paysign_pkcs11_sessions",
+                "PKCS#11 sessions paysign holds open (pooled or in use); at most one per concurrent private-key operation and key.",
+            )?,
+            log_lines_dropped: IntCounter::new(
+                "paysign_log_lines_dropped_total",
+                "Log lines dropped because stderr was not read fast enough (more than 1 MiB waiting); requests are never held up by logging.",
+            )?,
+            crypto,
+        };
+        for c in m.collectors() {
+            registry.register(c)?;
+        }
+        Ok(m)
     }
-    Ok(())
-}
 
-/// Sets `paysign_build_info` (version and crypto backend).
-pub fn init(crypto_backend: &str) {
-    BUILD_INFO.with_label_values(&[env!("CARGO_PKG_VERSION"), crypto_backend]).set(1);
-}
-
-/// `paysign_merchants_configured` for a (re)loaded configuration.
-pub fn set_merchants<'a>(merchants: impl Iterator<Item = &'a crate::protocol::Merchant>) {
-    MERCHANTS.reset();
-    for p in PROFILES {
-        MERCHANTS.with_label_values(&[p]).set(0);
+    /// Every metric of this instance, as registered.
+    fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.requests.clone()),
+            Box::new(self.request_duration.clone()),
+            Box::new(self.upstream_duration.clone()),
+            Box::new(self.crypto_duration.clone()),
+            Box::new(self.verify_failures.clone()),
+            Box::new(self.platform_errcodes.clone()),
+            Box::new(self.platform_failures.clone()),
+            Box::new(self.connect_retries.clone()),
+            Box::new(self.notifications.clone()),
+            Box::new(self.notify_forward_duration.clone()),
+            Box::new(self.config_reloads.clone()),
+            Box::new(self.config_generation.clone()),
+            Box::new(self.in_flight.clone()),
+            Box::new(self.private_key_queue.clone()),
+            Box::new(self.private_key_running_max.clone()),
+            Box::new(self.private_key_shed.clone()),
+            Box::new(self.private_key_jobs.clone()),
+            Box::new(SampledGauge { gauge: self.pkcs11_sessions.clone(), read: crate::pkcs11::sessions_open }),
+            Box::new(self.caller_refused.clone()),
+            Box::new(self.connections_open.clone()),
+            Box::new(self.connections_refused.clone()),
+            Box::new(self.header_timeouts.clone()),
+            Box::new(self.bad_http.clone()),
+            Box::new(self.platform_key_verified.clone()),
+            Box::new(self.upstream_connections_opened.clone()),
+            Box::new(SampledCounter {
+                counter: self.log_lines_dropped.clone(),
+                read: crate::log_writer::lines_dropped,
+                lock: Mutex::new(()),
+            }),
+            Box::new(self.build_info.clone()),
+            Box::new(self.merchants.clone()),
+        ]
     }
-    for m in merchants {
-        MERCHANTS.with_label_values(&[m.profile().as_str()]).inc();
+
+    /// Sets `paysign_build_info` (version and crypto backend).
+    pub fn crypto_backend(&self, crypto_backend: &str) {
+        self.build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), crypto_backend]).set(1);
+    }
+
+    /// `paysign_merchants_configured` for a (re)loaded configuration.
+    pub fn set_merchants<'a>(&self, merchants: impl Iterator<Item = &'a crate::protocol::Merchant>) {
+        self.merchants.reset();
+        for p in PROFILES {
+            self.merchants.with_label_values(&[p]).set(0);
+        }
+        for m in merchants {
+            self.merchants.with_label_values(&[m.profile().as_str()]).inc();
+        }
+    }
+
+    /// A caller refused (`caller`: a configured name, `anonymous` or `admin`).
+    pub fn caller_refused(&self, caller: &str, reason: CallerRefusal) {
+        self.caller_refused.with_label_values(&[caller, reason.as_str()]).inc();
+    }
+
+    /// An answer or a notification that did not open or verify.
+    pub fn verify_failed(&self, e: &OpenError) {
+        self.verify_failures.with_label_values(&[VerifyReason::of(e).as_str()]).inc();
+    }
+
+    /// A reload, done or refused.
+    pub fn reloaded(&self, result: ReloadResult) {
+        self.config_reloads.with_label_values(&[result.as_str()]).inc();
+    }
+
+    /// The handles one listener counts with.
+    pub fn listener(&self, listener: Listener) -> ListenerMetrics {
+        let l = [listener.as_str()];
+        ListenerMetrics {
+            listener,
+            open: self.connections_open.with_label_values(&l),
+            refused: self.connections_refused.with_label_values(&l),
+            header_timeouts: self.header_timeouts.with_label_values(&l),
+            bad_http: self.bad_http.with_label_values(&l),
+            requests: self.requests.clone(),
+        }
+    }
+
+    /// The handles the private-key executor counts with.
+    pub fn executor(&self) -> ExecutorMetrics {
+        ExecutorMetrics {
+            admitted: self.private_key_queue.clone(),
+            running_max: self.private_key_running_max.clone(),
+            shed: self.private_key_shed.clone(),
+            executed: self.private_key_jobs.with_label_values(&[PrivateKeyJob::Executed.as_str()]),
+            skipped: self.private_key_jobs.with_label_values(&[PrivateKeyJob::Skipped.as_str()]),
+        }
+    }
+
+    /// The protocol's observer: crypto timings and the platform key that verified.
+    pub fn crypto_timings(&self) -> &CryptoTimings {
+        &self.crypto
+    }
+
+    /// Creates every series a configuration makes possible, at 0 where it is new (a series
+    /// that already counted keeps its value): every family is present on a fresh instance, and
+    /// a rate or an `increase()` starts from 0 instead of from the first event. Bounded:
+    /// endpoints × configured merchants × outcomes for the requests, routes × outcomes for
+    /// notifications.
+    pub fn configured(&self, k: &Known<'_>) {
+        let endpoints: Vec<&str> = k.endpoints.iter().copied().chain(ENDPOINT_FALLBACKS.iter().copied()).collect();
+        for ep in &endpoints {
+            let _ = self.request_duration.with_label_values(&[ep]);
+            let _ = self.upstream_duration.with_label_values(&[ep]);
+            let _ = self.platform_failures.with_label_values(&[ep]);
+            let _ = self.connect_retries.with_label_values(&[ep]);
+            for code in KNOWN_ERRCODES.iter().chain(&["other"]) {
+                let _ = self.platform_errcodes.with_label_values(&[ep, code]);
+            }
+        }
+        // A forwardable path with an endpoint table (or `other`) and a configured merchant can
+        // end in any outcome; `none` and `unknown` only in the few that refuse before a merchant
+        // is known.
+        for ep in k.endpoints.iter().copied().chain(["other"]) {
+            for m in &k.merchants {
+                for o in REQUEST_OUTCOMES {
+                    let _ = self.requests.with_label_values(&[ep, m, o]);
+                }
+            }
+            for o in [
+                RequestOutcome::UnknownMerchant,
+                RequestOutcome::Unauthenticated,
+                RequestOutcome::MethodNotAllowed,
+                RequestOutcome::BadRequest,
+            ] {
+                let _ = self.requests.with_label_values(&[ep, "unknown", o.as_str()]);
+                let _ = self.requests.with_label_values(&[ep, "none", o.as_str()]);
+            }
+        }
+        // The listener's own refusals (before any app saw the head) are counted as none/none too.
+        for o in [
+            RequestOutcome::NotFound,
+            RequestOutcome::BadHttp,
+            RequestOutcome::HeadTooLarge,
+            RequestOutcome::Shed,
+            RequestOutcome::BadRequest,
+        ] {
+            let _ = self.requests.with_label_values(&["none", "none", o.as_str()]);
+        }
+        for r in VERIFY_REASONS {
+            let _ = self.verify_failures.with_label_values(&[r]);
+        }
+        for o in PRIVATE_KEY_JOB_OUTCOMES {
+            let _ = self.private_key_jobs.with_label_values(&[o]);
+        }
+        for m in &k.merchants {
+            for key in PLATFORM_KEYS {
+                let _ = self.platform_key_verified.with_label_values(&[m, key]);
+            }
+        }
+        if k.notify {
+            for route in k.routes.iter().chain(ROUTE_FALLBACKS) {
+                let _ = self.notify_forward_duration.with_label_values(&[route]);
+                for o in NOTIFICATION_OUTCOMES {
+                    let _ = self.notifications.with_label_values(&[route, o]);
+                }
+            }
+        }
+        for r in RELOAD_RESULTS {
+            let _ = self.config_reloads.with_label_values(&[r]);
+        }
+        for r in [CallerRefusal::Missing, CallerRefusal::Malformed, CallerRefusal::UnknownToken] {
+            let _ = self.caller_refused.with_label_values(&["anonymous", r.as_str()]);
+        }
+        for c in &k.callers {
+            let _ = self.caller_refused.with_label_values(&[c, CallerRefusal::Forbidden.as_str()]);
+        }
+        for r in [CallerRefusal::Unauthenticated, CallerRefusal::NotLoopback] {
+            let _ = self.caller_refused.with_label_values(&["admin", r.as_str()]);
+        }
+        for l in Listener::ALL.iter().filter(|l| k.notify || **l != Listener::Notify) {
+            let l = [l.as_str()];
+            let _ = self.connections_open.with_label_values(&l);
+            let _ = self.connections_refused.with_label_values(&l);
+            let _ = self.header_timeouts.with_label_values(&l);
+            let _ = self.bad_http.with_label_values(&l);
+        }
+        for p in PROFILES {
+            let _ = self.merchants.with_label_values(&[p]);
+        }
     }
 }
 
-/// What a configuration names, for the zero-valued series of [`configured`].
+/// What a configuration names, for the zero-valued series of [`Metrics::configured`].
 pub struct Known<'a> {
     /// The endpoint table's names (`bindcard_create`, …).
     pub endpoints: Vec<&'a str>,
@@ -359,105 +615,110 @@ pub struct Known<'a> {
     pub notify: bool,
 }
 
-/// Creates every series a configuration makes possible, at 0 where it is new (a series that
-/// already counted keeps its value): every family is present on a fresh process, and a rate or
-/// an `increase()` starts from 0 instead of from the first event. Bounded: endpoints ×
-/// configured merchants × outcomes for the requests, routes × outcomes for notifications.
-pub fn configured(k: &Known<'_>) {
-    let endpoints: Vec<&str> = k.endpoints.iter().copied().chain(ENDPOINT_FALLBACKS.iter().copied()).collect();
-    for ep in &endpoints {
-        let _ = REQUEST_DURATION.with_label_values(&[ep]);
-        let _ = UPSTREAM_DURATION.with_label_values(&[ep]);
-        let _ = PLATFORM_FAILURES.with_label_values(&[ep]);
-        let _ = CONNECT_RETRIES.with_label_values(&[ep]);
-        for code in KNOWN_ERRCODES.iter().chain(&["other"]) {
-            let _ = PLATFORM_ERRCODES.with_label_values(&[ep, code]);
-        }
-    }
-    // A forwardable path with an endpoint table (or `other`) and a configured merchant can end
-    // in any outcome; `none` and `unknown` only in the few that refuse before a merchant is known.
-    for ep in k.endpoints.iter().copied().chain(["other"]) {
-        for m in &k.merchants {
-            for o in REQUEST_OUTCOMES {
-                let _ = REQUESTS.with_label_values(&[ep, m, o]);
-            }
-        }
-        for o in ["unknown_merchant", "unauthenticated", "method_not_allowed", "bad_request"] {
-            let _ = REQUESTS.with_label_values(&[ep, "unknown", o]);
-            let _ = REQUESTS.with_label_values(&[ep, "none", o]);
-        }
-    }
-    // The listener's own refusals (before any app saw the head) are counted as none/none too.
-    for o in ["not_found", "bad_http", "head_too_large", "shed", "bad_request"] {
-        let _ = REQUESTS.with_label_values(&["none", "none", o]);
-    }
-    for r in VERIFY_REASONS {
-        let _ = VERIFY_FAILURES.with_label_values(&[r]);
-    }
-    for o in PRIVATE_KEY_JOB_OUTCOMES {
-        let _ = PRIVATE_KEY_JOBS.with_label_values(&[o]);
-    }
-    for m in &k.merchants {
-        for key in PLATFORM_KEYS {
-            let _ = PLATFORM_KEY_VERIFIED.with_label_values(&[m, key]);
-        }
-    }
-    if k.notify {
-        for route in k.routes.iter().chain(ROUTE_FALLBACKS) {
-            let _ = NOTIFY_FORWARD_DURATION.with_label_values(&[route]);
-            for o in NOTIFICATION_OUTCOMES {
-                let _ = NOTIFICATIONS.with_label_values(&[route, o]);
-            }
-        }
-    }
-    for r in RELOAD_RESULTS {
-        let _ = CONFIG_RELOADS.with_label_values(&[r]);
-    }
-    for r in ["missing", "malformed", "unknown_token"] {
-        let _ = CALLER_REFUSED.with_label_values(&["anonymous", r]);
-    }
-    for c in &k.callers {
-        let _ = CALLER_REFUSED.with_label_values(&[c, "forbidden"]);
-    }
-    for r in ["unauthenticated", "not_loopback"] {
-        let _ = CALLER_REFUSED.with_label_values(&["admin", r]);
-    }
-    for l in LISTENERS.iter().filter(|l| k.notify || **l != "notify") {
-        let _ = CONNECTIONS_OPEN.with_label_values(&[l]);
-        let _ = CONNECTIONS_REFUSED.with_label_values(&[l]);
-        let _ = HEADER_TIMEOUTS.with_label_values(&[l]);
-        let _ = BAD_HTTP.with_label_values(&[l]);
-    }
-    for p in PROFILES {
-        let _ = MERCHANTS.with_label_values(&[p]);
-    }
-    Lazy::force(&CRYPTO_HANDLES);
+/// One listener's connection metrics, resolved once for its label.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    pub listener: Listener,
+    pub open: IntGauge,
+    pub refused: IntCounter,
+    pub header_timeouts: IntCounter,
+    pub bad_http: IntCounter,
+    /// `paysign_requests_total`: the proxy's refusals before any app saw the head.
+    pub requests: IntCounterVec,
 }
 
-/// The protocol's operations, each with its histogram resolved once (no label lookup per call).
-pub const CRYPTO_OPS: [&str; 8] = ["canonicalize", "md5_sign", "md5_verify", "rsa_sign", "rsa_verify", "encrypt", "decrypt", "open_type1"];
-static CRYPTO_HANDLES: Lazy<Vec<prometheus::Histogram>> =
-    Lazy::new(|| CRYPTO_OPS.iter().map(|op| CRYPTO_DURATION.with_label_values(&[op])).collect());
-
-pub fn observe_crypto(op: &'static str, d: Duration) {
-    match CRYPTO_OPS.iter().position(|o| *o == op) {
-        Some(i) => CRYPTO_HANDLES[i].observe(d.as_secs_f64()),
-        None => CRYPTO_DURATION.with_label_values(&[op]).observe(d.as_secs_f64()),
-    }
+/// The private-key executor's metrics.
+#[derive(Clone)]
+pub struct ExecutorMetrics {
+    /// `paysign_private_key_ops_admitted`.
+    pub admitted: IntGauge,
+    /// `paysign_private_key_ops_running_max`.
+    pub running_max: IntGauge,
+    /// `paysign_private_key_ops_shed_total`.
+    pub shed: IntCounter,
+    /// `paysign_private_key_jobs_total{outcome="executed"}`.
+    pub executed: IntCounter,
+    /// `paysign_private_key_jobs_total{outcome="skipped"}`.
+    pub skipped: IntCounter,
 }
 
 /// The protocol's timings of each sealing and opening step, recorded as
-/// `paysign_crypto_duration_seconds{op}`.
-pub struct CryptoTimings;
+/// `paysign_crypto_duration_seconds{op}`, and which platform key verified
+/// (`paysign_platform_key_verified_total`).
+pub struct CryptoTimings {
+    /// One histogram per [`CRYPTO_OPS`] entry.
+    ops: [Histogram; CRYPTO_OPS.len()],
+    all: HistogramVec,
+    platform_key_verified: IntCounterVec,
+}
+
+impl CryptoTimings {
+    pub fn observe(&self, op: &'static str, d: Duration) {
+        match CRYPTO_OPS.iter().position(|o| *o == op) {
+            Some(i) => self.ops[i].observe(d.as_secs_f64()),
+            None => self.all.with_label_values(&[op]).observe(d.as_secs_f64()),
+        }
+    }
+}
 
 impl crate::protocol::Observer for CryptoTimings {
     fn crypto(&self, op: &'static str, elapsed: Duration) {
-        observe_crypto(op, elapsed);
+        self.observe(op, elapsed);
     }
 
-    fn platform_key(&self, customer_no: &str, key: crate::protocol::PlatformKey) {
-        PLATFORM_KEY_VERIFIED.with_label_values(&[customer_no, key.as_str()]).inc();
+    fn platform_key(&self, customer_no: &str, key: PlatformKey) {
+        self.platform_key_verified.with_label_values(&[customer_no, key.as_str()]).inc();
     }
+}
+
+/// A gauge of process-wide state, set from it each time the registry is gathered.
+struct SampledGauge {
+    gauge: IntGauge,
+    read: fn() -> i64,
+}
+
+impl Collector for SampledGauge {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.gauge.set((self.read)());
+        self.gauge.collect()
+    }
+}
+
+/// A counter of process-wide events, brought up to their count each time the registry is
+/// gathered (one gather at a time, so that a count is added once).
+struct SampledCounter {
+    counter: IntCounter,
+    read: fn() -> u64,
+    lock: Mutex<()>,
+}
+
+impl Collector for SampledCounter {
+    fn desc(&self) -> Vec<&Desc> {
+        self.counter.desc()
+    }
+    fn collect(&self) -> Vec<MetricFamily> {
+        let _one = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (now, have) = ((self.read)(), self.counter.get());
+        if now > have {
+            self.counter.inc_by(now - have);
+        }
+        self.counter.collect()
+    }
+}
+
+/// Every paysign metric family with its label names (from a throwaway instance).
+pub fn families() -> Vec<(String, Vec<String>)> {
+    Metrics::new(&Registry::new())
+        .map(|m| m.collectors().iter().flat_map(|c| c.desc().into_iter().map(|d| (d.fq_name.clone(), d.variable_labels.clone()))).collect())
+        .unwrap_or_default()
+}
+
+/// The name of every paysign metric family.
+pub fn family_names() -> Vec<String> {
+    families().into_iter().map(|(name, _)| name).collect()
 }
 
 /// Maps a platform errCode onto the fixed label set.
@@ -472,29 +733,43 @@ pub fn render(registry: &Registry) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn metrics_register() {
-        let registry = prometheus::Registry::new();
-        super::register(&registry).unwrap();
-        super::init("rsa");
-        let text = super::render(&registry);
+        let registry = Registry::new();
+        let m = Metrics::new(&registry).unwrap();
+        m.crypto_backend("rsa");
+        let text = render(&registry);
         assert!(text.contains("paysign_build_info{"));
         // Every definition is valid, named paysign_*, and named once.
-        let names: std::collections::HashSet<String> =
-            super::collectors().iter().flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone())).collect();
-        assert_eq!(names.len(), super::collectors().len());
+        let names: std::collections::HashSet<String> = family_names().into_iter().collect();
+        assert_eq!(names.len(), m.collectors().len());
         assert!(names.iter().all(|n| n.starts_with("paysign_")));
-        assert!(super::register(&registry).is_err(), "registering twice is refused");
-        assert_eq!(super::errcode_label("2104"), "2104");
-        assert_eq!(super::errcode_label("12345"), "other");
+        assert!(Metrics::new(&registry).is_err(), "registering twice into one registry is refused");
+        assert_eq!(errcode_label("2104"), "2104");
+        assert_eq!(errcode_label("12345"), "other");
     }
 
-    /// Every verification reason the protocol can give is in the closed set (the match
-    /// stops compiling when a variant is added, and with it this list must grow).
+    /// Two instances, two registries: what one counts the other does not see.
+    #[test]
+    fn instances_count_apart() {
+        let (ra, rb) = (Registry::new(), Registry::new());
+        let (a, b) = (Metrics::new(&ra).unwrap(), Metrics::new(&rb).unwrap());
+        a.caller_refused("anonymous", CallerRefusal::Missing);
+        a.reloaded(ReloadResult::Ok);
+        b.config_generation.set(7);
+        assert!(render(&ra).contains(r#"paysign_caller_refusals_total{caller="anonymous",reason="missing"} 1"#));
+        assert!(!render(&rb).contains("paysign_caller_refusals_total{"));
+        assert!(render(&ra).contains("paysign_config_generation 0"));
+        assert!(render(&rb).contains("paysign_config_generation 7") && !render(&rb).contains(r#"result="ok"} 1"#));
+    }
+
+    /// Every verification reason the protocol can give is in the closed set, with the same
+    /// value (the match in `VerifyReason::of` stops compiling when a variant is added).
     #[test]
     fn every_verification_reason_is_known() {
         use crate::protocol::crypto::CryptoError;
-        use crate::protocol::OpenError;
         let all = [
             OpenError::Envelope("not JSON"),
             OpenError::CustomerMismatch,
@@ -506,45 +781,55 @@ mod tests {
             OpenError::NotANotification,
         ];
         for e in &all {
-            match e {
-                OpenError::Envelope(_)
-                | OpenError::CustomerMismatch
-                | OpenError::Ciphertext(_)
-                | OpenError::Plaintext
-                | OpenError::NotUtf8
-                | OpenError::Signature
-                | OpenError::NotANotification => assert!(super::VERIFY_REASONS.contains(&e.reason()), "{}", e.reason()),
-            }
+            assert_eq!(VerifyReason::of(e).as_str(), e.reason());
         }
         let given: std::collections::BTreeSet<&str> = all.iter().map(|e| e.reason()).collect();
-        let listed: std::collections::BTreeSet<&str> = super::VERIFY_REASONS.iter().copied().collect();
+        let listed: std::collections::BTreeSet<&str> = VERIFY_REASONS.iter().copied().collect();
         assert_eq!(given, listed);
     }
 
-    /// The notification outcomes `notify.rs` can give are exactly the closed set.
+    /// Each list is its enum's values, in order.
     #[test]
-    fn every_notification_outcome_is_known() {
-        let given: std::collections::BTreeSet<&str> = crate::notify::NotificationOutcome::ALL.iter().map(|o| o.as_str()).collect();
-        let listed: std::collections::BTreeSet<&str> = super::NOTIFICATION_OUTCOMES.iter().copied().collect();
-        assert_eq!(given, listed);
+    fn the_lists_are_the_enums() {
+        fn same<T: Copy>(all: &[T], as_str: fn(T) -> &'static str, list: &[&str]) {
+            assert_eq!(all.iter().map(|v| as_str(*v)).collect::<Vec<_>>(), list);
+        }
+        same(RequestOutcome::ALL, RequestOutcome::as_str, REQUEST_OUTCOMES);
+        same(NotificationOutcome::ALL, NotificationOutcome::as_str, NOTIFICATION_OUTCOMES);
+        same(CallerRefusal::ALL, CallerRefusal::as_str, CALLER_REFUSAL_REASONS);
+        same(Listener::ALL, Listener::as_str, LISTENERS);
+        same(PrivateKeyJob::ALL, PrivateKeyJob::as_str, PRIVATE_KEY_JOB_OUTCOMES);
+        same(ReloadResult::ALL, ReloadResult::as_str, RELOAD_RESULTS);
+        same(VerifyReason::ALL, VerifyReason::as_str, VERIFY_REASONS);
+        // The protocol's enums: a new variant stops this match compiling.
+        for p in [Profile::Md5, Profile::Rsa] {
+            match p {
+                Profile::Md5 | Profile::Rsa => assert!(PROFILES.contains(&p.as_str())),
+            }
+        }
+        for k in [PlatformKey::Current, PlatformKey::Next] {
+            match k {
+                PlatformKey::Current | PlatformKey::Next => assert!(PLATFORM_KEYS.contains(&k.as_str())),
+            }
+        }
     }
 
     /// A fresh registry shows every family, with zero-valued series for what a configuration
     /// names.
     #[test]
     fn a_configuration_gives_every_family_its_zero_series() {
-        let registry = prometheus::Registry::new();
-        super::register(&registry).unwrap();
-        super::init("rsa");
-        super::configured(&super::Known {
+        let registry = Registry::new();
+        let m = Metrics::new(&registry).unwrap();
+        m.crypto_backend("rsa");
+        m.configured(&Known {
             endpoints: vec!["bindcard_create"],
             merchants: vec!["100"],
             routes: vec!["/n"],
             callers: vec!["ops"],
             notify: true,
         });
-        let text = super::render(&registry);
-        for name in super::family_names() {
+        let text = render(&registry);
+        for name in family_names() {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
         }
         for series in [

@@ -8,7 +8,6 @@ use bytes::Bytes;
 use crate::config::Upstream;
 use crate::error::GatewayError;
 use crate::http_client::{Answer, Client, Route, SendError};
-use crate::metrics;
 
 pub struct PlatformClient {
     client: Client,
@@ -19,7 +18,8 @@ pub struct PlatformClient {
 }
 
 impl PlatformClient {
-    pub fn new(up: &Upstream, max_in_flight: usize) -> Self {
+    /// `connections_opened`: the instance's `paysign_upstream_connections_opened_total`.
+    pub fn new(up: &Upstream, max_in_flight: usize, connections_opened: prometheus::IntCounter) -> Self {
         let mut route = Route::new(up.target.clone(), up.connect_timeout, up.read_timeout, up.tls_verify);
         route.connect_retries = up.connect_retries;
         route.refresh_addresses_every(up.dns_refresh);
@@ -57,8 +57,8 @@ impl PlatformClient {
         let prefix = up.target.path.trim_end_matches('/').to_string();
         // One idle connection per call that can be at the platform at once: with fewer, a burst
         // beyond the pool closes connections on release and opens (TLS handshakes) new ones.
-        let client = Client::new(up.ca_file.as_deref(), up.client_cert.as_ref(), max_in_flight)
-            .counting_new_connections(metrics::UPSTREAM_CONNECTIONS_OPENED.clone());
+        let client =
+            Client::new(up.ca_file.as_deref(), up.client_cert.as_ref(), max_in_flight).counting_new_connections(connections_opened);
         PlatformClient { client, route, prefix, _bridge: bridge }
     }
 
