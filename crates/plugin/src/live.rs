@@ -107,7 +107,7 @@ pub struct Live {
     /// This instance's metrics, handed to every part it builds.
     metrics: Arc<Metrics>,
     /// Notifications in flight and the refusal-line limiter of this instance's listener.
-    pub(crate) notifications: crate::notifications::Counters,
+    pub(crate) notifications: NotifyCounters,
 }
 
 impl Live {
@@ -237,4 +237,48 @@ fn set_metrics(metrics: &Metrics, config: &Config) {
         callers: config.callers.iter().map(|c| c.name.as_str()).collect(),
         notify: config.notify.is_some(),
     });
+}
+
+/// One instance's notification listener state that outlives reloads (used by
+/// `notifications.rs`; here so that it imports `live`, not the other way round).
+#[derive(Default)]
+pub struct NotifyCounters {
+    /// Notifications being handled (read, opened, forwarded, acknowledged): the drain after
+    /// SIGTERM waits for them as for calls, since a forward cut midway may have reached the
+    /// target.
+    pub(crate) in_flight: std::sync::atomic::AtomicI64,
+    /// At most one refusal line a second.
+    pub(crate) refusal_lines: OncePerSecond,
+}
+
+impl NotifyCounters {
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Lets one event a second through and counts the rest.
+#[derive(Default)]
+pub(crate) struct OncePerSecond {
+    /// The first refusal's time: seconds are counted from it.
+    start: std::sync::OnceLock<std::time::Instant>,
+    /// The second (since the first refusal) of the last line, plus one (0: none yet).
+    last: std::sync::atomic::AtomicU64,
+    /// Refusals since the last line, the one being logged included.
+    pending: std::sync::atomic::AtomicU64,
+}
+
+impl OncePerSecond {
+    /// Counts one event; `Some(n)` when a line is due now (`n` events since the last one).
+    pub(crate) fn take(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        let now = self.start.get_or_init(std::time::Instant::now).elapsed().as_secs() + 1;
+        let last = self.last.load(Ordering::Acquire);
+        if now > last && self.last.compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            // The count this line reports; later events start the next count.
+            return Some(self.pending.swap(0, Ordering::AcqRel).max(1));
+        }
+        None
+    }
 }

@@ -19,24 +19,7 @@ use crate::logging;
 use crate::metrics::NotificationOutcome;
 use crate::notify::NotifyState;
 
-/// One instance's notification listener state that outlives reloads (held by its `Live`).
-#[derive(Default)]
-pub struct Counters {
-    /// Notifications being handled (read, opened, forwarded, acknowledged): the drain after
-    /// SIGTERM waits for them as for calls, since a forward cut midway may have reached the
-    /// target.
-    in_flight: AtomicI64,
-    /// At most one refusal line a second.
-    refusal_lines: OncePerSecond,
-}
-
-impl Counters {
-    pub fn in_flight(&self) -> i64 {
-        self.in_flight.load(Ordering::Acquire)
-    }
-}
-
-/// Counts one notification in [`Counters::in_flight`] for as long as it lives.
+/// Counts one notification in [`Live::notifications_in_flight`] for as long as it lives.
 struct Handling<'a>(&'a AtomicI64);
 impl<'a> Handling<'a> {
     fn new(in_flight: &'a AtomicI64) -> Self {
@@ -119,32 +102,6 @@ impl Notifications {
             }
             admitted
         })
-    }
-}
-
-/// Lets one event a second through and counts the rest.
-#[derive(Default)]
-struct OncePerSecond {
-    /// The first refusal's time: seconds are counted from it.
-    start: std::sync::OnceLock<Instant>,
-    /// The second (since the first refusal) of the last line, plus one (0: none yet).
-    last: std::sync::atomic::AtomicU64,
-    /// Refusals since the last line, the one being logged included.
-    pending: std::sync::atomic::AtomicU64,
-}
-
-impl OncePerSecond {
-    /// Counts one event; `Some(n)` when a line is due now (`n` events since the last one).
-    fn take(&self) -> Option<u64> {
-        use std::sync::atomic::Ordering;
-        self.pending.fetch_add(1, Ordering::AcqRel);
-        let now = self.start.get_or_init(Instant::now).elapsed().as_secs() + 1;
-        let last = self.last.load(Ordering::Acquire);
-        if now > last && self.last.compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            // The count this line reports; later events start the next count.
-            return Some(self.pending.swap(0, Ordering::AcqRel).max(1));
-        }
-        None
     }
 }
 
