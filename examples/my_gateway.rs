@@ -27,12 +27,12 @@ use pingora::protocols::http::ServerSession;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 
-use paysign_plugin::exchange::{Exchange, Paysign};
-use paysign_plugin::listener::{request_parsed, safeguarded_service, tcp_listener, Limits};
 use paysign_plugin::metrics::Listener;
-use paysign_plugin::notifications::Notifications;
-use paysign_plugin::sighup::{Reload, ReloadOnSighup};
+use paysign_plugin::Notifications;
 use paysign_plugin::{config, logging, metrics};
+use paysign_plugin::{request_parsed, safeguarded_service, tcp_listener, Limits};
+use paysign_plugin::{Exchange, Paysign};
+use paysign_plugin::{Reload, ReloadOnSighup};
 
 struct MyGateway {
     paysign: Paysign,

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
-use paysign_plugin::exchange::{Exchange, Paysign};
+use paysign_plugin::{Exchange, Paysign};
 
 pub struct Gateway {
     paysign: Paysign,
@@ -29,7 +29,7 @@ impl ProxyHttp for Gateway {
     /// Default: nothing. Here: the head is complete (its deadline and size bound end), and
     /// pipelined requests are answered in order (pingora's default drops the second one).
     async fn early_request_filter(&self, session: &mut Session, _ex: &mut Exchange) -> pingora::Result<()> {
-        paysign_plugin::listener::request_parsed(session);
+        paysign_plugin::request_parsed(session);
         Ok(())
     }
 

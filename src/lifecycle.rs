@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use pingora::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 
-use paysign_plugin::admin::ReadyState;
-use paysign_plugin::log_writer;
+use paysign_plugin::logging;
+use paysign_plugin::ReadyState;
 
 /// A panic anywhere (a service thread included) is one JSON error line and exit 1: a process
 /// with a dead service thread must not stay up looking healthy.
@@ -37,7 +37,7 @@ pub fn install_panic_hook() {
 
 /// Writes what the log writer still holds, then ends the process.
 pub fn exit(code: i32) -> ! {
-    log_writer::flush(log_writer::EXIT_WAIT);
+    logging::flush(logging::EXIT_WAIT);
     std::process::exit(code)
 }
 

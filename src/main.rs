@@ -139,7 +139,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             // The log lines before it first (they leave through the log writer's thread).
-            paysign_plugin::log_writer::flush(paysign_plugin::log_writer::EXIT_WAIT);
+            paysign_plugin::logging::flush(paysign_plugin::logging::EXIT_WAIT);
             for line in msg.lines() {
                 eprintln!("paysign: {line}");
             }

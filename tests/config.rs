@@ -337,7 +337,7 @@ fn check_needs_no_hsm_a_token_key_is_checked_but_not_opened() {
 // ---------------------------------------------------------------- a configuration in code
 
 use paysign_plugin::config::{Config, MerchantFile, NotifyFile, NotifyRouteFile, PlatformFile};
-use paysign_plugin::live::{Live, ReloadError, ReloadSource};
+use paysign_plugin::{Live, ReloadError, ReloadSource};
 
 /// conf/paysign.yaml, written with the builder.
 fn demo_in_code() -> paysign_plugin::config::ConfigBuilder {

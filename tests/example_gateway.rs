@@ -53,8 +53,8 @@ fn my_gateway_signs_the_platform_paths_and_proxies_the_rest() {
 /// `call_as` applies the caller's grants — embedding cannot bypass them.
 #[test]
 fn the_embedding_api_keeps_the_callers_grants() {
-    use paysign_plugin::error::Delivery;
-    use paysign_plugin::exchange::Paysign;
+    use paysign_plugin::Delivery;
+    use paysign_plugin::Paysign;
 
     let stack = Stack::start(Options::default());
     let sha = |t: &str| paysign_plugin::config::sha256(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
@@ -69,7 +69,7 @@ fn the_embedding_api_keeps_the_callers_grants() {
     );
     // A configuration that does not load is a typed error that names the setting.
     match Paysign::from_file(&stack.dir.join("missing.yaml"), &prometheus::Registry::new()) {
-        Err(paysign_plugin::exchange::StartError::Config(e)) => assert!(e.to_string().contains("missing.yaml"), "{e}"),
+        Err(paysign_plugin::StartError::Config(e)) => assert!(e.to_string().contains("missing.yaml"), "{e}"),
         Err(other) => panic!("expected a configuration error, got {other}"),
         Ok(_) => panic!("a missing configuration file was accepted"),
     }
@@ -78,7 +78,7 @@ fn the_embedding_api_keeps_the_callers_grants() {
     // configuration stays.
     let moved = std::fs::read_to_string(&cfg).unwrap().replacen("platform:", "listen: 127.0.0.1:1\nplatform:", 1);
     write(&cfg, &moved);
-    assert!(matches!(paysign.live().reload(), Err(paysign_plugin::live::ReloadError::NeedsRestart(_))));
+    assert!(matches!(paysign.live().reload(), Err(paysign_plugin::ReloadError::NeedsRestart(_))));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let e = paysign.call(Some(MD5_MERCHANT), BINDCARD, bindcard("EMB-1"), "emb-1").await.unwrap_err();
@@ -139,7 +139,7 @@ fn my_gateway_passes_the_callers_token() {
 /// the other in-process test of this file calls the MD5 one.
 #[test]
 fn call_as_records_the_same_metrics_as_the_gateway() {
-    use paysign_plugin::exchange::Paysign;
+    use paysign_plugin::Paysign;
 
     let stack = Stack::start(Options::default());
     let registry = prometheus::Registry::new();

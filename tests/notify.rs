@@ -179,8 +179,8 @@ fn an_embedded_notification_listener_is_safeguarded_logs_through_tracing_and_kee
     let config = paysign_plugin::config::load(&path).expect("the configuration loads");
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(paysign_plugin::metrics::Metrics::new(&registry).unwrap());
-    let live = Arc::new(paysign_plugin::live::Live::new(path, config, metrics.clone()));
-    let mut service = paysign_plugin::notifications::Notifications::new(live).service().expect("notify is configured");
+    let live = Arc::new(paysign_plugin::Live::new(path, config, metrics.clone()));
+    let mut service = paysign_plugin::Notifications::new(live).service().expect("notify is configured");
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("embedder").enable_all().build().unwrap();
     let (_shutdown, watch) = tokio::sync::watch::channel(false);

@@ -492,7 +492,7 @@ fn the_demo_call_makes_the_sandbox_warn_of_nothing() {
 /// and reloading A bumped B's `paysign_config_generation`.
 #[test]
 fn two_instances_in_one_process_count_only_their_own() {
-    use paysign_plugin::exchange::Paysign;
+    use paysign_plugin::Paysign;
     use prometheus::Registry;
 
     let dir = temp_dir();

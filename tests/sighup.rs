@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use paysign_plugin::sighup::{Reload, ReloadOnSighup};
+use paysign_plugin::{Reload, ReloadOnSighup};
 use pingora::services::background::BackgroundService;
 
 mod common;

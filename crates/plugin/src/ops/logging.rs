@@ -18,7 +18,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 use crate::log_writer;
-pub use crate::log_writer::timestamp;
+pub use crate::log_writer::{flush, timestamp, EXIT_WAIT};
 
 /// A line's `ts`, formatted (RFC 3339, see [`timestamp`]) only when the line is serialised:
 /// nothing is formatted for an access line that is not written.

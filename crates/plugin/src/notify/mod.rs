@@ -1,0 +1,11 @@
+//! Platform notifications: the listener (a pingora service with the safeguards applied), each
+//! notification's steps (source → intake → open and verify → deliver → acknowledge), and the
+//! target seam verified notifications are handed to.
+
+mod flow;
+mod listener;
+mod target;
+
+pub use flow::{notification_id, NotificationFacts, NotificationLine, NotificationOutcome, NotifyState, NOTIFICATION_ID_HEADER};
+pub use listener::{Notifications, NOTIFY_NICE};
+pub use target::{HttpTarget, NotificationTarget, TargetAnswer, TargetError};
