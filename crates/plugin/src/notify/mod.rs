@@ -3,9 +3,9 @@
 //! target seam verified notifications are handed to.
 
 mod flow;
-mod listener;
+mod service;
 mod target;
 
 pub use flow::{notification_id, NotificationFacts, NotificationLine, NotificationOutcome, NotifyState, NOTIFICATION_ID_HEADER};
-pub use listener::{Notifications, NOTIFY_NICE};
+pub use service::{Notifications, NOTIFY_NICE};
 pub use target::{HttpTarget, NotificationTarget, TargetAnswer, TargetError};

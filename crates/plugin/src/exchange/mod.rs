@@ -62,32 +62,33 @@
 //! # }
 //! ```
 
+mod answer;
+mod intake;
+mod steps;
+
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use serde_json::{Map, Value};
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::auth;
 use crate::bearer::{self, Presented};
 use crate::config::{self, Config, ConfigError};
 use crate::error::{Delivery, GatewayError};
-use crate::executor::ExecError;
-use crate::h5;
-use crate::http_client::Answer;
 use crate::live::{Live, Runtime};
 use crate::logging;
 use crate::metrics::{self, Metrics};
-use crate::protocol::canonical::Part;
-use crate::protocol::envelope::NotAnObject;
 use crate::protocol::schema::Endpoints;
-use crate::protocol::{fields_of, Business, Merchant, OpenError, Opened, Profile};
-use crate::serve::Gathered;
+use crate::protocol::{fields_of, Business, Merchant};
+
+use answer::{answer, write_reply, AccessLine, Reply};
+use intake::{business_of, caller_gone, deadline, log_code, order_no, read_body, request_id, single_header};
+pub use steps::is_forwardable_path;
+use steps::{open, seal, select_merchant, validate, Sealed, Sent};
 
 /// Names the merchant (`customerNo`) a call is for; optional when exactly one is configured.
 pub const MERCHANT_HEADER: &str = "x-paysign-merchant";
@@ -275,25 +276,6 @@ impl Drop for InFlight {
     }
 }
 
-/// The access line (a contract: these fields, in this order; see docs/observability.md),
-/// serialised straight from the request's state.
-#[derive(serde::Serialize)]
-struct AccessLine<'a> {
-    request_id: &'a str,
-    endpoint: &'a str,
-    merchant: &'a str,
-    order_no: Option<&'a str>,
-    outcome: &'a str,
-    status: u16,
-    delivery: &'a str,
-    err_code: Option<&'a str>,
-    latency_ms: f64,
-    upstream_ms: Option<f64>,
-    ts: logging::Now,
-    level: &'static str,
-    msg: &'static str,
-}
-
 /// The platform's verified answer.
 #[derive(Debug)]
 pub struct Verified {
@@ -309,28 +291,6 @@ impl Verified {
     pub fn fields(&self) -> Map<String, Value> {
         fields_of(&self.plaintext)
     }
-}
-
-/// A request sealed for one merchant, admitted, ready to send.
-struct Sealed {
-    merchant: Arc<Merchant>,
-    body: Vec<u8>,
-    /// Held until the answer is opened: admission covers the whole exchange.
-    _admitted: OwnedSemaphorePermit,
-}
-
-/// What sending produced, with the time the platform took (when anything was attempted).
-struct Sent {
-    result: Result<Verified, GatewayError>,
-    upstream: Option<Duration>,
-}
-
-/// A verified answer for the internal service: the plaintext JSON, or the bank page.
-struct Reply {
-    body: Bytes,
-    content_type: String,
-    /// Set for the bank page (with the frame/sniff/referrer headers that go with it).
-    csp: Option<String>,
 }
 
 /// What the HTTP intake hands to the common steps.
@@ -665,280 +625,5 @@ impl Paysign {
             }
         }
         Ok(true)
-    }
-}
-
-/// The verified plaintext as JSON, or the bank page when a browser asked for it.
-fn answer(verified: Verified, wants_html: bool) -> Result<Reply, GatewayError> {
-    if wants_html {
-        let fields = verified.fields();
-        if h5::wants_form(&fields) {
-            let page = h5::render(&fields).map_err(GatewayError::Form)?;
-            return Ok(Reply { body: Bytes::from(page.body), content_type: page.content_type, csp: Some(page.csp) });
-        }
-    }
-    Ok(Reply { body: Bytes::from(verified.plaintext), content_type: JSON.into(), csp: None })
-}
-
-/// The merchant named by the caller, or the only one configured; its label set on `ex` as soon
-/// as it is known (`unknown` for a name not configured).
-fn select_merchant(rt: &Runtime, ex: &mut Exchange, named: Option<&str>) -> Result<Arc<Merchant>, GatewayError> {
-    let found = match named {
-        Some(c) => rt.config.merchants.get(c).cloned().ok_or(GatewayError::UnknownMerchant),
-        None => rt.config.default_merchant().cloned().ok_or(GatewayError::MerchantRequired),
-    };
-    ex.merchant = match (&found, named) {
-        (Ok(m), _) => m.customer_no.clone(),
-        (Err(_), Some(_)) => "unknown".into(),
-        (Err(_), None) => "none".into(),
-    };
-    found
-}
-
-/// Fields paysign owns (`sign`, `customerNo`) and the endpoint's schema.
-fn validate(endpoints: &Endpoints, path: &str, business: &mut Business<'_>, merchant: &Merchant) -> Result<(), GatewayError> {
-    check_reserved(business, &merchant.customer_no)?;
-    if let Some(ep) = endpoints.get(path) {
-        ep.validate(business).map_err(GatewayError::Invalid)?;
-    }
-    Ok(())
-}
-
-/// Admission, then `sign` and `reqmsg` (private-key work on the bounded executor, on fields it
-/// owns; MD5 and public-key work inline, on the caller's text).
-/// Beyond either bound: [`GatewayError::Overloaded`], nothing sent.
-async fn seal(rt: &Runtime, merchant: &Arc<Merchant>, business: Business<'_>) -> Result<Sealed, GatewayError> {
-    let admitted = rt.admission.clone().try_acquire_owned().map_err(|_| GatewayError::Overloaded)?;
-    let sealed = match merchant.profile() {
-        Profile::Md5 => merchant.seal_observed(business, rt.metrics.crypto_timings()),
-        Profile::Rsa => {
-            let (m, business, metrics) = (merchant.clone(), business.into_owned(), rt.metrics.clone());
-            private_key_work(rt, Profile::Rsa, Stage::BeforeSending, move || m.seal_observed(business, metrics.crypto_timings())).await?
-        }
-    }?;
-    Ok(Sealed { merchant: merchant.clone(), body: sealed.body, _admitted: admitted })
-}
-
-/// The request body's fields: UTF-8 text of one JSON object, read once (see [`Business`]).
-fn business_of(body: &[u8]) -> Result<Business<'_>, GatewayError> {
-    std::str::from_utf8(body).map_err(|_| GatewayError::BadBody("is not UTF-8"))?;
-    Business::parse(body).map_err(|e| {
-        GatewayError::BadBody(match e {
-            NotAnObject::NotJson => "is not JSON",
-            NotAnObject::OtherValue => "is not a JSON object",
-        })
-    })
-}
-
-/// An errCode for the access line as the caller got it (at most 64 characters).
-fn log_code(code: &str) -> String {
-    code.chars().take(64).collect()
-}
-
-/// `orderNo` for the access line (at most 64 characters).
-fn order_no(business: &Business<'_>) -> Option<String> {
-    match business.get("orderNo") {
-        Some(Part::Text(s)) => Some(s.chars().take(64).collect()),
-        _ => None,
-    }
-}
-
-/// Resolves when the caller closes its connection (the request body has been read); pends
-/// otherwise.
-async fn caller_gone(session: &mut Session) {
-    if session.read_body_or_idle(true).await.is_ok() {
-        // Pipelined bytes, not a close: keep waiting for the work.
-        std::future::pending::<()>().await
-    }
-}
-
-/// A header that may appear at most once.
-fn single_header<'a>(req: &'a RequestHeader, name: &'static str) -> Result<Option<&'a http::HeaderValue>, GatewayError> {
-    let mut all = req.headers.get_all(name).iter();
-    let first = all.next();
-    if all.next().is_some() {
-        return Err(GatewayError::DuplicateHeader(name));
-    }
-    Ok(first)
-}
-
-/// `X-Paysign-Deadline-Ms`: whole milliseconds, at most a day.
-fn deadline(req: &RequestHeader) -> Result<Option<Duration>, GatewayError> {
-    match single_header(req, DEADLINE_HEADER)? {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|ms| *ms <= 86_400_000)
-            .map(|ms| Some(Duration::from_millis(ms)))
-            .ok_or(GatewayError::BadHeader(DEADLINE_HEADER)),
-    }
-}
-
-async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
-    let declared =
-        session.req_header().headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        // The body stays unread, so this connection cannot be reused.
-        session.set_keepalive(None);
-        return Err(GatewayError::BodyTooLarge { limit });
-    }
-    let mut body = Gathered::new(limit);
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if body.push(chunk).is_err() {
-                    session.set_keepalive(None);
-                    return Err(GatewayError::BodyTooLarge { limit });
-                }
-            }
-            Ok(None) => return Ok(body.finish()),
-            Err(_) => {
-                session.set_keepalive(None);
-                return Err(GatewayError::BadBody("could not be read"));
-            }
-        }
-    }
-}
-
-fn request_id(session: &Session) -> String {
-    let given = session.req_header().headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok());
-    match given {
-        Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) => {
-            id.to_string()
-        }
-        _ => logging::new_request_id(),
-    }
-}
-
-async fn write_reply(
-    session: &mut Session,
-    ex: &Exchange,
-    status: u16,
-    content_type: &str,
-    body: Bytes,
-    extra: &[(&'static str, &str)],
-) -> pingora::Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(6 + extra.len()))?;
-    resp.insert_header("Content-Type", content_type)?;
-    resp.insert_header("Content-Length", http::HeaderValue::from(body.len()))?;
-    resp.insert_header("Cache-Control", "no-store")?;
-    resp.insert_header("X-Request-Id", ex.request_id.as_str())?;
-    resp.insert_header(DELIVERY_HEADER, ex.delivery.as_str())?;
-    for (k, v) in extra {
-        resp.insert_header(*k, *v)?;
-    }
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await?;
-    Ok(())
-}
-
-/// Step 5: open and verify the platform's answer.
-async fn open(rt: &Runtime, merchant: &Arc<Merchant>, answer: Answer) -> Result<Verified, GatewayError> {
-    let status = answer.status;
-    let body = answer.body;
-    let opened = match merchant.profile() {
-        // Inline: nothing to move to a worker.
-        Profile::Md5 => merchant.open_response_observed(&body, rt.metrics.crypto_timings()),
-        Profile::Rsa => {
-            let (m, metrics) = (merchant.clone(), rt.metrics.clone());
-            let open = move || m.open_response_observed(&body, metrics.crypto_timings());
-            private_key_work(rt, Profile::Rsa, Stage::AfterSending, open).await?
-        }
-    };
-    match opened {
-        Ok(Opened::Verified { plaintext, err_code }) => Ok(Verified { plaintext, err_code }),
-        Ok(Opened::PlatformFailure { code, msg }) => Err(GatewayError::PlatformFailure { code, msg }),
-        // Not the platform's envelope at all (an HTML error page): say what HTTP status came.
-        Err(OpenError::Envelope(_)) if status != 200 => Err(GatewayError::UpstreamHttp(status)),
-        Err(e) => Err(GatewayError::Verify(e)),
-    }
-}
-
-/// Only normalised `/api/…` paths go to the platform (a third party): no `.`/`..` segments,
-/// no empty segments, a conservative character set.
-pub fn is_forwardable_path(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix("/api/") else {
-        return false;
-    };
-    !rest.is_empty()
-        && rest.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
-        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
-}
-
-/// `sign` is computed by paysign and `customerNo` comes from the configuration.
-fn check_reserved(business: &mut Business<'_>, customer_no: &str) -> Result<(), GatewayError> {
-    if business.get("sign").is_some() {
-        return Err(GatewayError::ReservedField("sign", "paysign computes it"));
-    }
-    match business.get("customerNo") {
-        None => Ok(()),
-        Some(Part::Text(c)) if c == customer_no => {
-            business.remove("customerNo");
-            Ok(())
-        }
-        Some(_) => Err(GatewayError::ReservedField("customerNo", "it must be the selected merchant's, or left out")),
-    }
-}
-
-/// Whether the platform may already have the request: work after sending is never shed.
-#[derive(Clone, Copy)]
-enum Stage {
-    BeforeSending,
-    AfterSending,
-}
-
-/// Private-key work goes through the one bounded executor (see `executor.rs`); public-key and
-/// MD5 work (tens of microseconds) stays inline, where a thread hop costs more.
-async fn private_key_work<T: Send + 'static>(
-    rt: &Runtime,
-    profile: Profile,
-    stage: Stage,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, GatewayError> {
-    if profile != Profile::Rsa {
-        return Ok(f());
-    }
-    let result = match stage {
-        Stage::BeforeSending => rt.executor.run(f).await,
-        Stage::AfterSending => rt.executor.run_committed(f).await,
-    };
-    result.map_err(|e| executor_error(stage, e))
-}
-
-/// What an executor failure means for the caller. Before sending, a saturated executor sent
-/// nothing (503 `not-sent`); after sending, the platform may have acted, so whatever kept the
-/// answer from being opened is never "not sent".
-fn executor_error(stage: Stage, e: ExecError) -> GatewayError {
-    match (stage, e) {
-        (Stage::BeforeSending, ExecError::Overloaded) => GatewayError::Overloaded,
-        (Stage::AfterSending, ExecError::Overloaded) | (Stage::BeforeSending | Stage::AfterSending, ExecError::Panicked) => {
-            GatewayError::Internal
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn after_sending_an_executor_failure_is_never_not_sent() {
-        use crate::error::Delivery;
-        assert_eq!(executor_error(Stage::BeforeSending, ExecError::Overloaded).delivery(), Delivery::NotSent);
-        assert_eq!(executor_error(Stage::AfterSending, ExecError::Overloaded).delivery(), Delivery::Unknown);
-        assert_eq!(executor_error(Stage::BeforeSending, ExecError::Panicked).delivery(), Delivery::Unknown);
-        assert_eq!(executor_error(Stage::AfterSending, ExecError::Panicked).delivery(), Delivery::Unknown);
-    }
-
-    #[test]
-    fn forwardable_paths() {
-        assert!(is_forwardable_path("/api/vborder/shortcut/bindCard/create"));
-        assert!(!is_forwardable_path("/api/"));
-        assert!(!is_forwardable_path("/api/../admin"));
-        assert!(!is_forwardable_path("/api//x"));
-        assert!(!is_forwardable_path("/metrics"));
-        assert!(!is_forwardable_path("/api/a%2e%2e"));
     }
 }
