@@ -76,6 +76,8 @@
 //! metrics endpoint, SIGHUP), and the project's contract tests run against it as against the
 //! binary. The wire protocol itself (keys, seal, open) is the pure crate [`protocol`].
 
+#![warn(missing_docs)]
+
 // The platform is reached over https: without a TLS library every call would fail at run time,
 // so refuse to build instead. (Two libraries at once already fail inside pingora-core, E0252.)
 #[cfg(not(any(feature = "rustls", feature = "openssl", feature = "boringssl")))]

@@ -35,7 +35,8 @@ impl Drop for Handling<'_> {
     }
 }
 
-/// The listener: takes the current [`NotifyState`] for each notification.
+/// The listener: takes the current notification state (routes, keys, target) for each
+/// notification.
 pub struct Notifications {
     live: Arc<Live>,
     /// The nice value its threads take, if any (opt-in: see [`Notifications::lower_priority`]).

@@ -245,7 +245,7 @@ impl Drop for Counted {
 }
 
 /// What every app behind [`Limited`] does first for each request (the only moment a head is
-/// known to be complete): tells the connection's [`HeadDeadline`] (if the stream is one) that
+/// known to be complete): tells the connection's `HeadDeadline` (if the stream is one) that
 /// pingora has parsed the head, so its deadline and size bound end; and answers pipelined
 /// requests in order (pingora's default drops the second one).
 pub fn request_parsed(session: &mut pingora::protocols::http::ServerSession) {

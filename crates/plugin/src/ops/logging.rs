@@ -2,7 +2,7 @@
 //! ([`access_line`]: one event on [`ACCESS_TARGET`] carrying the line's JSON) — so they go to
 //! whatever subscriber the embedder installed. The binary installs [`init`]'s: one JSON object
 //! per line on stderr (pingora's `log` records bridged into it), the access line's JSON as the
-//! line itself; every line leaves through one writer thread ([`crate::log_writer`]), so
+//! line itself; every line leaves through one writer thread (`log_writer`), so
 //! logging never blocks a request on stderr. Nothing secret or
 //! personal is ever passed in: callers log customer numbers, order numbers, outcomes and
 //! sizes, never keys, `sign`, `reqmsg` or the personal fields of a request.
