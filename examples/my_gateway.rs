@@ -17,7 +17,6 @@
 //! ```
 //! (`make demo` runs the sandbox platform it talks to.)
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,11 +27,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 
 use paysign_plugin::metrics::Listener;
-use paysign_plugin::Notifications;
-use paysign_plugin::{config, logging, metrics};
-use paysign_plugin::{request_parsed, safeguarded_service, tcp_listener, Limits};
-use paysign_plugin::{Exchange, Paysign};
-use paysign_plugin::{Reload, ReloadOnSighup};
+use paysign_plugin::{config, logging, metrics, request_parsed, Exchange, Paysign};
 
 struct MyGateway {
     paysign: Paysign,
@@ -126,9 +121,6 @@ fn main() {
         std::process::exit(1);
     });
 
-    // paysign's safeguards (connection bound, head deadline and size) for this gateway's own
-    // listeners too.
-    let limits = Limits::of(&cfg);
     let (listen, admin_listen, threads) = (cfg.listen.clone(), cfg.admin_listen.clone(), cfg.threads);
     // paysign's metrics in this gateway's own registry, served on its own endpoint below.
     let registry = prometheus::Registry::new();
@@ -136,33 +128,27 @@ fn main() {
         eprintln!("my_gateway: {e}");
         std::process::exit(1);
     });
-    // One reloadable state for the exchange and the notification listener.
-    let live = paysign.live().clone();
 
     let conf = ServerConf { threads, ..ServerConf::default() };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let proxy = pingora::proxy::http_proxy(&server.configuration, MyGateway { paysign, upstream });
-    let mut svc = safeguarded_service("my gateway", Listener::Proxy, proxy, limits, live.metrics());
-    svc.add_listener(tcp_listener(&listen));
-    server.add_service(svc);
-
-    // The notification listener on `notify.listen`, safeguards and allow_from applied.
-    if let Some(svc) = Notifications::new(live.clone()).service() {
-        server.add_service(svc);
+    // This gateway's proxy, behind paysign's safeguards (connection bound, head deadline and
+    // size): paysign on `/api/…`, the rest to the ordinary upstream.
+    let proxy = pingora::proxy::http_proxy(&server.configuration, MyGateway { paysign: paysign.clone(), upstream });
+    server.add_service(paysign.safeguarded("my gateway", Listener::Proxy, &listen, proxy));
+    // The platform's notifications on `notify.listen` (safeguarded, allow_from at accept).
+    if let Some(notifications) = paysign.notification_service() {
+        server.add_service(notifications);
     }
-
-    let ops = Ops { registry, proxy: listen };
-    let mut svc = safeguarded_service("my gateway ops", Listener::Admin, ops, Limits { max_connections: 64, ..limits }, live.metrics());
-    svc.add_listener(tcp_listener(&admin_listen));
-    svc.threads = Some(1);
-    server.add_service(svc);
-
+    // Its own operations endpoint, with paysign's metrics in its registry.
+    let mut ops = paysign.safeguarded("my gateway ops", Listener::Admin, &admin_listen, Ops { registry, proxy: listen });
+    ops.threads = Some(1);
+    server.add_service(ops);
     // SIGHUP reloads paysign's configuration (and keys) instead of ending the process.
-    match ReloadOnSighup::new(vec![live.clone() as Arc<dyn Reload>]) {
+    match paysign.reload_on_sighup() {
         Ok(reload) => {
-            server.add_service(reload.service());
+            server.add_service(reload);
         }
         Err(e) => {
             eprintln!("my_gateway: cannot handle SIGHUP: {e}");

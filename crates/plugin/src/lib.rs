@@ -92,6 +92,7 @@ mod keys;
 mod live;
 mod notify;
 mod ops;
+mod services;
 mod upstream;
 
 pub use error::{Delivery, GatewayError};
