@@ -20,6 +20,7 @@ pub enum Delivery {
 }
 
 impl Delivery {
+    /// The `X-Paysign-Delivery` value: `not-sent`, `sent` or `unknown`.
     pub fn as_str(self) -> &'static str {
         match self {
             Delivery::NotSent => "not-sent",
@@ -29,76 +30,136 @@ impl Delivery {
     }
 }
 
+/// Why a request was answered with an error rather than the platform's verified plaintext.
+/// Each variant says when it happens, its status and its [`Delivery`].
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// The path is not one paysign forwards (a normalised `/api/…` path); 404, `not-sent`.
     #[error("no such endpoint: paysign proxies POST /api/…")]
     NotFound,
+    /// The method is not POST (also pingora's bare 405 to `CONNECT`); 405 with `Allow: POST`,
+    /// `not-sent`.
     #[error("method not allowed: use POST")]
     MethodNotAllowed,
+    /// The body (as declared, or as read) is over `max_body_bytes`; 413, `not-sent`.
     #[error("request body is larger than {limit} bytes")]
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        /// `max_body_bytes` in force.
+        limit: usize,
+    },
+    /// The body could not be read, or is not UTF-8 text of one JSON object; 400, `not-sent`.
     #[error("request body {0}")]
     BadBody(&'static str),
+    /// The body did not arrive within `client_body_timeout_ms`; 408, `not-sent`.
     #[error("the request body did not arrive in time")]
     ClientTimeout,
+    /// A field breaks the endpoint's schema (errCode from the table: 1003 missing, 1002 invalid);
+    /// 400, `not-sent`.
     #[error("{}", .0.message)]
     Invalid(Invalid),
+    /// The body carries `sign`, or a `customerNo` other than the selected merchant's; 400,
+    /// `not-sent`.
     #[error("'{0}' must not be sent: {1}")]
     ReservedField(&'static str, &'static str),
+    /// `X-Paysign-Merchant` or `X-Paysign-Deadline-Ms` appears more than once; 400, `not-sent`.
     #[error("the {0} header appears more than once")]
     DuplicateHeader(&'static str),
+    /// `X-Paysign-Deadline-Ms` is not whole milliseconds of at most a day; 400, `not-sent`.
     #[error("the {0} header is not valid")]
     BadHeader(&'static str),
+    /// The URL has a query string (the platform signs the body only); 400, `not-sent`.
     #[error("a query string is not accepted on this endpoint; send every field in the JSON body")]
     QueryNotAllowed,
+    /// `callers` are configured and the bearer token is missing, malformed or unknown; 401 with
+    /// `WWW-Authenticate: Bearer`, `not-sent`.
     #[error("authentication required: send Authorization: Bearer <your caller token>")]
     Unauthenticated,
+    /// The caller's grants do not cover this endpoint or merchant; 403, `not-sent`.
     #[error("this caller may not use this merchant or endpoint")]
     Forbidden,
+    /// A bound was reached before sending (`max_in_flight`, the private-key executor's workers and
+    /// queue, the listener's budget for request heads) or a head was unfinished at shutdown; 503
+    /// with `Retry-After: 1`, `not-sent`.
     #[error("paysign is at capacity; nothing was sent: retry after a moment")]
     Overloaded,
+    /// The caller closed its connection while its request waited to be sealed; 499 (nobody reads
+    /// it), `not-sent`.
     #[error("the caller closed the connection before the request was sent; nothing was sent")]
     CallerGone,
+    /// [`Paysign::stop_sending`](crate::Paysign::stop_sending) was called before the request was
+    /// sent; 503, `not-sent`.
     #[error("paysign is shutting down and its drain deadline passed before the request could be sent; nothing was sent: resend it")]
     ShuttingDown,
+    /// The caller's `X-Paysign-Deadline-Ms` had passed once the request was sealed; 503,
+    /// `not-sent`.
     #[error("the caller's deadline (X-Paysign-Deadline-Ms) passed before the request could be sent; nothing was sent")]
     DeadlinePassed,
+    /// No merchant is named while several are configured; 400, `not-sent`.
     #[error("several merchants are configured: name one with the X-Paysign-Merchant header")]
     MerchantRequired,
+    /// The named merchant (`customerNo`) is not configured; 400 with errCode 2001, `not-sent`.
     #[error("unknown merchant: no merchant with that customerNo is configured")]
     UnknownMerchant,
+    /// Signing or encrypting the request failed (key or RNG trouble); 500, `not-sent`.
     #[error("the request could not be sealed")]
     Seal(#[from] SealError),
+    /// No connection to the platform could be set up, after the allowed retries; 502, `not-sent`.
     #[error("the platform could not be reached; nothing was sent")]
     Unreachable,
+    /// The TLS handshake with the platform failed (retrying cannot help); 502, `not-sent`.
     #[error("the TLS handshake with the platform failed (certificate not trusted, or not for this host name); nothing was sent")]
     PlatformTls,
+    /// No complete answer within `platform.read_timeout_ms` after sending; 504, `unknown`.
     #[error("the platform did not answer in time; the request may have been received")]
     Timeout,
+    /// The connection to the platform failed after the body may have left; 502, `unknown`.
     #[error("the connection to the platform failed after sending; the request may have been received")]
     UpstreamIo,
+    /// The platform's answer is over `platform.max_response_bytes`; 502, `sent`.
     #[error("the platform's answer is larger than {limit} bytes")]
-    ResponseTooLarge { limit: usize },
+    ResponseTooLarge {
+        /// `platform.max_response_bytes` in force.
+        limit: usize,
+    },
+    /// The platform answered a non-200 HTTP status without its envelope (an error page); 502,
+    /// `sent`.
     #[error("the platform answered HTTP {0} without a protocol envelope")]
     UpstreamHttp(u16),
+    /// The platform answered a failure envelope (`code` ≠ 200 or `success` false); 502 with its
+    /// code as errCode and `source` `platform`, `sent`.
     #[error("{msg}")]
-    PlatformFailure { code: String, msg: String },
+    PlatformFailure {
+        /// The platform's `code` (empty when it sent none): the answer's errCode.
+        code: String,
+        /// The platform's `msg` (empty when it sent none): the answer's errMessage.
+        msg: String,
+    },
+    /// The platform's answer could not be opened or verified; 502, `sent`.
     /// Deliberately one message for every cause (see `OpenError::reason` for metrics).
     #[error("the platform's answer could not be verified; it was discarded")]
     Verify(OpenError),
+    /// A browser asked for the bank page (`Accept: text/html`) and the verified answer's `submit…`
+    /// fields cannot make one; 502, `sent`.
     #[error("the platform's answer cannot be rendered as the bank page: {0}")]
     Form(crate::h5::FormError),
     /// Refused by the HTTP parser before any app saw it (differing duplicate `Content-Length`,
-    /// NUL, obs-fold, …).
+    /// NUL, obs-fold, …); 400, `not-sent`.
     #[error("the request head could not be parsed as HTTP/1.1")]
     BadHttp,
+    /// A request head over `max_header_bytes`, refused by the listener; 431, `not-sent`.
     #[error("the request head is larger than {limit} bytes")]
-    HeadTooLarge { limit: usize },
+    HeadTooLarge {
+        /// `max_header_bytes` in force.
+        limit: usize,
+    },
+    /// A private-key job panicked, or after sending the executor had no room to open the answer;
+    /// 500, `unknown`.
     #[error("internal error")]
     Internal,
 }
 
 impl GatewayError {
+    /// The HTTP status of the answer.
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::NotFound => 404,
@@ -169,6 +230,7 @@ impl GatewayError {
         }
     }
 
+    /// The answer's `source`: `platform` for the platform's own failure, `gateway` otherwise.
     pub fn source_name(&self) -> &'static str {
         match self {
             GatewayError::PlatformFailure { .. } => "platform",

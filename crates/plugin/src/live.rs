@@ -15,6 +15,7 @@ use crate::upstream::PlatformClient;
 
 /// Everything a request needs, built once per (re)load.
 pub struct Runtime {
+    /// The configuration in force (settings fixed at start keep their running values).
     pub config: Config,
     /// Shared across reloads while the platform settings stay the same (warm connection pool).
     pub client: Arc<PlatformClient>,
@@ -22,7 +23,9 @@ pub struct Runtime {
     pub executor: Arc<PrivateKeyExecutor>,
     /// Admission of proxied requests (`max_in_flight`, kept across reloads).
     pub admission: Arc<tokio::sync::Semaphore>,
+    /// The notification routes and target; `None` without a `notify` section.
     pub notify: Option<NotifyState>,
+    /// Which load this is: 1 at start-up, one more for each reload (`paysign_config_generation`).
     pub generation: u64,
     /// Settings whose value in the file differs from the one in force, which only a restart
     /// (or an upgrade) applies; `config` holds the values in force.
@@ -129,9 +132,13 @@ pub enum ReloadError {
 /// one in the file.
 #[derive(Debug)]
 pub struct ListenerChange {
+    /// The new configuration's file (for the builder: its `source`).
     pub config: PathBuf,
+    /// The setting that changed: `listen`, `admin_listen` or `notify.listen`.
     pub setting: &'static str,
+    /// The address in force (`(none)` for `notify.listen` without a `notify` section).
     pub running: String,
+    /// The address in the new configuration (`(none)` likewise).
     pub file: String,
 }
 
@@ -151,6 +158,7 @@ impl std::fmt::Display for ListenerChange {
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reloaded {
+    /// The generation now in force.
     pub generation: u64,
     /// Changed in the file but not applied: they need a restart.
     pub needs_restart: Vec<&'static str>,
@@ -162,6 +170,8 @@ impl From<config::ConfigErrors> for ReloadError {
     }
 }
 
+/// One gateway instance's reloadable state: the [`Runtime`] in force, where the next
+/// configuration comes from, and the instance's metrics.
 pub struct Live {
     source: ReloadSource,
     /// One reload at a time: each reads the file after the previous one has been swapped in,
@@ -313,6 +323,7 @@ pub struct NotifyCounters {
 }
 
 impl NotifyCounters {
+    /// Notifications being handled now.
     pub fn in_flight(&self) -> i64 {
         self.in_flight.load(std::sync::atomic::Ordering::Acquire)
     }

@@ -44,8 +44,11 @@ use crate::crypto::{ExternalError, ExternalKey, PrivateKey, RejectionKey, Secret
 /// A parsed `pkcs11:` URI (the path attributes paysign uses).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pkcs11Uri {
+    /// `token=`: the label of the token to find the key in (required).
     pub token: String,
+    /// `object=`: the key's label (`CKA_LABEL`); at least one of `object` and `id` is given.
     pub object: Option<String>,
+    /// `id=`: the key's `CKA_ID`, percent-decoded bytes.
     pub id: Option<Vec<u8>>,
 }
 
@@ -434,6 +437,8 @@ pub enum Pkcs11Error {
     Token(String),
 }
 
+/// Whether a `merchant_private_key` value names a key in a token (starts with `pkcs11:`)
+/// rather than a file.
 pub fn is_uri(s: &str) -> bool {
     s.starts_with("pkcs11:")
 }

@@ -32,18 +32,22 @@ pub struct ReadyState {
 }
 
 impl ReadyState {
+    /// Every listener is bound.
     pub fn set_listening(&self) {
         self.listening.store(true, Ordering::Release);
     }
 
+    /// The process handles SIGTERM, SIGQUIT and SIGINT (a signal no longer ends it at once).
     pub fn set_signals_handled(&self) {
         self.signals.store(true, Ordering::Release);
     }
 
+    /// Whether [`ReadyState::set_signals_handled`] has been called.
     pub fn signals_handled(&self) -> bool {
         self.signals.load(Ordering::Acquire)
     }
 
+    /// A shutdown or hand-off has begun: `/readyz` answers not ready from now on.
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
@@ -62,6 +66,8 @@ impl ReadyState {
     }
 }
 
+/// The admin listener's app: serves `/metrics`, `/healthz`, `/readyz`, `POST /-/reload` and
+/// `GET /config`.
 pub struct Admin {
     /// The proxy listener whose acceptance makes us ready.
     pub proxy_addr: SocketAddr,

@@ -60,34 +60,65 @@ label_set!(
     /// written), `bad_http` (pingora's parser refused the head), `head_too_large` (a head over
     /// `max_header_bytes`), and every `GatewayError::outcome`.
     REQUEST_OUTCOMES {
+        /// The verified answer was written to the caller.
         Verified => "verified",
+        /// A verified answer the caller did not take (pingora reported an error writing it).
         ClientGone => "client_gone",
+        /// [`GatewayError::BadHttp`](crate::GatewayError::BadHttp).
         BadHttp => "bad_http",
+        /// [`GatewayError::HeadTooLarge`](crate::GatewayError::HeadTooLarge).
         HeadTooLarge => "head_too_large",
+        /// [`GatewayError::NotFound`](crate::GatewayError::NotFound).
         NotFound => "not_found",
+        /// [`GatewayError::MethodNotAllowed`](crate::GatewayError::MethodNotAllowed).
         MethodNotAllowed => "method_not_allowed",
+        /// [`GatewayError::BodyTooLarge`](crate::GatewayError::BodyTooLarge).
         BodyTooLarge => "body_too_large",
+        /// [`GatewayError::ClientTimeout`](crate::GatewayError::ClientTimeout).
         ClientTimeout => "client_timeout",
+        /// `BadBody`, `ReservedField`, `DuplicateHeader`, `BadHeader`, or a request that never
+        /// reached `request_filter`.
         BadRequest => "bad_request",
+        /// [`GatewayError::QueryNotAllowed`](crate::GatewayError::QueryNotAllowed).
         QueryRefused => "query_refused",
+        /// [`GatewayError::Unauthenticated`](crate::GatewayError::Unauthenticated).
         Unauthenticated => "unauthenticated",
+        /// [`GatewayError::Forbidden`](crate::GatewayError::Forbidden).
         Forbidden => "forbidden",
+        /// [`GatewayError::Overloaded`](crate::GatewayError::Overloaded).
         Shed => "shed",
+        /// [`GatewayError::DeadlinePassed`](crate::GatewayError::DeadlinePassed).
         Deadline => "deadline",
+        /// [`GatewayError::ShuttingDown`](crate::GatewayError::ShuttingDown).
         ShuttingDown => "shutting_down",
+        /// [`GatewayError::CallerGone`](crate::GatewayError::CallerGone).
         Abandoned => "abandoned",
+        /// [`GatewayError::Invalid`](crate::GatewayError::Invalid).
         Invalid => "invalid",
+        /// [`GatewayError::UnknownMerchant`](crate::GatewayError::UnknownMerchant) or
+        /// `MerchantRequired`.
         UnknownMerchant => "unknown_merchant",
+        /// [`GatewayError::Seal`](crate::GatewayError::Seal).
         SealFailed => "seal_failed",
+        /// [`GatewayError::Unreachable`](crate::GatewayError::Unreachable).
         Unreachable => "unreachable",
+        /// [`GatewayError::PlatformTls`](crate::GatewayError::PlatformTls).
         TlsFailed => "tls_failed",
+        /// [`GatewayError::Timeout`](crate::GatewayError::Timeout).
         Timeout => "timeout",
+        /// [`GatewayError::UpstreamIo`](crate::GatewayError::UpstreamIo).
         UpstreamIo => "upstream_io",
+        /// [`GatewayError::ResponseTooLarge`](crate::GatewayError::ResponseTooLarge).
         ResponseTooLarge => "response_too_large",
+        /// [`GatewayError::UpstreamHttp`](crate::GatewayError::UpstreamHttp).
         UpstreamHttp => "upstream_http",
+        /// [`GatewayError::PlatformFailure`](crate::GatewayError::PlatformFailure).
         PlatformFailure => "platform_failure",
+        /// [`GatewayError::Verify`](crate::GatewayError::Verify).
         VerifyFailed => "verify_failed",
+        /// [`GatewayError::Form`](crate::GatewayError::Form).
         FormFailed => "form_failed",
+        /// [`GatewayError::Internal`](crate::GatewayError::Internal).
         Internal => "internal",
     }
 );
@@ -97,13 +128,21 @@ label_set!(
     VerifyReason,
     /// `paysign_verification_failures_total{reason}` (`OpenError::reason`).
     VERIFY_REASONS {
+        /// The outer JSON envelope is malformed.
         Envelope => "envelope",
+        /// The envelope names another `customerNo`.
         CustomerMismatch => "customer_mismatch",
+        /// `reqmsg` is not base64, or not a whole number of blocks.
         Encoding => "encoding",
+        /// A `reqmsg` block does not open.
         Padding => "padding",
+        /// The opened `reqmsg` is not a JSON object.
         Plaintext => "plaintext",
+        /// The opened `reqmsg` is not UTF-8.
         NotUtf8 => "not_utf8",
+        /// `sign` is missing or does not verify.
         Signature => "signature",
+        /// Verified, but not shaped as a notification (an answer posing as one).
         NotNotification => "not_notification",
     }
 );
@@ -130,22 +169,40 @@ label_set!(
     NotificationOutcome,
     /// `paysign_notifications_total{outcome}` (the outcomes of `notify.rs`).
     NOTIFICATION_OUTCOMES {
+        /// Verified and taken by the target (a 2xx).
         Forwarded => "forwarded",
+        /// The source address is not in `notify.allow_from`.
         SourceRefused => "source_refused",
+        /// The path is not a configured route.
         NotFound => "not_found",
+        /// The method is not POST.
         MethodNotAllowed => "method_not_allowed",
+        /// The body is over `notify.max_body_bytes`.
         TooLarge => "too_large",
+        /// The body did not arrive within `client_body_timeout_ms`.
         BodyTimeout => "body_timeout",
+        /// The body is unreadable, not a JSON object, or not a notification envelope.
         Malformed => "malformed",
+        /// The `customerNo` is not the route's merchant, or the envelope names another.
         WrongMerchant => "wrong_merchant",
+        /// The `customerNo` is not a configured merchant.
         UnknownMerchant => "unknown_merchant",
+        /// `reqmsg` has more blocks than `notify.max_blocks` (refused before decrypting).
         TooManyBlocks => "too_many_blocks",
+        /// The private-key executor had no room to open it (the platform retries).
         Shed => "shed",
+        /// The private-key job that opened it panicked.
         Internal => "internal",
+        /// `reqmsg` does not decode or open, its plaintext is not a JSON object, or `sign` does not
+        /// verify (one outcome for all: no oracle).
         Forged => "forged",
+        /// Genuine but not UTF-8 (a charset problem to fix with the platform).
         NotUtf8 => "not_utf8",
+        /// Verified, but not shaped as a notification: never forwarded.
         NotNotification => "not_notification",
+        /// The target answered non-2xx, or failed after the notification may have reached it.
         TargetFailed => "target_failed",
+        /// The target could not be reached (nothing was sent to it).
         TargetUnreachable => "target_unreachable",
     }
 );
@@ -156,11 +213,17 @@ label_set!(
     /// `paysign_caller_refusals_total{reason}`: the proxy's (`missing`, `malformed`,
     /// `unknown_token`, `forbidden`) and the admin listener's (`unauthenticated`, `not_loopback`).
     CALLER_REFUSAL_REASONS {
+        /// No bearer token was presented.
         Missing => "missing",
+        /// The `Authorization` header is repeated, not `Bearer …`, or not text.
         Malformed => "malformed",
+        /// The token is no configured caller's.
         UnknownToken => "unknown_token",
+        /// The caller's grants do not cover the endpoint or merchant.
         Forbidden => "forbidden",
+        /// Admin: no valid admin token presented.
         Unauthenticated => "unauthenticated",
+        /// Admin: no `admin_token_file` and not from 127.0.0.1 or ::1.
         NotLoopback => "not_loopback",
     }
 );
@@ -170,8 +233,11 @@ label_set!(
     Listener,
     /// `listener` of the connection metrics.
     LISTENERS {
+        /// The proxy listener (`listen`).
         Proxy => "proxy",
+        /// The notification listener (`notify.listen`).
         Notify => "notify",
+        /// The admin listener (`admin_listen`).
         Admin => "admin",
     }
 );
@@ -181,7 +247,9 @@ label_set!(
     PrivateKeyJob,
     /// `paysign_private_key_jobs_total{outcome}`: done, or skipped (its caller had gone).
     PRIVATE_KEY_JOB_OUTCOMES {
+        /// The operation ran.
         Executed => "executed",
+        /// Not run: its caller had gone before the work started.
         Skipped => "skipped",
     }
 );
@@ -191,7 +259,9 @@ label_set!(
     ReloadResult,
     /// `paysign_config_reloads_total{result}`.
     RELOAD_RESULTS {
+        /// The new configuration is in force.
         Ok => "ok",
+        /// Refused: the running configuration stays in force.
         Failed => "failed",
     }
 );
@@ -217,31 +287,57 @@ pub const CRYPTO_OPS: [&str; 8] = ["canonicalize", "md5_sign", "md5_verify", "rs
 /// handles resolved at construction ([`Metrics::listener`], [`Metrics::executor`],
 /// [`Metrics::crypto_timings`]) so that counting costs no label lookup.
 pub struct Metrics {
+    /// `paysign_requests_total{endpoint,merchant,outcome}`: requests from internal services.
     pub requests: IntCounterVec,
+    /// `paysign_request_duration_seconds{endpoint}`: request received to response written.
     pub request_duration: HistogramVec,
+    /// `paysign_upstream_duration_seconds{endpoint}`: connecting to the platform to its answer.
     pub upstream_duration: HistogramVec,
+    /// `paysign_crypto_duration_seconds{op}`: the duration of each crypto operation.
     pub crypto_duration: HistogramVec,
+    /// `paysign_verification_failures_total{reason}`: answers and notifications not verified.
     pub verify_failures: IntCounterVec,
+    /// `paysign_platform_errcode_total{endpoint,errcode}`: errCode of verified answers.
     pub platform_errcodes: IntCounterVec,
+    /// `paysign_platform_failures_total{endpoint}`: the platform's failure envelopes.
     pub platform_failures: IntCounterVec,
+    /// `paysign_upstream_connect_retries_total{endpoint}`: connects retried (nothing sent).
     pub connect_retries: IntCounterVec,
+    /// `paysign_notifications_total{route,outcome}`: platform notifications.
     pub notifications: IntCounterVec,
+    /// `paysign_notification_forward_duration_seconds{route}`: the target taking a notification.
     pub notify_forward_duration: HistogramVec,
+    /// `paysign_config_reloads_total{result}`: reloads, `ok` or `failed`.
     pub config_reloads: IntCounterVec,
+    /// `paysign_config_generation`: configurations loaded (1 at start-up).
     pub config_generation: IntGauge,
+    /// `paysign_requests_in_flight`: requests being handled now.
     pub in_flight: IntGauge,
+    /// `paysign_private_key_ops_admitted`: private-key operations running or waiting for a worker.
     pub private_key_queue: IntGauge,
+    /// `paysign_private_key_ops_running_max`: the most ever running at once.
     pub private_key_running_max: IntGauge,
+    /// `paysign_private_key_ops_shed_total`: private-key operations refused, all full.
     pub private_key_shed: IntCounter,
+    /// `paysign_private_key_jobs_total{outcome}`: operations that reached a worker.
     pub private_key_jobs: IntCounterVec,
+    /// `paysign_caller_refusals_total{caller,reason}`: callers refused by authentication or grants.
     pub caller_refused: IntCounterVec,
+    /// `paysign_connections_open{listener}`: open client connections.
     pub connections_open: IntGaugeVec,
+    /// `paysign_connections_refused_total{listener}`: closed at once, `max_connections` open.
     pub connections_refused: IntCounterVec,
+    /// `paysign_header_timeouts_total{listener}`: closed, no head within `header_timeout_ms`.
     pub header_timeouts: IntCounterVec,
+    /// `paysign_bad_http_total{listener}`: heads refused (unparsable, over `max_header_bytes`).
     pub bad_http: IntCounterVec,
+    /// `paysign_platform_key_verified_total{merchant,key}`: which platform key verified.
     pub platform_key_verified: IntCounterVec,
+    /// `paysign_upstream_connections_opened_total`: new (not pooled) connections to the platform.
     pub upstream_connections_opened: IntCounter,
+    /// `paysign_build_info{version,crypto_backend}`: always 1.
     pub build_info: IntGaugeVec,
+    /// `paysign_merchants_configured{profile}`: merchants configured, by profile.
     pub merchants: IntGaugeVec,
     /// Read from the process's PKCS#11 modules when gathered (a module is loaded once per
     /// process, whichever instance opened it).
@@ -618,10 +714,15 @@ pub struct Known<'a> {
 /// One listener's connection metrics, resolved once for its label.
 #[derive(Clone)]
 pub struct ListenerMetrics {
+    /// The listener these handles count for.
     pub listener: Listener,
+    /// `paysign_connections_open{listener}`.
     pub open: IntGauge,
+    /// `paysign_connections_refused_total{listener}`.
     pub refused: IntCounter,
+    /// `paysign_header_timeouts_total{listener}`.
     pub header_timeouts: IntCounter,
+    /// `paysign_bad_http_total{listener}`.
     pub bad_http: IntCounter,
     /// `paysign_requests_total`: the proxy's refusals before any app saw the head.
     pub requests: IntCounterVec,
@@ -653,6 +754,7 @@ pub struct CryptoTimings {
 }
 
 impl CryptoTimings {
+    /// Records `d` for `op` (by its resolved histogram when `op` is one of [`CRYPTO_OPS`]).
     pub fn observe(&self, op: &'static str, d: Duration) {
         match CRYPTO_OPS.iter().position(|o| *o == op) {
             Some(i) => self.ops[i].observe(d.as_secs_f64()),
