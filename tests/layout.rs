@@ -23,6 +23,21 @@ fn the_protocol_crate_has_no_io_runtime_metrics_yaml_or_logging() {
     }
 }
 
+/// The sandbox plays the platform: it shares the protocol, the configuration-file reading and the
+/// HTTP plumbing with the gateway, never the gateway itself (a change inside the gateway cannot
+/// change the platform the tests run against).
+#[test]
+fn the_sandbox_does_not_depend_on_the_gateway() {
+    let manifest = std::fs::read_to_string(root().join("crates/sandbox/Cargo.toml")).unwrap();
+    let deps = manifest.split("[dependencies]").nth(1).unwrap();
+    let ours: Vec<&str> = deps.lines().filter_map(|l| l.split_whitespace().next()).filter(|d| d.starts_with("paysign-")).collect();
+    assert_eq!(ours, ["paysign-protocol", "paysign-settings", "paysign-http"], "{deps}");
+    for entry in walk(&root().join("crates/sandbox/src")) {
+        let text = std::fs::read_to_string(&entry).unwrap();
+        assert!(!text.contains("paysign_plugin"), "{} uses the gateway", entry.display());
+    }
+}
+
 #[test]
 fn no_module_of_the_plugin_crate_imports_in_a_cycle() {
     let src = root().join("crates/plugin/src");

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use paysign_plugin::config::{check_customer_no, check_listen, ctx_for, default_true, parse_yaml, read_yaml, ConfigError, ProfileName};
 use paysign_protocol::crypto::{Backend, PrivateKey};
 use paysign_protocol::platform::{PlatformMerchant, PlatformMerchantKeys};
+use paysign_settings::{check_customer_no, check_listen, default_true, files_for, parse_yaml, read_yaml, ConfigError, ProfileName};
 use serde::Deserialize;
 
 fn default_sandbox_listen() -> String {
@@ -98,7 +98,7 @@ pub fn load_sandbox_str(text: &str, path: &Path) -> Result<SandboxConfig, Config
 }
 
 fn validate_sandbox(file: SandboxFile, path: &Path) -> Result<SandboxConfig, ConfigError> {
-    let ctx = ctx_for(path, file.allow_weak_keys, file.crypto_backend);
+    let ctx = files_for(path, file.allow_weak_keys, file.crypto_backend);
     check_listen(&ctx, "listen", &file.listen)?;
     let platform_private = ctx.private_key("platform_private_key", &Some(file.platform_private_key.clone()))?;
     let mut merchants = HashMap::new();

@@ -33,10 +33,7 @@ pub(crate) fn default_upgrade_sock() -> PathBuf {
 pub(crate) fn default_client_body_timeout() -> u64 {
     10_000
 }
-/// `true`, for serde's `default = …` (also used by the sandbox's schema).
-pub fn default_true() -> bool {
-    true
-}
+pub use paysign_settings::default_true;
 pub(crate) fn default_connect_timeout() -> u64 {
     2_000
 }
@@ -318,15 +315,7 @@ pub enum SealWith {
     Next,
 }
 
-/// `merchants[].profile`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ProfileName {
-    /// Requests signed with the shared MD5 key.
-    Md5,
-    /// Requests signed with the merchant's RSA key.
-    Rsa,
-}
+pub use paysign_settings::ProfileName;
 
 // ---------------------------------------------------------------- the same defaults in code
 

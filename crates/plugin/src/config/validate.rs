@@ -14,25 +14,27 @@ use std::time::Duration;
 use super::runtime::{sha256, Caller, Config, Notify, NotifyRoute, Upstream, Validated};
 use super::schema::*;
 use super::{ConfigError, Mode};
-use crate::crypto::keys::{self, KeyError};
-use crate::crypto::{segmented, Backend, PrivateKey, PublicKey, Secret};
+use crate::crypto::{segmented, Backend, PublicKey, Secret};
 use crate::http_client::{self, Target};
 use crate::pkcs11;
 use crate::protocol::{Merchant, MerchantKeys, Rollover};
+use paysign_settings::{check_customer_no, check_listen, files_for, Files};
 
-/// Reading the files a configuration names (keys, certificates), relative to the
-/// configuration file, with every error naming the setting and the file. Public for the
-/// sandbox's configuration, which names keys the same way.
+/// The files of a gateway configuration ([`Files`], shared with the sandbox's configuration)
+/// and what validation leaves for later: what a key in a PKCS#11 token becomes — opened later
+/// ([`Mode::Run`]), a warning ([`Mode::Check`]) or an error ([`Mode::Offline`]) — and the host
+/// names to look up.
 pub struct Ctx<'a> {
-    config: &'a Path,
-    dir: PathBuf,
-    allow_weak: bool,
-    backend: Backend,
-    /// What a key in a PKCS#11 token becomes: opened later ([`Mode::Run`]), a warning
-    /// ([`Mode::Check`]) or an error ([`Mode::Offline`]).
+    files: Files<'a>,
     mode: Mode,
-    warnings: RefCell<Vec<ConfigError>>,
     pending: RefCell<Pending>,
+}
+
+impl<'a> std::ops::Deref for Ctx<'a> {
+    type Target = Files<'a>;
+    fn deref(&self) -> &Files<'a> {
+        &self.files
+    }
 }
 
 /// What validation leaves for [`super::online`]: the host names to look up and the keys to
@@ -83,40 +85,13 @@ pub(crate) struct OpenLater {
 }
 
 impl Ctx<'_> {
-    /// A problem with `setting` (and `file`) of this configuration.
-    pub fn err(&self, setting: impl Into<String>, file: Option<&Path>, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            config: self.config.to_path_buf(),
-            setting: setting.into(),
-            file: file.map(Path::to_path_buf),
-            message: message.into(),
-        }
-    }
-
-    /// A warning at position `at` among the warnings so far (see [`Lookup::warnings_before`]).
-    pub(crate) fn warn_at(&self, at: usize, warning: ConfigError) {
-        let mut w = self.warnings.borrow_mut();
-        let at = at.min(w.len());
-        w.insert(at, warning);
-    }
-
-    /// Something worth saying that does not make the configuration unusable.
-    pub fn warn(&self, setting: impl Into<String>, file: Option<&Path>, message: impl Into<String>) {
-        self.warnings.borrow_mut().push(self.err(setting, file, message));
-    }
-
-    /// The warnings so far (for the sandbox's configuration, which shares this context).
-    pub fn take_warnings(&self) -> Vec<ConfigError> {
-        std::mem::take(&mut self.warnings.borrow_mut())
-    }
-
     /// A URL setting, its host name not looked up here: the address is 0.0.0.0 until
     /// [`super::online`] looks it up and puts the addresses at `lookup` (`None`: fixed addresses).
     pub(crate) fn url(&self, setting: &str, url: &str, lookup: Option<Place>) -> Result<Target, ConfigError> {
         let target = http_client::parse_url_with(url, false).map_err(|m| self.err(setting, None, m.to_string()))?;
         if let Some(place) = lookup.filter(|_| !target.is_ip_literal()) {
             let host = target.host.clone();
-            let warnings_before = self.warnings.borrow().len();
+            let warnings_before = self.warning_count();
             let lookup = Lookup { setting: setting.into(), host, port: target.port, place, warnings_before };
             self.pending.borrow_mut().lookups.push(lookup);
         }
@@ -126,156 +101,16 @@ impl Ctx<'_> {
     pub(crate) fn take_pending(&self) -> Pending {
         std::mem::take(&mut self.pending.borrow_mut())
     }
-
-    /// Reads a file holding a secret (a private key, the MD5 key, a token, a PIN), refusing one
-    /// that others could replace and warning about one that others can read (as ssh does).
-    pub fn read_secret(&self, setting: &str, p: &Path) -> Result<(PathBuf, String), ConfigError> {
-        let path = self.resolve(p);
-        self.secret_mode(setting, &path)?;
-        self.read(setting, p)
-    }
-
-    fn secret_mode(&self, setting: &str, path: &Path) -> Result<(), ConfigError> {
-        use std::os::unix::fs::PermissionsExt;
-        // A missing file is reported by the read that follows.
-        let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o022 != 0 {
-            return Err(self.err(
-                setting,
-                Some(path),
-                format!("is writable by group or others (mode {mode:04o}): anyone who can write it can replace the secret; chmod go-w (0600 or 0400)"),
-            ));
-        }
-        if mode & 0o004 != 0 {
-            self.warn(setting, Some(path), format!("is readable by others (mode {mode:04o}); chmod o-r (0600 or 0400)"));
-        }
-        Ok(())
-    }
-
-    /// A path from the configuration, relative to its folder.
-    pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.dir.join(p)
-        }
-    }
-
-    /// Reads a file the configuration names: (its resolved path, its text).
-    pub fn read(&self, setting: &str, p: &Path) -> Result<(PathBuf, String), ConfigError> {
-        let path = self.resolve(p);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok((path, text)),
-            Err(e) => Err(self.err(setting, Some(&path), format!("cannot read file: {e}"))),
-        }
-    }
-
-    /// An RSA public key file (refused: missing, a private key, under 2048 bits unless allowed).
-    pub fn public_key(&self, setting: &str, p: &Option<PathBuf>) -> Result<Arc<PublicKey>, ConfigError> {
-        let p = p.as_ref().ok_or_else(|| self.err(setting, None, "is required for this profile"))?;
-        let (path, text) = self.read(setting, p)?;
-        keys::load_public(&text, self.allow_weak)
-            .map(|k| Arc::new(k.with_backend(self.backend)))
-            .map_err(|e: KeyError| self.err(setting, Some(&path), e.to_string()))
-    }
-
-    /// An RSA private key file, refused when others may write it.
-    pub fn private_key(&self, setting: &str, p: &Option<PathBuf>) -> Result<Arc<PrivateKey>, ConfigError> {
-        let p = p.as_ref().ok_or_else(|| self.err(setting, None, "is required for this profile"))?;
-        let (path, text) = self.read_secret(setting, p)?;
-        keys::load_private(&text, self.allow_weak)
-            .map(|k| Arc::new(k.with_backend(self.backend)))
-            .map_err(|e: KeyError| self.err(setting, Some(&path), e.to_string()))
-    }
-
-    /// A merchant's MD5 key, from `<at>.md5_key_file` or `<at>.md5_key_env`.
-    pub fn md5_key(&self, at: &str, file: &Option<PathBuf>, env: &Option<String>) -> Result<Secret, ConfigError> {
-        self.secret(&format!("{at}.md5_key"), "an md5 merchant", "the MD5 key", file, env)
-    }
-
-    /// A secret read from `<setting>_file` or `<setting>_env` (exactly one of them), without
-    /// the file's trailing newline; never empty. `who` needs it, `what` it is (for messages).
-    pub fn secret(
-        &self,
-        setting: &str,
-        who: &str,
-        what: &str,
-        file: &Option<PathBuf>,
-        env: &Option<String>,
-    ) -> Result<Secret, ConfigError> {
-        let (file_setting, env_setting) = (format!("{setting}_file"), format!("{setting}_env"));
-        let short = |s: &str| s.rsplit('.').next().unwrap_or(s).to_string();
-        let (f, e) = (short(&file_setting), short(&env_setting));
-        let raw = match (file, env) {
-            (Some(_), Some(_)) => return Err(self.err(file_setting, None, format!("set {f} or {e}, not both"))),
-            (None, None) => return Err(self.err(file_setting, None, format!("{who} needs {f} or {e}"))),
-            (Some(p), None) => self.read_secret(&file_setting, p)?.1,
-            (None, Some(var)) => std::env::var(var)
-                .map_err(|_| self.err(env_setting, None, format!("environment variable {var} is not set or not UTF-8")))?,
-        };
-        // Files usually end with a newline that is not part of the secret.
-        let value = raw.trim_end_matches(['\r', '\n']).to_string();
-        if value.is_empty() {
-            return Err(self.err(setting, file.as_deref().map(|p| self.resolve(p)).as_deref(), format!("{what} is empty")));
-        }
-        Ok(Secret::new(value))
-    }
-
-    /// Two files that go together (a certificate and its key): both existing, or neither set.
-    pub fn file_pair(
-        &self,
-        (a_name, a): (&str, &Option<PathBuf>),
-        (b_name, b): (&str, &Option<PathBuf>),
-    ) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
-        match (a, b) {
-            (Some(a), Some(b)) => {
-                let (a, b) = (self.resolve(a), self.resolve(b));
-                for (setting, f) in [(a_name, &a), (b_name, &b)] {
-                    if !f.is_file() {
-                        return Err(self.err(setting, Some(f), "file does not exist"));
-                    }
-                }
-                // The second of the pair is the private key.
-                self.secret_mode(b_name, &b)?;
-                Ok(Some((a, b)))
-            }
-            (None, None) => Ok(None),
-            _ => Err(self.err(a_name, None, format!("set both {a_name} and {b_name}, or neither"))),
-        }
-    }
-
-    /// Refuses a setting the merchant's profile does not use.
-    pub fn not_for_profile(&self, at: &str, name: &str, set: bool, profile: &str) -> Result<(), ConfigError> {
-        if set {
-            return Err(self.err(format!("{at}.{name}"), None, format!("is not used by profile {profile}; remove it")));
-        }
-        Ok(())
-    }
 }
 
 /// The context for a configuration file (its folder resolves relative paths).
 pub fn ctx_for(path: &Path, allow_weak: bool, backend: Backend) -> Ctx<'_> {
-    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ctx { config: path, dir, allow_weak, backend, mode: Mode::Run, warnings: Default::default(), pending: Default::default() }
+    Ctx { files: files_for(path, allow_weak, backend), mode: Mode::Run, pending: RefCell::default() }
 }
 
 /// [`ctx_for`] in a mode (what a key in a token becomes).
 pub(crate) fn ctx_in(path: &Path, allow_weak: bool, backend: Backend, mode: Mode) -> Ctx<'_> {
     Ctx { mode, ..ctx_for(path, allow_weak, backend) }
-}
-
-/// A listener address (`127.0.0.1:8080`).
-pub fn check_listen(ctx: &Ctx, setting: &str, v: &str) -> Result<(), ConfigError> {
-    v.parse::<SocketAddr>().map(|_| ()).map_err(|_| ctx.err(setting, None, format!("'{v}' is not an address like 127.0.0.1:8080")))
-}
-
-/// A merchant number: 1 to 32 ASCII letters or digits.
-pub fn check_customer_no(ctx: &Ctx, at: &str, c: &str) -> Result<(), ConfigError> {
-    if c.is_empty() || c.len() > 32 || !c.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(ctx.err(format!("{at}.customer_no"), None, "must be 1 to 32 ASCII letters or digits"));
-    }
-    Ok(())
 }
 
 /// The problems found so far: validation goes on after each one, so that a file's problems

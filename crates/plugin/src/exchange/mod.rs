@@ -20,7 +20,7 @@
 //!
 //! ```no_run
 //! use async_trait::async_trait;
-//! use paysign_plugin::exchange::{Exchange, Paysign};
+//! use paysign_plugin::{Exchange, Paysign};
 //! use pingora::prelude::*;
 //! use pingora::proxy::{ProxyHttp, Session};
 //!
