@@ -79,7 +79,7 @@ use crate::auth;
 use crate::bearer::{self, Presented};
 use crate::config::{self, Config, ConfigError};
 use crate::error::{Delivery, GatewayError};
-use crate::live::{Live, Runtime};
+use crate::live::{Live, ReloadSource, Runtime};
 use crate::logging;
 use crate::metrics::{self, Metrics};
 use crate::protocol::schema::Endpoints;
@@ -323,6 +323,14 @@ impl Paysign {
         let metrics = Arc::new(Metrics::new(registry)?);
         metrics.crypto_backend(config.crypto_backend.as_str());
         Self::from_live(Arc::new(Live::new(config.source.clone(), config, metrics)))
+    }
+
+    /// From a configuration made in code, reloaded ([`Live::reload`], SIGHUP) from `source` — a
+    /// file, or a closure returning the next configuration; metrics as [`Self::new`].
+    pub fn with_reload_source(config: Config, source: ReloadSource, registry: &prometheus::Registry) -> Result<Self, StartError> {
+        let metrics = Arc::new(Metrics::new(registry)?);
+        metrics.crypto_backend(config.crypto_backend.as_str());
+        Self::from_live(Arc::new(Live::new(source, config, metrics)))
     }
 
     /// Loads and validates the configuration file (keys parsed once); its metrics are
