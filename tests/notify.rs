@@ -19,6 +19,11 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(String::new())
+}
+
+/// [`setup`] with `sandbox_extra` appended to the sandbox's configuration.
+fn setup_with(sandbox_extra: String) -> Setup {
     let target_status = Arc::new(AtomicU16::new(200));
     let st = target_status.clone();
     let target = http_server::start(Arc::new(move |_r| (st.load(Ordering::SeqCst), "text/plain".into(), b"ok".to_vec())));
@@ -27,7 +32,7 @@ fn setup() -> Setup {
         "notify:\n  listen: 127.0.0.1:{notify_port}\n  forward_timeout_ms: 3000\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:{}/internal/bind-notified\n    - path: /notify/md5-only\n      target: http://127.0.0.1:{}/internal/md5\n      merchant: \"{MD5_MERCHANT}\"\n",
         target.port, target.port
     );
-    let stack = Stack::start(Options { gateway_extra: extra, ..Options::default() });
+    let stack = Stack::start(Options { gateway_extra: extra, sandbox_extra, ..Options::default() });
     wait_listening(notify_port);
     Setup { stack, notify_port, target, target_status }
 }
@@ -329,4 +334,44 @@ fn a_reload_keeps_the_connection_to_the_notification_target() {
     assert_eq!((r.status, &r.json()["generation"]), (200, &Value::from(2)), "{}", r.text());
     assert_eq!(notify("NTF-POOL-2")["status"], 200);
     assert_eq!((requests.load(Ordering::SeqCst), connections.load(Ordering::SeqCst)), (2, 1), "requests, connections");
+}
+
+/// The sandbox behaves like a platform: a notification paysign did not acknowledge (its target
+/// failed, so the platform got a 5xx) is sent again on the schedule, sealed afresh, until it is
+/// acknowledged — and abandoned after the last try. Every try carries the same notification id.
+#[test]
+fn the_sandbox_retries_an_unacknowledged_notification_on_its_schedule() {
+    let s = setup_with("notify_retry_ms: [100, 100, 100]\n".into());
+    let stats = |s: &Setup| request(s.stack.sandbox_port, "GET", "/__sandbox/stats", &[], b"").json();
+    s.target_status.store(503, Ordering::SeqCst);
+    let mut b = bindcard("RETRY-1");
+    b["bindNotifyUrl"] = Value::String(format!("http://127.0.0.1:{}/notify/bindcard", s.notify_port));
+    assert_eq!(s.stack.post_json(RSA_MERCHANT, &b).json()["errCode"], "0000");
+
+    // Tries 1 and 2 reach the target, which fails them: the platform gets no acknowledgement.
+    let first = next(&s.target);
+    let second = next(&s.target);
+    s.target_status.store(200, Ordering::SeqCst);
+    let third = next(&s.target);
+    let id = first.header("X-Paysign-Notification-Id").unwrap().to_string();
+    for r in [&second, &third] {
+        assert_eq!(r.header("X-Paysign-Notification-Id"), Some(id.as_str()));
+        assert_eq!(r.json()["orderNo"], "RETRY-1");
+    }
+    assert!(eventually(10, || stats(&s)["notifications_acked"] == 1), "{}", stats(&s));
+    let st = stats(&s);
+    assert_eq!((st["notifications_sent"].as_u64(), st["notifications_retried"].as_u64()), (Some(3), Some(2)), "{st}");
+    assert_eq!(st["notifications_abandoned"], 0);
+    assert!(s.target.requests.recv_timeout(Duration::from_millis(500)).is_err(), "a fourth try after the acknowledgement");
+
+    // Never acknowledged: four tries (the first and three retries), then abandoned.
+    s.target_status.store(500, Ordering::SeqCst);
+    let mut b = bindcard("RETRY-2");
+    b["bindNotifyUrl"] = Value::String(format!("http://127.0.0.1:{}/notify/bindcard", s.notify_port));
+    assert_eq!(s.stack.post_json(MD5_MERCHANT, &b).json()["errCode"], "0000");
+    for _ in 0..4 {
+        assert_eq!(next(&s.target).json()["orderNo"], "RETRY-2");
+    }
+    assert!(eventually(10, || stats(&s)["notifications_abandoned"] == 1), "{}", stats(&s));
+    assert_eq!(stats(&s)["notifications_retried"], 5);
 }

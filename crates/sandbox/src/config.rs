@@ -17,6 +17,11 @@ fn default_sandbox_listen() -> String {
 fn default_stall_ms() -> u64 {
     30_000
 }
+/// A real platform's shape (Alipay's: 4 min, 10 min, 10 min, 1 h, 2 h, 6 h, 15 h after the
+/// first try — 8 tries over ~25 h); tests compress it to milliseconds.
+fn default_notify_retry_ms() -> Vec<u64> {
+    vec![240_000, 600_000, 600_000, 3_600_000, 7_200_000, 21_600_000, 54_000_000]
+}
 fn default_submit_url() -> String {
     "https://bank.example.test/epcc/bind".into()
 }
@@ -43,6 +48,11 @@ pub struct SandboxFile {
     /// addresses only: the sandbox never calls anything off this machine).
     #[serde(default = "default_true")]
     pub send_notifications: bool,
+    /// A notification not acknowledged (HTTP 200 with `SUCCESS`) is sent again after each of
+    /// these delays in turn (milliseconds after the previous try), sealed afresh each time, then
+    /// abandoned — as a real platform retries.
+    #[serde(default = "default_notify_retry_ms")]
+    pub notify_retry_ms: Vec<u64>,
     /// Load-test mode: answer every `/api/` POST at once with a response sealed at start-up,
     /// without opening the request (so the upstream is never the bottleneck).
     #[serde(default)]
@@ -78,6 +88,8 @@ pub struct SandboxConfig {
     pub stall: Duration,
     pub submit_url: String,
     pub send_notifications: bool,
+    /// The delays before each retry of an unacknowledged notification.
+    pub notify_retry: Vec<Duration>,
     pub presealed: bool,
     /// (certificate chain, key) files when the sandbox serves HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -146,6 +158,7 @@ fn validate_sandbox(file: SandboxFile, path: &Path) -> Result<SandboxConfig, Con
         stall: Duration::from_millis(file.stall_ms),
         submit_url: file.submit_url,
         send_notifications: file.send_notifications,
+        notify_retry: file.notify_retry_ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),
         presealed: file.presealed,
         tls: ctx.file_pair(("tls_cert_file", &file.tls_cert_file), ("tls_key_file", &file.tls_key_file))?,
         tls_client_ca: match &file.tls_client_ca_file {

@@ -63,6 +63,8 @@ pub struct Sandbox {
 
 /// Notifications being sent at once, at most (beyond: dropped, counted, logged).
 const NOTIFICATIONS_IN_FLIGHT: usize = 64;
+/// Notifications waiting for their next try, at most (beyond: a new one is dropped, counted).
+const NOTIFICATIONS_SCHEDULED: usize = 10_000;
 /// A notification send (name lookup, connection, answer) gives up after this.
 const NOTIFICATION_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -73,6 +75,12 @@ pub struct State {
     /// Bounds the sandbox's own RSA work: one operation per core at once.
     crypto_slots: tokio::sync::Semaphore,
     notifications_dropped: AtomicU64,
+    /// Notifications not yet acknowledged nor abandoned (bounded by NOTIFICATIONS_SCHEDULED).
+    notifications_scheduled: Arc<tokio::sync::Semaphore>,
+    /// Tries after the first, of notifications not acknowledged.
+    notifications_retried: AtomicU64,
+    /// Notifications never acknowledged after every try of the schedule.
+    notifications_abandoned: AtomicU64,
     generation: AtomicU64,
     opened_previous: AtomicU64,
     received: AtomicU64,
@@ -92,6 +100,9 @@ impl Default for State {
             notification_slots: Arc::new(tokio::sync::Semaphore::new(NOTIFICATIONS_IN_FLIGHT)),
             crypto_slots: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
             notifications_dropped: AtomicU64::new(0),
+            notifications_scheduled: Arc::new(tokio::sync::Semaphore::new(NOTIFICATIONS_SCHEDULED)),
+            notifications_retried: AtomicU64::default(),
+            notifications_abandoned: AtomicU64::default(),
             generation: AtomicU64::default(),
             opened_previous: AtomicU64::default(),
             received: AtomicU64::default(),
@@ -155,6 +166,8 @@ impl Sandbox {
             "notifications_sent": self.state.notifications_sent.load(Ordering::Relaxed),
             "notifications_acked": self.state.notifications_acked.load(Ordering::Relaxed),
             "notifications_dropped": self.state.notifications_dropped.load(Ordering::Relaxed),
+            "notifications_retried": self.state.notifications_retried.load(Ordering::Relaxed),
+            "notifications_abandoned": self.state.notifications_abandoned.load(Ordering::Relaxed),
             "by_path": by_path,
         })
         .to_string()
@@ -367,6 +380,61 @@ impl Sandbox {
         tokio::task::spawn_blocking(move || f(&sb)).await.map_err(|e| e.to_string())
     }
 
+    /// One order's notification, as a platform sends it: tried, and tried again after each
+    /// delay of `notify_retry` until the receiver acknowledges (HTTP 200 `SUCCESS`), each try
+    /// sealed afresh (a new encryption of the same content).
+    async fn notify_until_acknowledged(self: Arc<Self>, customer: String, order: String, url: String) {
+        let Some(m) = self.config.merchants.get(&customer).cloned() else {
+            return;
+        };
+        // Held until acknowledged or abandoned: a flood of orders cannot schedule retries
+        // without bound.
+        let Ok(_scheduled) = self.state.notifications_scheduled.clone().try_acquire_owned() else {
+            self.state.notifications_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("sandbox dropped the notification for order {order}: {NOTIFICATIONS_SCHEDULED} already scheduled");
+            return;
+        };
+        let mut delays = self.config.notify_retry.clone().into_iter();
+        for attempt in 1.. {
+            let Ok(slot) = self.state.notification_slots.clone().try_acquire_owned() else {
+                self.state.notifications_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("sandbox dropped the notification for order {order}: {NOTIFICATIONS_IN_FLIGHT} already in flight");
+                return;
+            };
+            let send = async {
+                let (m, order) = (m.clone(), order.clone());
+                let n = self.platform_work(move |sb| sb.notification(&m, &order, None)).await??;
+                self.send_notification(url.clone(), n).await
+            };
+            let acknowledged = match tokio::time::timeout(NOTIFICATION_TIMEOUT, send).await {
+                Ok(Ok((status, body))) => {
+                    tracing::info!("sandbox notified order {order} (try {attempt}): HTTP {status}");
+                    status == 200 && body.trim() == "SUCCESS"
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!("sandbox could not notify order {order} (try {attempt}): {e}");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!("sandbox gave up try {attempt} notifying order {order} after {NOTIFICATION_TIMEOUT:?}");
+                    false
+                }
+            };
+            drop(slot);
+            if acknowledged {
+                return;
+            }
+            let Some(delay) = delays.next() else {
+                self.state.notifications_abandoned.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("sandbox abandoned the notification for order {order} after {attempt} tries");
+                return;
+            };
+            // The platform's retry schedule (not test synchronisation).
+            tokio::time::sleep(delay).await;
+            self.state.notifications_retried.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     async fn notify_on_demand(self: &Arc<Self>, body: &[u8]) -> Response<Vec<u8>> {
         let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(body) else {
             return reply(400, "application/json", br#"{"error":"body must be a JSON object"}"#.to_vec());
@@ -524,33 +592,11 @@ impl ServeHttp for SandboxService {
             sb.state.rejected.fetch_add(1, Ordering::Relaxed);
         }
         // Notifications leave off the request path, bounded: at most NOTIFICATIONS_IN_FLIGHT
-        // at once (their name lookups included), each within NOTIFICATION_TIMEOUT.
+        // tries at once (their name lookups included), each within NOTIFICATION_TIMEOUT; one not
+        // acknowledged is tried again on the configured schedule, holding no slot meanwhile.
         if let Some((customer, order, url)) = done.notify {
-            match sb.state.notification_slots.clone().try_acquire_owned() {
-                Ok(slot) => {
-                    let sb = sb.clone();
-                    tokio::spawn(async move {
-                        let _slot = slot;
-                        let Some(m) = sb.config.merchants.get(&customer).cloned() else {
-                            return;
-                        };
-                        let send = async {
-                            let order = order.clone();
-                            let n = sb.platform_work(move |sb| sb.notification(&m, &order, None)).await??;
-                            sb.send_notification(url, n).await
-                        };
-                        match tokio::time::timeout(NOTIFICATION_TIMEOUT, send).await {
-                            Ok(Ok((status, _))) => tracing::info!("sandbox notified order {order}: HTTP {status}"),
-                            Ok(Err(e)) => tracing::warn!("sandbox could not notify order {order}: {e}"),
-                            Err(_) => tracing::warn!("sandbox gave up notifying order {order} after {NOTIFICATION_TIMEOUT:?}"),
-                        }
-                    });
-                }
-                Err(_) => {
-                    sb.state.notifications_dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!("sandbox dropped the notification for order {order}: {NOTIFICATIONS_IN_FLIGHT} already in flight");
-                }
-            }
+            let sb = sb.clone();
+            tokio::spawn(async move { sb.notify_until_acknowledged(customer, order, url).await });
         }
         // The simulated platform being slow (not test synchronisation).
         if done.stall {
