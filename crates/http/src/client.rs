@@ -163,8 +163,11 @@ pub struct Route {
 
 impl Route {
     pub fn new(target: Target, connect_timeout: Duration, read_timeout: Duration, tls_verify: bool) -> Self {
-        // A SocketAddr needs no lookup, so building the peer cannot block or panic.
-        let mut peer = HttpPeer::new(target.addrs[0], target.tls, target.host.clone());
+        // A SocketAddr needs no lookup, so building the peer cannot block or panic. (A target
+        // without addresses — validation never makes one — gets the unspecified address: its
+        // calls fail as not sent, nothing panics.)
+        let first = target.addrs.first().copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], target.port)));
+        let mut peer = HttpPeer::new(first, target.tls, target.host.clone());
         peer.options.connection_timeout = Some(connect_timeout);
         peer.options.total_connection_timeout = Some(connect_timeout * 2);
         peer.options.verify_cert = tls_verify;
@@ -296,7 +299,11 @@ impl Client {
         let mut attempt = 0;
         let (mut session, key) = 'connected: {
             for round in 0..=route.connect_retries {
-                let candidates = if route.peer.proxy.is_some() { vec![route.target.addrs[0]] } else { route.addresses.candidates() };
+                let candidates = if route.peer.proxy.is_some() {
+                    route.target.addrs.iter().take(1).copied().collect()
+                } else {
+                    route.addresses.candidates()
+                };
                 for addr in candidates {
                     if attempt > 0 {
                         on_retry();
@@ -372,5 +379,24 @@ impl Client {
             self.release(session, key, route.idle_timeout);
         }
         Ok(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Validation never makes a target without addresses, but a `Config` can be changed after
+    /// it: such a route fails its calls as not sent instead of panicking (it panicked indexing
+    /// the first address).
+    #[tokio::test]
+    async fn a_target_without_addresses_is_not_sent_and_nothing_panics() {
+        let mut target = parse_url_with("http://127.0.0.1:9/x", false).unwrap();
+        target.addrs.clear();
+        let mut route = Route::new(target, Duration::from_millis(200), Duration::from_millis(200), true);
+        route.connect_retries = 0;
+        let client = Client::new(None, None, 1);
+        let sent = client.post(&route, "/x", &[], Bytes::from_static(b"{}"), || {}).await;
+        assert!(matches!(sent, Err(SendError::NotSent)), "{:?}", sent.map(|a| a.status));
     }
 }
