@@ -24,7 +24,6 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::{ProxyHttp, Session};
-use pingora::server::configuration::ServerConf;
 
 use paysign_plugin::metrics::Listener;
 use paysign_plugin::{config, logging, metrics, request_parsed, Exchange, Paysign};
@@ -121,7 +120,8 @@ fn main() {
         std::process::exit(1);
     });
 
-    let (listen, admin_listen, threads) = (cfg.listen.clone(), cfg.admin_listen.clone(), cfg.threads);
+    let (listen, admin_listen) = (cfg.listen.clone(), cfg.admin_listen.clone());
+    config::announce(&cfg);
     // paysign's metrics in this gateway's own registry, served on its own endpoint below.
     let registry = prometheus::Registry::new();
     let paysign = Paysign::new(cfg, &registry).unwrap_or_else(|e| {
@@ -129,8 +129,8 @@ fn main() {
         std::process::exit(1);
     });
 
-    let conf = ServerConf { threads, ..ServerConf::default() };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    // pingora's settings from paysign's configuration (threads, a grace that outlasts the drain).
+    let mut server = Server::new_with_opt_and_conf(None, paysign.server_conf());
     server.bootstrap();
 
     // This gateway's proxy, behind paysign's safeguards (connection bound, head deadline and
@@ -156,5 +156,10 @@ fn main() {
         }
     }
 
+    // After SIGTERM: exit as soon as no call is in flight, at the latest at the drain deadline.
+    if let Err(e) = paysign.exit_when_drained(server.watch_execution_phase()) {
+        eprintln!("my_gateway: cannot watch the shutdown: {e}");
+        std::process::exit(1);
+    }
     server.run_forever();
 }

@@ -353,74 +353,22 @@ impl ShutdownSignalWatch for Signals {
     }
 }
 
-/// How often the drain looks at the calls in flight.
-const DRAIN_POLL: Duration = Duration::from_millis(20);
-
-/// At the drain deadline, how long the calls not yet sent have to write their 503 `not-sent`
-/// (each is a few hundred bytes already built: milliseconds; this bounds a stuck caller).
-pub const ANSWER_NOT_SENT: Duration = Duration::from_secs(1);
-
-/// Once pingora has stopped accepting (after SIGTERM, or after handing the sockets over), exits
-/// as soon as no call or notification is in flight, and at the latest after `deadline` (pingora
-/// itself would wait out its whole grace period even with nothing to do). At the deadline the
-/// calls not yet sent are answered 503 `not-sent` (`stop_sending`; for at most [`ANSWER_NOT_SENT`]) before
-/// the exit, instead of being cut.
+/// The plugin's drain ([`paysign_plugin::drain::when_drained`]), then the pid file removed (if
+/// still ours) and the process ended.
 pub fn exit_when_drained(
-    mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>,
+    phases: tokio::sync::broadcast::Receiver<ExecutionPhase>,
     in_flight: impl Fn() -> i64 + Send + 'static,
     stop_sending: impl Fn() + Send + 'static,
     deadline: Duration,
     pid_file: Option<PathBuf>,
 ) -> Result<(), String> {
-    std::thread::Builder::new()
-        .name("paysign drain".into())
-        .spawn(move || {
-            loop {
-                match phases.blocking_recv() {
-                    Ok(ExecutionPhase::ShutdownStarted) => break,
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-            let start = Instant::now();
-            // Idle twice in a row, a poll apart: a connection accepted just before the listener
-            // closed has had the time to become a call.
-            let mut idle_before = false;
-            loop {
-                let n = in_flight();
-                if n <= 0 && idle_before {
-                    tracing::info!("shutdown: no call in flight after {} ms; exiting", start.elapsed().as_millis());
-                    break;
-                }
-                idle_before = n <= 0;
-                if start.elapsed() >= deadline {
-                    tracing::warn!(
-                        "shutdown: {n} call(s) still in flight at the drain deadline ({} s); those not yet sent are answered 503 not-sent",
-                        deadline.as_secs()
-                    );
-                    stop_sending();
-                    let answering = Instant::now();
-                    let mut n = in_flight();
-                    while n > 0 && answering.elapsed() < ANSWER_NOT_SENT {
-                        std::thread::sleep(DRAIN_POLL);
-                        n = in_flight();
-                    }
-                    if n > 0 {
-                        tracing::warn!("shutdown: {n} call(s) still in flight; exiting");
-                    } else {
-                        tracing::info!("shutdown: no call in flight after {} ms; exiting", start.elapsed().as_millis());
-                    }
-                    break;
-                }
-                std::thread::sleep(DRAIN_POLL);
-            }
-            if let Some(pid_file) = &pid_file {
-                remove_pid_file_if_ours(pid_file);
-            }
-            exit(0);
-        })
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    paysign_plugin::drain::when_drained(phases, in_flight, stop_sending, deadline, move || {
+        if let Some(pid_file) = &pid_file {
+            remove_pid_file_if_ours(pid_file);
+        }
+        exit(0);
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// After an upgrade the pid file names the new process: leave it.

@@ -16,53 +16,11 @@ use paysign_plugin::{safeguarded_service, tcp_listener, Limits};
 use paysign_plugin::{Admin, ReadyState};
 use paysign_plugin::{Notifications, NOTIFY_NICE};
 use paysign_plugin::{Reload, ReloadOnSighup};
-use paysign_protocol::MerchantKeys;
 use paysign_sandbox::SandboxConfig;
 use paysign_sandbox::{SandboxApp, SandboxService};
 
 use crate::gateway::Gateway;
 use crate::lifecycle::{self, Listen, RunFiles, Signals};
-
-/// Logs what was loaded (never key material).
-fn announce_gateway(cfg: &Config) {
-    let up = &cfg.upstream;
-    tracing::info!(
-        "paysign {} loaded {}: crypto_backend={} listen={} admin={} platform={} tls_verify={} ca_file={} connect_timeout_ms={} read_timeout_ms={} connect_retries={} max_body_bytes={}",
-        env!("CARGO_PKG_VERSION"),
-        cfg.source.display(),
-        cfg.crypto_backend.as_str(),
-        cfg.listen,
-        cfg.admin_listen,
-        up.target.url(),
-        up.tls_verify,
-        up.ca_file.as_ref().map_or("-".into(), |p| p.display().to_string()),
-        up.connect_timeout.as_millis(),
-        up.read_timeout.as_millis(),
-        up.connect_retries,
-        cfg.max_body_bytes,
-    );
-    let mut names: Vec<_> = cfg.merchants.keys().collect();
-    names.sort();
-    for name in names {
-        let m = &cfg.merchants[name];
-        let keys = match &m.keys {
-            MerchantKeys::Md5 { platform_public, .. } => {
-                format!("platform_public=rsa-{}/{} md5_key=set", platform_public.bits(), platform_public.backend().as_str())
-            }
-            MerchantKeys::Rsa { merchant_private, platform_public } => format!(
-                "platform_public=rsa-{}/{} merchant_private=rsa-{}/{}",
-                platform_public.bits(),
-                platform_public.backend().as_str(),
-                merchant_private.public().bits(),
-                merchant_private.backend_name()
-            ),
-        };
-        tracing::info!("merchant {} profile={} {} chunk_size={}", m.customer_no, m.profile().as_str(), keys, m.chunk_size);
-    }
-    if cfg.default_merchant().is_none() {
-        tracing::info!("several merchants: requests must name one with X-Paysign-Merchant");
-    }
-}
 
 /// Requires client certificates issued by the CA in `ca` (the sandbox's mutual TLS).
 fn client_verifier(ca: &std::path::Path) -> Result<Arc<dyn pingora::tls::ClientCertVerifier>, String> {
@@ -84,47 +42,30 @@ impl Reload for SandboxReload {
     }
 }
 
-/// The longest a call whose connection was open at SIGTERM can still take: the rest of its
-/// head, its body, every connection attempt, the platform's answer (or a notification's body
-/// and forwarding), plus a second for the CPU work around them (sealing, opening, the
-/// private-key queue: milliseconds each). Shutdown waits at least this long, so every such call
-/// ends with its own answer and none the platform may have is abandoned.
-fn longest_call(cfg: &Config) -> Duration {
-    let up = &cfg.upstream;
-    // Saturating: the settings are unbounded numbers (`connect_retries: 4294967295` panicked).
-    let attempts = up.connect_timeout.saturating_mul(up.connect_retries.saturating_add(1));
-    let call = cfg.client_body_timeout.saturating_add(attempts).saturating_add(up.read_timeout);
-    let notification = cfg.notify.as_ref().map_or(Duration::ZERO, |n| n.body_timeout.saturating_add(n.forward_timeout));
-    cfg.header_timeout.saturating_add(call.max(notification)).saturating_add(Duration::from_secs(1))
-}
-
 /// Builds the server with the gateway (proxy + admin) and/or the sandbox, and runs it until
 /// SIGTERM (graceful: exits once nothing is in flight), SIGINT (fast) or a SIGQUIT that a new
 /// process is waiting for (hand-off).
 pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: bool) -> Result<(), String> {
     // The default registry: prometheus's `process_*` metrics are in it too.
     let registry = prometheus::default_registry().clone();
-    let mut conf = ServerConf::default();
     // Shutdown lasts until no call is in flight (lifecycle::exit_when_drained), at the latest
-    // until the configured grace or the longest a call can take, whichever is longer; pingora's
-    // own grace is the same deadline, as a fallback.
-    let drain = gateway.as_ref().map_or(Duration::from_secs(1), |g| Duration::from_secs(g.grace_period_seconds).max(longest_call(g)));
-    let drain = Duration::from_secs(drain.as_secs().saturating_add(u64::from(drain.subsec_nanos() > 0)));
+    // until the drain deadline (the configured grace or the longest a call can take, whichever
+    // is longer); pingora's own grace outlasts it, as a fallback (the plugin's drain module).
+    let (mut conf, drain) = match &gateway {
+        Some(g) => (paysign_plugin::drain::server_conf(g), paysign_plugin::drain::deadline(g)),
+        None => {
+            let conf = ServerConf {
+                threads: 2,
+                grace_period_seconds: Some(3),
+                graceful_shutdown_timeout_seconds: Some(1),
+                ..ServerConf::default()
+            };
+            (conf, Duration::from_secs(1))
+        }
+    };
     if gateway.is_some() {
         tracing::info!("shutdown: the drain deadline is {} s (docs/operations.md, Shutdown)", drain.as_secs());
     }
-    // pingora's own grace outlasts the drain and its answers to the calls not yet sent, so that
-    // the drain (not pingora dropping its runtimes) ends the process.
-    conf.grace_period_seconds = Some(drain.as_secs() + lifecycle::ANSWER_NOT_SENT.as_secs() + 1);
-    conf.graceful_shutdown_timeout_seconds = Some(1);
-    conf.threads = gateway.as_ref().map_or(2, |g| g.threads);
-    // One event loop (`threads: 1`, e.g. one pinned core): a single-threaded runtime — there
-    // is no other loop to steal from, and the work-stealing scheduler's cross-thread machinery
-    // is pure cost (md5 on one pinned core, four interleaved pairs: 247 → 237 µs of CPU per
-    // call at 8 connections, 261 → 238 µs at 256). With more loops stealing stays on: without
-    // it connections are spread at random and an unlucky loop's callers wait (ordinary md5
-    // p99 2.4 → 2.9–5.4 ms at 8 saturating connections, measured).
-    conf.work_stealing = conf.threads > 1;
     let files = gateway.as_ref().map(|g| RunFiles::of(&g.upgrade_sock, &g.source));
     let upgrade_sock = match &files {
         Some(f) => match f.prepare() {
@@ -154,7 +95,7 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
     // the drain waits for.
     let mut paysign: Option<Paysign> = None;
     if let Some(cfg) = gateway {
-        announce_gateway(&cfg);
+        paysign_plugin::config::announce(&cfg);
         let proxy_addr: SocketAddr = cfg.listen.parse().map_err(|_| format!("bad listen address {}", cfg.listen))?;
         let (listen, admin_listen) = (cfg.listen.clone(), cfg.admin_listen.clone());
         let notify_listen = cfg.notify.as_ref().map(|n| n.listen.clone());

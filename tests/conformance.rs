@@ -34,7 +34,8 @@ against_both!(
     the_exchange,
     callers_are_refused_before_their_body,
     every_listener_has_a_header_deadline,
-    notifications_are_verified_forwarded_and_counted
+    notifications_are_verified_forwarded_and_counted,
+    sigterm_drains_a_call_at_the_platform_then_exits
 );
 
 fn metric(s: &Stack, series: &str) -> f64 {
@@ -317,4 +318,33 @@ fn notifications_are_verified_forwarded_and_counted(under_test: UnderTest) {
     let m = s.metrics();
     let n = |outcome: &str| sample(&m, &format!(r#"paysign_notifications_total{{outcome="{outcome}",route="/notify/bindcard"}}"#));
     assert_eq!((n("forwarded"), n("forged")), (Some(1.0), Some(1.0)), "{m}");
+}
+
+/// SIGTERM while a call waits on the platform (the sandbox holds `STALL-` orders for 2 s): new
+/// connections are refused, the call gets its verified answer and its access line, and the
+/// process exits as soon as nothing is in flight — not after pingora's own grace (300 s by
+/// default, which an embedder got before `Paysign::server_conf`/`exit_when_drained`).
+fn sigterm_drains_a_call_at_the_platform_then_exits(under_test: UnderTest) {
+    let o = Options { under_test, merchants: &[MD5_MERCHANT], grace: 1, stall_ms: 2_000, read_timeout_ms: 10_000, ..Options::default() };
+    let mut s = Stack::start(o);
+    let proxy = s.proxy;
+    let caller =
+        std::thread::spawn(move || post_to(proxy, BINDCARD, Some(MD5_MERCHANT), bindcard("STALL-CONF-TERM").to_string().as_bytes()));
+    assert!(eventually(20, || s.sandbox_stats()["received"] == 1), "the call never reached the platform");
+    let term = std::process::Command::new("kill").args(["-TERM", &s.gateway_pid().to_string()]).status().unwrap();
+    assert!(term.success());
+    assert!(eventually(10, || TcpStream::connect(("127.0.0.1", proxy)).is_err()), "still accepting after SIGTERM");
+    let r = caller.join().expect("the caller got no answer");
+    assert_eq!((r.status, r.header("X-Paysign-Delivery")), (200, Some("sent")), "{}", r.text());
+    assert_eq!(r.json()["errCode"], "0000");
+    // The drain deadline of this configuration is its longest call (~13 s); the exit comes when
+    // the call is answered. 30 s: far below pingora's own 300 s, far above the drain.
+    assert!(eventually(30, || s.gateway.exit_code().is_some()), "{under_test:?} did not exit after SIGTERM");
+    assert_eq!(s.gateway.exit_code(), Some(0));
+    let logs = s.gateway.logs();
+    let lines: Vec<Value> = logs.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect();
+    let access: Vec<&Value> = lines.iter().filter(|l| l["msg"] == "access" && l["order_no"] == "STALL-CONF-TERM").collect();
+    assert_eq!(access.len(), 1, "{logs}");
+    assert_eq!((access[0]["status"].as_u64(), access[0]["outcome"].as_str()), (Some(200), Some("verified")));
+    assert!(logs.contains("shutdown: no call in flight after"), "{logs}");
 }

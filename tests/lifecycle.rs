@@ -221,7 +221,7 @@ fn the_shipped_stop_timeouts_cover_the_drain_deadline() {
     let pod = &deployment["spec"]["template"]["spec"];
     let pre_stop: u64 = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][1].as_str().unwrap().parse().unwrap();
     let kill_after = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
-    // + 1 s: at the deadline the calls not yet sent are given their 503 (lifecycle::ANSWER_NOT_SENT).
+    // + 1 s: at the deadline the calls not yet sent are given their 503 (paysign_plugin::drain::ANSWER_NOT_SENT).
     assert!(kill_after > pre_stop + drain + 1, "terminationGracePeriodSeconds {kill_after} <= preStop {pre_stop} + drain {drain} + 1");
 
     let unit = std::fs::read_to_string(root.join("conf/deploy/paysign.service")).unwrap();

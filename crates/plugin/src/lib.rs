@@ -30,7 +30,7 @@
 //!
 //! ```no_run
 //! use async_trait::async_trait;
-//! use paysign_plugin::{Exchange, Paysign};
+//! use paysign_plugin::{Exchange, Listener, Paysign};
 //! use pingora::prelude::*;
 //! use pingora::proxy::{ProxyHttp, Session};
 //!
@@ -63,11 +63,18 @@
 //! # fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
 //! let registry = prometheus::Registry::new(); // paysign's metrics: serve it on your /metrics
 //! let paysign = Paysign::from_file("conf/paysign.yaml".as_ref(), &registry)?;
-//! let mut server = Server::new(None)?;
+//! paysign_plugin::config::announce(&paysign.live().current().config); // what was loaded
+//! // pingora's threads and a grace that outlasts paysign's drain.
+//! let mut server = Server::new_with_opt_and_conf(None, paysign.server_conf());
 //! server.bootstrap();
-//! let mut proxy = http_proxy_service(&server.configuration, MyGateway { paysign });
-//! proxy.add_tcp("127.0.0.1:8000");
-//! server.add_service(proxy);
+//! let proxy = pingora::proxy::http_proxy(&server.configuration, MyGateway { paysign: paysign.clone() });
+//! // Behind the binary's safeguards: connection bound, head deadline and size.
+//! server.add_service(paysign.safeguarded("my gateway", Listener::Proxy, "127.0.0.1:8000", proxy));
+//! if let Some(notifications) = paysign.notification_service() {
+//!     server.add_service(notifications); // notify.listen, safeguarded, allow_from at accept
+//! }
+//! server.add_service(paysign.reload_on_sighup()?); // SIGHUP reloads instead of ending the process
+//! paysign.exit_when_drained(server.watch_execution_phase())?; // SIGTERM: exit once nothing is in flight
 //! server.run_forever();
 //! # }
 //! ```
@@ -105,12 +112,14 @@ pub use notify::{
     NOTIFY_NICE,
 };
 pub use ops::admin::{Admin, ReadyState};
+/// Shutdown that never abandons a call: the drain deadline and pingora's settings for it.
+pub use ops::drain;
 pub use ops::listener::{request_parsed, safeguarded_service, tcp_listener, Limited, Limits, PeerCheck};
 /// paysign's logs: through `tracing`; [`logging::init`] installs the binary's JSON lines.
 pub use ops::logging;
 /// The metrics' label sets and helpers ([`Metrics`] is the instance's).
 pub use ops::metrics;
-pub use ops::metrics::Metrics;
+pub use ops::metrics::{Listener, Metrics};
 pub use ops::sighup::{Reload, ReloadOnSighup};
 pub use paysign_protocol as protocol;
 /// The `prometheus` paysign's [`Metrics`] are registered with (the registry you pass is one).

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 
 use pingora::apps::ServerApp;
+use pingora::server::configuration::ServerConf;
+use pingora::server::ExecutionPhase;
 use pingora::services::background::GenBackgroundService;
 use pingora::services::listening::Service;
 
@@ -15,10 +17,42 @@ use crate::notify::Notifications;
 use crate::ops::sighup::{Reload, ReloadOnSighup};
 
 impl Paysign {
+    /// pingora's server settings for this configuration, as the binary uses them: `threads`
+    /// event loops, and a grace period that outlasts the drain ([`Self::exit_when_drained`]).
+    /// Without them `threads` and `grace_period_seconds` do nothing and pingora waits out its
+    /// own default grace (300 s) at every SIGTERM. Start from these and add your own:
+    /// `Server::new_with_opt_and_conf(opt, paysign.server_conf())`.
+    pub fn server_conf(&self) -> ServerConf {
+        crate::drain::server_conf(&self.live().current().config)
+    }
+
+    /// After SIGTERM (`phases` is `server.watch_execution_phase()`): ends the process as soon as
+    /// no call or notification of this instance is in flight — at the latest at the drain
+    /// deadline, where every call not yet sent is answered 503 `not-sent` first — as the binary
+    /// does. Call it once, before `server.run_forever()`; it takes a thread that waits.
+    pub fn exit_when_drained(&self, phases: tokio::sync::broadcast::Receiver<ExecutionPhase>) -> std::io::Result<()> {
+        let deadline = crate::drain::deadline(&self.live().current().config);
+        let (counted, stopper) = (self.clone(), self.clone());
+        tracing::info!("shutdown: the drain deadline is {} s", deadline.as_secs());
+        crate::drain::when_drained(
+            phases,
+            move || counted.live().metrics().in_flight.get() + counted.live().notifications_in_flight(),
+            move || stopper.stop_sending(),
+            deadline,
+            || {
+                crate::logging::flush(crate::logging::EXIT_WAIT);
+                std::process::exit(0)
+            },
+        )
+    }
+
     /// `app` (your `ProxyHttp` wrapped by pingora, or any other pingora app) listening on
     /// `addr` behind paysign's safeguards: at most `max_connections` connections (refused in
     /// the accept loop), a request head within `header_timeout_ms` and `max_header_bytes`,
-    /// counted under `listener` in this instance's metrics.
+    /// counted under `listener` in this instance's metrics. The head deadline ends when the
+    /// app says the head is parsed: [`Paysign::request_filter`] does for every request it sees;
+    /// an app that does not call it calls [`crate::request_parsed`] in its
+    /// `early_request_filter`, or a slow body is cut at the head deadline.
     pub fn safeguarded<A: ServerApp + Send + Sync + 'static>(
         &self,
         name: &str,

@@ -42,9 +42,16 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Every problem of a configuration that does not validate (never empty), in the order of the
-/// settings; shown one per line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// settings; shown one per line — by `Debug` too, so that a `main` returning it with `?` prints
+/// the messages, not the structure.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Debug for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

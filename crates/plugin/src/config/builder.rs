@@ -78,7 +78,9 @@ macro_rules! setters_into {
 impl ConfigBuilder {
     /// The path errors name as the configuration and `Config::source` holds; relative paths
     /// (keys, certificates) are relative to its folder. Default: `(code)`, paths relative to
-    /// the current directory.
+    /// the current directory. Note: `Paysign::new` reloads (SIGHUP, `/-/reload`) from the file
+    /// at this path; a configuration that lives only in code is given its reload source with
+    /// `Paysign::with_reload_source`.
     pub fn source(mut self, path: impl Into<PathBuf>) -> Self {
         self.source = path.into();
         self

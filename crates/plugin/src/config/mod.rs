@@ -28,3 +28,45 @@ pub use schema::{
     MAX_HEADER_BYTES_LIMIT,
 };
 pub use validate::{ctx_for, Ctx};
+
+/// Logs what was loaded, as the binary does at start-up: the file, the listeners, the platform
+/// and its timeouts, each merchant's profile and key kinds (never key material).
+pub fn announce(cfg: &Config) {
+    let up = &cfg.upstream;
+    tracing::info!(
+        "paysign {} loaded {}: crypto_backend={} listen={} admin={} platform={} tls_verify={} ca_file={} connect_timeout_ms={} read_timeout_ms={} connect_retries={} max_body_bytes={}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.source.display(),
+        cfg.crypto_backend.as_str(),
+        cfg.listen,
+        cfg.admin_listen,
+        up.target.url(),
+        up.tls_verify,
+        up.ca_file.as_ref().map_or("-".into(), |p| p.display().to_string()),
+        up.connect_timeout.as_millis(),
+        up.read_timeout.as_millis(),
+        up.connect_retries,
+        cfg.max_body_bytes,
+    );
+    let mut names: Vec<_> = cfg.merchants.keys().collect();
+    names.sort();
+    for name in names {
+        let m = &cfg.merchants[name];
+        let keys = match &m.keys {
+            crate::protocol::MerchantKeys::Md5 { platform_public, .. } => {
+                format!("platform_public=rsa-{}/{} md5_key=set", platform_public.bits(), platform_public.backend().as_str())
+            }
+            crate::protocol::MerchantKeys::Rsa { merchant_private, platform_public } => format!(
+                "platform_public=rsa-{}/{} merchant_private=rsa-{}/{}",
+                platform_public.bits(),
+                platform_public.backend().as_str(),
+                merchant_private.public().bits(),
+                merchant_private.backend_name()
+            ),
+        };
+        tracing::info!("merchant {} profile={} {} chunk_size={}", m.customer_no, m.profile().as_str(), keys, m.chunk_size);
+    }
+    if cfg.default_merchant().is_none() {
+        tracing::info!("several merchants: requests must name one with X-Paysign-Merchant");
+    }
+}

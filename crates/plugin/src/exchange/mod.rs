@@ -388,6 +388,9 @@ impl Paysign {
     /// connection). Call [`Self::logging`] from your `logging` hook for the access line and
     /// the request metrics.
     pub async fn request_filter(&self, session: &mut Session, ex: &mut Exchange) -> pingora::Result<bool> {
+        // The head is complete, whoever answers it: its deadline and size bound end
+        // ([`crate::listener::safeguarded_service`]), and pipelined requests are answered in order.
+        crate::listener::request_parsed(session);
         if !session.req_header().uri.path().starts_with("/api/") {
             ex.seen = Seen::NotPaysigns;
             return Ok(false);

@@ -2,6 +2,7 @@
 //! safeguards every listener runs behind (connection bound, head deadline and size).
 
 pub mod admin;
+pub mod drain;
 pub mod listener;
 pub mod log_writer;
 pub mod logging;
