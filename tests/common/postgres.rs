@@ -31,41 +31,67 @@ fn bin_dir() -> PathBuf {
         .expect("PostgreSQL is not installed: run scripts/setup test")
 }
 
-/// The user the server runs as (uid, gid): none (this one) unless this is root, then
+/// The user the server runs as (name, uid, gid): none (this one) unless this is root, then
 /// `postgres` (Debian's package creates it) or `nobody`.
-fn server_user() -> Option<(u32, u32)> {
+fn server_user() -> Option<(&'static str, u32, u32)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return None;
     }
-    for name in [c"postgres", c"nobody"] {
+    for (name, cname) in [("postgres", c"postgres"), ("nobody", c"nobody")] {
         // SAFETY: a NUL-terminated name; the record is read at once, before any other call.
-        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+        let pw = unsafe { libc::getpwnam(cname.as_ptr()) };
         if !pw.is_null() {
             // SAFETY: non-null record from getpwnam.
-            return Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) });
+            return Some(unsafe { (name, (*pw).pw_uid, (*pw).pw_gid) });
         }
     }
     panic!("running as root and neither user postgres nor nobody exists");
 }
 
-/// `program` as the server user, killed if the test that started it dies (so no server
-/// outlives a killed test run).
-fn as_server_user(program: &Path) -> Command {
+/// `program args…` as the server user, killed if the test that started it dies (so no server
+/// outlives a killed test run), configured by `setup` (stdio). Ways to switch user, in order:
+/// this process's own (setuid in the child), `setpriv`, `runuser`; the first that starts
+/// wins, and if none does every way's error is reported.
+fn spawn_as_server_user(program: &Path, args: &[String], setup: impl Fn(&mut Command)) -> Child {
     use std::os::unix::process::CommandExt;
-    let mut c = Command::new(program);
-    if let Some((uid, gid)) = server_user() {
-        c.uid(uid).gid(gid);
-    }
+    let Some((name, uid, gid)) = server_user() else {
+        let mut c = Command::new(program);
+        c.args(args);
+        setup(&mut c);
+        return c.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    };
+    let mut direct = Command::new(program);
+    direct.args(args).uid(uid).gid(gid);
     // SAFETY: prctl is async-signal-safe; runs in the child after the uid change (which would
     // clear the setting) and before exec.
     unsafe {
-        c.pre_exec(|| {
+        direct.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
         });
     }
-    c
+    let mut setpriv = Command::new("setpriv");
+    setpriv
+        .args([format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".into(), "--pdeathsig=KILL".into(), "--".into()])
+        .arg(program)
+        .args(args);
+    let mut runuser = Command::new("runuser");
+    runuser.args(["-u", name, "--"]).arg(program).args(args);
+    let mut errors = Vec::new();
+    for (way, mut c) in [("setuid", direct), ("setpriv", setpriv), ("runuser", runuser)] {
+        setup(&mut c);
+        match c.spawn() {
+            Ok(child) => {
+                if !errors.is_empty() {
+                    eprintln!("postgres harness: started {} as {name} with {way} after: {}", program.display(), errors.join("; "));
+                }
+                return child;
+            }
+            Err(e) => errors.push(format!("{way}: {e}")),
+        }
+    }
+    panic!("cannot start {} as {name} (uid {uid}): {}", program.display(), errors.join("; "))
 }
 
 impl Postgres {
@@ -75,14 +101,15 @@ impl Postgres {
         let dir = std::env::temp_dir().join(format!("paysign-pg-{}-{}", std::process::id(), super::free_port()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        if let Some((uid, gid)) = server_user() {
+        if let Some((_, uid, gid)) = server_user() {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
         }
         let data = dir.join("data");
-        let out = as_server_user(&bin.join("initdb"))
-            .args(["-D", data.to_str().unwrap(), "-A", "trust", "-U", "paysign", "--no-sync", "-E", "UTF8"])
-            .output()
-            .unwrap();
+        let args = ["-D", data.to_str().unwrap(), "-A", "trust", "-U", "paysign", "--no-sync", "-E", "UTF8"].map(String::from);
+        let initdb = spawn_as_server_user(&bin.join("initdb"), &args, |c| {
+            c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        });
+        let out = initdb.wait_with_output().unwrap();
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
         let mut pg = Postgres { child: None, dir, port: super::free_port(), bin };
         pg.run();
@@ -91,13 +118,24 @@ impl Postgres {
 
     fn run(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("server.log")).unwrap();
-        let child = as_server_user(&self.bin.join("postgres"))
-            .args(["-D", self.dir.join("data").to_str().unwrap(), "-p", &self.port.to_string(), "-k", self.dir.to_str().unwrap()])
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=on", "-c", "synchronous_commit=on"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let args = [
+            "-D",
+            self.dir.join("data").to_str().unwrap(),
+            "-p",
+            &self.port.to_string(),
+            "-k",
+            self.dir.to_str().unwrap(),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=on",
+            "-c",
+            "synchronous_commit=on",
+        ]
+        .map(String::from);
+        let child = spawn_as_server_user(&self.bin.join("postgres"), &args, |c| {
+            c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log.try_clone().expect("the server log"));
+        });
         self.child = Some(child);
         let ready = super::eventually(30, || {
             Command::new(self.bin.join("pg_isready"))
