@@ -334,7 +334,9 @@ fn metrics_count_exactly_what_happened_and_logs_hold_no_secrets() {
     }
     // pingora's lifecycle lines are debug (docs/observability.md): at info, only paysign's own.
     assert!(!lines.iter().any(|l| l["target"].as_str().is_some_and(|t| t.starts_with("pingora")) && l["level"] == "info"), "{logs}");
-    assert!(lines.iter().any(|l| l["target"] == "paysign_plugin::config" && l["msg"].as_str().unwrap().starts_with("paysign 0.1.0 loaded")));
+    assert!(lines
+        .iter()
+        .any(|l| l["target"] == "paysign_plugin::config" && l["msg"].as_str().unwrap().starts_with("paysign 0.1.0 loaded")));
     let verified = access.iter().find(|a| a["outcome"] == "verified").expect("a verified request");
     assert_eq!(
         (&verified["endpoint"], &verified["status"], &verified["delivery"], &verified["err_code"]),
