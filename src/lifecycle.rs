@@ -160,7 +160,6 @@ pub fn announce_when_listening(listeners: Vec<Listen>, ready: Arc<ReadyState>, p
                 }
                 std::thread::sleep(LISTEN_POLL);
             }
-            ready.set_listening();
             // Named in the pid file (and so signalled by `paysign upgrade`) only once signals are
             // handled: until then SIGQUIT or SIGTERM would end the process at once.
             while !ready.signals_handled() {
@@ -171,10 +170,15 @@ pub fn announce_when_listening(listeners: Vec<Listen>, ready: Arc<ReadyState>, p
                 std::thread::sleep(LISTEN_POLL);
             }
             if let Some(pid_file) = &pid_file {
-                if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
+                // Whole or not at all (written aside, then renamed): a reader never sees it empty.
+                let aside = pid_file.with_extension("pid.new");
+                let written = std::fs::write(&aside, format!("{}\n", std::process::id())).and_then(|()| std::fs::rename(&aside, pid_file));
+                if let Err(e) = written {
                     tracing::error!("cannot write the pid file {}: {e}", pid_file.display());
                 }
             }
+            // Ready (`/readyz` 200) only now: listening, signals handled, the pid file naming us.
+            ready.set_listening();
             notify_systemd(&format!("READY=1\nMAINPID={}", std::process::id()));
         })
         .map_err(|e| e.to_string())?;
