@@ -57,7 +57,7 @@ fn spawn_as_server_user(program: &Path, args: &[String], setup: impl Fn(&mut Com
     use std::os::unix::process::CommandExt;
     let Some((name, uid, gid)) = server_user() else {
         let mut c = Command::new(program);
-        c.args(args);
+        c.args(args).env_remove("LD_LIBRARY_PATH");
         setup(&mut c);
         return c.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
     };
@@ -80,6 +80,10 @@ fn spawn_as_server_user(program: &Path, args: &[String], setup: impl Fn(&mut Com
     runuser.args(["-u", name, "--"]).arg(program).args(args);
     let mut errors = Vec::new();
     for (way, mut c) in [("setuid", direct), ("setpriv", setpriv), ("runuser", runuser)] {
+        // Not this test process's environment: cargo's LD_LIBRARY_PATH names folders under the
+        // project (in /root on a fresh machine), which the server's user may not read, and the
+        // loader then failed on libpq ("Permission denied").
+        c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").env("LANG", "C.UTF-8");
         setup(&mut c);
         match c.spawn() {
             Ok(child) => {
