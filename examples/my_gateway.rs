@@ -141,6 +141,10 @@ fn main() {
     if let Some(notifications) = paysign.notification_service() {
         server.add_service(notifications);
     }
+    // With `notify.inbox`: the deliverer of stored notifications.
+    if let Some(deliverer) = paysign.deliverer_service() {
+        server.add_service(deliverer);
+    }
     // Its own operations endpoint, with paysign's metrics in its registry.
     let mut ops = paysign.safeguarded("my gateway ops", Listener::Admin, &admin_listen, Ops { registry, proxy: listen });
     ops.threads = Some(1);

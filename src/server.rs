@@ -118,6 +118,10 @@ pub fn run(gateway: Option<Config>, sandbox: Option<SandboxConfig>, upgrade: boo
             server.add_service(svc);
         }
         let instance = Paysign::from_live(live.clone()).map_err(|e| e.to_string())?;
+        // Stored notifications are delivered from the inbox by this background service.
+        if let Some(deliverer) = instance.deliverer_service() {
+            server.add_service(deliverer);
+        }
         paysign = Some(instance.clone());
         let mut app = pingora::proxy::HttpProxy::new(Gateway::new(instance), server.configuration.clone());
         app.handle_init_modules();

@@ -108,12 +108,13 @@ pub use exchange::{Exchange, Paysign, StartError, Verified, DEADLINE_HEADER, DEL
 pub use keys::pkcs11;
 pub use live::{ListenerChange, Live, ReloadError, ReloadSource, Reloaded, Runtime};
 pub use notify::{
-    notification_id, HttpTarget, NotificationOutcome, NotificationTarget, Notifications, TargetAnswer, TargetError, NOTIFICATION_ID_HEADER,
-    NOTIFY_NICE,
+    notification_id, Deliverer, HttpTarget, InboxCell, NotificationOutcome, NotificationTarget, Notifications, TargetAnswer, TargetError,
+    NOTIFICATION_ID_HEADER, NOTIFY_NICE,
 };
 pub use ops::admin::{Admin, ReadyState};
 /// Shutdown that never abandons a call: the drain deadline and pingora's settings for it.
 pub use ops::drain;
+pub use ops::inbox_admin::{inbox_admin, InboxAnswer};
 pub use ops::listener::{request_parsed, safeguarded_service, tcp_listener, Limited, Limits, PeerCheck};
 /// paysign's logs: through `tracing`; [`logging::init`] installs the binary's JSON lines.
 pub use ops::logging;

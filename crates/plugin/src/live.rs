@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::config::{self, Config};
 use crate::executor::PrivateKeyExecutor;
 use crate::metrics::{Known, Metrics, ReloadResult};
-use crate::notify::NotifyState;
+use crate::notify::{InboxCell, NotifyState};
 use crate::reload::Reloadable;
 use crate::upstream::PlatformClient;
 
@@ -35,7 +35,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    fn new(config: Config, generation: u64, previous: Option<&Runtime>, metrics: &Arc<Metrics>) -> Self {
+    fn new(config: Config, generation: u64, previous: Option<&Runtime>, inbox: Option<&Arc<InboxCell>>, metrics: &Arc<Metrics>) -> Self {
         let client = match previous {
             Some(p) if p.config.upstream == config.upstream => p.client.clone(),
             _ => Arc::new(PlatformClient::new(&config.upstream, config.max_in_flight, metrics.upstream_connections_opened.clone())),
@@ -53,7 +53,7 @@ impl Runtime {
             ),
         };
         // The notification target's connection pool survives the reload, like the platform's.
-        let notify = NotifyState::new(&config, executor.clone(), previous.and_then(|p| p.notify.as_ref()), metrics);
+        let notify = NotifyState::new(&config, executor.clone(), previous.and_then(|p| p.notify.as_ref()), inbox.cloned(), metrics);
         Runtime { config, client, executor, admission, notify, generation, needs_restart: Vec::new(), metrics: metrics.clone() }
     }
 }
@@ -181,6 +181,8 @@ pub struct Live {
     metrics: Arc<Metrics>,
     /// Notifications in flight and the refusal-line limiter of this instance's listener.
     pub(crate) notifications: NotifyCounters,
+    /// The inbox of `notify.inbox` as configured at start (a reload cannot change it).
+    pub(crate) inbox: Option<Arc<InboxCell>>,
 }
 
 impl Live {
@@ -189,8 +191,20 @@ impl Live {
     pub fn new(source: impl Into<ReloadSource>, config: Config, metrics: Arc<Metrics>) -> Self {
         set_metrics(&metrics, &config);
         metrics.config_generation.set(1);
-        let state = Reloadable::new(Runtime::new(config, 1, None, &metrics));
-        Live { source: source.into(), state, metrics, notifications: Default::default() }
+        let inbox = inbox_of(&config).map(|s| Arc::new(InboxCell::new(s)));
+        let state = Reloadable::new(Runtime::new(config, 1, None, inbox.as_ref(), &metrics));
+        Live { source: source.into(), state, metrics, notifications: Default::default(), inbox }
+    }
+
+    /// Opens the inbox of `notify.inbox` now, if there is one (start-up refuses a store it
+    /// cannot open); otherwise it is opened at the first notification.
+    pub fn open_inbox(&self) -> Result<(), paysign_inbox::StoreError> {
+        self.inbox.as_ref().map_or(Ok(()), |c| c.open_now())
+    }
+
+    /// The inbox, when `notify.inbox` is configured (the admin's view).
+    pub fn inbox(&self) -> Option<&Arc<InboxCell>> {
+        self.inbox.as_ref()
     }
 
     /// This instance's metrics.
@@ -198,9 +212,10 @@ impl Live {
         &self.metrics
     }
 
-    /// Notifications being handled now (the drain after SIGTERM waits for them as for calls).
+    /// Notifications being handled or delivered from the inbox now (the drain after SIGTERM
+    /// waits for them as for calls).
     pub fn notifications_in_flight(&self) -> i64 {
-        self.notifications.in_flight()
+        self.notifications.in_flight() + self.notifications.deliveries_in_flight.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The runtime for one request.
@@ -284,10 +299,21 @@ impl Live {
             max_in_flight => "max_in_flight",
             offload_private_key_ops => "offload_private_key_ops",
         );
-        let mut next = Runtime::new(new, old.generation + 1, Some(old), &self.metrics);
+        // The inbox is opened once per process: its store, key and settings need a restart.
+        if inbox_of(&new) != inbox_of(o) {
+            needs_restart.push("notify.inbox");
+            if let Some(n) = new.notify.as_mut() {
+                n.inbox = inbox_of(o);
+            }
+        }
+        let mut next = Runtime::new(new, old.generation + 1, Some(old), self.inbox.as_ref(), &self.metrics);
         next.needs_restart = needs_restart;
         Ok(next)
     }
+}
+
+fn inbox_of(c: &Config) -> Option<crate::config::InboxSettings> {
+    c.notify.as_ref().and_then(|n| n.inbox.clone())
 }
 
 fn listen_of(c: &Config) -> String {
@@ -307,6 +333,7 @@ fn set_metrics(metrics: &Metrics, config: &Config) {
         routes: config.notify.iter().flat_map(|n| n.routes.iter().map(|r| r.path.as_str())).collect(),
         callers: config.callers.iter().map(|c| c.name.as_str()).collect(),
         notify: config.notify.is_some(),
+        inbox: inbox_of(config).is_some(),
     });
 }
 
@@ -318,6 +345,8 @@ pub struct NotifyCounters {
     /// SIGTERM waits for them as for calls, since a forward cut midway may have reached the
     /// target.
     pub(crate) in_flight: std::sync::atomic::AtomicI64,
+    /// Deliveries from the inbox in flight (the drain waits for them too).
+    pub(crate) deliveries_in_flight: std::sync::atomic::AtomicI64,
     /// At most one refusal line a second.
     pub(crate) refusal_lines: OncePerSecond,
 }

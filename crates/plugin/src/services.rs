@@ -13,7 +13,7 @@ use pingora::services::listening::Service;
 use crate::exchange::Paysign;
 use crate::listener::{safeguarded_service, tcp_listener, Limited, Limits};
 use crate::metrics::Listener;
-use crate::notify::Notifications;
+use crate::notify::{Deliverer, Notifications};
 use crate::ops::sighup::{Reload, ReloadOnSighup};
 
 impl Paysign {
@@ -70,6 +70,14 @@ impl Paysign {
     /// accept), or `None` when the configuration has no `notify`.
     pub fn notification_service(&self) -> Option<Service<Limited<Notifications>>> {
         Notifications::new(self.live().clone()).service()
+    }
+
+    /// The inbox's deliverer (`notify.inbox`), as a pingora background service, or `None`
+    /// without an inbox: add it next to [`Self::notification_service`], or stored
+    /// notifications are never delivered.
+    pub fn deliverer_service(&self) -> Option<GenBackgroundService<Deliverer>> {
+        self.live().inbox()?;
+        Some(pingora::services::background::background_service("paysign deliverer", Deliverer::new(self.live().clone())))
     }
 
     /// SIGHUP reloads this instance's configuration (and keys) instead of ending the process,

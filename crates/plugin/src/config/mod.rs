@@ -22,10 +22,10 @@ mod validate;
 pub use builder::ConfigBuilder;
 pub use load::{load, load_report, load_str, load_str_offline, parse_yaml, read_yaml, Mode, Report};
 pub use paysign_settings::{check_customer_no, check_listen, ConfigError, ConfigErrors, Files};
-pub use runtime::{sha256, Caller, Config, Notify, NotifyRoute, Upstream};
+pub use runtime::{sha256, Caller, Config, InboxSettings, InboxStore, Notify, NotifyRoute, Upstream};
 pub use schema::{
-    default_true, CallerFile, GatewayFile, MerchantFile, NotifyFile, NotifyRouteFile, Pkcs11File, PlatformFile, ProfileName, SealWith,
-    MAX_HEADER_BYTES_LIMIT,
+    default_true, CallerFile, GatewayFile, InboxFile, MerchantFile, NotifyFile, NotifyRouteFile, Pkcs11File, PlatformFile, ProfileName,
+    SealWith, MAX_HEADER_BYTES_LIMIT,
 };
 pub use validate::{ctx_for, Ctx};
 

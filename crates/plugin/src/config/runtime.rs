@@ -149,6 +149,88 @@ pub struct Notify {
     pub body_timeout: Duration,
     /// `notify.routes`.
     pub routes: Vec<NotifyRoute>,
+    /// `notify.inbox`: store before acknowledging (`None`: deliver before acknowledging).
+    pub inbox: Option<InboxSettings>,
+}
+
+/// Where the inbox keeps notifications.
+#[derive(Clone, PartialEq, Eq)]
+pub enum InboxStore {
+    /// `notify.inbox.sqlite_path`, resolved against the configuration file's folder.
+    Sqlite(PathBuf),
+    /// `notify.inbox.postgres_url` (never shown: it may carry a password).
+    Postgres(String),
+}
+
+impl fmt::Debug for InboxStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InboxStore::Sqlite(p) => write!(f, "Sqlite({})", p.display()),
+            InboxStore::Postgres(_) => f.write_str("Postgres(<url not shown>)"),
+        }
+    }
+}
+
+/// The validated `notify.inbox`.
+#[derive(Clone)]
+pub struct InboxSettings {
+    /// The store.
+    pub store: InboxStore,
+    /// The payload key (64 hex digits, checked); never shown.
+    pub key: crate::crypto::Secret,
+    /// The retry schedule.
+    pub schedule: paysign_inbox::Schedule,
+    /// `ordered`.
+    pub ordered: bool,
+    /// `retention_hours`.
+    pub retention: Duration,
+    /// `lease_ms`.
+    pub lease: Duration,
+    /// `deliverers`.
+    pub deliverers: usize,
+}
+
+impl PartialEq for InboxSettings {
+    fn eq(&self, o: &Self) -> bool {
+        self.store == o.store
+            && self.key.expose() == o.key.expose()
+            && self.schedule == o.schedule
+            && (self.ordered, self.retention, self.lease, self.deliverers) == (o.ordered, o.retention, o.lease, o.deliverers)
+    }
+}
+
+impl fmt::Debug for InboxSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InboxSettings")
+            .field("store", &self.store)
+            .field("schedule", &self.schedule)
+            .field("ordered", &self.ordered)
+            .field("retention", &self.retention)
+            .field("lease", &self.lease)
+            .field("deliverers", &self.deliverers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InboxSettings {
+    /// The store as `GET /config` shows it.
+    pub fn describe(&self) -> serde_json::Value {
+        use serde_json::json;
+        let store = match &self.store {
+            InboxStore::Sqlite(p) => json!({"sqlite_path": p.display().to_string()}),
+            InboxStore::Postgres(_) => json!({"postgres_url": "(not shown)"}),
+        };
+        json!({
+            "store": store,
+            "retry_first_ms": self.schedule.first.as_millis() as u64,
+            "retry_max_interval_ms": self.schedule.max_interval.as_millis() as u64,
+            "give_up_after_hours": self.schedule.give_up_after.as_secs() / 3600,
+            "ordered": self.ordered,
+            "retention_hours": self.retention.as_secs() / 3600,
+            "lease_ms": self.lease.as_millis() as u64,
+            "deliverers": self.deliverers,
+        })
+    }
 }
 
 /// A validated notification route.
@@ -222,6 +304,7 @@ impl Config {
                     "target": r.target.url(),
                     "merchant": r.merchant.as_ref().map(|m| m.customer_no.clone()),
                 })).collect::<Vec<_>>(),
+                "inbox": n.inbox.as_ref().map(InboxSettings::describe),
             })
         });
         json!({

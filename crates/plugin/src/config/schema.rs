@@ -207,6 +207,89 @@ pub struct NotifyFile {
     pub trusted_proxies: Vec<String>,
     /// At least one.
     pub routes: Vec<NotifyRouteFile>,
+    /// Store each verified notification durably before acknowledging it, then deliver it from
+    /// there with retries for days; absent: hand it to the target before acknowledging.
+    #[serde(default)]
+    pub inbox: Option<InboxFile>,
+}
+
+pub(crate) fn default_retry_first_ms() -> u64 {
+    5_000
+}
+pub(crate) fn default_retry_max_interval_ms() -> u64 {
+    3_600_000
+}
+pub(crate) fn default_give_up_after_hours() -> u64 {
+    96
+}
+pub(crate) fn default_retention_hours() -> u64 {
+    168
+}
+pub(crate) fn default_lease_ms() -> u64 {
+    60_000
+}
+pub(crate) fn default_deliverers() -> usize {
+    8
+}
+
+/// `notify.inbox`: the durable inbox (docs/flows.md, "The inbox").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboxFile {
+    /// The embedded store: one SQLite file (created with its folder). Set this or
+    /// `postgres_url`.
+    pub sqlite_path: Option<PathBuf>,
+    /// A PostgreSQL database shared by replicas (`postgresql://user@host/db`); never logged.
+    pub postgres_url: Option<String>,
+    /// `postgres_url` from this environment variable instead (it carries a password).
+    pub postgres_url_env: Option<String>,
+    /// The AES-256 key (64 hex digits) that seals stored payloads: from a file (mode 0600)…
+    pub key_file: Option<PathBuf>,
+    /// …or from this environment variable.
+    pub key_env: Option<String>,
+    /// The first retry after a failed delivery; it doubles from there.
+    #[serde(default = "default_retry_first_ms")]
+    pub retry_first_ms: u64,
+    /// The longest wait between two attempts.
+    #[serde(default = "default_retry_max_interval_ms")]
+    pub retry_max_interval_ms: u64,
+    /// Dead-lettered once this long after it was received (at least 72 hours by default).
+    #[serde(default = "default_give_up_after_hours")]
+    pub give_up_after_hours: u64,
+    /// Deliver notifications of one `orderNo` in the order received, each after the previous
+    /// one was delivered or dead-lettered.
+    #[serde(default)]
+    pub ordered: bool,
+    /// Delivered notifications are purged this long after delivery.
+    #[serde(default = "default_retention_hours")]
+    pub retention_hours: u64,
+    /// How long one deliverer owns a notification it is delivering; after that (a replica
+    /// killed mid-delivery) another may take it.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// Deliveries in flight at once, per process.
+    #[serde(default = "default_deliverers")]
+    pub deliverers: usize,
+}
+
+impl Default for InboxFile {
+    /// The defaults, with no store and no key (refused until both are set).
+    fn default() -> Self {
+        InboxFile {
+            sqlite_path: None,
+            postgres_url: None,
+            postgres_url_env: None,
+            key_file: None,
+            key_env: None,
+            retry_first_ms: default_retry_first_ms(),
+            retry_max_interval_ms: default_retry_max_interval_ms(),
+            give_up_after_hours: default_give_up_after_hours(),
+            ordered: false,
+            retention_hours: default_retention_hours(),
+            lease_ms: default_lease_ms(),
+            deliverers: default_deliverers(),
+        }
+    }
 }
 
 /// `notify.routes[]`.
@@ -384,6 +467,7 @@ impl Default for NotifyFile {
             allow_from: Vec::new(),
             trusted_proxies: Vec::new(),
             routes: Vec::new(),
+            inbox: None,
         }
     }
 }

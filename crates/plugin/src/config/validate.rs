@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::runtime::{sha256, Caller, Config, Notify, NotifyRoute, Upstream, Validated};
+use super::runtime::{sha256, Caller, Config, InboxSettings, InboxStore, Notify, NotifyRoute, Upstream, Validated};
 use super::schema::*;
 use super::{ConfigError, Mode};
 use crate::crypto::{segmented, Backend, PublicKey, Secret};
@@ -472,6 +472,63 @@ fn notify(
         trusted_proxies: cidrs(ctx, "notify.trusted_proxies", &n.trusted_proxies)?,
         body_timeout: Duration::from_millis(default_client_body_timeout()),
         routes,
+        inbox: n.inbox.as_ref().map(|i| inbox(ctx, i)).transpose()?,
+    })
+}
+
+/// `notify.inbox`: exactly one store, a 256-bit key, a schedule that ends.
+fn inbox(ctx: &Ctx, i: &InboxFile) -> Result<InboxSettings, ConfigError> {
+    let url =
+        match (&i.postgres_url, &i.postgres_url_env) {
+            (Some(_), Some(_)) => return Err(ctx.err("notify.inbox.postgres_url", None, "set postgres_url or postgres_url_env, not both")),
+            (Some(u), None) => Some(u.clone()),
+            (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                ctx.err("notify.inbox.postgres_url_env", None, format!("environment variable {var} is not set or not UTF-8"))
+            })?),
+            (None, None) => None,
+        };
+    let store = match (&i.sqlite_path, url) {
+        (Some(p), None) => InboxStore::Sqlite(ctx.resolve(p)),
+        (None, Some(u)) if u.starts_with("postgres://") || u.starts_with("postgresql://") || u.contains("host=") => InboxStore::Postgres(u),
+        (None, Some(_)) => return Err(ctx.err("notify.inbox.postgres_url", None, "is not a PostgreSQL URL (postgresql://user@host/db)")),
+        (Some(_), Some(_)) => return Err(ctx.err("notify.inbox.sqlite_path", None, "set sqlite_path or postgres_url, not both")),
+        (None, None) => return Err(ctx.err("notify.inbox.sqlite_path", None, "the inbox needs sqlite_path or postgres_url")),
+    };
+    let key = ctx.secret("notify.inbox.key", "the inbox", "the inbox key", &i.key_file, &i.key_env)?;
+    let at = if i.key_file.is_some() { "notify.inbox.key_file" } else { "notify.inbox.key_env" };
+    paysign_inbox::Cipher::from_hex(key.expose()).map_err(|e| ctx.err(at, None, e.to_string()))?;
+    let positive = [
+        ("notify.inbox.retry_first_ms", i.retry_first_ms),
+        ("notify.inbox.retry_max_interval_ms", i.retry_max_interval_ms),
+        ("notify.inbox.give_up_after_hours", i.give_up_after_hours),
+        ("notify.inbox.lease_ms", i.lease_ms),
+        ("notify.inbox.deliverers", i.deliverers as u64),
+    ];
+    if let Some((setting, _)) = positive.iter().find(|(_, v)| *v == 0) {
+        return Err(ctx.err(*setting, None, "must be positive"));
+    }
+    if i.retry_max_interval_ms < i.retry_first_ms {
+        return Err(ctx.err("notify.inbox.retry_max_interval_ms", None, "must be at least retry_first_ms"));
+    }
+    if i.deliverers > 1024 {
+        return Err(ctx.err("notify.inbox.deliverers", None, "at most 1024"));
+    }
+    if i.give_up_after_hours > 24 * 365 || i.retention_hours > 24 * 365 * 10 {
+        return Err(ctx.err("notify.inbox.give_up_after_hours", None, "at most a year (retention_hours: ten)"));
+    }
+    Ok(InboxSettings {
+        store,
+        key,
+        schedule: paysign_inbox::Schedule {
+            first: Duration::from_millis(i.retry_first_ms),
+            max_interval: Duration::from_millis(i.retry_max_interval_ms),
+            give_up_after: Duration::from_secs(i.give_up_after_hours * 3600),
+            jitter: 0.2,
+        },
+        ordered: i.ordered,
+        retention: Duration::from_secs(i.retention_hours * 3600),
+        lease: Duration::from_millis(i.lease_ms),
+        deliverers: i.deliverers,
     })
 }
 

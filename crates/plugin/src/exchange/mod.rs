@@ -315,6 +315,10 @@ pub enum StartError {
     /// families: one registry per instance).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// `notify.inbox`'s store could not be opened (a folder that cannot be created, a database
+    /// that cannot be reached): the notifications would have nowhere durable to go.
+    #[error("notify.inbox: {0}")]
+    Inbox(#[from] paysign_inbox::StoreError),
 }
 
 impl Paysign {
@@ -341,7 +345,9 @@ impl Paysign {
     }
 
     /// Shares reloadable state with other flows (the notification listener, the admin).
+    /// Opens `notify.inbox`'s store, if configured.
     pub fn from_live(live: Arc<Live>) -> Result<Self, StartError> {
+        live.open_inbox()?;
         Ok(Paysign {
             live,
             endpoints: Arc::new(Endpoints::builtin().map_err(StartError::Endpoints)?),

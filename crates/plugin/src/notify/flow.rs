@@ -19,13 +19,16 @@ use pingora::protocols::http::ServerSession;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::target::{HttpTarget, NotificationTarget, TargetError};
+use super::inbox::InboxCell;
+use super::target::{HttpTarget, NotificationTarget, TargetAnswer, TargetError};
 use crate::config::{Config, Notify, NotifyRoute};
 use crate::executor::{ExecError, PrivateKeyExecutor};
 use crate::logging;
+use crate::metrics::InboxStoreResult;
 use crate::metrics::Metrics;
 use crate::protocol::{canonicalize, fields_of, Merchant, OpenError, Opened, Profile};
 use crate::serve::{read_body, reply, BodyError};
+use paysign_inbox::{Inbox, NewNotification, StoreError, Stored};
 
 /// The header carrying [`notification_id`] to the target, which may drop repeats by it.
 pub const NOTIFICATION_ID_HEADER: &str = "X-Paysign-Notification-Id";
@@ -35,11 +38,16 @@ pub const NOTIFICATION_ID_HEADER: &str = "X-Paysign-Notification-Id";
 pub use crate::metrics::NotificationOutcome;
 
 impl NotificationOutcome {
-    /// The status the platform gets: 200 (with the acknowledgement) only when forwarded; a 5xx
-    /// where a retry can succeed.
+    /// Whether the platform gets the acknowledgement: the target took it, or the inbox holds it.
+    pub const fn acknowledged(self) -> bool {
+        matches!(self, Self::Forwarded | Self::Stored | Self::Duplicate)
+    }
+
+    /// The status the platform gets: 200 (with the acknowledgement) only when forwarded or
+    /// stored; a 5xx where a retry can succeed.
     pub const fn status(self) -> u16 {
         match self {
-            Self::Forwarded => 200,
+            Self::Forwarded | Self::Stored | Self::Duplicate => 200,
             Self::SourceRefused => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
@@ -48,7 +56,7 @@ impl NotificationOutcome {
             Self::Malformed | Self::WrongMerchant | Self::UnknownMerchant | Self::Forged | Self::NotUtf8 | Self::NotNotification => 400,
             Self::Internal => 500,
             Self::TargetFailed | Self::TargetUnreachable => 502,
-            Self::Shed => 503,
+            Self::Shed | Self::StoreFailed => 503,
         }
     }
 }
@@ -124,6 +132,9 @@ pub struct NotifyState {
     /// The HTTP target whose pool a reload keeps (`None` when another target was given).
     http: Option<Arc<HttpTarget>>,
     target: Arc<dyn NotificationTarget>,
+    /// Where verified notifications are stored before the acknowledgement (`notify.inbox`),
+    /// the same across reloads; `None`: delivered before the acknowledgement.
+    inbox: Option<Arc<InboxCell>>,
     metrics: Arc<Metrics>,
 }
 
@@ -141,16 +152,34 @@ pub fn notification_id(customer_no: &str, fields: &Map<String, Value>) -> String
 
 type Step<T> = Result<T, NotificationOutcome>;
 
+/// What recognises a re-send before decryption: the route and the exact bytes the platform sent.
+fn raw_digest(route: &str, body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(route.as_bytes());
+    h.update(b"\n");
+    h.update(body);
+    h.finalize().into()
+}
+
 impl NotifyState {
     /// The notification state of `config` (`None` without `notify`), delivering to the routes'
     /// HTTP targets; `previous`: the state it replaces on reload, whose connection pool is kept.
-    pub fn new(config: &Config, executor: Arc<PrivateKeyExecutor>, previous: Option<&NotifyState>, metrics: &Arc<Metrics>) -> Option<Self> {
+    /// `inbox`: the instance's inbox when `notify.inbox` is configured (kept across reloads).
+    pub(crate) fn new(
+        config: &Config,
+        executor: Arc<PrivateKeyExecutor>,
+        previous: Option<&NotifyState>,
+        inbox: Option<Arc<InboxCell>>,
+        metrics: &Arc<Metrics>,
+    ) -> Option<Self> {
         let notify = config.notify.clone()?;
         let http = Arc::new(match previous.and_then(|p| p.http.as_ref()) {
             Some(p) => p.reloaded(&notify),
             None => HttpTarget::new(&notify),
         });
-        Some(Self::build(notify, config, executor, Some(http.clone()), http, metrics))
+        let mut state = Self::build(notify, config, executor, Some(http.clone()), http, metrics);
+        state.inbox = inbox;
+        Some(state)
     }
 
     /// The notification state of `config` delivering to `target` instead of HTTP.
@@ -173,7 +202,7 @@ impl NotifyState {
         metrics: &Arc<Metrics>,
     ) -> Self {
         let routes = notify.routes.iter().map(|r| (r.path.clone(), r.clone())).collect();
-        NotifyState { notify, merchants: config.merchants.clone(), routes, executor, http, target, metrics: metrics.clone() }
+        NotifyState { notify, merchants: config.merchants.clone(), routes, executor, http, target, inbox: None, metrics: metrics.clone() }
     }
 
     /// The listener's plain-text answer (`FAIL`, or the acknowledgement).
@@ -206,14 +235,22 @@ impl NotifyState {
         Some(forwarded.into_iter().rev().find(|ip| !trusted(*ip)).unwrap_or(peer))
     }
 
-    /// The steps of one notification: source → intake → open and verify → deliver; the
-    /// acknowledgement follows from the outcome (`Forwarded` only).
+    /// The steps of one notification: source → intake → (with an inbox: recognise a re-send)
+    /// → open and verify → store in the inbox, or deliver; the acknowledgement follows from the
+    /// outcome ([`NotificationOutcome::acknowledged`]).
     pub async fn handle<'s>(&'s self, session: &mut ServerSession, facts: &mut NotificationFacts<'s>) -> NotificationOutcome {
         let steps = async {
             self.check_source(session, facts)?;
-            let (route, merchant, data) = self.intake(session, facts).await?;
+            let (route, merchant, data, raw_digest) = self.intake(session, facts).await?;
+            let inbox = match &self.inbox {
+                Some(cell) => Some(self.recognise(cell, raw_digest, facts).await?),
+                None => None,
+            };
             let (plaintext, fields) = self.open(merchant, data, facts).await?;
-            Ok(self.deliver(route, merchant, plaintext, &fields, facts).await)
+            Ok(match inbox {
+                Some(inbox) => self.store(&*inbox, route, merchant, raw_digest, plaintext, &fields, facts).await,
+                None => self.deliver(route, merchant, plaintext, &fields, facts).await,
+            })
         };
         match steps.await {
             Ok(o) | Err(o) => o,
@@ -239,7 +276,7 @@ impl NotifyState {
         &'s self,
         session: &mut ServerSession,
         facts: &mut NotificationFacts<'s>,
-    ) -> Step<(&'s NotifyRoute, &'s Arc<Merchant>, Map<String, Value>)> {
+    ) -> Step<(&'s NotifyRoute, &'s Arc<Merchant>, Map<String, Value>, [u8; 32])> {
         let Some(route) = self.routes.get(session.req_header().uri.path()) else {
             return Err(NotificationOutcome::NotFound);
         };
@@ -253,6 +290,7 @@ impl NotifyState {
             Ok(Err(BodyError::Unreadable)) => return Err(NotificationOutcome::Malformed),
             Err(_) => return Err(NotificationOutcome::BodyTimeout),
         };
+        let raw_digest = raw_digest(&route.path, &body);
         let data = match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(m)) => m,
             _ => return Err(NotificationOutcome::Malformed),
@@ -270,7 +308,83 @@ impl NotifyState {
             facts.blocks = Some(blocks);
             return Err(NotificationOutcome::TooManyBlocks);
         }
-        Ok((route, merchant, data))
+        Ok((route, merchant, data, raw_digest))
+    }
+
+    /// The inbox, and whether these exact bytes were stored before: a platform retry of a stored
+    /// notification is acknowledged again without any private-key work. The store unavailable
+    /// answers 503 now (storing would fail too).
+    async fn recognise(&self, cell: &InboxCell, raw_digest: [u8; 32], facts: &mut NotificationFacts<'_>) -> Step<Arc<dyn Inbox>> {
+        let failed = |e: StoreError| {
+            self.metrics.inbox_stored.with_label_values(&[InboxStoreResult::Failed.as_str()]).inc();
+            tracing::warn!(kind = "notification", "notification not acknowledged: {e}");
+            NotificationOutcome::StoreFailed
+        };
+        let inbox = cell.get().await.map_err(failed)?;
+        match inbox.recognise(raw_digest).await.map_err(failed)? {
+            Some(id) => {
+                self.metrics.inbox_stored.with_label_values(&[InboxStoreResult::Recognised.as_str()]).inc();
+                facts.notification_id = Some(id);
+                Err(NotificationOutcome::Duplicate)
+            }
+            None => Ok(inbox),
+        }
+    }
+
+    /// Stores the verified notification durably; acknowledged only once it is.
+    #[allow(clippy::too_many_arguments)]
+    async fn store(
+        &self,
+        inbox: &dyn Inbox,
+        route: &NotifyRoute,
+        merchant: &Merchant,
+        raw_digest: [u8; 32],
+        plaintext: String,
+        fields: &Map<String, Value>,
+        facts: &mut NotificationFacts<'_>,
+    ) -> NotificationOutcome {
+        let id = notification_id(&merchant.customer_no, fields);
+        let order_no = fields.get("orderNo").and_then(Value::as_str).map(|o| o.chars().take(64).collect::<String>());
+        facts.order_no.clone_from(&order_no);
+        facts.notification_id = Some(id.clone());
+        let ordered = self.inbox.as_ref().is_some_and(|c| c.settings().ordered);
+        let n = NewNotification {
+            id,
+            raw_digest,
+            route: route.path.clone(),
+            customer_no: merchant.customer_no.clone(),
+            order_no,
+            ordered,
+            body: plaintext.into_bytes(),
+        };
+        let (outcome, result) = match inbox.store(n).await {
+            Ok(Stored::New) => (NotificationOutcome::Stored, InboxStoreResult::Stored),
+            Ok(Stored::Duplicate) => (NotificationOutcome::Duplicate, InboxStoreResult::Duplicate),
+            Err(e) => {
+                tracing::warn!(kind = "notification", "notification not acknowledged: {e}");
+                (NotificationOutcome::StoreFailed, InboxStoreResult::Failed)
+            }
+        };
+        self.metrics.inbox_stored.with_label_values(&[result.as_str()]).inc();
+        outcome
+    }
+
+    /// The route a stored notification names, if it is still configured.
+    pub(crate) fn route(&self, path: &str) -> Option<&NotifyRoute> {
+        self.routes.get(path)
+    }
+
+    /// Hands a stored notification to its route's target (the deliverer's attempt).
+    pub(crate) async fn deliver_stored(
+        &self,
+        route: &NotifyRoute,
+        headers: &[(&'static str, &str)],
+        body: Bytes,
+    ) -> Result<TargetAnswer, TargetError> {
+        let start = Instant::now();
+        let sent = self.target.deliver(route, headers, body).await;
+        self.metrics.notify_forward_duration.with_label_values(&[&route.path]).observe(start.elapsed().as_secs_f64());
+        sent
     }
 
     /// Opens and verifies like a platform answer. RSA work is unauthenticated here: it goes to
@@ -358,11 +472,14 @@ mod tests {
     use super::NotificationOutcome;
 
     #[test]
-    fn outcomes_have_distinct_labels_and_only_forwarded_is_acknowledged() {
+    fn outcomes_have_distinct_labels_and_only_forwarded_or_stored_is_acknowledged() {
+        use NotificationOutcome::*;
         let labels: std::collections::BTreeSet<&str> = NotificationOutcome::ALL.iter().map(|o| o.as_str()).collect();
         assert_eq!(labels.len(), NotificationOutcome::ALL.len());
         for &o in NotificationOutcome::ALL {
-            assert_eq!(o.status() == 200, o == NotificationOutcome::Forwarded, "{o:?}");
+            assert_eq!(o.status() == 200, matches!(o, Forwarded | Stored | Duplicate), "{o:?}");
+            assert_eq!(o.acknowledged(), o.status() == 200, "{o:?}");
         }
+        assert_eq!(StoreFailed.status(), 503);
     }
 }

@@ -114,7 +114,7 @@ impl ServeHttp for Notifications {
             // Behind a trusted proxy a refused source is known only now: it keeps no slot.
             session.set_keepalive(None);
         }
-        if outcome == NotificationOutcome::Forwarded {
+        if outcome.acknowledged() {
             NotifyState::text(200, state.ack())
         } else {
             NotifyState::text(status, "FAIL")

@@ -1,7 +1,8 @@
 //! The admin listener: `/metrics` (Prometheus text format), `/healthz` (the process answers)
 //! and `/readyz` (every listener is bound, the process is not shutting down, and the proxy
 //! listener accepts connections), `POST /-/reload` and `GET /config` (the configuration in
-//! force, secrets redacted). Kept apart from the proxied paths.
+//! force, secrets redacted), and the inbox's endpoints (`/inbox…`, [`super::inbox_admin`]).
+//! Kept apart from the proxied paths.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -191,6 +192,18 @@ impl ServeHttp for Admin {
             "/config" => self.config(session),
             "/metrics" => reply(200, "text/plain; version=0.0.4", metrics::render(&self.registry).into_bytes()),
             "/healthz" => reply(200, "text/plain", b"ok\n".to_vec()),
+            p if p == "/inbox" || p.starts_with("/inbox/") => {
+                if let Err(refusal) = self.authorized(session) {
+                    return refusal;
+                }
+                let (method, query) = (session.req_header().method.clone(), session.req_header().uri.query().map(str::to_string));
+                match crate::ops::inbox_admin::inbox_admin(&self.live, &method, p, query.as_deref()).await {
+                    Some(a) => reply(a.status, "application/json", a.body.to_string().into_bytes()),
+                    None => {
+                        reply(404, "text/plain", b"not found: /inbox, /inbox/dead, POST /inbox/redeliver, POST /inbox/purge\n".to_vec())
+                    }
+                }
+            }
             "/readyz" => {
                 if let Some(why) = self.ready.not_ready() {
                     return reply(503, "text/plain", why.to_vec());
@@ -202,7 +215,7 @@ impl ServeHttp for Admin {
                     reply(503, "text/plain", b"proxy listener is not accepting\n".to_vec())
                 }
             }
-            _ => reply(404, "text/plain", b"not found: /metrics, /healthz, /readyz, POST /-/reload, GET /config\n".to_vec()),
+            _ => reply(404, "text/plain", b"not found: /metrics, /healthz, /readyz, POST /-/reload, GET /config, /inbox\n".to_vec()),
         }
     }
 }

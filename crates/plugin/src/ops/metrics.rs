@@ -171,6 +171,13 @@ label_set!(
     NOTIFICATION_OUTCOMES {
         /// Verified and taken by the target (a 2xx).
         Forwarded => "forwarded",
+        /// Verified and stored durably in the inbox, then acknowledged (delivered from there).
+        Stored => "stored",
+        /// Already in the inbox (a platform retry): acknowledged again, nothing stored twice.
+        Duplicate => "duplicate",
+        /// Verified, but the inbox could not store it (disk full, read-only, database down):
+        /// not acknowledged, so the platform sends it again.
+        StoreFailed => "store_failed",
         /// The source address is not in `notify.allow_from`.
         SourceRefused => "source_refused",
         /// The path is not a configured route.
@@ -204,6 +211,54 @@ label_set!(
         TargetFailed => "target_failed",
         /// The target could not be reached (nothing was sent to it).
         TargetUnreachable => "target_unreachable",
+    }
+);
+
+label_set!(
+    /// What the inbox did with a notification the platform sent.
+    InboxStoreResult,
+    /// `paysign_inbox_stored_total{result}`.
+    INBOX_STORE_RESULTS {
+        /// Verified and committed as a new notification.
+        Stored => "stored",
+        /// Verified, and its id was stored already (the platform re-encrypted a retry).
+        Duplicate => "duplicate",
+        /// The exact bytes of a stored notification, recognised before any decryption.
+        Recognised => "recognised",
+        /// The store failed: not acknowledged.
+        Failed => "failed",
+    }
+);
+
+label_set!(
+    /// How one delivery attempt from the inbox ended.
+    DeliveryOutcome,
+    /// `paysign_inbox_deliveries_total{route,outcome}`.
+    DELIVERY_OUTCOMES {
+        /// The target answered 2xx: done.
+        Delivered => "delivered",
+        /// The target failed or was unreachable: tried again on the schedule.
+        Retry => "retry",
+        /// It failed after its last scheduled attempt: dead-lettered.
+        DeadLettered => "dead_lettered",
+        /// The lease ran out before the result was recorded: another deliverer owns it now.
+        LeaseLost => "lease_lost",
+    }
+);
+
+label_set!(
+    /// The states of a stored notification.
+    InboxState,
+    /// `paysign_inbox_notifications{state}`.
+    INBOX_STATES {
+        /// Waiting for its next attempt.
+        Pending => "pending",
+        /// Being delivered (leased to a deliverer).
+        Leased => "leased",
+        /// Delivered, kept until the retention ends.
+        Delivered => "delivered",
+        /// Dead-lettered: needs an operator.
+        Dead => "dead",
     }
 );
 
@@ -307,6 +362,14 @@ pub struct Metrics {
     pub notifications: IntCounterVec,
     /// `paysign_notification_forward_duration_seconds{route}`: the target taking a notification.
     pub notify_forward_duration: HistogramVec,
+    /// `paysign_inbox_stored_total{result}`: what the inbox did with verified notifications.
+    pub inbox_stored: IntCounterVec,
+    /// `paysign_inbox_deliveries_total{route,outcome}`: delivery attempts from the inbox.
+    pub inbox_deliveries: IntCounterVec,
+    /// `paysign_inbox_notifications{state}`: stored notifications by state (sampled).
+    pub inbox_depth: IntGaugeVec,
+    /// `paysign_inbox_oldest_undelivered_age_seconds`: 0 when everything is delivered.
+    pub inbox_oldest_age: IntGauge,
     /// `paysign_config_reloads_total{result}`: reloads, `ok` or `failed`.
     pub config_reloads: IntCounterVec,
     /// `paysign_config_generation`: configurations loaded (1 at start-up).
@@ -431,6 +494,25 @@ impl Metrics {
                 &["route"],
                 LATENCY_BUCKETS
             ),
+            inbox_stored: counter_vec!(
+                "paysign_inbox_stored_total",
+                "Verified notifications by what the inbox did: stored, duplicate (id stored already), recognised (the same bytes, before decryption), failed (not acknowledged).",
+                &["result"]
+            ),
+            inbox_deliveries: counter_vec!(
+                "paysign_inbox_deliveries_total",
+                "Delivery attempts from the inbox to the internal target, by route and outcome.",
+                &["route", "outcome"]
+            ),
+            inbox_depth: gauge_vec!(
+                "paysign_inbox_notifications",
+                "Notifications in the inbox by state (pending, leased, delivered, dead), sampled every few seconds.",
+                &["state"]
+            ),
+            inbox_oldest_age: IntGauge::new(
+                "paysign_inbox_oldest_undelivered_age_seconds",
+                "Age of the oldest notification neither delivered nor dead-lettered (0: none).",
+            )?,
             config_reloads: counter_vec!(
                 "paysign_config_reloads_total",
                 "Configuration reloads (SIGHUP or POST /-/reload), by result.",
@@ -523,6 +605,10 @@ impl Metrics {
             Box::new(self.connect_retries.clone()),
             Box::new(self.notifications.clone()),
             Box::new(self.notify_forward_duration.clone()),
+            Box::new(self.inbox_stored.clone()),
+            Box::new(self.inbox_deliveries.clone()),
+            Box::new(self.inbox_depth.clone()),
+            Box::new(self.inbox_oldest_age.clone()),
             Box::new(self.config_reloads.clone()),
             Box::new(self.config_generation.clone()),
             Box::new(self.in_flight.clone()),
@@ -672,6 +758,19 @@ impl Metrics {
                 }
             }
         }
+        if k.inbox {
+            for r in INBOX_STORE_RESULTS {
+                let _ = self.inbox_stored.with_label_values(&[r]);
+            }
+            for route in &k.routes {
+                for o in DELIVERY_OUTCOMES {
+                    let _ = self.inbox_deliveries.with_label_values(&[route, o]);
+                }
+            }
+            for st in INBOX_STATES {
+                let _ = self.inbox_depth.with_label_values(&[st]);
+            }
+        }
         for r in RELOAD_RESULTS {
             let _ = self.config_reloads.with_label_values(&[r]);
         }
@@ -709,6 +808,8 @@ pub struct Known<'a> {
     pub callers: Vec<&'a str>,
     /// Whether the notification listener is configured.
     pub notify: bool,
+    /// Whether it stores notifications in an inbox.
+    pub inbox: bool,
 }
 
 /// One listener's connection metrics, resolved once for its label.
@@ -898,6 +999,9 @@ mod tests {
         }
         same(RequestOutcome::ALL, RequestOutcome::as_str, REQUEST_OUTCOMES);
         same(NotificationOutcome::ALL, NotificationOutcome::as_str, NOTIFICATION_OUTCOMES);
+        same(InboxStoreResult::ALL, InboxStoreResult::as_str, INBOX_STORE_RESULTS);
+        same(DeliveryOutcome::ALL, DeliveryOutcome::as_str, DELIVERY_OUTCOMES);
+        same(InboxState::ALL, InboxState::as_str, INBOX_STATES);
         same(CallerRefusal::ALL, CallerRefusal::as_str, CALLER_REFUSAL_REASONS);
         same(Listener::ALL, Listener::as_str, LISTENERS);
         same(PrivateKeyJob::ALL, PrivateKeyJob::as_str, PRIVATE_KEY_JOB_OUTCOMES);
@@ -929,6 +1033,7 @@ mod tests {
             routes: vec!["/n"],
             callers: vec!["ops"],
             notify: true,
+            inbox: true,
         });
         let text = render(&registry);
         for name in family_names() {

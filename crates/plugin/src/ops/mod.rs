@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod drain;
+pub mod inbox_admin;
 pub mod listener;
 pub mod log_writer;
 pub mod logging;
