@@ -75,6 +75,8 @@ impl ProxyHttp for MyGateway {
 /// This gateway's own operations endpoint: its registry (with paysign's metrics in it).
 struct Ops {
     registry: prometheus::Registry,
+    /// For the inbox's operator endpoints (`/inbox…`, with `notify.inbox`).
+    paysign: Paysign,
     /// Ready once the proxy listener accepts.
     proxy: String,
 }
@@ -91,6 +93,18 @@ impl ServeHttp for Ops {
                 match probe {
                     Ok(Ok(_)) => (200, b"ready\n".to_vec()),
                     _ => (503, b"proxy listener is not accepting\n".to_vec()),
+                }
+            }
+            // The inbox's operator endpoints, from this machine only (this gateway's own rule).
+            p if p == "/inbox" || p.starts_with("/inbox/") => {
+                let local = session.client_addr().and_then(|a| a.as_inet()).is_some_and(|a| a.ip().is_loopback());
+                let (method, query) = (session.req_header().method.clone(), session.req_header().uri.query().map(str::to_string));
+                if !local {
+                    (403, b"from this machine only\n".to_vec())
+                } else if let Some(a) = paysign_plugin::inbox_admin(self.paysign.live(), &method, p, query.as_deref()).await {
+                    (a.status, a.body.to_string().into_bytes())
+                } else {
+                    (404, b"not found\n".to_vec())
                 }
             }
             _ => (404, b"not found\n".to_vec()),
@@ -146,7 +160,8 @@ fn main() {
         server.add_service(deliverer);
     }
     // Its own operations endpoint, with paysign's metrics in its registry.
-    let mut ops = paysign.safeguarded("my gateway ops", Listener::Admin, &admin_listen, Ops { registry, proxy: listen });
+    let mut ops =
+        paysign.safeguarded("my gateway ops", Listener::Admin, &admin_listen, Ops { registry, paysign: paysign.clone(), proxy: listen });
     ops.threads = Some(1);
     server.add_service(ops);
     // SIGHUP reloads paysign's configuration (and keys) instead of ending the process.

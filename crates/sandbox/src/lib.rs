@@ -15,8 +15,9 @@
 //! Notifications: after a successful bindCard/create the sandbox POSTs a sealed notification
 //! to the request's `bindNotifyUrl` (loopback addresses only; a reserved documentation name
 //! such as the README's `merchant.example` is skipped with an `info` line), and `POST /__sandbox/notify`
-//! with `{"customerNo","orderNo","url","tamper"?}` sends one on demand (`tamper`: `sign`,
-//! `customer`, `cipher` or `malformed`) and reports the answer.
+//! with `{"customerNo","orderNo","url","tamper"?,"bindStatus"?}` sends one on demand (`tamper`: `sign`,
+//! `customer`, `cipher` or `malformed`) and reports the answer (`status`, `body`) and the bytes
+//! it sent (`sent`).
 //!
 //! `GET /__sandbox/stats` reports what it received and sent; `/__sandbox/inbox` is a stand-in
 //! internal service for the demo (POST stores a notification, GET lists the last ones).
@@ -310,7 +311,13 @@ impl Sandbox {
 
 impl Sandbox {
     /// A sealed `{"customerNo","reqmsg"}` notification for a bound card.
-    fn notification(&self, m: &PlatformMerchant, order_no: &str, tamper: Option<&str>) -> Result<Vec<u8>, String> {
+    fn notification(
+        &self,
+        m: &PlatformMerchant,
+        order_no: &str,
+        tamper: Option<&str>,
+        bind_status: Option<&str>,
+    ) -> Result<Vec<u8>, String> {
         if tamper == Some("malformed") {
             return Ok(b"{\"customerNo\":".to_vec());
         }
@@ -319,7 +326,7 @@ impl Sandbox {
         let mut fields = Map::new();
         fields.insert("orderNo".into(), Value::String(order_no.into()));
         fields.insert("customerNo".into(), Value::String(m.customer_no.clone()));
-        fields.insert("bindStatus".into(), Value::String("SUCCESS".into()));
+        fields.insert("bindStatus".into(), Value::String(bind_status.unwrap_or("SUCCESS").into()));
         fields.insert("bindId".into(), Value::String(format!("BIND{bind_id}")));
         fields.insert("errCode".into(), Value::String("0000".into()));
         fields.insert("errMessage".into(), Value::String("绑卡成功".into()));
@@ -403,7 +410,7 @@ impl Sandbox {
             };
             let send = async {
                 let (m, order) = (m.clone(), order.clone());
-                let n = self.platform_work(move |sb| sb.notification(&m, &order, None)).await??;
+                let n = self.platform_work(move |sb| sb.notification(&m, &order, None, None)).await??;
                 self.send_notification(url.clone(), n).await
             };
             let acknowledged = match tokio::time::timeout(NOTIFICATION_TIMEOUT, send).await {
@@ -446,14 +453,19 @@ impl Sandbox {
         let Some(m) = self.config.merchants.get(&customer).cloned() else {
             return reply(404, "application/json", br#"{"error":"unknown customerNo"}"#.to_vec());
         };
-        let tamper = get("tamper");
-        let sealed = self.platform_work(move |sb| sb.notification(&m, &order, tamper.as_deref())).await;
+        let (tamper, bind_status) = (get("tamper"), get("bindStatus"));
+        let sealed = self.platform_work(move |sb| sb.notification(&m, &order, tamper.as_deref(), bind_status.as_deref())).await;
+        // What was sent is in the answer (`sent`): a test re-sends exactly these bytes, as a
+        // platform retrying without re-encrypting does.
         let result = match sealed.and_then(|n| n) {
-            Ok(n) => self.send_notification(url, n).await,
+            Ok(n) => {
+                let sent = String::from_utf8_lossy(&n).into_owned();
+                self.send_notification(url, n).await.map(|r| (r, sent))
+            }
             Err(e) => Err(e),
         };
         let out = match result {
-            Ok((status, body)) => serde_json::json!({ "status": status, "body": body }),
+            Ok(((status, body), sent)) => serde_json::json!({ "status": status, "body": body, "sent": sent }),
             Err(e) => serde_json::json!({ "error": e }),
         };
         reply(200, "application/json", out.to_string().into_bytes())

@@ -224,7 +224,7 @@ impl InboxSettings {
             "store": store,
             "retry_first_ms": self.schedule.first.as_millis() as u64,
             "retry_max_interval_ms": self.schedule.max_interval.as_millis() as u64,
-            "give_up_after_hours": self.schedule.give_up_after.as_secs() / 3600,
+            "give_up_after_secs": self.schedule.give_up_after.as_secs(),
             "ordered": self.ordered,
             "retention_hours": self.retention.as_secs() / 3600,
             "lease_ms": self.lease.as_millis() as u64,

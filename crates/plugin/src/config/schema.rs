@@ -219,8 +219,8 @@ pub(crate) fn default_retry_first_ms() -> u64 {
 pub(crate) fn default_retry_max_interval_ms() -> u64 {
     3_600_000
 }
-pub(crate) fn default_give_up_after_hours() -> u64 {
-    96
+pub(crate) fn default_give_up_after_secs() -> u64 {
+    96 * 3600
 }
 pub(crate) fn default_retention_hours() -> u64 {
     168
@@ -253,9 +253,10 @@ pub struct InboxFile {
     /// The longest wait between two attempts.
     #[serde(default = "default_retry_max_interval_ms")]
     pub retry_max_interval_ms: u64,
-    /// Dead-lettered once this long after it was received (at least 72 hours by default).
-    #[serde(default = "default_give_up_after_hours")]
-    pub give_up_after_hours: u64,
+    /// Dead-lettered once this long after it was received (96 hours by default: longer than
+    /// every platform's own retries).
+    #[serde(default = "default_give_up_after_secs")]
+    pub give_up_after_secs: u64,
     /// Deliver notifications of one `orderNo` in the order received, each after the previous
     /// one was delivered or dead-lettered.
     #[serde(default)]
@@ -283,7 +284,7 @@ impl Default for InboxFile {
             key_env: None,
             retry_first_ms: default_retry_first_ms(),
             retry_max_interval_ms: default_retry_max_interval_ms(),
-            give_up_after_hours: default_give_up_after_hours(),
+            give_up_after_secs: default_give_up_after_secs(),
             ordered: false,
             retention_hours: default_retention_hours(),
             lease_ms: default_lease_ms(),

@@ -472,7 +472,19 @@ fn notify(
         trusted_proxies: cidrs(ctx, "notify.trusted_proxies", &n.trusted_proxies)?,
         body_timeout: Duration::from_millis(default_client_body_timeout()),
         routes,
-        inbox: n.inbox.as_ref().map(|i| inbox(ctx, i)).transpose()?,
+        inbox: match &n.inbox {
+            // A lease shorter than an attempt would let a second deliverer take a notification
+            // whose first attempt is still running.
+            Some(i) if i.lease_ms <= n.forward_timeout_ms => {
+                return Err(ctx.err(
+                    "notify.inbox.lease_ms",
+                    None,
+                    format!("must be longer than notify.forward_timeout_ms ({} ms)", n.forward_timeout_ms),
+                ))
+            }
+            Some(i) => Some(inbox(ctx, i)?),
+            None => None,
+        },
     })
 }
 
@@ -500,7 +512,7 @@ fn inbox(ctx: &Ctx, i: &InboxFile) -> Result<InboxSettings, ConfigError> {
     let positive = [
         ("notify.inbox.retry_first_ms", i.retry_first_ms),
         ("notify.inbox.retry_max_interval_ms", i.retry_max_interval_ms),
-        ("notify.inbox.give_up_after_hours", i.give_up_after_hours),
+        ("notify.inbox.give_up_after_secs", i.give_up_after_secs),
         ("notify.inbox.lease_ms", i.lease_ms),
         ("notify.inbox.deliverers", i.deliverers as u64),
     ];
@@ -513,8 +525,11 @@ fn inbox(ctx: &Ctx, i: &InboxFile) -> Result<InboxSettings, ConfigError> {
     if i.deliverers > 1024 {
         return Err(ctx.err("notify.inbox.deliverers", None, "at most 1024"));
     }
-    if i.give_up_after_hours > 24 * 365 || i.retention_hours > 24 * 365 * 10 {
-        return Err(ctx.err("notify.inbox.give_up_after_hours", None, "at most a year (retention_hours: ten)"));
+    if i.give_up_after_secs > 366 * 24 * 3600 {
+        return Err(ctx.err("notify.inbox.give_up_after_secs", None, "at most a year"));
+    }
+    if i.retention_hours > 24 * 366 * 10 {
+        return Err(ctx.err("notify.inbox.retention_hours", None, "at most ten years"));
     }
     Ok(InboxSettings {
         store,
@@ -522,7 +537,7 @@ fn inbox(ctx: &Ctx, i: &InboxFile) -> Result<InboxSettings, ConfigError> {
         schedule: paysign_inbox::Schedule {
             first: Duration::from_millis(i.retry_first_ms),
             max_interval: Duration::from_millis(i.retry_max_interval_ms),
-            give_up_after: Duration::from_secs(i.give_up_after_hours * 3600),
+            give_up_after: Duration::from_secs(i.give_up_after_secs),
             jitter: 0.2,
         },
         ordered: i.ordered,
