@@ -98,6 +98,14 @@ enum Command {
         #[arg(long)]
         merchant: Option<String>,
     },
+    /// Create or upgrade the notification inbox's tables (notify.inbox) and exit; `run` does the
+    /// same at start-up, so this is for a database prepared ahead (replicas started together
+    /// migrate safely too). Exit 1 when the store cannot be opened.
+    Migrate {
+        /// The gateway's configuration file.
+        #[arg(short, long, value_name = "FILE", default_value = "conf/paysign.yaml")]
+        config: PathBuf,
+    },
     /// Key files: formats, sizes and kinds, and which form pairs.
     Keys {
         #[command(subcommand)]
@@ -349,6 +357,19 @@ fn dispatch(command: Command) -> Result<(), String> {
         }
         Command::Keys { command: KeysCommand::Check { files, pkcs11_module, pin_env, pin_file } } => {
             keys_check(&files, &TokenAccess { module: pkcs11_module, pin_env, pin_file })
+        }
+        Command::Migrate { config } => {
+            let cfg = gateway(&config)?;
+            let Some(settings) = cfg.notify.as_ref().and_then(|n| n.inbox.clone()) else {
+                return Err(format!("{}: notify.inbox is not configured: there is nothing to migrate", config.display()));
+            };
+            let store = match &settings.store {
+                paysign_plugin::config::InboxStore::Sqlite(p) => format!("SQLite file {}", p.display()),
+                paysign_plugin::config::InboxStore::Postgres(_) => "PostgreSQL database (notify.inbox.postgres_url)".to_string(),
+            };
+            paysign_plugin::InboxCell::new(settings).open_now().map_err(|e| format!("notify.inbox: {e}"))?;
+            println!("notify.inbox: the {store} is ready (schema version {})", paysign_plugin::inbox::postgres::SCHEMA_VERSION);
+            Ok(())
         }
         Command::Version => {
             println!("paysign {}", env!("CARGO_PKG_VERSION"));

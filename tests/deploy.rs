@@ -200,7 +200,23 @@ fn the_container_image_and_the_manifest_agree() {
     let volumes = pod["volumes"].as_sequence().unwrap();
     let keys = volumes.iter().find(|v| v["name"] == "keys").unwrap();
     let items: Vec<&str> = keys["secret"]["items"].as_sequence().unwrap().iter().map(|i| i["path"].as_str().unwrap()).collect();
-    assert_eq!(items, ["platform_public.pem", "merchant_private.pem", "md5_key", "admin_token"]);
+    assert_eq!(items, ["platform_public.pem", "merchant_private.pem", "md5_key", "admin_token", "inbox.key"]);
+    // The inbox's database URL comes from a Secret (it carries a password), under the name the
+    // configuration reads.
+    let env = &c["env"][0];
+    assert_eq!(env["name"].as_str(), Some("PAYSIGN_INBOX_URL"));
+    assert_eq!(env["valueFrom"]["secretKeyRef"]["name"].as_str(), Some("paysign-inbox-db"));
+    let db: Vec<serde_yaml::Value> =
+        serde_yaml::Deserializer::from_str(&std::fs::read_to_string(deploy("kubernetes-postgres.yaml")).unwrap())
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+    let secret = db.iter().find(|d| d["kind"] == "Secret").unwrap();
+    assert_eq!(secret["metadata"]["name"].as_str(), Some("paysign-inbox-db"));
+    assert!(secret["stringData"]["url"].as_str().unwrap().starts_with("postgresql://paysign:"));
+    let service = db.iter().find(|d| d["kind"] == "Service").unwrap();
+    assert_eq!(service["spec"]["ports"][0]["port"].as_u64(), Some(5432));
+    let only_paysign = db.iter().find(|d| d["kind"] == "NetworkPolicy").unwrap();
+    assert_eq!(only_paysign["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app"].as_str(), Some("paysign"));
     // Egress: DNS, the platform and the notification target, nothing else.
     let egress = docs.iter().find(|d| d["metadata"]["name"] == "paysign-egress").unwrap();
     let ports: Vec<u64> = egress["spec"]["egress"]
@@ -209,7 +225,7 @@ fn the_container_image_and_the_manifest_agree() {
         .iter()
         .flat_map(|r| r["ports"].as_sequence().unwrap().iter().map(|p| p["port"].as_u64().unwrap()))
         .collect();
-    assert_eq!(ports, [53, 53, 443, 8000]);
+    assert_eq!(ports, [53, 53, 443, 5432, 8000]);
     // The manifest's configuration listens on the ports the image exposes.
     let embedded: serde_yaml::Value = serde_yaml::from_str(docs[0]["data"]["paysign.yaml"].as_str().unwrap()).unwrap();
     assert_eq!(embedded["listen"].as_str(), Some("0.0.0.0:8080"));
@@ -260,8 +276,9 @@ fn the_production_config_is_the_configmap_and_passes_check_offline() {
             missing("merchants[0].md5_key_file", "md5_key"),
             missing("merchants[1].platform_public_key", "platform_public.pem"),
             missing("merchants[1].merchant_private_key", "merchant_private.pem"),
+            format!("{p}: notify.inbox.postgres_url_env: environment variable PAYSIGN_INBOX_URL is not set or not UTF-8"),
             missing("admin_token_file", "admin_token"),
-            format!("{p}: 5 problem(s)"),
+            format!("{p}: 6 problem(s)"),
         ]
     );
     assert_eq!(stderr.lines().last(), Some("paysign: 1 configuration file(s) have problems"));
@@ -271,9 +288,12 @@ fn the_production_config_is_the_configmap_and_passes_check_offline() {
     std::fs::rename(keys.join("md5.key"), keys.join("md5_key")).unwrap();
     write(&keys.join("admin_token"), "an-admin-token-of-some-length\n");
     std::fs::set_permissions(keys.join("admin_token"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    write(&keys.join("inbox.key"), &format!("{}\n", "7e".repeat(32)));
+    std::fs::set_permissions(keys.join("inbox.key"), std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
     let placed = dir.join("placed.yaml");
     write(&placed, &embedded.replace("/etc/paysign/keys/", &format!("{}/", keys.display())));
-    let (code, stdout, _) = run_paysign(&["check", "-c", placed.to_str().unwrap()], &[], "");
+    let url = [("PAYSIGN_INBOX_URL", "postgresql://paysign:secret@paysign-inbox-db:5432/paysign")];
+    let (code, stdout, _) = run_paysign(&["check", "-c", placed.to_str().unwrap()], &url, "");
     assert_eq!(code, 0, "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
     let p = placed.display();

@@ -122,6 +122,9 @@ pub use ops::logging;
 pub use ops::metrics;
 pub use ops::metrics::{Listener, Metrics};
 pub use ops::sighup::{Reload, ReloadOnSighup};
+/// The durable notification inbox's stores (`notify.inbox`): the [`inbox::Inbox`] trait, SQLite and
+/// PostgreSQL.
+pub use paysign_inbox as inbox;
 pub use paysign_protocol as protocol;
 /// The `prometheus` paysign's [`Metrics`] are registered with (the registry you pass is one).
 pub use prometheus;
