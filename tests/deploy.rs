@@ -87,7 +87,7 @@ fn deployment_files_parse_and_the_example_config_matches_the_schema() {
 fn promtool_accepts_rules_and_config() {
     let out = Command::new(tool("promtool")).args(["check", "rules"]).arg(deploy("alerts.yml")).output().unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 7 rules found"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS: 10 rules found"), "{}", String::from_utf8_lossy(&out.stdout));
     let out = Command::new(tool("promtool")).args(["check", "config"]).arg(deploy("prometheus.yml")).output().unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
@@ -111,6 +111,58 @@ fn alert_summaries_print_whole_numbers() {
         &test,
         &format!(
             "rule_files: [\"{}\"]\nevaluation_interval: 30s\ntests:\n  - interval: 1m\n    input_series:\n      - series: 'paysign_verification_failures_total{{instance=\"p:9091\",reason=\"signature\"}}'\n        values: '5 5 5 5 5 6 6 6'\n    alert_rule_test:\n      - eval_time: 5m30s\n        alertname: PaysignVerificationFailures\n        exp_alerts:\n          - exp_labels: {{severity: page, instance: \"p:9091\", reason: signature}}\n            exp_annotations:\n              summary: \"paysign rejected 1 unverifiable platform messages (signature)\"\n              description: \"Check the platform public key / MD5 key, and whether messages are forged.\"\n",
+            deploy("alerts.yml").display()
+        ),
+    );
+    let out = Command::new(tool("promtool")).args(["test", "rules"]).arg(&test).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+/// The inbox's alerts fire on what they name, with the summaries an on-call engineer reads
+/// (promtool's rule unit tests on the shipped rules).
+#[test]
+fn the_inbox_alerts_fire_on_age_dead_letters_and_failed_stores() {
+    let dir = temp_dir();
+    let test = dir.join("inbox_alerts_test.yml");
+    write(
+        &test,
+        &format!(
+            r#"rule_files: ["{}"]
+evaluation_interval: 30s
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'paysign_inbox_oldest_undelivered_age_seconds{{instance="p:9091"}}'
+        values: '0 600 1200 1900 1960 2020 2080 2140 2200 2260'
+      - series: 'paysign_inbox_notifications{{instance="p:9091",state="dead"}}'
+        values: '0 0 2 2 2 2 2 2 2 2'
+      - series: 'paysign_inbox_stored_total{{instance="p:9091",result="failed"}}'
+        values: '0 0 0 0 0 0 0 3 3 3'
+    alert_rule_test:
+      - eval_time: 9m
+        alertname: PaysignInboxOldestUndelivered
+        exp_alerts:
+          - exp_labels: {{severity: page, instance: "p:9091"}}
+            exp_annotations:
+              summary: "A payment notification acknowledged to the platform has waited 2.26ks for the internal target"
+              description: "The target is down or refusing: GET /inbox and /inbox/dead on the admin port; nothing is lost while it waits (96 h by default)."
+      - eval_time: 3m
+        alertname: PaysignInboxDeadLetters
+        exp_alerts:
+          - exp_labels: {{severity: page, instance: "p:9091"}}
+            exp_annotations:
+              summary: "2 notifications were dead-lettered: the target never took them"
+              description: "GET /inbox/dead lists them (never the payload); POST /inbox/redeliver?id=… once the target is fixed."
+      - eval_time: 1m
+        alertname: PaysignInboxDeadLetters
+        exp_alerts: []
+      - eval_time: 8m
+        alertname: PaysignInboxStoreFailing
+        exp_alerts:
+          - exp_labels: {{severity: page, instance: "p:9091"}}
+            exp_annotations:
+              summary: "paysign cannot store notifications (3 in 5 m): they are not acknowledged and the platform retries"
+"#,
             deploy("alerts.yml").display()
         ),
     );
