@@ -262,12 +262,29 @@ fn forged(blocks: usize) -> String {
 /// beyond the queue, and a genuine notification still gets through (first try or a retry).
 #[test]
 fn forged_notification_floods_are_bounded() {
+    forged_notification_flood(false);
+}
+
+/// The same flood with the durable inbox on: verification comes first, so nothing forged
+/// reaches the store — it holds exactly the one genuine notification, delivered.
+#[test]
+fn forged_notification_floods_are_bounded_with_the_inbox_on_and_never_reach_it() {
+    forged_notification_flood(true);
+}
+
+fn forged_notification_flood(inbox: bool) {
     let target = common::http_server::start(Arc::new(|_r| (200, "text/plain".into(), b"ok".to_vec())));
     let notify_port = free_port();
-    let extra = format!(
+    let mut extra = format!(
         "private_key_workers: 1\nprivate_key_queue: 2\nnotify:\n  listen: 127.0.0.1:{notify_port}\n  max_blocks: 16\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:{}/bind-notified\n",
         target.port
     );
+    if inbox {
+        let key = temp_dir().join("inbox.key");
+        std::fs::write(&key, "1f".repeat(32)).unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        extra.push_str(&format!("  inbox:\n    sqlite_path: data/inbox.sqlite\n    key_file: {}\n", key.display()));
+    }
     let s = Stack::start(Options { gateway_extra: extra, ..Options::default() });
     wait_listening(notify_port);
     let decrypts = |s: &Stack| metric(s, r#"paysign_crypto_duration_seconds_count{op="decrypt"}"#);
@@ -320,6 +337,16 @@ fn forged_notification_floods_are_bounded() {
     assert!(counted >= shed as f64 && counted < (shed + tries) as f64, "{counted} shed counted, {shed} seen by the flood, {tries} tries");
     let got: Value = serde_json::from_slice(&target.requests.recv_timeout(std::time::Duration::from_secs(5)).unwrap().body).unwrap();
     assert!(got["orderNo"].as_str().unwrap().starts_with("GENUINE-"));
+    if inbox {
+        let stored = |result: &str| sample(&m, &format!(r#"paysign_inbox_stored_total{{result="{result}"}}"#));
+        assert_eq!(
+            (stored("stored"), stored("recognised"), stored("duplicate"), stored("failed")),
+            (Some(1.0), Some(0.0), Some(0.0), Some(0.0))
+        );
+        assert!(eventually(10, || request(s.admin, "GET", "/inbox", &[], b"").json()["delivered"] == 1));
+        let depth = request(s.admin, "GET", "/inbox", &[], b"").json();
+        assert_eq!((depth["pending"].as_u64(), depth["leased"].as_u64(), depth["dead"].as_u64()), (Some(0), Some(0), Some(0)), "{depth}");
+    }
 }
 
 /// Callers that hang up right after sending their request: nothing is sent for them, and each

@@ -362,3 +362,63 @@ fn with_ordering_the_next_notification_of_an_order_waits_for_the_previous_one() 
     let switch = seq1.iter().position(|i| *i != first).expect("the second was delivered");
     assert!(seq1[..switch].iter().all(|i| *i == first) && seq1[switch..].iter().all(|i| *i != first), "{seq1:?}");
 }
+
+/// A mounted tmpfs of `size`, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// `None` where this process may not mount (not root, or no CAP_SYS_ADMIN).
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = temp_dir().join("small-disk");
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The data directory's disk fills up: a notification is not acknowledged (503, the platform
+/// retries) and nothing stored before is lost; once there is room again — no restart — the
+/// next one is stored, acknowledged and delivered.
+#[test]
+fn with_the_disk_full_nothing_is_acknowledged_and_it_recovers_without_a_restart() {
+    let Some(disk) = SmallDisk::mount("4m") else {
+        eprintln!("SKIPPED: this process cannot mount a tmpfs (needs root), so the disk-full fault is not exercised here");
+        return;
+    };
+    let target = Target::start(503, Duration::ZERO);
+    let store = format!("sqlite_path: {}/inbox.sqlite", disk.0.display());
+    let (stack, notify_port) = start(&store, &target, UnderTest::Binary, "");
+    assert!(acknowledged(&notify(stack.sandbox_port, notify_port, MD5_MERCHANT, "DISK-1")));
+    // Fill the disk.
+    let filler = disk.0.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    for i in 0..3 {
+        let v = notify(stack.sandbox_port, notify_port, MD5_MERCHANT, &format!("DISK-FULL-{i}"));
+        assert_eq!((v["status"].as_u64(), v["body"].as_str()), (Some(503), Some("FAIL")), "{v}");
+    }
+    assert_eq!(metric(stack.admin, r#"paysign_inbox_stored_total{result="failed"}"#), 3.0);
+    std::fs::remove_file(&filler).unwrap();
+    let v = notify(stack.sandbox_port, notify_port, MD5_MERCHANT, "DISK-FULL-0");
+    assert!(acknowledged(&v), "{v}");
+    target.status.store(200, Ordering::SeqCst);
+    assert!(
+        eventually(15, || target.orders_seen().is_superset(&["DISK-1", "DISK-FULL-0"].map(String::from).into())),
+        "{:?}",
+        target.orders_seen()
+    );
+    assert!(eventually(15, || admin(&stack, "GET", "/inbox").json()["delivered"] == 2), "{}", admin(&stack, "GET", "/inbox").text());
+    drop(stack);
+}
