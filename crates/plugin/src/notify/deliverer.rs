@@ -92,7 +92,7 @@ impl Deliverer {
                     Err(e) => {
                         claim_failures += 1;
                         // One line when the store goes away, then one a minute.
-                        if claim_failures == 1 || claim_failures % 60 == 0 {
+                        if claim_failures == 1 || claim_failures.is_multiple_of(60) {
                             tracing::warn!("inbox: cannot claim notifications to deliver ({claim_failures} tries): {e}");
                         }
                     }
