@@ -422,3 +422,48 @@ fn with_the_disk_full_nothing_is_acknowledged_and_it_recovers_without_a_restart(
     assert!(eventually(15, || admin(&stack, "GET", "/inbox").json()["delivered"] == 2), "{}", admin(&stack, "GET", "/inbox").text());
     drop(stack);
 }
+
+/// `paysign migrate`: the store's tables made ahead of a rollout (SQLite file, PostgreSQL
+/// database), and a clear failure when there is nothing to migrate or the database is down.
+#[test]
+fn paysign_migrate_prepares_the_store_and_says_why_it_cannot() {
+    let dir = temp_dir();
+    let key = key_file();
+    let conf = |store: &str| {
+        let path = dir.join(format!("paysign-{}.yaml", store.len()));
+        let yaml = format!(
+            "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{}\nplatform:\n  base_url: http://127.0.0.1:9\nmerchants:\n  - customer_no: \"{MD5_MERCHANT}\"\n    profile: md5\n    platform_public_key: {}\n    md5_key_file: {}\n{}",
+            free_port(),
+            free_port(),
+            dir.join("keys/platform_public.pem").display(),
+            dir.join("keys/md5.key").display(),
+            if store.is_empty() { String::new() } else { notify_yaml(free_port(), 9, store, &key, "") }
+        );
+        write(&path, &yaml);
+        path
+    };
+    let sqlite = conf(&format!("sqlite_path: {}/db/inbox.sqlite", dir.display()));
+    let (code, out, err) = run_paysign(&["migrate", "-c", sqlite.to_str().unwrap()], &[], "");
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out, format!("notify.inbox: the SQLite file {}/db/inbox.sqlite is ready (schema version 1)\n", dir.display()));
+    assert!(dir.join("db/inbox.sqlite").is_file());
+
+    let mut pg = Postgres::start();
+    let postgres = conf(&format!("postgres_url: {}", pg.url()));
+    let (code, out, err) = run_paysign(&["migrate", "-c", postgres.to_str().unwrap()], &[], "");
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "notify.inbox: the PostgreSQL database (notify.inbox.postgres_url) is ready (schema version 1)\n"),
+        "{err}"
+    );
+    pg.stop();
+    let (code, _, err) = run_paysign(&["migrate", "-c", postgres.to_str().unwrap()], &[], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("notify.inbox: the inbox is unavailable"), "{err}");
+    assert!(!err.contains("postgresql://"), "the URL (it may carry a password) was printed: {err}");
+
+    let none = conf("");
+    let (code, _, err) = run_paysign(&["migrate", "-c", none.to_str().unwrap()], &[], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("notify.inbox is not configured: there is nothing to migrate"), "{err}");
+}

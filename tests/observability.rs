@@ -370,7 +370,7 @@ fn start_with(level: &str, extra: &str) -> (PathBuf, Proc, Proc, u16, u16) {
 /// caller token and every personal field (both profiles) and the notification that follows
 /// it, an admin reload with the admin token and one with a wrong token; neither process's log
 /// has any of those strings, the MD5 key, the private key, an answer's or a notification's
-/// `sign`.
+/// `sign`, the inbox key (notifications go through the inbox).
 #[test]
 fn no_level_logs_a_secret() {
     let personal = bindcard("SECRETS-0");
@@ -381,11 +381,19 @@ fn no_level_logs_a_secret() {
     let key = std::fs::read_to_string(fixtures().join("keys/merchant_private.pem")).unwrap();
     secrets.push(key.lines().nth(1).unwrap().to_string());
     let target = common::http_server::start(std::sync::Arc::new(|_r| (200, "text/plain".into(), b"ok".to_vec())));
+    // The notifications go through the inbox (stored sealed, then delivered): its key is a secret.
+    let inbox_key = "5e".repeat(32);
+    secrets.push(inbox_key.clone());
     for level in ["error", "warn", "info", "debug", "trace"] {
         let notify_port = free_port();
+        let key_dir = temp_dir();
+        std::fs::write(key_dir.join("inbox.key"), &inbox_key).unwrap();
+        std::fs::set_permissions(key_dir.join("inbox.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         let extra = format!(
-            "notify:\n  listen: 127.0.0.1:{notify_port}\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:{}/internal\n",
-            target.port
+            "notify:\n  listen: 127.0.0.1:{notify_port}\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:{}/internal\n  inbox:\n    sqlite_path: {}/inbox.sqlite\n    key_file: {}/inbox.key\n",
+            target.port,
+            key_dir.display(),
+            key_dir.display()
         );
         let (dir, gateway, sandbox, proxy, admin) = start_with(level, &extra);
         wait_listening(notify_port);

@@ -207,7 +207,7 @@ fn the_config_option_has_help_and_check_says_it_repeats() {
 #[test]
 fn every_subcommand_has_help_and_the_binary_has_a_version() {
     let run = |args: &[&str]| run_paysign(args, &[], "");
-    for sub in ["demo", "run", "sandbox", "check", "seal", "open", "keys", "version"] {
+    for sub in ["demo", "run", "sandbox", "check", "seal", "open", "migrate", "keys", "version"] {
         let (code, text, _) = run(&[sub, "--help"]);
         assert_eq!(code, 0, "{sub} --help");
         assert!(text.contains(&format!("Usage: paysign {sub}")), "{sub}: {text}");
