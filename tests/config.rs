@@ -98,6 +98,55 @@ fn bad_configs_are_refused_with_the_setting_and_file_named() {
     );
 }
 
+/// `notify.inbox`: every wrong setting refused, naming it; the key never printed.
+#[test]
+fn bad_inbox_settings_are_refused_with_the_setting_named() {
+    let notify = |inbox: &str| {
+        format!("{BASE}{MD5}notify:\n  forward_timeout_ms: 5000\n  routes:\n    - path: /n\n      target: http://127.0.0.1:9/t\n  inbox:\n{inbox}")
+    };
+    let key = "    key_file: keys/inbox.key\n";
+    let refused_inbox = |inbox: &str, expect: &[&str]| {
+        let dir = temp_dir();
+        write(&dir.join("keys/inbox.key"), &"ab".repeat(32));
+        std::fs::set_permissions(dir.join("keys/inbox.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        write(&dir.join("short.key"), "abcd");
+        std::fs::set_permissions(dir.join("short.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let path = dir.join("bad.yaml");
+        write(&path, &notify(inbox));
+        let (ok, out) = check(&path);
+        assert!(!ok, "accepted:\n{inbox}");
+        for e in expect {
+            assert!(out.contains(e), "expected '{e}' in: {out}");
+        }
+        assert!(!out.contains(&"ab".repeat(32)), "the key was printed: {out}");
+    };
+    refused_inbox(key, &["notify.inbox.sqlite_path", "the inbox needs sqlite_path or postgres_url"]);
+    refused_inbox(
+        &format!("    sqlite_path: a.db\n    postgres_url: postgresql://p@h/d\n{key}"),
+        &["set sqlite_path or postgres_url, not both"],
+    );
+    refused_inbox(&format!("    postgres_url: mysql://h/d\n{key}"), &["notify.inbox.postgres_url", "is not a PostgreSQL URL"]);
+    refused_inbox(
+        &format!("    postgres_url_env: PAYSIGN_TEST_UNSET_VAR\n{key}"),
+        &["notify.inbox.postgres_url_env", "PAYSIGN_TEST_UNSET_VAR"],
+    );
+    refused_inbox("    sqlite_path: a.db\n", &["notify.inbox.key_file", "the inbox needs key_file or key_env"]);
+    refused_inbox(
+        "    sqlite_path: a.db\n    key_file: short.key\n",
+        &["notify.inbox.key_file", "must be 32 bytes (64 hex digits); got 2 bytes"],
+    );
+    refused_inbox(
+        &format!("    sqlite_path: a.db\n{key}    lease_ms: 5000\n"),
+        &["notify.inbox.lease_ms", "must be longer than notify.forward_timeout_ms (5000 ms)"],
+    );
+    refused_inbox(&format!("    sqlite_path: a.db\n{key}    deliverers: 0\n"), &["notify.inbox.deliverers", "must be positive"]);
+    refused_inbox(
+        &format!("    sqlite_path: a.db\n{key}    retry_first_ms: 9000\n    retry_max_interval_ms: 1000\n"),
+        &["notify.inbox.retry_max_interval_ms", "at least retry_first_ms"],
+    );
+    refused_inbox(&format!("    sqlite_path: a.db\n{key}    surprise: 1\n"), &["unknown field `surprise`"]);
+}
+
 #[test]
 fn md5_key_from_environment_and_weak_keys_when_allowed() {
     let dir = temp_dir();
@@ -336,7 +385,7 @@ fn check_needs_no_hsm_a_token_key_is_checked_but_not_opened() {
 
 // ---------------------------------------------------------------- a configuration in code
 
-use paysign_plugin::config::{Config, MerchantFile, NotifyFile, NotifyRouteFile, PlatformFile};
+use paysign_plugin::config::{Config, InboxFile, MerchantFile, NotifyFile, NotifyRouteFile, PlatformFile};
 use paysign_plugin::{Live, ReloadError, ReloadSource};
 
 /// conf/paysign.yaml, written with the builder.
@@ -367,6 +416,11 @@ fn demo_in_code() -> paysign_plugin::config::ConfigBuilder {
             ack: "SUCCESS".into(),
             forward_timeout_ms: 5000,
             routes: vec![NotifyRouteFile::new("/notify/bindcard", "http://127.0.0.1:9443/__sandbox/inbox")],
+            inbox: Some(InboxFile {
+                sqlite_path: Some("../.paysign-data/inbox.sqlite".into()),
+                key_file: Some("keys/inbox.key".into()),
+                ..InboxFile::default()
+            }),
             ..NotifyFile::default()
         })
 }
