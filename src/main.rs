@@ -364,11 +364,14 @@ fn dispatch(command: Command) -> Result<(), String> {
                 return Err(format!("{}: notify.inbox is not configured: there is nothing to migrate", config.display()));
             };
             let store = match &settings.store {
-                paysign_plugin::config::InboxStore::Sqlite(p) => format!("SQLite file {}", p.display()),
-                paysign_plugin::config::InboxStore::Postgres(_) => "PostgreSQL database (notify.inbox.postgres_url)".to_string(),
+                paysign_plugin::config::InboxStore::Sqlite(p) => format!("the SQLite file {} is ready", p.display()),
+                paysign_plugin::config::InboxStore::Postgres(_) => format!(
+                    "the PostgreSQL database (notify.inbox.postgres_url) is ready (schema version {})",
+                    paysign_plugin::inbox::postgres::SCHEMA_VERSION
+                ),
             };
             paysign_plugin::InboxCell::new(settings).open_now().map_err(|e| format!("notify.inbox: {e}"))?;
-            println!("notify.inbox: the {store} is ready (schema version {})", paysign_plugin::inbox::postgres::SCHEMA_VERSION);
+            println!("notify.inbox: {store}");
             Ok(())
         }
         Command::Version => {

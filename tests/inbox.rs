@@ -445,7 +445,7 @@ fn paysign_migrate_prepares_the_store_and_says_why_it_cannot() {
     let sqlite = conf(&format!("sqlite_path: {}/db/inbox.sqlite", dir.display()));
     let (code, out, err) = run_paysign(&["migrate", "-c", sqlite.to_str().unwrap()], &[], "");
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(out, format!("notify.inbox: the SQLite file {}/db/inbox.sqlite is ready (schema version 1)\n", dir.display()));
+    assert_eq!(out, format!("notify.inbox: the SQLite file {}/db/inbox.sqlite is ready\n", dir.display()));
     assert!(dir.join("db/inbox.sqlite").is_file());
 
     let mut pg = Postgres::start();
@@ -453,7 +453,7 @@ fn paysign_migrate_prepares_the_store_and_says_why_it_cannot() {
     let (code, out, err) = run_paysign(&["migrate", "-c", postgres.to_str().unwrap()], &[], "");
     assert_eq!(
         (code, out.as_str()),
-        (0, "notify.inbox: the PostgreSQL database (notify.inbox.postgres_url) is ready (schema version 1)\n"),
+        (0, "notify.inbox: the PostgreSQL database (notify.inbox.postgres_url) is ready (schema version 2)\n"),
         "{err}"
     );
     pg.stop();

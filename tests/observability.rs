@@ -143,6 +143,9 @@ fn the_documented_label_values_are_the_codes() {
         ("paysign_header_timeouts_total", "listener", listener.clone()),
         ("paysign_bad_http_total", "listener", listener),
         ("paysign_private_key_jobs_total", "outcome", set(&[metrics::PRIVATE_KEY_JOB_OUTCOMES])),
+        ("paysign_inbox_stored_total", "result", set(&[metrics::INBOX_STORE_RESULTS])),
+        ("paysign_inbox_deliveries_total", "outcome", set(&[metrics::DELIVERY_OUTCOMES])),
+        ("paysign_inbox_notifications", "state", set(&[metrics::INBOX_STATES])),
     ];
     for (name, label, expected) in closed {
         let listed = &documented[name].iter().find(|(l, _)| l == label).unwrap().1;

@@ -138,6 +138,33 @@ pub trait Inbox: Send + Sync {
     async fn wait(&self, max: Duration);
 }
 
+/// This process's name in the leases it takes: `host:pid:random`.
+pub fn owner_name() -> String {
+    format!("{}:{}:{:08x}", host_name(), std::process::id(), rand::random::<u32>())
+}
+
+/// Whether the process that took a lease as `owner` ([`owner_name`]) may still be running: it
+/// is on another host, or its pid is alive here. Only a lease whose owner is surely gone is
+/// released early (SQLite, at open); any other waits for its `lease_until`.
+pub fn owner_may_live(owner: &str) -> bool {
+    let mut parts = owner.rsplitn(3, ':');
+    let (_random, pid, host) = (parts.next(), parts.next(), parts.next());
+    match (host, pid.and_then(|p| p.parse::<u32>().ok())) {
+        (Some(host), Some(pid)) if host == host_name() => {
+            pid != std::process::id() && std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }
+        _ => true,
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
+/// What a notification whose payload does not open becomes: a dead letter saying why (it never
+/// blocks the others, nor its order).
+pub(crate) const UNDECRYPTABLE: &str = "the stored payload does not open with the inbox key (another key, or tampered)";
+
 /// Milliseconds since the epoch (the stores' time column).
 pub(crate) fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -23,9 +23,22 @@ use tokio_postgres::{AsyncMessage, Client, NoTls};
 use crate::{Cipher, Claim, DeadLetter, Depth, Inbox, NewNotification, StoreError, Stored};
 
 /// The schema version this code writes; [`PgInbox::migrate`] brings older ones up to it.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
-const MIGRATIONS: &[&str] = &["
+/// The longest one database operation may take before it is given up (and the connection with it).
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects with a bounded connect and TCP keepalives (a dead peer is noticed in about a minute).
+async fn connect(
+    url: &str,
+) -> Result<(Client, tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>), StoreError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
+    config.connect_timeout(Duration::from_secs(5)).keepalives(true).keepalives_idle(Duration::from_secs(30));
+    config.connect(NoTls).await.map_err(unavailable)
+}
+
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE paysign_notifications (
     seq         BIGSERIAL UNIQUE,
     id          TEXT PRIMARY KEY,
@@ -50,11 +63,17 @@ CREATE TABLE paysign_digests (
     id     TEXT NOT NULL
 );
 CREATE INDEX paysign_digests_id ON paysign_digests (id);
-"];
+",
+    "
+CREATE INDEX paysign_notifications_done ON paysign_notifications (state, done_at);
+",
+];
 
 /// The shared inbox (see the module documentation).
 pub struct PgInbox {
     url: String,
+    /// The runtime the connections' tasks run on (the one `connect` ran on, for good).
+    runtime: tokio::runtime::Handle,
     cipher: Cipher,
     client: Mutex<Option<Client>>,
     woken: std::sync::Arc<tokio::sync::Notify>,
@@ -75,8 +94,13 @@ impl PgInbox {
     /// Connects to `url` (a libpq connection string or `postgresql://` URL), migrates the schema
     /// and starts listening for other replicas' notifications.
     pub async fn connect(url: &str, cipher: Cipher) -> Result<Self, StoreError> {
-        let inbox =
-            PgInbox { url: url.to_string(), cipher, client: Mutex::new(None), woken: std::sync::Arc::new(tokio::sync::Notify::new()) };
+        let inbox = PgInbox {
+            url: url.to_string(),
+            runtime: tokio::runtime::Handle::current(),
+            cipher,
+            client: Mutex::new(None),
+            woken: std::sync::Arc::new(tokio::sync::Notify::new()),
+        };
         inbox.migrate().await?;
         inbox.listen().await?;
         Ok(inbox)
@@ -92,6 +116,12 @@ impl PgInbox {
             .await
             .map_err(unavailable)?;
         let found: i32 = tx.query_opt("SELECT version FROM paysign_schema", &[]).await.map_err(unavailable)?.map_or(0, |r| r.get(0));
+        if found > SCHEMA_VERSION {
+            // A newer paysign migrated it: this one must not write its older version over it.
+            return Err(StoreError::Unavailable(format!(
+                "the inbox schema is at version {found}, newer than this paysign's {SCHEMA_VERSION}: run the newer paysign"
+            )));
+        }
         for (i, m) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
             tx.batch_execute(m).await.map_err(unavailable)?;
             tracing::info!("inbox schema migrated to version {}", i + 1);
@@ -106,7 +136,7 @@ impl PgInbox {
     /// (once a second) when lost — the deliverers poll meanwhile.
     async fn listen(&self) -> Result<(), StoreError> {
         let (woken, url) = (self.woken.clone(), self.url.clone());
-        let first = tokio_postgres::connect(&url, NoTls).await.map_err(unavailable)?;
+        let first = connect(&url).await?;
         // Answered once the first LISTEN is in force: nothing stored after `connect` returns is
         // missed.
         let (listening_tx, listening_rx) = tokio::sync::oneshot::channel();
@@ -152,7 +182,7 @@ impl PgInbox {
                     woken.notify_one();
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                next = tokio_postgres::connect(&url, NoTls).await.ok();
+                next = connect(&url).await.ok();
             }
         });
         listening_rx.await.map_err(|_| StoreError::Closed)?
@@ -162,8 +192,8 @@ impl PgInbox {
     async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, StoreError> {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(Client::is_closed) {
-            let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await.map_err(unavailable)?;
-            tokio::spawn(async move {
+            let (client, connection) = connect(&self.url).await?;
+            self.runtime.spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::warn!("inbox database connection lost: {e}");
                 }
@@ -173,10 +203,22 @@ impl PgInbox {
         Ok(guard)
     }
 
+    /// One operation, bounded by [`OPERATION_TIMEOUT`]: a database that stops answering (a
+    /// failover, a partition) costs a notification 10 s and a 503, not the kernel's TCP
+    /// timeout; the connection is dropped and opened again by the next operation.
     async fn with<T>(&self, f: impl AsyncFnOnce(&Client) -> Result<T, tokio_postgres::Error>) -> Result<T, StoreError> {
-        let guard = self.client().await?;
+        let mut guard = tokio::time::timeout(OPERATION_TIMEOUT, self.client())
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("the database did not answer within {OPERATION_TIMEOUT:?}")))??;
         let Some(client) = guard.as_ref() else { return Err(StoreError::Closed) };
-        f(client).await.map_err(unavailable)
+        let done = tokio::time::timeout(OPERATION_TIMEOUT, f(client)).await;
+        match done {
+            Ok(r) => r.map_err(unavailable),
+            Err(_) => {
+                *guard = None;
+                Err(StoreError::Unavailable(format!("the database did not answer within {OPERATION_TIMEOUT:?}")))
+            }
+        }
     }
 }
 
@@ -239,23 +281,29 @@ impl Inbox for PgInbox {
                 .await
             })
             .await?;
-        rows.into_iter()
-            .map(|r| {
-                let id: String = r.get(0);
-                let payload: Vec<u8> = r.get(5);
-                let body = self.cipher.open(&id, &payload).ok_or_else(|| StoreError::Undecryptable(id.clone()))?;
-                let attempt: i32 = r.get(1);
-                Ok(Claim {
-                    attempt: u32::try_from(attempt).unwrap_or(0),
-                    route: r.get(2),
-                    customer_no: r.get(3),
-                    order_no: r.get(4),
-                    body,
-                    received_at: r.get(6),
-                    id,
-                })
-            })
-            .collect()
+        let mut claims = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: String = r.get(0);
+            let payload: Vec<u8> = r.get(5);
+            let attempt: i32 = r.get(1);
+            let Some(body) = self.cipher.open(&id, &payload) else {
+                // Never blocks the others, nor its order: a dead letter saying why (fenced by
+                // the attempt, as a result is).
+                tracing::error!(notification_id = %id, "inbox: {}: dead-lettered", crate::UNDECRYPTABLE);
+                self.failed(&id, u32::try_from(attempt).unwrap_or(0), crate::UNDECRYPTABLE, None).await?;
+                continue;
+            };
+            claims.push(Claim {
+                attempt: u32::try_from(attempt).unwrap_or(0),
+                route: r.get(2),
+                customer_no: r.get(3),
+                order_no: r.get(4),
+                body,
+                received_at: r.get(6),
+                id,
+            });
+        }
+        Ok(claims)
     }
 
     async fn delivered(&self, id: &str, attempt: u32) -> Result<bool, StoreError> {
@@ -353,7 +401,8 @@ impl Inbox for PgInbox {
     async fn purge_delivered(&self, before: SystemTime) -> Result<u64, StoreError> {
         self.with(async |c| {
             c.execute(
-                "WITH gone AS (DELETE FROM paysign_notifications WHERE state = 'delivered' AND done_at < $1 RETURNING id),
+                "WITH gone AS (DELETE FROM paysign_notifications WHERE id IN
+                         (SELECT id FROM paysign_notifications WHERE state = 'delivered' AND done_at < $1 LIMIT 5000) RETURNING id),
                       d AS (DELETE FROM paysign_digests WHERE id IN (SELECT id FROM gone))
                  SELECT 1 FROM gone",
                 &[&before],

@@ -22,6 +22,8 @@ use crate::{from_millis, millis, Cipher, Claim, DeadLetter, Depth, Inbox, NewNot
 
 /// The most commands one transaction takes.
 const BATCH: usize = 256;
+/// The most delivered notifications one purge deletes.
+const PURGE_BATCH: i64 = 5_000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS notifications (
@@ -42,6 +44,7 @@ CREATE TABLE IF NOT EXISTS notifications (
 );
 CREATE INDEX IF NOT EXISTS notifications_due ON notifications (state, next_at);
 CREATE INDEX IF NOT EXISTS notifications_order ON notifications (order_key, received_at) WHERE order_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS notifications_done ON notifications (state, done_at);
 CREATE TABLE IF NOT EXISTS digests (
     digest BLOB PRIMARY KEY,
     id     TEXT NOT NULL REFERENCES notifications (id) ON DELETE CASCADE
@@ -86,8 +89,20 @@ impl SqliteInbox {
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
             .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
-        conn.execute("UPDATE notifications SET state = 'pending', lease_until = NULL, lease_owner = NULL WHERE state = 'leased'", [])
+        // The leases of a process that is gone (killed while delivering) are due at once; those
+        // of one still running (the old process of a graceful upgrade, finishing its attempts)
+        // run out on their own.
+        let owners: Vec<String> = conn
+            .prepare("SELECT DISTINCT lease_owner FROM notifications WHERE state = 'leased' AND lease_owner IS NOT NULL")
+            .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
             .map_err(unavailable)?;
+        for owner in owners.iter().filter(|o| !crate::owner_may_live(o)) {
+            conn.execute(
+                "UPDATE notifications SET state = 'pending', lease_until = NULL, lease_owner = NULL WHERE state = 'leased' AND lease_owner = ?1",
+                [owner],
+            )
+            .map_err(unavailable)?;
+        }
         let (tx, rx) = mpsc::channel();
         let writer = Writer { conn, cipher };
         std::thread::Builder::new()
@@ -243,9 +258,15 @@ fn execute(db: &Connection, cipher: &Cipher, c: Command, now: SystemTime) -> Ans
                 params![id, millis(now)],
             )),
         ),
-        Command::PurgeDelivered(before, r) => {
-            Answer::Count(r, u(db.execute("DELETE FROM notifications WHERE state = 'delivered' AND done_at < ?1", [millis(before)])))
-        }
+        // In batches: a first purge of a long retention never holds the writer for long.
+        Command::PurgeDelivered(before, r) => Answer::Count(
+            r,
+            u(db.execute(
+                "DELETE FROM notifications WHERE rowid IN
+                     (SELECT rowid FROM notifications WHERE state = 'delivered' AND done_at < ?1 LIMIT ?2)",
+                params![millis(before), PURGE_BATCH],
+            )),
+        ),
         Command::PurgeDead(id, r) => {
             Answer::Count(r, u(db.execute("DELETE FROM notifications WHERE state = 'dead' AND (?1 IS NULL OR id = ?1)", params![id])))
         }
@@ -310,7 +331,15 @@ fn claim(db: &Connection, cipher: &Cipher, owner: &str, lease: Duration, limit: 
             )
             .map_err(unavailable)?;
         let (attempt, route, customer_no, order_no, payload, received) = row;
-        let body = cipher.open(&id, &payload).ok_or_else(|| StoreError::Undecryptable(id.clone()))?;
+        let Some(body) = cipher.open(&id, &payload) else {
+            tracing::error!(notification_id = %id, "inbox: {}: dead-lettered", crate::UNDECRYPTABLE);
+            db.execute(
+                "UPDATE notifications SET state = 'dead', done_at = ?2, last_error = ?3, lease_until = NULL, lease_owner = NULL WHERE id = ?1",
+                params![id, now_ms, crate::UNDECRYPTABLE],
+            )
+            .map_err(unavailable)?;
+            continue;
+        };
         claims.push(Claim { id, attempt, route, customer_no, order_no, body, received_at: from_millis(received) });
     }
     Ok(claims)

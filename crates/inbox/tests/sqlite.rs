@@ -84,10 +84,13 @@ async fn the_payload_is_encrypted_at_rest() {
     }
     assert!(bytes.windows(b"O1".len()).any(|w| w == b"O1"), "the order number is stored in clear (operators list it)");
     assert!(!bytes.windows(18).any(|w| w == b"110101199003077777"), "certNo found in clear");
-    // Another key cannot open it: claiming says so instead of delivering garbage.
+    // Another key cannot open it: instead of delivering garbage (or jamming the others), it is
+    // dead-lettered with the reason.
     let other = SqliteInbox::open(&path, Cipher::from_hex(&"a5".repeat(32)).unwrap()).unwrap();
-    let e = other.claim("a", LEASE, 10).await.unwrap_err();
-    assert_eq!(e.to_string(), "notification n1: the stored payload does not open with the inbox key");
+    assert!(other.claim("a", LEASE, 10).await.unwrap().is_empty());
+    let dead = other.dead_letters(10).await.unwrap();
+    assert_eq!((dead.len(), dead[0].id.as_str()), (1, "n1"));
+    assert_eq!(dead[0].last_error.as_deref(), Some("the stored payload does not open with the inbox key (another key, or tampered)"));
 }
 
 #[tokio::test]
@@ -142,19 +145,27 @@ async fn an_expired_lease_is_claimed_again_and_the_old_holder_is_fenced_off() {
 }
 
 #[tokio::test]
-async fn a_restart_releases_the_previous_process_leases() {
+async fn a_restart_releases_the_leases_of_a_process_that_is_gone_and_only_those() {
     let d = dir("restart");
     let path = d.join("inbox.db");
     let inbox = SqliteInbox::open(&path, key()).unwrap();
-    for i in 0..3 {
+    for i in 0..4 {
         inbox.store(note(&format!("n{i}"), None, false)).await.unwrap();
     }
-    assert_eq!(inbox.claim("a", LEASE, 2).await.unwrap().len(), 2);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    // A killed process (no such pid), and one still running (the old process of an upgrade:
+    // our parent here).
+    let gone = format!("{host}:999999999:0000abcd");
+    let alive = format!("{host}:{}:0000abcd", std::os::unix::process::parent_id());
+    assert_eq!(inbox.claim(&gone, LEASE, 2).await.unwrap().len(), 2);
+    assert_eq!(inbox.claim(&alive, LEASE, 1).await.unwrap().len(), 1);
     drop(inbox);
     let reopened = SqliteInbox::open(&path, key()).unwrap();
     let mut ids: Vec<_> = reopened.claim("b", LEASE, 10).await.unwrap().into_iter().map(|c| c.id).collect();
     ids.sort();
-    assert_eq!(ids, ["n0", "n1", "n2"]);
+    assert_eq!(ids, ["n0", "n1", "n3"], "the live process's lease (n2) is kept until it runs out");
+    assert!(paysign_inbox::owner_may_live(&alive) && !paysign_inbox::owner_may_live(&gone));
+    assert!(paysign_inbox::owner_may_live("another-host:1:00000000"), "another host's process is never presumed gone");
 }
 
 #[tokio::test]

@@ -333,7 +333,6 @@ fn set_metrics(metrics: &Metrics, config: &Config) {
         routes: config.notify.iter().flat_map(|n| n.routes.iter().map(|r| r.path.as_str())).collect(),
         callers: config.callers.iter().map(|c| c.name.as_str()).collect(),
         notify: config.notify.is_some(),
-        inbox: inbox_of(config).is_some(),
     });
 }
 

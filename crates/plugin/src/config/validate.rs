@@ -522,6 +522,9 @@ fn inbox(ctx: &Ctx, i: &InboxFile) -> Result<InboxSettings, ConfigError> {
     if i.retry_max_interval_ms < i.retry_first_ms {
         return Err(ctx.err("notify.inbox.retry_max_interval_ms", None, "must be at least retry_first_ms"));
     }
+    if i.lease_ms > 3_600_000 {
+        return Err(ctx.err("notify.inbox.lease_ms", None, "at most 3600000 (an hour)"));
+    }
     if i.deliverers > 1024 {
         return Err(ctx.err("notify.inbox.deliverers", None, "at most 1024"));
     }

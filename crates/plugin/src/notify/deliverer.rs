@@ -44,9 +44,7 @@ pub struct Deliverer {
 impl Deliverer {
     /// The deliverer of `live`'s inbox (it does nothing when `notify.inbox` is not configured).
     pub fn new(live: Arc<Live>) -> Self {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let owner = format!("{}:{}:{:08x}", host.trim(), std::process::id(), rand::random::<u32>());
-        Deliverer { live, owner }
+        Deliverer { live, owner: paysign_inbox::owner_name() }
     }
 
     async fn run(&self, shutdown: &mut ShutdownWatch) {
@@ -75,16 +73,24 @@ impl Deliverer {
             let free = settings.deliverers.saturating_sub(attempts.len());
             let mut claimed = 0;
             if free > 0 {
-                match inbox.claim(&self.owner, settings.lease, free).await {
+                // Counted for the drain from before the claim: a process never exits between
+                // taking leases and starting their attempts.
+                let in_flight = &self.live.notifications.deliveries_in_flight;
+                in_flight.fetch_add(1, Ordering::AcqRel);
+                let claimed_now = inbox.claim(&self.owner, settings.lease, free).await;
+                if let Ok(claims) = &claimed_now {
+                    in_flight.fetch_add(i64::try_from(claims.len()).unwrap_or(0), Ordering::AcqRel);
+                }
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+                match claimed_now {
                     Ok(claims) => {
                         claim_failures = 0;
                         claimed = claims.len();
                         for claim in claims {
                             let (live, inbox) = (self.live.clone(), inbox.clone());
-                            let schedule = settings.schedule.clone();
-                            live.notifications.deliveries_in_flight.fetch_add(1, Ordering::AcqRel);
+                            let (schedule, lease) = (settings.schedule.clone(), settings.lease);
                             attempts.spawn(async move {
-                                attempt(&live, &*inbox, claim, &schedule).await;
+                                attempt(&live, &*inbox, claim, &schedule, lease).await;
                                 live.notifications.deliveries_in_flight.fetch_sub(1, Ordering::AcqRel);
                             });
                         }
@@ -139,7 +145,10 @@ impl Deliverer {
 }
 
 /// One delivery attempt of one claimed notification, and its result recorded.
-async fn attempt(live: &Live, inbox: &dyn Inbox, claim: Claim, schedule: &paysign_inbox::Schedule) {
+/// An attempt ends within four fifths of its lease (the rest to record its result): a second
+/// deliverer never takes a notification whose attempt is still running, whatever the target's
+/// addresses and timeouts add up to.
+async fn attempt(live: &Live, inbox: &dyn Inbox, claim: Claim, schedule: &paysign_inbox::Schedule, lease: Duration) {
     let rt = live.current();
     let request_id = logging::new_request_id();
     let start = Instant::now();
@@ -153,11 +162,13 @@ async fn attempt(live: &Live, inbox: &dyn Inbox, claim: Claim, schedule: &paysig
                 ("X-Paysign-Merchant", claim.customer_no.as_str()),
                 ("X-Request-Id", request_id.as_str()),
             ];
-            match state.deliver_stored(route, &headers, Bytes::from(claim.body.clone())).await {
-                Ok(a) if (200..300).contains(&a.status) => (Ok(()), Some(a.status)),
-                Ok(a) => (Err("the target answered non-2xx"), Some(a.status)),
-                Err(TargetError::NotSent) => (Err("the target could not be reached"), None),
-                Err(TargetError::Failed) => (Err("the target did not answer"), None),
+            let bound = lease.mul_f64(0.8);
+            match tokio::time::timeout(bound, state.deliver_stored(route, &headers, Bytes::from(claim.body.clone()))).await {
+                Ok(Ok(a)) if (200..300).contains(&a.status) => (Ok(()), Some(a.status)),
+                Ok(Ok(a)) => (Err("the target answered non-2xx"), Some(a.status)),
+                Ok(Err(TargetError::NotSent)) => (Err("the target could not be reached"), None),
+                Ok(Err(TargetError::Failed)) => (Err("the target did not answer"), None),
+                Err(_) => (Err("the target did not answer within the lease"), None),
             }
         }
     };

@@ -758,7 +758,8 @@ impl Metrics {
                 }
             }
         }
-        if k.inbox {
+        // With the listener, whether or not it has an inbox: every family from the first scrape.
+        if k.notify {
             for r in INBOX_STORE_RESULTS {
                 let _ = self.inbox_stored.with_label_values(&[r]);
             }
@@ -808,8 +809,6 @@ pub struct Known<'a> {
     pub callers: Vec<&'a str>,
     /// Whether the notification listener is configured.
     pub notify: bool,
-    /// Whether it stores notifications in an inbox.
-    pub inbox: bool,
 }
 
 /// One listener's connection metrics, resolved once for its label.
@@ -1033,7 +1032,6 @@ mod tests {
             routes: vec!["/n"],
             callers: vec!["ops"],
             notify: true,
-            inbox: true,
         });
         let text = render(&registry);
         for name in family_names() {
