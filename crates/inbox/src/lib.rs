@@ -121,9 +121,9 @@ pub trait Inbox: Send + Sync {
     async fn claim(&self, owner: &str, lease: Duration, limit: usize) -> Result<Vec<Claim>, StoreError>;
     /// Records a delivery; `false` when the lease was lost (another attempt owns the row).
     async fn delivered(&self, id: &str, attempt: u32) -> Result<bool, StoreError>;
-    /// Records a failed attempt: due again at `retry_at`, or dead-lettered when `None`.
-    /// `false` when the lease was lost.
-    async fn failed(&self, id: &str, attempt: u32, error: &str, retry_at: Option<SystemTime>) -> Result<bool, StoreError>;
+    /// Records a failed attempt: due again `retry_in` from now (the store's clock), or
+    /// dead-lettered when `None`. `false` when the lease was lost.
+    async fn failed(&self, id: &str, attempt: u32, error: &str, retry_in: Option<Duration>) -> Result<bool, StoreError>;
     async fn depth(&self) -> Result<Depth, StoreError>;
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
     /// Makes dead-lettered notifications due now: one (`Some(id)`) or all; returns how many.

@@ -320,15 +320,18 @@ impl Inbox for PgInbox {
         .map(|n| n == 1)
     }
 
-    async fn failed(&self, id: &str, attempt: u32, error: &str, retry_at: Option<SystemTime>) -> Result<bool, StoreError> {
+    async fn failed(&self, id: &str, attempt: u32, error: &str, retry_in: Option<Duration>) -> Result<bool, StoreError> {
         let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
+        // Due on the database's clock, the same for every replica.
+        let retry_secs = retry_in.map(|d| d.as_secs_f64());
         self.with(async |c| {
             c.execute(
-                "UPDATE paysign_notifications SET state = CASE WHEN $3::timestamptz IS NULL THEN 'dead' ELSE 'pending' END,
-                     next_at = COALESCE($3, next_at), done_at = CASE WHEN $3::timestamptz IS NULL THEN now() END,
+                "UPDATE paysign_notifications SET state = CASE WHEN $3::float8 IS NULL THEN 'dead' ELSE 'pending' END,
+                     next_at = COALESCE(now() + $3::float8 * interval '1 second', next_at),
+                     done_at = CASE WHEN $3::float8 IS NULL THEN now() END,
                      last_error = $4, lease_until = NULL, lease_owner = NULL
                  WHERE id = $1 AND attempts = $2 AND state = 'leased'",
-                &[&id, &attempt, &retry_at, &error],
+                &[&id, &attempt, &retry_secs, &error],
             )
             .await
         })

@@ -35,10 +35,17 @@ impl Schedule {
 
     /// When to try again after failed attempt `attempt`, or `None`: dead-letter it.
     pub fn next(&self, attempt: u32, received_at: SystemTime, now: SystemTime) -> Option<SystemTime> {
+        self.delay(attempt, received_at, now).map(|d| now + d)
+    }
+
+    /// How long to wait before trying again after failed attempt `attempt`, or `None`:
+    /// dead-letter it. A delay, not a time: the store adds it to its own clock (PostgreSQL's,
+    /// the same for every replica).
+    pub fn delay(&self, attempt: u32, received_at: SystemTime, now: SystemTime) -> Option<Duration> {
         let base = self.interval(attempt).as_secs_f64();
         let spread = if self.jitter > 0.0 { rand::random_range(-self.jitter..=self.jitter) } else { 0.0 };
-        let at = now + Duration::from_secs_f64((base * (1.0 + spread)).max(0.0));
-        (at <= received_at + self.give_up_after).then_some(at)
+        let delay = Duration::from_secs_f64((base * (1.0 + spread)).max(0.0));
+        (now + delay <= received_at + self.give_up_after).then_some(delay)
     }
 }
 

@@ -60,7 +60,7 @@ enum Command {
     Recognise([u8; 32], Reply<Option<String>>),
     Claim { owner: String, lease: Duration, limit: usize, reply: Reply<Vec<Claim>> },
     Delivered(String, u32, Reply<bool>),
-    Failed { id: String, attempt: u32, error: String, retry_at: Option<SystemTime>, reply: Reply<bool> },
+    Failed { id: String, attempt: u32, error: String, retry_in: Option<Duration>, reply: Reply<bool> },
     Depth(Reply<Depth>),
     DeadLetters(usize, Reply<Vec<DeadLetter>>),
     Redeliver(Option<String>, Reply<u64>),
@@ -237,14 +237,14 @@ fn execute(db: &Connection, cipher: &Cipher, c: Command, now: SystemTime) -> Ans
             ))
             .map(|n| n == 1),
         ),
-        Command::Failed { id, attempt, error, retry_at, reply } => Answer::Bool(
+        Command::Failed { id, attempt, error, retry_in, reply } => Answer::Bool(
             reply,
             u(db.execute(
                 "UPDATE notifications SET state = CASE WHEN ?3 IS NULL THEN 'dead' ELSE 'pending' END,
                      next_at = COALESCE(?3, next_at), done_at = CASE WHEN ?3 IS NULL THEN ?5 END,
                      last_error = ?4, lease_until = NULL, lease_owner = NULL
                  WHERE id = ?1 AND attempts = ?2 AND state = 'leased'",
-                params![id, attempt, retry_at.map(millis), error, millis(now)],
+                params![id, attempt, retry_in.map(|d| millis(now + d)), error, millis(now)],
             ))
             .map(|n| n == 1),
         ),
@@ -406,8 +406,8 @@ impl Inbox for SqliteInbox {
     async fn delivered(&self, id: &str, attempt: u32) -> Result<bool, StoreError> {
         self.ask(|r| Command::Delivered(id.to_string(), attempt, r)).await
     }
-    async fn failed(&self, id: &str, attempt: u32, error: &str, retry_at: Option<SystemTime>) -> Result<bool, StoreError> {
-        self.ask(|reply| Command::Failed { id: id.to_string(), attempt, error: error.to_string(), retry_at, reply }).await
+    async fn failed(&self, id: &str, attempt: u32, error: &str, retry_in: Option<Duration>) -> Result<bool, StoreError> {
+        self.ask(|reply| Command::Failed { id: id.to_string(), attempt, error: error.to_string(), retry_in, reply }).await
     }
     async fn depth(&self) -> Result<Depth, StoreError> {
         self.ask(Command::Depth).await

@@ -184,7 +184,7 @@ async fn attempt(live: &Live, inbox: &dyn Inbox, claim: Claim, schedule: &paysig
                 Some(s) => format!("{why} ({s})"),
                 None => why.to_string(),
             };
-            let next = schedule.next(claim.attempt, claim.received_at, SystemTime::now());
+            let next = schedule.delay(claim.attempt, claim.received_at, SystemTime::now());
             let outcome = if next.is_some() { DeliveryOutcome::Retry } else { DeliveryOutcome::DeadLettered };
             inbox.failed(&claim.id, claim.attempt, &error, next).await.map(|kept| if kept { outcome } else { DeliveryOutcome::LeaseLost })
         }
