@@ -467,3 +467,27 @@ fn paysign_migrate_prepares_the_store_and_says_why_it_cannot() {
     assert_eq!(code, 1);
     assert!(err.contains("notify.inbox is not configured: there is nothing to migrate"), "{err}");
 }
+
+/// SIGTERM while a delivery is at the target: the attempt finishes and its result is recorded
+/// before the process exits (nothing delivered twice after the restart); a reload in between
+/// changes nothing for the inbox.
+#[test]
+fn sigterm_lets_an_attempt_in_flight_finish_and_a_reload_keeps_delivering() {
+    let target = Target::start(200, Duration::from_millis(800));
+    let (mut stack, notify_port) = start("sqlite_path: data/inbox.sqlite", &target, UnderTest::Binary, "");
+    assert!(acknowledged(&notify(stack.sandbox_port, notify_port, MD5_MERCHANT, "TERM-1")));
+    assert!(eventually(15, || admin(&stack, "GET", "/inbox").json()["delivered"] == 1));
+    // A reload: the inbox (opened once) goes on.
+    assert_eq!(admin(&stack, "POST", "/-/reload").status, 200);
+    assert!(acknowledged(&notify(stack.sandbox_port, notify_port, MD5_MERCHANT, "TERM-2")));
+    // The attempt has reached the target (it answers after 0.8 s): SIGTERM now.
+    assert!(eventually(15, || target.orders_seen().contains("TERM-2")));
+    // SAFETY: SIGTERM to our own child.
+    unsafe { libc::kill(stack.gateway.pid() as i32, libc::SIGTERM) };
+    assert!(eventually(30, || !stack.gateway.is_running()), "the gateway did not exit");
+    restart(&mut stack);
+    let depth = admin(&stack, "GET", "/inbox").json();
+    assert_eq!((depth["delivered"].as_u64(), depth["pending"].as_u64(), depth["leased"].as_u64()), (Some(2), Some(0), Some(0)), "{depth}");
+    let attempts: Vec<String> = target.attempts().into_iter().map(|(_, o, _)| o).collect();
+    assert_eq!(attempts, ["TERM-1", "TERM-2"], "an attempt was cut or repeated");
+}
