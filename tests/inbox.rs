@@ -228,8 +228,10 @@ fn two_replicas_share_postgres_and_a_killed_one_loses_nothing() {
     let pg = Postgres::start();
     let target = Target::start(200, Duration::from_millis(300));
     let store = format!("postgres_url: {}", pg.url());
-    let (mut a, notify_a) = start(&store, &target, UnderTest::Binary, "    deliverers: 2\n");
-    let (b, notify_b) = start(&store, &target, UnderTest::Binary, "    deliverers: 2\n");
+    // One delivery at a time per replica: the recording target handles one request at a time,
+    // so each attempt is recorded within ~0.3 s of its claim.
+    let (mut a, notify_a) = start(&store, &target, UnderTest::Binary, "    deliverers: 1\n");
+    let (b, notify_b) = start(&store, &target, UnderTest::Binary, "    deliverers: 1\n");
     let mut orders = BTreeSet::new();
     for i in 0..16 {
         let order = format!("REPLICA-{i}");
@@ -238,7 +240,7 @@ fn two_replicas_share_postgres_and_a_killed_one_loses_nothing() {
         assert!(acknowledged(&v), "{order}: {v}");
         orders.insert(order);
     }
-    // Kill A while deliveries are in flight (the target takes 300 ms each, four at a time).
+    // Kill A while deliveries are in flight (the target takes 300 ms each).
     assert!(eventually(15, || !target.attempts().is_empty()));
     kill9(&mut a);
     let killed_at = Instant::now();
@@ -252,7 +254,9 @@ fn two_replicas_share_postgres_and_a_killed_one_loses_nothing() {
     for (id, times) in &by_id {
         for pair in times.windows(2) {
             let apart = pair[1].duration_since(pair[0]);
-            assert!(apart >= Duration::from_millis(LEASE_MS - 500), "{id} delivered twice {apart:?} apart (lease {LEASE_MS} ms)");
+            // An attempt is recorded within forward_timeout_ms (1 s) of its claim; the next
+            // claim of the same notification comes a lease (3 s) after the first at the earliest.
+            assert!(apart >= Duration::from_millis(LEASE_MS - 1000), "{id} delivered twice {apart:?} apart (lease {LEASE_MS} ms)");
             assert!(pair[1] > killed_at, "{id} delivered twice before the kill");
         }
     }
