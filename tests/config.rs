@@ -133,7 +133,7 @@ fn bad_inbox_settings_are_refused_with_the_setting_named() {
     refused_inbox("    sqlite_path: a.db\n", &["notify.inbox.key_file", "the inbox needs key_file or key_env"]);
     refused_inbox(
         "    sqlite_path: a.db\n    key_file: short.key\n",
-        &["notify.inbox.key_file", "must be 32 bytes (64 hex digits); got 2 bytes"],
+        &["notify.inbox.key_file", "must be 64 hex digits (a 256-bit key, e.g. from `openssl rand -hex 32`); got 4 characters"],
     );
     refused_inbox(
         &format!("    sqlite_path: a.db\n{key}    lease_ms: 5000\n"),

@@ -123,6 +123,10 @@ fn stored_then_delivered_and_resends_recognised(under_test: UnderTest) {
     let first = notify(stack.sandbox_port, notify_port, RSA_MERCHANT, "INBOX-1");
     assert!(acknowledged(&first), "{first}");
     assert!(stack.dir.join("data/inbox.sqlite").is_file());
+    for (f, mode) in [("data", 0o700), ("data/inbox.sqlite", 0o600), ("data/inbox.sqlite-wal", 0o600)] {
+        let m = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(stack.dir.join(f)).unwrap().permissions()) & 0o777;
+        assert_eq!(m, mode, "{f}: {m:o}");
+    }
     // Tried, and tried again on the schedule, while the target fails.
     assert!(eventually(15, || target.attempts().len() >= 2), "{:?}", target.attempts());
     target.status.store(200, Ordering::SeqCst);
@@ -331,10 +335,24 @@ fn ordered_notifications_wait_their_turn_and_dead_letters_are_listed_redelivered
     assert_eq!((r.status, r.json()["purged"].as_u64()), (200, Some(1)), "{}", r.text());
     let depth = admin(&stack, "GET", "/inbox").json();
     assert_eq!((depth["dead"].as_u64(), depth["delivered"].as_u64()), (Some(0), Some(1)));
-    // Bad requests to the admin: a clear error, nothing done.
-    assert_eq!(admin(&stack, "POST", "/inbox/redeliver?id=nope").status, 400);
-    assert_eq!(admin(&stack, "GET", "/inbox/redeliver").status, 405);
-    assert_eq!(admin(&stack, "POST", "/inbox/purge?what=all").status, 400);
+    // Bad requests to the admin: a clear JSON error, nothing done.
+    let refused = |method: &str, path: &str| {
+        let r = admin(&stack, method, path);
+        assert_eq!(r.json()["result"], "refused", "{path}: {}", r.text());
+        (r.status, r.json()["error"].as_str().unwrap().to_string())
+    };
+    assert_eq!(refused("POST", "/inbox/redeliver?id=nope"), (400, "id must be a notification id (32 hex digits)".into()));
+    assert_eq!(refused("GET", "/inbox/redeliver"), (405, "/inbox/redeliver takes POST".into()));
+    assert_eq!(refused("POST", "/inbox/purge?what=all"), (400, "unknown parameter \"what\" (this endpoint takes: id)".into()));
+    assert_eq!(refused("GET", &format!("/inbox/dead?id={a}")), (400, "unknown parameter \"id\" (this endpoint takes: limit)".into()));
+    assert_eq!(refused("POST", &format!("/inbox/purge?id={a}&id={a}")), (400, "id is given twice".into()));
+    // The delivered one is no dead letter any more: 404, not "ok, 0".
+    assert_eq!(
+        refused("POST", &format!("/inbox/redeliver?id={a}")),
+        (404, format!("{a} is not a dead letter (GET /inbox/dead lists them)"))
+    );
+    assert_eq!(refused("GET", "/inbox/nope").0, 404);
+    assert_eq!(admin(&stack, "GET", "/inbox/dead?limit=1").json()["dead"].as_array().unwrap().len(), 0);
 }
 
 /// Ordering: the second notification of an order (PROCESSING, then SUCCESS) is not delivered

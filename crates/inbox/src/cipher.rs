@@ -16,13 +16,13 @@ impl std::fmt::Debug for Cipher {
 
 /// The key material is not a 256-bit key.
 #[derive(Debug, thiserror::Error)]
-#[error("the inbox key must be 32 bytes (64 hex digits); got {0} bytes")]
+#[error("the inbox key must be 64 hex digits (a 256-bit key, e.g. from `openssl rand -hex 32`); got {0} characters")]
 pub struct KeyError(pub usize);
 
 impl Cipher {
     /// From 32 raw bytes.
     pub fn new(key: &[u8]) -> Result<Self, KeyError> {
-        let unbound = UnboundKey::new(&AES_256_GCM, key).map_err(|_| KeyError(key.len()))?;
+        let unbound = UnboundKey::new(&AES_256_GCM, key).map_err(|_| KeyError(key.len() * 2))?;
         Ok(Cipher { key: LessSafeKey::new(unbound) })
     }
 
@@ -36,7 +36,7 @@ impl Cipher {
             .flatten();
         match bytes {
             Some(b) => Self::new(&b),
-            None => Err(KeyError(text.len() / 2)),
+            None => Err(KeyError(text.len())),
         }
     }
 
@@ -95,7 +95,10 @@ mod tests {
 
     #[test]
     fn keys_must_be_256_bits_of_hex() {
-        assert_eq!(Cipher::from_hex("abcd").unwrap_err().to_string(), "the inbox key must be 32 bytes (64 hex digits); got 2 bytes");
+        assert_eq!(
+            Cipher::from_hex("abcd").unwrap_err().to_string(),
+            "the inbox key must be 64 hex digits (a 256-bit key, e.g. from `openssl rand -hex 32`); got 4 characters"
+        );
         assert!(Cipher::from_hex(&"zz".repeat(32)).is_err());
         assert!(Cipher::from_hex(&format!(" {}\n", "ab".repeat(32))).is_ok());
         assert!(format!("{:?}", Cipher::from_hex(&"ab".repeat(32)).unwrap()).contains("not shown"));

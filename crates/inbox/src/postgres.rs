@@ -86,8 +86,12 @@ impl std::fmt::Debug for PgInbox {
     }
 }
 
+/// The error and its cause ("error connecting to server: Connection refused"); never the URL.
 fn unavailable(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    match std::error::Error::source(&e) {
+        Some(cause) => StoreError::Unavailable(format!("{e}: {cause}")),
+        None => StoreError::Unavailable(e.to_string()),
+    }
 }
 
 impl PgInbox {

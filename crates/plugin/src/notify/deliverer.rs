@@ -62,6 +62,9 @@ impl Deliverer {
                 }
             }
         };
+        // Due retries are looked for at least this often (sooner when the schedule's first
+        // retry is shorter than the usual second).
+        let poll = settings.schedule.first.min(POLL);
         let mut attempts: JoinSet<()> = JoinSet::new();
         let mut housekeeping = Instant::now();
         let mut claim_failures = 0u32;
@@ -112,7 +115,7 @@ impl Deliverer {
                 continue; // there may be more due
             }
             tokio::select! {
-                () = inbox.wait(POLL), if attempts.len() < settings.deliverers => {}
+                () = inbox.wait(poll), if attempts.len() < settings.deliverers => {}
                 Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
                 _ = shutdown.changed() => {}
             }

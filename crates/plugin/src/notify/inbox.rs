@@ -64,7 +64,16 @@ impl InboxCell {
             }
         };
         let _ = self.opened.set(inbox);
+        self.announce();
         Ok(())
+    }
+
+    /// Says where notifications are kept (never the database URL: it may carry a password).
+    fn announce(&self) {
+        match &self.settings.store {
+            InboxStore::Sqlite(p) => tracing::info!("notification inbox: SQLite file {}", p.display()),
+            InboxStore::Postgres(_) => tracing::info!("notification inbox: PostgreSQL database (notify.inbox.postgres_url, not shown)"),
+        }
     }
 
     async fn open(&self) -> Result<Arc<dyn Inbox>, StoreError> {
@@ -117,6 +126,17 @@ fn open_sqlite(path: &std::path::Path, cipher: Cipher) -> Result<SqliteInbox, St
             .mode(0o700)
             .create(dir)
             .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    // The file (and so its -wal and -shm, which SQLite creates with the file's mode) is the
+    // owner's only.
+    if !path.exists() {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", path.display())))?;
     }
     SqliteInbox::open(path, cipher).map_err(|e| match e {
         StoreError::Unavailable(m) => StoreError::Unavailable(format!("{}: {m}", path.display())),

@@ -3,7 +3,7 @@
 //!
 //! - `GET /inbox`: depth by state and the age of the oldest undelivered notification;
 //! - `GET /inbox/dead[?limit=N]`: dead-lettered notifications (id, route, order, attempts,
-//!   last error, received);
+//!   last error, received in Unix seconds), at most `limit` (100 by default, 1000 at most);
 //! - `POST /inbox/redeliver[?id=ID]`: one dead-lettered notification (or all) due again now;
 //! - `POST /inbox/purge[?id=ID]`: one dead-lettered notification (or all) deleted.
 
@@ -36,6 +36,10 @@ pub async fn inbox_admin(live: &Live, method: &http::Method, path: &str, query: 
         "/inbox/dead" => Op::Dead,
         "/inbox/redeliver" => Op::Redeliver,
         "/inbox/purge" => Op::Purge,
+        p if p.starts_with("/inbox/") => {
+            let known = "/inbox, /inbox/dead, POST /inbox/redeliver, POST /inbox/purge";
+            return Some(answer(404, json!({"result": "refused", "error": format!("not found: {known}")})));
+        }
         _ => return None,
     };
     let expected = if matches!(op, Op::Depth | Op::Dead) { http::Method::GET } else { http::Method::POST };
@@ -45,7 +49,7 @@ pub async fn inbox_admin(live: &Live, method: &http::Method, path: &str, query: 
     let Some(cell) = live.inbox() else {
         return Some(answer(404, json!({"result": "refused", "error": "no inbox: notify.inbox is not configured"})));
     };
-    let params = match Params::parse(query) {
+    let params = match Params::parse(query, op) {
         Ok(p) => p,
         Err(e) => return Some(answer(400, json!({"result": "refused", "error": e}))),
     };
@@ -72,6 +76,16 @@ pub async fn inbox_admin(live: &Live, method: &http::Method, path: &str, query: 
         Op::Redeliver => inbox.redeliver(params.id.as_deref()).await.map(|n| json!({"result": "ok", "redelivered": n})),
         Op::Purge => inbox.purge_dead(params.id.as_deref()).await.map(|n| json!({"result": "ok", "purged": n})),
     };
+    // One id that names no dead letter: say so, rather than "ok, 0".
+    let none = |b: &Value| ["redelivered", "purged"].iter().any(|k| b[*k] == 0);
+    if let (Some(id), Ok(body)) = (&params.id, &done) {
+        if none(body) {
+            return Some(answer(
+                404,
+                json!({"result": "refused", "error": format!("{id} is not a dead letter (GET /inbox/dead lists them)")}),
+            ));
+        }
+    }
     Some(match done {
         Ok(body) => {
             if matches!(op, Op::Redeliver | Op::Purge) {
@@ -98,16 +112,28 @@ struct Params {
 }
 
 impl Params {
-    fn parse(query: Option<&str>) -> Result<Params, String> {
+    /// The parameters `op` takes (`limit` for the list, `id` for redeliver and purge), each
+    /// once; anything else is refused.
+    fn parse(query: Option<&str>, op: Op) -> Result<Params, String> {
         let mut p = Params::default();
+        let takes: &[&str] = match op {
+            Op::Depth => &[],
+            Op::Dead => &["limit"],
+            Op::Redeliver | Op::Purge => &["id"],
+        };
         for pair in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            match k {
+            if !takes.contains(&k) {
+                return Err(format!("unknown parameter {k:?} (this endpoint takes: {})", if takes.is_empty() { "none" } else { takes[0] }));
+            }
+            let repeated = match k {
                 // Ids are 32 hex digits (notification_id): nothing else reaches the store.
-                "id" if v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()) => p.id = Some(v.to_ascii_lowercase()),
+                "id" if v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()) => p.id.replace(v.to_ascii_lowercase()).is_some(),
                 "id" => return Err("id must be a notification id (32 hex digits)".into()),
-                "limit" => p.limit = Some(v.parse().map_err(|_| "limit must be a number".to_string())?),
-                _ => return Err(format!("unknown parameter {k:?} (id, limit)")),
+                _ => p.limit.replace(v.parse().map_err(|_| "limit must be a number".to_string())?).is_some(),
+            };
+            if repeated {
+                return Err(format!("{k} is given twice"));
             }
         }
         Ok(p)
