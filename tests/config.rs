@@ -107,10 +107,8 @@ fn bad_inbox_settings_are_refused_with_the_setting_named() {
     let key = "    key_file: keys/inbox.key\n";
     let refused_inbox = |inbox: &str, expect: &[&str]| {
         let dir = temp_dir();
-        write(&dir.join("keys/inbox.key"), &"ab".repeat(32));
-        std::fs::set_permissions(dir.join("keys/inbox.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        write(&dir.join("short.key"), "abcd");
-        std::fs::set_permissions(dir.join("short.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        write_secret(&dir.join("keys/inbox.key"), &"ab".repeat(32));
+        write_secret(&dir.join("short.key"), "abcd");
         let path = dir.join("bad.yaml");
         write(&path, &notify(inbox));
         let (ok, out) = check(&path);
@@ -245,8 +243,7 @@ fn an_admin_listener_off_loopback_needs_a_token_and_an_open_notify_listener_is_w
         ]
     );
     // With a token (owner-only) and an allow-list: clean.
-    write(&dir.join("keys/admin_token"), "an-admin-token-of-some-length\n");
-    std::fs::set_permissions(dir.join("keys/admin_token"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    write_secret(&dir.join("keys/admin_token"), "an-admin-token-of-some-length\n");
     write(
         &path,
         &format!(
@@ -358,8 +355,7 @@ fn check_needs_no_hsm_a_token_key_is_checked_but_not_opened() {
     let dir = temp_dir();
     let path = dir.join("token.yaml");
     let p = path.display();
-    write(&dir.join("pin"), "1234\n");
-    std::fs::set_permissions(dir.join("pin"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    write_secret(&dir.join("pin"), "1234\n");
     // The module only has to exist: `check` never loads it (any file will do here).
     let module = dir.join("keys/platform_public.pem");
     let token_merchant = "  - customer_no: \"202112090604\"\n    profile: rsa\n    platform_public_key: keys/platform_public.pem\n    merchant_private_key: \"pkcs11:token=paysign;object=merchant\"\n";

@@ -83,6 +83,14 @@ fn deployment_files_parse_and_the_example_config_matches_the_schema() {
     }
 }
 
+/// promtool's rule unit tests (`tests`: the file's `tests:` section) on the shipped rules.
+fn promtool_rule_tests(tests: &str) {
+    let test = temp_dir().join("alerts_test.yml");
+    write(&test, &format!("rule_files: [\"{}\"]\nevaluation_interval: 30s\n{tests}", deploy("alerts.yml").display()));
+    let out = Command::new(tool("promtool")).args(["test", "rules"]).arg(&test).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn promtool_accepts_rules_and_config() {
     let out = Command::new(tool("promtool")).args(["check", "rules"]).arg(deploy("alerts.yml")).output().unwrap();
@@ -105,51 +113,35 @@ fn alert_summaries_print_whole_numbers() {
             &alerts[i..i + 40]
         );
     }
-    let dir = temp_dir();
-    let test = dir.join("alerts_test.yml");
-    write(
-        &test,
-        &format!(
-            "rule_files: [\"{}\"]\nevaluation_interval: 30s\ntests:\n  - interval: 1m\n    input_series:\n      - series: 'paysign_verification_failures_total{{instance=\"p:9091\",reason=\"signature\"}}'\n        values: '5 5 5 5 5 6 6 6'\n    alert_rule_test:\n      - eval_time: 5m30s\n        alertname: PaysignVerificationFailures\n        exp_alerts:\n          - exp_labels: {{severity: page, instance: \"p:9091\", reason: signature}}\n            exp_annotations:\n              summary: \"paysign rejected 1 unverifiable platform messages (signature)\"\n              description: \"Check the platform public key / MD5 key, and whether messages are forged.\"\n",
-            deploy("alerts.yml").display()
-        ),
-    );
-    let out = Command::new(tool("promtool")).args(["test", "rules"]).arg(&test).output().unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    promtool_rule_tests("tests:\n  - interval: 1m\n    input_series:\n      - series: 'paysign_verification_failures_total{instance=\"p:9091\",reason=\"signature\"}'\n        values: '5 5 5 5 5 6 6 6'\n    alert_rule_test:\n      - eval_time: 5m30s\n        alertname: PaysignVerificationFailures\n        exp_alerts:\n          - exp_labels: {severity: page, instance: \"p:9091\", reason: signature}\n            exp_annotations:\n              summary: \"paysign rejected 1 unverifiable platform messages (signature)\"\n              description: \"Check the platform public key / MD5 key, and whether messages are forged.\"\n");
 }
 
 /// The inbox's alerts fire on what they name, with the summaries an on-call engineer reads
 /// (promtool's rule unit tests on the shipped rules).
 #[test]
 fn the_inbox_alerts_fire_on_age_dead_letters_and_failed_stores() {
-    let dir = temp_dir();
-    let test = dir.join("inbox_alerts_test.yml");
-    write(
-        &test,
-        &format!(
-            r#"rule_files: ["{}"]
-evaluation_interval: 30s
-tests:
+    promtool_rule_tests(
+        r#"tests:
   - interval: 1m
     input_series:
-      - series: 'paysign_inbox_oldest_undelivered_age_seconds{{instance="p:9091"}}'
+      - series: 'paysign_inbox_oldest_undelivered_age_seconds{instance="p:9091"}'
         values: '0 600 1200 1900 1960 2020 2080 2140 2200 2260'
-      - series: 'paysign_inbox_notifications{{instance="p:9091",state="dead"}}'
+      - series: 'paysign_inbox_notifications{instance="p:9091",state="dead"}'
         values: '0 0 2 2 2 2 2 2 2 2'
-      - series: 'paysign_inbox_stored_total{{instance="p:9091",result="failed"}}'
+      - series: 'paysign_inbox_stored_total{instance="p:9091",result="failed"}'
         values: '0 0 0 0 0 0 0 3 3 3'
     alert_rule_test:
       - eval_time: 9m
         alertname: PaysignInboxOldestUndelivered
         exp_alerts:
-          - exp_labels: {{severity: page, instance: "p:9091"}}
+          - exp_labels: {severity: page, instance: "p:9091"}
             exp_annotations:
               summary: "A payment notification acknowledged to the platform has waited 2.26ks for the internal target"
               description: "The target is down or refusing: GET /inbox and /inbox/dead on the admin port; nothing is lost while it waits (96 h by default)."
       - eval_time: 3m
         alertname: PaysignInboxDeadLetters
         exp_alerts:
-          - exp_labels: {{severity: page, instance: "p:9091"}}
+          - exp_labels: {severity: page, instance: "p:9091"}
             exp_annotations:
               summary: "2 notifications were dead-lettered: the target never took them"
               description: "GET /inbox/dead lists them (never the payload); POST /inbox/redeliver?id=… once the target is fixed."
@@ -159,15 +151,11 @@ tests:
       - eval_time: 8m
         alertname: PaysignInboxStoreFailing
         exp_alerts:
-          - exp_labels: {{severity: page, instance: "p:9091"}}
+          - exp_labels: {severity: page, instance: "p:9091"}
             exp_annotations:
               summary: "paysign cannot store notifications (3 in 5 m): they are not acknowledged and the platform retries"
 "#,
-            deploy("alerts.yml").display()
-        ),
     );
-    let out = Command::new(tool("promtool")).args(["test", "rules"]).arg(&test).output().unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -338,8 +326,7 @@ fn the_production_config_is_the_configmap_and_passes_check_offline() {
     // With the secrets in place: ok, two warnings (names that resolve only in the cluster).
     let keys = dir.join("keys");
     std::fs::rename(keys.join("md5.key"), keys.join("md5_key")).unwrap();
-    write(&keys.join("admin_token"), "an-admin-token-of-some-length\n");
-    std::fs::set_permissions(keys.join("admin_token"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    write_secret(&keys.join("admin_token"), "an-admin-token-of-some-length\n");
     write(&keys.join("inbox.key"), &format!("{}\n", "7e".repeat(32)));
     std::fs::set_permissions(keys.join("inbox.key"), std::os::unix::fs::PermissionsExt::from_mode(0o400)).unwrap();
     let placed = dir.join("placed.yaml");

@@ -281,8 +281,7 @@ fn forged_notification_flood(inbox: bool) {
     );
     if inbox {
         let key = temp_dir().join("inbox.key");
-        std::fs::write(&key, "1f".repeat(32)).unwrap();
-        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        write_secret(&key, &"1f".repeat(32));
         extra.push_str(&format!("  inbox:\n    sqlite_path: data/inbox.sqlite\n    key_file: {}\n", key.display()));
     }
     let s = Stack::start(Options { gateway_extra: extra, ..Options::default() });

@@ -65,8 +65,7 @@ fn notify_yaml(notify_port: u16, target: u16, store: &str, key: &Path, extra: &s
 fn key_file() -> PathBuf {
     let dir = temp_dir();
     let path = dir.join("inbox.key");
-    std::fs::write(&path, format!("{}\n", "3c".repeat(32))).unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    write_secret(&path, &format!("{}\n", "3c".repeat(32)));
     path
 }
 

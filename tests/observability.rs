@@ -390,8 +390,7 @@ fn no_level_logs_a_secret() {
     for level in ["error", "warn", "info", "debug", "trace"] {
         let notify_port = free_port();
         let key_dir = temp_dir();
-        std::fs::write(key_dir.join("inbox.key"), &inbox_key).unwrap();
-        std::fs::set_permissions(key_dir.join("inbox.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        write_secret(&key_dir.join("inbox.key"), &inbox_key);
         let extra = format!(
             "notify:\n  listen: 127.0.0.1:{notify_port}\n  routes:\n    - path: /notify/bindcard\n      target: http://127.0.0.1:{}/internal\n  inbox:\n    sqlite_path: {}/inbox.sqlite\n    key_file: {}/inbox.key\n",
             target.port,

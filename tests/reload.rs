@@ -283,8 +283,7 @@ fn without_a_token_the_admin_accepts_127_0_0_1_only_and_with_one_it_needs_it() {
     // With a token: needed from everywhere, loopback included.
     let keys = temp_dir();
     let token = "admin-token-0123456789abcdef";
-    write(&keys.join("admin_token"), &format!("{token}\n"));
-    std::fs::set_permissions(keys.join("admin_token"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    write_secret(&keys.join("admin_token"), &format!("{token}\n"));
     let t = Stack::start(Options {
         gateway_extra: format!("admin_token_file: {}\n", keys.join("admin_token").display()),
         ..Options::default()

@@ -418,6 +418,12 @@ pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
+/// A secret file (a key, a token, a PIN): `text`, readable and writable by its owner only.
+pub fn write_secret(path: &Path, text: &str) {
+    write(path, text);
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+}
+
 /// Waits (bounded) until something accepts connections on `port`.
 pub fn wait_listening(port: u16) {
     wait_listening_on("127.0.0.1", port)

@@ -102,9 +102,6 @@ pub enum StoreError {
     /// The database refused or failed (disk full, read-only, connection lost): retryable.
     #[error("the inbox is unavailable: {0}")]
     Unavailable(String),
-    /// A stored payload does not open with the configured key (wrong key, or tampered).
-    #[error("notification {0}: the stored payload does not open with the inbox key")]
-    Undecryptable(String),
     /// The inbox's writer has stopped (the process is shutting down).
     #[error("the inbox is closed")]
     Closed,

@@ -211,16 +211,15 @@ impl PgInbox {
     /// failover, a partition) costs a notification 10 s and a 503, not the kernel's TCP
     /// timeout; the connection is dropped and opened again by the next operation.
     async fn with<T>(&self, f: impl AsyncFnOnce(&Client) -> Result<T, tokio_postgres::Error>) -> Result<T, StoreError> {
-        let mut guard = tokio::time::timeout(OPERATION_TIMEOUT, self.client())
-            .await
-            .map_err(|_| StoreError::Unavailable(format!("the database did not answer within {OPERATION_TIMEOUT:?}")))??;
+        let no_answer = || StoreError::Unavailable(format!("the database did not answer within {OPERATION_TIMEOUT:?}"));
+        let mut guard = tokio::time::timeout(OPERATION_TIMEOUT, self.client()).await.map_err(|_| no_answer())??;
         let Some(client) = guard.as_ref() else { return Err(StoreError::Closed) };
         let done = tokio::time::timeout(OPERATION_TIMEOUT, f(client)).await;
         match done {
             Ok(r) => r.map_err(unavailable),
             Err(_) => {
                 *guard = None;
-                Err(StoreError::Unavailable(format!("the database did not answer within {OPERATION_TIMEOUT:?}")))
+                Err(no_answer())
             }
         }
     }

@@ -33,11 +33,6 @@ impl Schedule {
         self.first.saturating_mul(1u32 << doublings.min(31)).min(self.max_interval)
     }
 
-    /// When to try again after failed attempt `attempt`, or `None`: dead-letter it.
-    pub fn next(&self, attempt: u32, received_at: SystemTime, now: SystemTime) -> Option<SystemTime> {
-        self.delay(attempt, received_at, now).map(|d| now + d)
-    }
-
     /// How long to wait before trying again after failed attempt `attempt`, or `None`:
     /// dead-letter it. A delay, not a time: the store adds it to its own clock (PostgreSQL's,
     /// the same for every replica).
@@ -58,8 +53,8 @@ mod tests {
         let s = Schedule { jitter: 0.0, ..Schedule::default() };
         let received = SystemTime::UNIX_EPOCH;
         let (mut now, mut attempts) = (received, 1);
-        while let Some(at) = s.next(attempts, received, now) {
-            now = at;
+        while let Some(delay) = s.delay(attempts, received, now) {
+            now += delay;
             attempts += 1;
         }
         let span = now.duration_since(received).unwrap();
@@ -77,7 +72,7 @@ mod tests {
         let s = Schedule::default();
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         for _ in 0..200 {
-            let d = s.next(3, t, t).unwrap().duration_since(t).unwrap().as_secs_f64();
+            let d = s.delay(3, t, t).unwrap().as_secs_f64();
             assert!((16.0..=24.0).contains(&d), "{d}");
         }
     }

@@ -237,17 +237,9 @@ fn execute(db: &Connection, cipher: &Cipher, c: Command, now: SystemTime) -> Ans
             ))
             .map(|n| n == 1),
         ),
-        Command::Failed { id, attempt, error, retry_in, reply } => Answer::Bool(
-            reply,
-            u(db.execute(
-                "UPDATE notifications SET state = CASE WHEN ?3 IS NULL THEN 'dead' ELSE 'pending' END,
-                     next_at = COALESCE(?3, next_at), done_at = CASE WHEN ?3 IS NULL THEN ?5 END,
-                     last_error = ?4, lease_until = NULL, lease_owner = NULL
-                 WHERE id = ?1 AND attempts = ?2 AND state = 'leased'",
-                params![id, attempt, retry_in.map(|d| millis(now + d)), error, millis(now)],
-            ))
-            .map(|n| n == 1),
-        ),
+        Command::Failed { id, attempt, error, retry_in, reply } => {
+            Answer::Bool(reply, u(failed(db, &id, attempt, &error, retry_in, now)).map(|n| n == 1))
+        }
         Command::Depth(r) => Answer::Depth(r, depth(db)),
         Command::DeadLetters(limit, r) => Answer::Dead(r, dead_letters(db, limit)),
         Command::Redeliver(id, r) => Answer::Count(
@@ -271,6 +263,17 @@ fn execute(db: &Connection, cipher: &Cipher, c: Command, now: SystemTime) -> Ans
             Answer::Count(r, u(db.execute("DELETE FROM notifications WHERE state = 'dead' AND (?1 IS NULL OR id = ?1)", params![id])))
         }
     }
+}
+
+/// A failed attempt recorded under its lease: due again `retry_in` from `now`, or dead.
+fn failed(db: &Connection, id: &str, attempt: u32, error: &str, retry_in: Option<Duration>, now: SystemTime) -> rusqlite::Result<usize> {
+    db.execute(
+        "UPDATE notifications SET state = CASE WHEN ?3 IS NULL THEN 'dead' ELSE 'pending' END,
+             next_at = COALESCE(?3, next_at), done_at = CASE WHEN ?3 IS NULL THEN ?5 END,
+             last_error = ?4, lease_until = NULL, lease_owner = NULL
+         WHERE id = ?1 AND attempts = ?2 AND state = 'leased'",
+        params![id, attempt, retry_in.map(|d| millis(now + d)), error, millis(now)],
+    )
 }
 
 fn store(db: &Connection, cipher: &Cipher, n: &NewNotification, now: SystemTime) -> Result<Stored, StoreError> {
@@ -333,11 +336,7 @@ fn claim(db: &Connection, cipher: &Cipher, owner: &str, lease: Duration, limit: 
         let (attempt, route, customer_no, order_no, payload, received) = row;
         let Some(body) = cipher.open(&id, &payload) else {
             tracing::error!(notification_id = %id, "inbox: {}: dead-lettered", crate::UNDECRYPTABLE);
-            db.execute(
-                "UPDATE notifications SET state = 'dead', done_at = ?2, last_error = ?3, lease_until = NULL, lease_owner = NULL WHERE id = ?1",
-                params![id, now_ms, crate::UNDECRYPTABLE],
-            )
-            .map_err(unavailable)?;
+            failed(db, &id, attempt, crate::UNDECRYPTABLE, None, now).map_err(unavailable)?;
             continue;
         };
         claims.push(Claim { id, attempt, route, customer_no, order_no, body, received_at: from_millis(received) });

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 
 use paysign_inbox::{Claim, Inbox};
 
-use super::{TargetError, NOTIFICATION_ID_HEADER};
+use super::TargetError;
 use crate::live::Live;
 use crate::logging;
 use crate::metrics::{DeliveryOutcome, InboxState};
@@ -159,14 +159,9 @@ async fn attempt(live: &Live, inbox: &dyn Inbox, claim: Claim, schedule: &paysig
     let (sent, status) = match state.and_then(|s| s.route(&claim.route).map(|r| (s, r))) {
         None => (Err("the route is no longer configured"), None),
         Some((state, route)) => {
-            let headers = [
-                ("Content-Type", "application/json;charset=UTF-8"),
-                (NOTIFICATION_ID_HEADER, claim.id.as_str()),
-                ("X-Paysign-Merchant", claim.customer_no.as_str()),
-                ("X-Request-Id", request_id.as_str()),
-            ];
             let bound = lease.mul_f64(0.8);
-            match tokio::time::timeout(bound, state.deliver_stored(route, &headers, Bytes::from(claim.body.clone()))).await {
+            let body = Bytes::from(claim.body.clone());
+            match tokio::time::timeout(bound, state.forward(route, &claim.id, &claim.customer_no, &request_id, body)).await {
                 Ok(Ok(a)) if (200..300).contains(&a.status) => (Ok(()), Some(a.status)),
                 Ok(Ok(a)) => (Err("the target answered non-2xx"), Some(a.status)),
                 Ok(Err(TargetError::NotSent)) => (Err("the target could not be reached"), None),

@@ -152,6 +152,11 @@ pub fn notification_id(customer_no: &str, fields: &Map<String, Value>) -> String
 
 type Step<T> = Result<T, NotificationOutcome>;
 
+/// A notification's `orderNo` as the access line and the inbox keep it: at most 64 characters.
+fn order_no(fields: &Map<String, Value>) -> Option<String> {
+    fields.get("orderNo").and_then(Value::as_str).map(|o| o.chars().take(64).collect())
+}
+
 /// What recognises a re-send before decryption: the route and the exact bytes the platform sent.
 fn raw_digest(route: &str, body: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -177,9 +182,7 @@ impl NotifyState {
             Some(p) => p.reloaded(&notify),
             None => HttpTarget::new(&notify),
         });
-        let mut state = Self::build(notify, config, executor, Some(http.clone()), http, metrics);
-        state.inbox = inbox;
-        Some(state)
+        Some(Self::build(notify, config, executor, Some(http.clone()), http, inbox, metrics))
     }
 
     /// The notification state of `config` delivering to `target` instead of HTTP.
@@ -190,7 +193,7 @@ impl NotifyState {
         metrics: &Arc<Metrics>,
     ) -> Option<Self> {
         let notify = config.notify.clone()?;
-        Some(Self::build(notify, config, executor, None, target, metrics))
+        Some(Self::build(notify, config, executor, None, target, None, metrics))
     }
 
     fn build(
@@ -199,10 +202,11 @@ impl NotifyState {
         executor: Arc<PrivateKeyExecutor>,
         http: Option<Arc<HttpTarget>>,
         target: Arc<dyn NotificationTarget>,
+        inbox: Option<Arc<InboxCell>>,
         metrics: &Arc<Metrics>,
     ) -> Self {
         let routes = notify.routes.iter().map(|r| (r.path.clone(), r.clone())).collect();
-        NotifyState { notify, merchants: config.merchants.clone(), routes, executor, http, target, inbox: None, metrics: metrics.clone() }
+        NotifyState { notify, merchants: config.merchants.clone(), routes, executor, http, target, inbox, metrics: metrics.clone() }
     }
 
     /// The listener's plain-text answer (`FAIL`, or the acknowledgement).
@@ -315,11 +319,7 @@ impl NotifyState {
     /// notification is acknowledged again without any private-key work. The store unavailable
     /// answers 503 now (storing would fail too).
     async fn recognise(&self, cell: &InboxCell, raw_digest: [u8; 32], facts: &mut NotificationFacts<'_>) -> Step<Arc<dyn Inbox>> {
-        let failed = |e: StoreError| {
-            self.metrics.inbox_stored.with_label_values(&[InboxStoreResult::Failed.as_str()]).inc();
-            tracing::warn!(kind = "notification", "notification not acknowledged: {e}");
-            NotificationOutcome::StoreFailed
-        };
+        let failed = |e: StoreError| self.not_stored(&e);
         let inbox = cell.get().await.map_err(failed)?;
         match inbox.recognise(raw_digest).await.map_err(failed)? {
             Some(id) => {
@@ -344,7 +344,7 @@ impl NotifyState {
         facts: &mut NotificationFacts<'_>,
     ) -> NotificationOutcome {
         let id = notification_id(&merchant.customer_no, fields);
-        let order_no = fields.get("orderNo").and_then(Value::as_str).map(|o| o.chars().take(64).collect::<String>());
+        let order_no = order_no(fields);
         facts.order_no.clone_from(&order_no);
         facts.notification_id = Some(id.clone());
         let ordered = self.inbox.as_ref().is_some_and(|c| c.settings().ordered);
@@ -360,13 +360,17 @@ impl NotifyState {
         let (outcome, result) = match inbox.store(n).await {
             Ok(Stored::New) => (NotificationOutcome::Stored, InboxStoreResult::Stored),
             Ok(Stored::Duplicate) => (NotificationOutcome::Duplicate, InboxStoreResult::Duplicate),
-            Err(e) => {
-                tracing::warn!(kind = "notification", "notification not acknowledged: {e}");
-                (NotificationOutcome::StoreFailed, InboxStoreResult::Failed)
-            }
+            Err(e) => return self.not_stored(&e),
         };
         self.metrics.inbox_stored.with_label_values(&[result.as_str()]).inc();
         outcome
+    }
+
+    /// The inbox could not take a notification: counted, logged, not acknowledged (503).
+    fn not_stored(&self, e: &StoreError) -> NotificationOutcome {
+        self.metrics.inbox_stored.with_label_values(&[InboxStoreResult::Failed.as_str()]).inc();
+        tracing::warn!(kind = "notification", "notification not acknowledged: {e}");
+        NotificationOutcome::StoreFailed
     }
 
     /// The route a stored notification names, if it is still configured.
@@ -374,15 +378,24 @@ impl NotifyState {
         self.routes.get(path)
     }
 
-    /// Hands a stored notification to its route's target (the deliverer's attempt).
-    pub(crate) async fn deliver_stored(
+    /// Hands a verified notification to its route's target with the headers paysign adds —
+    /// directly (without an inbox) or from the inbox (the deliverer's attempt) — and times it.
+    pub(crate) async fn forward(
         &self,
         route: &NotifyRoute,
-        headers: &[(&'static str, &str)],
+        id: &str,
+        customer_no: &str,
+        request_id: &str,
         body: Bytes,
     ) -> Result<TargetAnswer, TargetError> {
+        let headers = [
+            ("Content-Type", "application/json;charset=UTF-8"),
+            (NOTIFICATION_ID_HEADER, id),
+            ("X-Paysign-Merchant", customer_no),
+            ("X-Request-Id", request_id),
+        ];
         let start = Instant::now();
-        let sent = self.target.deliver(route, headers, body).await;
+        let sent = self.target.deliver(route, &headers, body).await;
         self.metrics.notify_forward_duration.with_label_values(&[&route.path]).observe(start.elapsed().as_secs_f64());
         sent
     }
@@ -441,19 +454,8 @@ impl NotifyState {
         facts: &mut NotificationFacts<'_>,
     ) -> NotificationOutcome {
         let id = notification_id(&merchant.customer_no, fields);
-        if let Some(o) = fields.get("orderNo").and_then(Value::as_str) {
-            facts.order_no = Some(o.chars().take(64).collect());
-        }
-        let request_id = logging::new_request_id();
-        let headers = [
-            ("Content-Type", "application/json;charset=UTF-8"),
-            (NOTIFICATION_ID_HEADER, id.as_str()),
-            ("X-Paysign-Merchant", merchant.customer_no.as_str()),
-            ("X-Request-Id", request_id.as_str()),
-        ];
-        let start = Instant::now();
-        let sent = self.target.deliver(route, &headers, Bytes::from(plaintext)).await;
-        self.metrics.notify_forward_duration.with_label_values(&[&route.path]).observe(start.elapsed().as_secs_f64());
+        facts.order_no = order_no(fields);
+        let sent = self.forward(route, &id, &merchant.customer_no, &logging::new_request_id(), Bytes::from(plaintext)).await;
         facts.notification_id = Some(id);
         match sent {
             Ok(a) if (200..300).contains(&a.status) => NotificationOutcome::Forwarded,

@@ -38,33 +38,49 @@ impl InboxCell {
 
     /// The store, opening it if it is not open yet.
     pub async fn get(&self) -> Result<Arc<dyn Inbox>, StoreError> {
-        self.opened.get_or_try_init(|| self.open()).await.cloned()
+        self.opened
+            .get_or_try_init(|| async {
+                let inbox: Arc<dyn Inbox> = match &self.settings.store {
+                    InboxStore::Sqlite(path) => Arc::new(open_sqlite(path, self.cipher()?)?),
+                    InboxStore::Postgres(url) => {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        self.connect_pg(url, move |r| drop(tx.send(r)))?;
+                        Arc::new(rx.await.map_err(|_| StoreError::Closed)??)
+                    }
+                };
+                self.announce();
+                Ok(inbox)
+            })
+            .await
+            .cloned()
     }
 
-    /// The store if it is open (the admin's and the metrics' view: they never open it).
-    pub fn opened(&self) -> Option<Arc<dyn Inbox>> {
-        self.opened.get().cloned()
-    }
-
-    /// Opens the store now, blocking this thread: start-up refuses a store it cannot open (a
-    /// wrong path, an unreachable database), naming it.
+    /// Opens the store now, blocking this thread (which may be inside an async runtime: no
+    /// `block_on`): start-up refuses a store it cannot open (a wrong path, an unreachable
+    /// database), naming it.
     pub fn open_now(&self) -> Result<(), StoreError> {
         if self.opened.initialized() {
             return Ok(());
         }
-        let inbox = match &self.settings.store {
-            InboxStore::Sqlite(path) => Arc::new(open_sqlite(path, self.cipher()?)?) as Arc<dyn Inbox>,
+        let inbox: Arc<dyn Inbox> = match &self.settings.store {
+            InboxStore::Sqlite(path) => Arc::new(open_sqlite(path, self.cipher()?)?),
             InboxStore::Postgres(url) => {
                 let (tx, rx) = std::sync::mpsc::channel();
-                let (url, cipher) = (url.clone(), self.cipher()?);
-                self.pg_runtime()?.spawn(async move {
-                    let _ = tx.send(PgInbox::connect(&url, cipher).await);
-                });
-                Arc::new(rx.recv().map_err(|_| StoreError::Closed)??) as Arc<dyn Inbox>
+                self.connect_pg(url, move |r| drop(tx.send(r)))?;
+                Arc::new(rx.recv().map_err(|_| StoreError::Closed)??)
             }
         };
-        let _ = self.opened.set(inbox);
-        self.announce();
+        if self.opened.set(inbox).is_ok() {
+            self.announce();
+        }
+        Ok(())
+    }
+
+    /// Connects to PostgreSQL on the inbox's own runtime (its connections' tasks live there for
+    /// good) and hands the result to `done`.
+    fn connect_pg(&self, url: &str, done: impl FnOnce(Result<PgInbox, StoreError>) + Send + 'static) -> Result<(), StoreError> {
+        let (url, cipher) = (url.to_string(), self.cipher()?);
+        self.pg_runtime()?.spawn(async move { done(PgInbox::connect(&url, cipher).await) });
         Ok(())
     }
 
@@ -73,17 +89,6 @@ impl InboxCell {
         match &self.settings.store {
             InboxStore::Sqlite(p) => tracing::info!("notification inbox: SQLite file {}", p.display()),
             InboxStore::Postgres(_) => tracing::info!("notification inbox: PostgreSQL database (notify.inbox.postgres_url, not shown)"),
-        }
-    }
-
-    async fn open(&self) -> Result<Arc<dyn Inbox>, StoreError> {
-        match &self.settings.store {
-            InboxStore::Sqlite(path) => Ok(Arc::new(open_sqlite(path, self.cipher()?)?)),
-            InboxStore::Postgres(url) => {
-                let (url, cipher) = (url.clone(), self.cipher()?);
-                let connected = self.pg_runtime()?.spawn(async move { PgInbox::connect(&url, cipher).await });
-                Ok(Arc::new(connected.await.map_err(|_| StoreError::Closed)??))
-            }
         }
     }
 
