@@ -151,7 +151,7 @@ impl Deliverer {
 /// An attempt ends within four fifths of its lease (the rest to record its result): a second
 /// deliverer never takes a notification whose attempt is still running, whatever the target's
 /// addresses and timeouts add up to.
-async fn attempt(live: &Live, inbox: &dyn Inbox, claim: Claim, schedule: &paysign_inbox::Schedule, lease: Duration) {
+async fn attempt(live: &Live, inbox: &dyn Inbox, mut claim: Claim, schedule: &paysign_inbox::Schedule, lease: Duration) {
     let rt = live.current();
     let request_id = logging::new_request_id();
     let start = Instant::now();
@@ -160,7 +160,7 @@ async fn attempt(live: &Live, inbox: &dyn Inbox, claim: Claim, schedule: &paysig
         None => (Err("the route is no longer configured"), None),
         Some((state, route)) => {
             let bound = lease.mul_f64(0.8);
-            let body = Bytes::from(claim.body.clone());
+            let body = Bytes::from(std::mem::take(&mut claim.body));
             match tokio::time::timeout(bound, state.forward(route, &claim.id, &claim.customer_no, &request_id, body)).await {
                 Ok(Ok(a)) if (200..300).contains(&a.status) => (Ok(()), Some(a.status)),
                 Ok(Ok(a)) => (Err("the target answered non-2xx"), Some(a.status)),

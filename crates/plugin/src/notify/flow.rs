@@ -246,13 +246,13 @@ impl NotifyState {
         let steps = async {
             self.check_source(session, facts)?;
             let (route, merchant, data, raw_digest) = self.intake(session, facts).await?;
-            let inbox = match &self.inbox {
-                Some(cell) => Some(self.recognise(cell, raw_digest, facts).await?),
-                None => None,
+            let inbox = match (&self.inbox, raw_digest) {
+                (Some(cell), Some(digest)) => Some((self.recognise(cell, digest, facts).await?, digest)),
+                _ => None,
             };
             let (plaintext, fields) = self.open(merchant, data, facts).await?;
             Ok(match inbox {
-                Some(inbox) => self.store(&*inbox, route, merchant, raw_digest, plaintext, &fields, facts).await,
+                Some((inbox, digest)) => self.store(&*inbox, route, merchant, digest, plaintext, &fields, facts).await,
                 None => self.deliver(route, merchant, plaintext, &fields, facts).await,
             })
         };
@@ -280,7 +280,7 @@ impl NotifyState {
         &'s self,
         session: &mut ServerSession,
         facts: &mut NotificationFacts<'s>,
-    ) -> Step<(&'s NotifyRoute, &'s Arc<Merchant>, Map<String, Value>, [u8; 32])> {
+    ) -> Step<(&'s NotifyRoute, &'s Arc<Merchant>, Map<String, Value>, Option<[u8; 32]>)> {
         let Some(route) = self.routes.get(session.req_header().uri.path()) else {
             return Err(NotificationOutcome::NotFound);
         };
@@ -294,7 +294,8 @@ impl NotifyState {
             Ok(Err(BodyError::Unreadable)) => return Err(NotificationOutcome::Malformed),
             Err(_) => return Err(NotificationOutcome::BodyTimeout),
         };
-        let raw_digest = raw_digest(&route.path, &body);
+        // Only an inbox recognises re-sends: without one, no hashing on this path.
+        let raw_digest = self.inbox.is_some().then(|| raw_digest(&route.path, &body));
         let data = match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(m)) => m,
             _ => return Err(NotificationOutcome::Malformed),
