@@ -84,6 +84,13 @@ pub struct Depth {
     pub oldest_undelivered: Option<SystemTime>,
 }
 
+impl Depth {
+    /// How long the oldest undelivered notification has waited at `now` (zero: none).
+    pub fn oldest_age(&self, now: SystemTime) -> Duration {
+        self.oldest_undelivered.and_then(|t| now.duration_since(t).ok()).unwrap_or_default()
+    }
+}
+
 /// A dead-lettered notification, as an operator sees it: never the payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {

@@ -134,7 +134,7 @@ impl Deliverer {
             set(InboxState::Leased, d.leased);
             set(InboxState::Delivered, d.delivered);
             set(InboxState::Dead, d.dead);
-            let age = d.oldest_undelivered.and_then(|t| SystemTime::now().duration_since(t).ok()).map_or(0, |a| a.as_secs());
+            let age = d.oldest_age(SystemTime::now()).as_secs();
             metrics.inbox_oldest_age.set(i64::try_from(age).unwrap_or(i64::MAX));
         }
         if let Some(before) = SystemTime::now().checked_sub(retention) {

@@ -59,7 +59,7 @@ pub async fn inbox_admin(live: &Live, method: &http::Method, path: &str, query: 
     };
     let done = match op {
         Op::Depth => inbox.depth().await.map(|d| {
-            let age = d.oldest_undelivered.and_then(|t| SystemTime::now().duration_since(t).ok()).map_or(0, |a| a.as_secs());
+            let age = d.oldest_age(SystemTime::now()).as_secs();
             json!({"pending": d.pending, "leased": d.leased, "delivered": d.delivered, "dead": d.dead,
                    "oldest_undelivered_age_seconds": age})
         }),
